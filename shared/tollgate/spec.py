@@ -1,0 +1,187 @@
+"""Dataset specs: the declaration that drives validation, training, evaluation and the policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS = ("regression", "classification")
+COLUMN_TYPES = ("float", "int", "string", "bool")
+ACTIONS = ("drop", "reject")
+ESTIMATORS = ("hist_gradient_boosting", "linear", "random_forest")
+# metric name → True if higher is better
+METRICS = {"r2": True, "rmse": False, "mae": False,
+           "accuracy": True, "f1": True, "roc_auc": True, "log_loss": False}
+
+
+class SpecError(ValueError):
+    """The dataset spec is malformed; the message names the field and what is expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool = True
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None
+    on_fail: str = "drop"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    expr: str
+    description: str = ""
+    on_fail: str = "drop"
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    threshold: float
+    margin: float = 0.0
+    confidence: float = 0.95
+    min_holdout_rows: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    task: str
+    target: str
+    columns: dict[str, Column]
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    policy: Policy
+    rules: tuple[Rule, ...] = ()
+    time_column: str | None = None
+    description: str = ""
+    min_rows: int = 1
+    max_drop_fraction: float = 0.2
+    estimator: str = "hist_gradient_boosting"
+    model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    training_window: str = "all"
+    training_last_n: int = 0
+    training_seed: int = 42
+    primary_metric: str = "r2"
+    holdout_fraction: float = 0.3
+    bootstrap_resamples: int = 1000
+    evaluation_seed: int = 42
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric_features + self.categorical_features
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.primary_metric]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(yaml.safe_dump(self.raw, sort_keys=True).encode()).hexdigest()
+
+
+def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
+    if key not in mapping or mapping[key] in (None, ""):
+        raise SpecError(f"{where}: `{key}` is required")
+    return mapping[key]
+
+
+def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise SpecError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def from_dict(raw: dict[str, Any]) -> DatasetSpec:
+    if not isinstance(raw, dict):
+        raise SpecError("a dataset spec is a YAML mapping")
+    name = str(_require(raw, "name", "spec"))
+    where = f"spec {name}"
+    task = _choice(_require(raw, "task", where), TASKS, f"{where}: task")
+    target = str(_require(raw, "target", where))
+    columns: dict[str, Column] = {}
+    for col_name, col in (_require(raw, "columns", where) or {}).items():
+        col = col or {}
+        cw = f"{where}: columns.{col_name}"
+        allowed = col.get("allowed")
+        columns[col_name] = Column(
+            name=col_name,
+            type=_choice(col.get("type", "float"), COLUMN_TYPES, f"{cw}.type"),
+            required=bool(col.get("required", True)),
+            nullable=bool(col.get("nullable", True)),
+            min=col.get("min"), max=col.get("max"),
+            allowed=tuple(str(a) for a in allowed) if allowed is not None else None,
+            on_fail=_choice(col.get("on_fail", "drop"), ACTIONS, f"{cw}.on_fail"),
+        )
+    if target not in columns:
+        raise SpecError(f"{where}: the target {target!r} must be declared under columns")
+    features = raw.get("features") or {}
+    numeric = tuple(features.get("numeric") or ())
+    categorical = tuple(features.get("categorical") or ())
+    if not numeric and not categorical:
+        raise SpecError(f"{where}: features.numeric or features.categorical must list at least one column")
+    for feature in numeric + categorical:
+        if feature not in columns:
+            raise SpecError(f"{where}: feature {feature!r} is not declared under columns")
+        if feature == target:
+            raise SpecError(f"{where}: the target {target!r} cannot also be a feature")
+    rules = tuple(
+        Rule(name=str(_require(r, "name", f"{where}: rules[{i}]")), expr=str(_require(r, "expr", f"{where}: rules[{i}]")),
+             description=str(r.get("description", "")),
+             on_fail=_choice(r.get("on_fail", "drop"), ACTIONS, f"{where}: rules[{i}].on_fail"))
+        for i, r in enumerate(raw.get("rules") or ())
+    )
+    model = raw.get("model") or {}
+    training = raw.get("training") or {}
+    evaluation = raw.get("evaluation") or {}
+    policy_raw = _require(raw, "policy", where)
+    primary = _choice(evaluation.get("primary_metric", "r2" if task == "regression" else "accuracy"),
+                      tuple(METRICS), f"{where}: evaluation.primary_metric")
+    holdout_fraction = float(evaluation.get("holdout_fraction", 0.3))
+    if not 0.05 <= holdout_fraction <= 0.9:
+        raise SpecError(f"{where}: evaluation.holdout_fraction must be between 0.05 and 0.9")
+    confidence = float(policy_raw.get("confidence", 0.95))
+    if not 0.5 <= confidence < 1:
+        raise SpecError(f"{where}: policy.confidence must be in [0.5, 1)")
+    window = str(training.get("window", "all"))
+    _choice(window, ("all", "last_n"), f"{where}: training.window")
+    time_column = raw.get("time_column")
+    if time_column is not None and time_column not in columns:
+        raise SpecError(f"{where}: time_column {time_column!r} is not declared under columns")
+    return DatasetSpec(
+        name=name, task=task, target=target, columns=columns,
+        numeric_features=numeric, categorical_features=categorical,
+        policy=Policy(threshold=float(_require(policy_raw, "threshold", f"{where}: policy")),
+                      margin=float(policy_raw.get("margin", 0.0)), confidence=confidence,
+                      min_holdout_rows=int(policy_raw.get("min_holdout_rows", 30))),
+        rules=rules, time_column=time_column, description=str(raw.get("description", "")),
+        min_rows=int(raw.get("min_rows", 1)), max_drop_fraction=float(raw.get("max_drop_fraction", 0.2)),
+        estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),
+        model_params=dict(model.get("params") or {}),
+        training_window=window, training_last_n=int(training.get("last_n", 0)),
+        training_seed=int(training.get("seed", 42)),
+        primary_metric=primary, holdout_fraction=holdout_fraction,
+        bootstrap_resamples=int(evaluation.get("bootstrap_resamples", 1000)),
+        evaluation_seed=int(evaluation.get("seed", 42)),
+        raw=raw,
+    )
+
+
+def loads(text: str) -> DatasetSpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"the dataset spec is not valid YAML: {exc}") from exc
+    return from_dict(raw)
+
+
+def load(path: Path | str) -> DatasetSpec:
+    return loads(Path(path).read_text())

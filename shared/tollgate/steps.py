@@ -1,0 +1,379 @@
+"""The chain's steps: each wires pure logic (validation, training, evaluation, policy) to the
+adapters (storage, Pub/Sub, Firestore, Cloud Run). Entrypoints call exactly one of these.
+
+Exactly-once effects over at-least-once delivery: every step starts by moving the run from
+the status it expects, in a transaction; a duplicate or late event finds another status and
+changes nothing. A step that finds its work already done re-publishes its event, so a crash
+between "state written" and "event published" heals on retry.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tollgate import artifacts, evaluation, log, policy, training, validation
+from tollgate import spec as specs
+from tollgate.cloud import Cloud, run as cloudrun
+from tollgate.cloud import state as st
+from tollgate.events import ObjectFinalized, envelope
+
+# job → (run status it starts from, status while it runs)
+LAUNCH = {
+    "validator": (st.RECEIVED, st.VALIDATING),
+    "trainer": (st.VALIDATED, st.TRAINING),
+    "evaluator": (st.TRAINED, st.EVALUATING),
+}
+MAX_REEVALUATIONS = 3
+
+
+def spec_object(dataset: str) -> str:
+    return f"specs/{dataset}.yaml"
+
+
+# -- ingest + launch (functions) -------------------------------------------------------------
+def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
+    """A finalized object under incoming/<dataset>/ becomes a run, and the validator starts."""
+    dataset = obj.dataset
+    if dataset is None:
+        return "ignored"
+    run_id = obj.run_id
+    source = {"bucket": obj.bucket, "object": obj.name, "generation": obj.generation}
+    record: dict[str, Any] = {"dataset": dataset, "source": source}
+    try:
+        spec_text = cloud.read_bytes(spec_object(dataset)).decode()
+        spec = specs.loads(spec_text)
+        record.update(spec=spec.raw, spec_sha256=spec.sha256)
+    except specs.SpecError as exc:
+        return _reject_at_ingest(state, run_id, record, "bad_spec", f"the dataset spec is invalid: {exc}")
+    except Exception as exc:
+        from google.api_core.exceptions import NotFound
+
+        if not isinstance(exc, NotFound):
+            raise  # temporary: let the event come back
+        return _reject_at_ingest(
+            state, run_id, record, "unknown_dataset",
+            f"no dataset spec at gs://{obj.bucket}/{spec_object(dataset)}; upload one with "
+            f"`tollgate spec push FILE` and drop the file again")
+    created = state.create_run(run_id, record)
+    log.info("run created" if created else "run exists (duplicate notification)", run_id=run_id,
+             dataset=dataset, object=obj.name, generation=obj.generation)
+    return launch(cloud, state, run_id, "validator")
+
+
+def _reject_at_ingest(state: st.State, run_id: str, record: dict[str, Any], reason: str, message: str) -> str:
+    if state.create_run(run_id, record):
+        state.transition(run_id, (st.RECEIVED,), st.REJECTED, reason=reason, message=message)
+        log.warning("run rejected at ingest", run_id=run_id, reason=reason, detail=message)
+    return "rejected"
+
+
+def launch(cloud: Cloud, state: st.State, run_id: str, job: str) -> str:
+    """Claim the run for ``job`` and start one execution; only the claim's winner starts it."""
+    expect, claim = LAUNCH[job]
+    if not state.transition(run_id, (expect,), claim):
+        return "duplicate"
+    try:
+        execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id})
+    except Exception:
+        # Temporary failure: give the claim back and raise so the event is redelivered.
+        state.transition(run_id, (claim,), expect)
+        raise
+    state.update_run(run_id, **{f"executions.{job}": execution})
+    log.info("job started", run_id=run_id, job=job, execution=execution)
+    return "started"
+
+
+# -- jobs ------------------------------------------------------------------------------------
+class StepFailed(Exception):
+    """A job cannot finish its step; the run is marked failed with this message."""
+
+
+def _run_for(state: st.State, run_id: str) -> dict[str, Any]:
+    run = state.get_run(run_id)
+    if run is None:
+        raise StepFailed(f"run {run_id} does not exist")
+    return run
+
+
+def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
+    run = _run_for(state, run_id)
+    if run["status"] != st.VALIDATING:
+        return _already(cloud, run, "data-validated", st.VALIDATED)
+    spec = specs.from_dict(run["spec"])
+    src = run["source"]
+    filename = src["object"].rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = cloud.download(src["object"], Path(tmp) / filename, generation=src["generation"])
+        try:
+            frame = validation.read_table(path)
+            result = validation.validate(frame, spec)
+        except validation.BatchRejected as exc:
+            result = validation.ValidationResult("rejected", 0, 0, [], reason=exc.reason, message=exc.message)
+    summary = result.summary()
+    cloud.write_json_once(f"reports/{run_id}/validation.json", {"run_id": run_id, "dataset": spec.name,
+                                                               "source": src, **summary})
+    if result.status == "rejected":
+        quarantine = f"quarantine/{spec.name}/{run_id}/"
+        src_blob = cloud.bucket.blob(src["object"], generation=src["generation"])
+        if not cloud.bucket.get_blob(quarantine + filename):
+            cloud.bucket.copy_blob(src_blob, cloud.bucket, quarantine + filename,
+                                   source_generation=src["generation"], if_generation_match=0)
+        cloud.write_json_once(quarantine + "reason.json", {"run_id": run_id, "reason": result.reason,
+                                                           "message": result.message, "source": src,
+                                                           "checks": summary["checks"]})
+        state.transition(run_id, (st.VALIDATING,), st.REJECTED, reason=result.reason, message=result.message,
+                         validation=_compact(summary), quarantine=quarantine)
+        log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
+        return "rejected"
+    data = validation.to_parquet_bytes(result.data)
+    digest = artifacts.sha256(data)
+    name = f"curated/{spec.name}/{digest}.parquet"
+    generation = cloud.write_once(name, data)
+    curated = {"object": name, "generation": generation, "sha256": digest, "rows": result.rows_out}
+    if spec.time_column and spec.time_column in result.data:
+        times = result.data[spec.time_column]
+        curated.update(time_min=float(times.min()), time_max=float(times.max()))
+    state.add_batch(spec.name, run_id, curated)
+    state.transition(run_id, (st.VALIDATING,), st.VALIDATED, curated=curated, validation=_compact(summary),
+                     message=result.message)
+    cloud.publish("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name, curated=curated))
+    log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped)
+    return "validated"
+
+
+def _compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """The validation summary as stored on the run (examples trimmed to stay small)."""
+    checks = [{**c, "examples": c["examples"][:3]} for c in summary["checks"]]
+    return {**summary, "checks": checks}
+
+
+def _already(cloud: Cloud, run: dict[str, Any], topic: str, done_status: str) -> str:
+    """A job found its run past its own step: re-publish if its step is done, else do nothing."""
+    if run["status"] in st.ORDER and st.ORDER.index(run["status"]) >= st.ORDER.index(done_status):
+        cloud.publish(topic, envelope(topic, run_id=run["run_id"], dataset=run["dataset"]))
+        return "republished"
+    return "skipped"
+
+
+def _load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
+    data = cloud.read_bytes(batch["object"], generation=batch["generation"])
+    if artifacts.sha256(data) != batch["sha256"]:
+        raise StepFailed(f"curated batch {batch['object']} does not match its recorded sha256")
+    import io
+
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def training_window(state: st.State, spec: specs.DatasetSpec, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Curated batches the run trains on, oldest first, ending with the run's own batch."""
+    batches = state.list_batches(spec.name)
+    mine = run["curated"]["sha256"]
+    cut = next((i for i, b in enumerate(batches) if b["sha256"] == mine), None)
+    if cut is None:
+        raise StepFailed(f"the run's batch {mine} is not registered for dataset {spec.name}")
+    window = batches[: cut + 1]
+    if spec.training_window == "last_n" and spec.training_last_n > 0:
+        window = window[-spec.training_last_n:]
+    return window
+
+
+def train(cloud: Cloud, state: st.State, run_id: str) -> str:
+    run = _run_for(state, run_id)
+    if run["status"] != st.TRAINING:
+        return _already(cloud, run, "model-trained", st.TRAINED)
+    spec = specs.from_dict(run["spec"])
+    started = time.monotonic()
+    window = training_window(state, spec, run)
+    frames = [_load_batch(cloud, b) for b in window]
+    newest_train, holdout = training.split_newest(frames[-1], spec)
+    train_df = pd.concat(frames[:-1] + [newest_train], ignore_index=True)
+    model = training.fit(train_df, spec)
+    fit_seconds = time.monotonic() - started
+    blob = artifacts.dumps(model)
+    digest = artifacts.sha256(blob)
+    prof = training.profile(train_df, spec)
+    import sklearn
+
+    def record(version: int) -> dict[str, Any]:
+        return {
+            "artifact": f"gs://{cloud.settings.bucket}/models/{spec.name}/{version}/model.skops",
+            "sha256": digest, "estimator": spec.estimator, "params": spec.model_params,
+            "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
+            "features": list(spec.features), "target": spec.target,
+            "training_window": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window],
+            "train_rows": int(len(train_df)), "holdout_rows": int(len(holdout)),
+            "code_version": cloud.settings.code_version,
+            "libraries": {"scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
+            "fit_seconds": round(fit_seconds, 3),
+        }
+
+    version = state.register_version(spec.name, run_id, record)
+    cloud.write_once(f"models/{spec.name}/{version}/model.skops", blob)
+    cloud.write_json_once(f"models/{spec.name}/{version}/profile.json", prof)
+    state.transition(run_id, (st.TRAINING,), st.TRAINED, challenger_version=version)
+    cloud.publish("model-trained", envelope("model-trained", run_id=run_id, dataset=spec.name, version=version))
+    log.info("challenger trained", run_id=run_id, version=version, train_rows=len(train_df),
+             seconds=round(fit_seconds, 2))
+    return "trained"
+
+
+def load_model(cloud: Cloud, state: st.State, dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
+    """A registered model, hash-checked against its registry record before it is deserialised."""
+    record = state.get_version(dataset, version)
+    if record is None:
+        raise StepFailed(f"model {dataset} v{version} is not registered")
+    prefix = f"gs://{cloud.settings.bucket}/"
+    data = cloud.read_bytes(record["artifact"].removeprefix(prefix))
+    return artifacts.loads(data, record["sha256"]), record
+
+
+def _predict(model: Any, df: pd.DataFrame, spec: specs.DatasetSpec) -> np.ndarray:
+    return np.asarray(model.predict(training.features_frame(df, spec)))
+
+
+def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
+    run = _run_for(state, run_id)
+    if run["status"] != st.EVALUATING:
+        return _already(cloud, run, "model-evaluated", st.EVALUATED)
+    spec = specs.from_dict(run["spec"])
+    newest = _load_batch(cloud, run["curated"])
+    _, holdout = training.split_newest(newest, spec)
+    y = training.target(holdout, spec)
+    challenger_version = int(run["challenger_version"])
+    challenger, _ = load_model(cloud, state, spec.name, challenger_version)
+    champion_version = state.get_dataset(spec.name).get("champion_version")
+    pred_challenger = _predict(challenger, holdout, spec)
+    metrics_of = (evaluation.regression_metrics if spec.task == "regression"
+                  else lambda t, p: evaluation.classification_metrics(t, p, None, sorted(set(t))))
+    result: dict[str, Any] = {
+        "metric": spec.primary_metric, "holdout_rows": int(len(holdout)),
+        "challenger": {"version": challenger_version, "metrics": metrics_of(y, pred_challenger)},
+        "champion": None, "difference": None,
+    }
+    if champion_version is not None:
+        champion, _ = load_model(cloud, state, spec.name, int(champion_version))
+        pred_champion = _predict(champion, holdout, spec)
+        result["champion"] = {"version": int(champion_version), "metrics": metrics_of(y, pred_champion)}
+        result["difference"] = evaluation.paired_bootstrap(
+            y, pred_challenger, pred_champion, spec.primary_metric, spec.bootstrap_resamples,
+            spec.policy.confidence, spec.evaluation_seed).to_dict()
+    report = f"reports/{run_id}/evaluation-{run.get('reevaluations', 0)}.json"
+    cloud.write_json_once(report, {"run_id": run_id, "dataset": spec.name, **result})
+    state.transition(run_id, (st.EVALUATING,), st.EVALUATED, evaluation=result,
+                     evaluated_against=champion_version)
+    cloud.publish("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
+    log.info("models evaluated", run_id=run_id, challenger=challenger_version, champion=champion_version,
+             metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric))
+    return "evaluated"
+
+
+# -- decider (function) ----------------------------------------------------------------------
+def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence:
+    ev = run["evaluation"]
+    metric = spec.primary_metric
+    champion = ev.get("champion")
+    diff = ev.get("difference")
+    return policy.Evidence(
+        metric=metric, higher_is_better=spec.higher_is_better,
+        challenger=float(ev["challenger"]["metrics"][metric]),
+        champion=float(champion["metrics"][metric]) if champion else None,
+        improvement_low=float(diff["low"]) if diff else None,
+        holdout_rows=int(ev["holdout_rows"]),
+        drift=(run.get("validation") or {}).get("drift", {}).get("verdict", "none"),
+    )
+
+
+def decide(cloud: Cloud, state: st.State, run_id: str) -> str:
+    run = state.get_run(run_id)
+    if run is None:
+        return "unknown-run"
+    if run["status"] == st.DECIDED:
+        return _finish_deployment(cloud, state, run)
+    if run["status"] != st.EVALUATED:
+        return "skipped"
+    spec = specs.from_dict(run["spec"])
+    decision = policy.decide(spec.policy, evidence_of(run, spec))
+    entry = {"actor": "auto", "evaluation": run["evaluation"], "thresholds": spec.raw.get("policy"),
+             "data": run.get("curated"), "source": run.get("source"),
+             "drift": (run.get("validation") or {}).get("drift"),
+             "challenger_version": run.get("challenger_version")}
+    outcome = state.apply_decision(run_id, spec.name, decision.verdict, decision.reason, entry,
+                                   run.get("evaluated_against"))
+    if outcome == "stale":
+        return _reevaluate(cloud, state, run)
+    if outcome != "applied":
+        return outcome
+    log.info("decision", run_id=run_id, verdict=decision.verdict, reason=decision.reason)
+    return _finish_deployment(cloud, state, state.get_run(run_id) or run)
+
+
+def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
+    count = int(run.get("reevaluations", 0)) + 1
+    if count > MAX_REEVALUATIONS:
+        raise StepFailed("the champion kept changing while this run was evaluated")
+    if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, reevaluations=count):
+        cloud.publish("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
+                                                version=run.get("challenger_version")))
+        log.info("champion changed during evaluation; re-evaluating", run_id=run["run_id"])
+    return "reevaluate"
+
+
+def _finish_deployment(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
+    """Deploy a promotion (idempotent), then announce the decision."""
+    run_id, dataset = run["run_id"], run["dataset"]
+    deployment = run.get("deployment") or {}
+    if run.get("decision") == "promote" and deployment.get("status") != "done":
+        env = {"GOOGLE_CLOUD_PROJECT": cloud.settings.project, "TOLLGATE_BUCKET": cloud.settings.bucket}
+        try:
+            result = cloudrun.deploy_model(cloud, dataset, int(run["model_version"]), env)
+        except Exception as exc:
+            state.update_run(run_id, deployment={"status": "failed", "error": str(exc)[:500]})
+            raise  # temporary: the event comes back and the deployment is retried
+        state.update_run(run_id, deployment={"status": "done", **result})
+        log.info("predictor deployed", run_id=run_id, **result)
+    payload = envelope("model-decided", run_id=run_id, dataset=dataset, decision=run.get("decision"),
+                       reason=run.get("reason"), model_version=run.get("model_version"),
+                       challenger_version=run.get("challenger_version"))
+    cloud.publish("model-decided", payload)
+    if run.get("decision") == "review":
+        cloud.publish("review-requested", payload)
+    return str(run.get("decision"))
+
+
+def mark_failed(state: st.State, run_id: str, stage: str, message: str) -> None:
+    """A job gave up: the run ends as failed, with the stage and a message a person can act on."""
+    state.transition(run_id, (st.VALIDATING, st.TRAINING, st.EVALUATING), st.FAILED,
+                     error={"stage": stage, "message": message[:2000]})
+
+
+def job_main(step: str) -> None:
+    """``__main__`` of a job: read the environment, run one step, exit non-zero on failure."""
+    import sys
+    import traceback
+
+    from tollgate.settings import Settings
+
+    run_id = os.environ.get("RUN_ID", "")
+    try:
+        if not run_id:
+            raise StepFailed("RUN_ID is not set; jobs are started by the pipeline with RUN_ID in their env")
+        cloud = Cloud(Settings.from_env())
+        state = st.State(cloud.firestore)
+        outcome = {"validate": validate, "train": train, "evaluate": evaluate}[step](cloud, state, run_id)
+        log.info(f"{step} finished", run_id=run_id, outcome=outcome)
+    except Exception as exc:
+        log.error(f"{step} failed: {exc}", run_id=run_id, stack=traceback.format_exc())
+        attempt = int(os.environ.get("CLOUD_RUN_TASK_ATTEMPT", "0"))
+        if run_id and attempt + 1 >= int(os.environ.get("TOLLGATE_MAX_ATTEMPTS", "1")):
+            try:
+                mark_failed(st.State(Cloud(Settings.from_env()).firestore), run_id, step, str(exc))
+            except Exception as inner:  # the original error is what matters; say both
+                log.error(f"could not mark the run failed: {inner}", run_id=run_id)
+        sys.exit(1)

@@ -1,0 +1,82 @@
+"""The topology file (topology.yaml at the repository root): topics, functions, jobs, services."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PATH = ROOT / "topology.yaml"
+
+
+class TopologyError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Function:
+    name: str
+    source: str
+    entry_point: str
+    trigger_topic: str
+    env: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str
+    source: str
+    command: list[str]
+    publishes: str | None
+    timeout_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    name: str
+    source: str
+    command: list[str]
+    health_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    topics: dict[str, dict[str, Any]]
+    functions: dict[str, Function]
+    jobs: dict[str, Job]
+    services: dict[str, Service]
+
+    def subscription_name(self, function: str) -> str:
+        return f"{function}-push"
+
+
+def load(path: Path | str = DEFAULT_PATH) -> Topology:
+    raw = yaml.safe_load(Path(path).read_text())
+    topics = raw.get("topics") or {}
+    functions = {
+        name: Function(name=name, source=f["source"], entry_point=f["entry_point"],
+                       trigger_topic=f["trigger_topic"], env={k: str(v) for k, v in (f.get("env") or {}).items()})
+        for name, f in (raw.get("functions") or {}).items()
+    }
+    jobs = {
+        name: Job(name=name, source=j["source"], command=list(j["command"]), publishes=j.get("publishes"),
+                  timeout_seconds=int(j.get("timeout_seconds", 600)))
+        for name, j in (raw.get("jobs") or {}).items()
+    }
+    services = {
+        name: Service(name=name, source=s["source"], command=list(s["command"]),
+                      health_path=s.get("health_path", "/health"))
+        for name, s in (raw.get("services") or {}).items()
+    }
+    for fn in functions.values():
+        if fn.trigger_topic not in topics:
+            raise TopologyError(f"function {fn.name!r} is triggered by unknown topic {fn.trigger_topic!r}")
+        if not (ROOT / fn.source / "main.py").is_file():
+            raise TopologyError(f"function {fn.name!r}: {fn.source}/main.py does not exist")
+    for job in jobs.values():
+        if job.publishes and job.publishes not in topics:
+            raise TopologyError(f"job {job.name!r} publishes unknown topic {job.publishes!r}")
+    return Topology(topics=topics, functions=functions, jobs=jobs, services=services)

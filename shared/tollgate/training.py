@@ -1,0 +1,119 @@
+"""Training: the dataset spec's scikit-learn pipeline, a deterministic holdout and a data profile.
+
+Pure: DataFrames and a spec in, a fitted estimator out. Same inputs, same seed → same model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+                              RandomForestClassifier, RandomForestRegressor)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from tollgate.spec import DatasetSpec
+
+PROFILE_BINS = 10
+
+
+def holdout_mask(n_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """Rows of the newest batch held out for evaluation: a seeded, deterministic choice.
+
+    The trainer never trains on these rows and the evaluator scores both models on exactly them.
+    """
+    k = int(round(n_rows * fraction))
+    order = np.random.default_rng(seed).permutation(n_rows)
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def split_newest(newest: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training part, evaluation part) of the newest batch."""
+    mask = holdout_mask(len(newest), spec.holdout_fraction, spec.evaluation_seed)
+    return newest.loc[~mask].reset_index(drop=True), newest.loc[mask].reset_index(drop=True)
+
+
+def _categorical_encoder() -> OneHotEncoder:
+    return OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, sparse_output=False)
+
+
+def build_pipeline(spec: DatasetSpec) -> Pipeline:
+    seed = spec.training_seed
+    params: dict[str, Any] = dict(spec.model_params)
+    regression = spec.task == "regression"
+    categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+                            ("onehot", _categorical_encoder())])
+    if spec.estimator == "hist_gradient_boosting":
+        numeric: Any = "passthrough"   # HistGradientBoosting handles missing values itself
+        cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
+        model = cls(random_state=seed, **params)
+    elif spec.estimator == "random_forest":
+        numeric = SimpleImputer(strategy="median")
+        cls = RandomForestRegressor if regression else RandomForestClassifier
+        params.setdefault("n_estimators", 100)
+        model = cls(random_state=seed, n_jobs=1, **params)
+    else:
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        model = Ridge(**params) if regression else LogisticRegression(max_iter=1000, random_state=seed, **params)
+    transformers = []
+    if spec.numeric_features:
+        transformers.append(("numeric", numeric, list(spec.numeric_features)))
+    if spec.categorical_features:
+        transformers.append(("categorical", categorical, list(spec.categorical_features)))
+    pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("preprocess", pre), ("model", model)])
+
+
+def features_frame(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The model's input columns with stable dtypes (float for numeric, object for categorical)."""
+    out = pd.DataFrame(index=df.index)
+    for name in spec.numeric_features:
+        out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64") if name in df else np.nan
+    for name in spec.categorical_features:
+        col = df[name] if name in df else pd.Series(np.nan, index=df.index)
+        out[name] = col.astype(object).where(col.notna(), np.nan)
+    return out
+
+
+def target(df: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    y = df[spec.target]
+    return y.to_numpy(dtype="float64") if spec.task == "regression" else y.astype(str).to_numpy()
+
+
+def fit(train: pd.DataFrame, spec: DatasetSpec) -> Pipeline:
+    pipeline = build_pipeline(spec)
+    pipeline.fit(features_frame(train, spec), target(train, spec))
+    return pipeline
+
+
+def profile(df: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    """A compact reference profile of the training data, stored beside the model for drift checks.
+
+    Numeric: count, nulls, mean, std, quantile bin edges and the fraction in each bin.
+    Categorical: count, nulls, frequency of each category.
+    """
+    out: dict[str, Any] = {"format": "tollgate.profile/v1", "rows": int(len(df)), "features": {}}
+    for name in spec.numeric_features:
+        values = pd.to_numeric(df[name], errors="coerce")
+        present = values.dropna().to_numpy()
+        entry: dict[str, Any] = {"kind": "numeric", "count": int(present.size), "nulls": int(values.isna().sum())}
+        if present.size:
+            edges = np.unique(np.quantile(present, np.linspace(0, 1, PROFILE_BINS + 1)))
+            counts, _ = np.histogram(present, bins=edges) if edges.size > 1 else (np.array([present.size]), edges)
+            entry.update(mean=float(present.mean()), std=float(present.std()), edges=edges.tolist(),
+                         fractions=(counts / max(present.size, 1)).tolist())
+        out["features"][name] = entry
+    for name in spec.categorical_features:
+        col = df[name]
+        freq = col.dropna().astype(str).value_counts(normalize=True)
+        out["features"][name] = {"kind": "categorical", "count": int(col.notna().sum()),
+                                 "nulls": int(col.isna().sum()),
+                                 "frequencies": {str(k): float(v) for k, v in freq.items()}}
+    return out
