@@ -34,6 +34,11 @@ DEFAULT_BUCKET = "tollgate-local-data"
 NOTIFICATION_TOPIC = "data-arrived"
 
 
+# Processes this Python process started: polled so that exited leaders are reaped, not zombies
+# that still count as members of their process group.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class LocalCloudError(RuntimeError):
     """The local cloud cannot start; the message says exactly what to do."""
 
@@ -85,6 +90,9 @@ class Part:
     log: str
 
     def alive(self) -> bool:
+        child = _CHILDREN.get(self.pid)
+        if child is not None:
+            child.poll()
         try:
             os.killpg(self.pid, 0)
             return True
@@ -168,6 +176,7 @@ class LocalCloud:
         with log_path.open("ab") as log:
             proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        _CHILDREN[proc.pid] = proc
         part = Part(name=name, pid=proc.pid, port=port, log=str(log_path))
         self.parts[name] = part
         self._save_state()
@@ -191,16 +200,20 @@ class LocalCloud:
     def _http_ok(url: str) -> Callable[[], bool]:
         return lambda: requests.get(url, timeout=1).status_code < 500
 
-    def _stop_part(self, part: Part, grace: float = 15) -> None:
-        try:
-            os.killpg(part.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+    @staticmethod
+    def _stop_parts(parts: list[Part], grace: float = 15) -> None:
+        """SIGTERM each process group at once, then SIGKILL whatever outlives the grace period."""
+        for part in parts:
+            try:
+                os.killpg(part.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and part.alive():
+        while time.monotonic() < deadline and any(p.alive() for p in parts):
             time.sleep(0.1)
-        if part.alive():
-            os.killpg(part.pid, signal.SIGKILL)
+        for part in parts:
+            if part.alive():
+                os.killpg(part.pid, signal.SIGKILL)
 
     # -- up / down -----------------------------------------------------------------------------
     def up(self) -> "LocalCloud":
@@ -351,8 +364,10 @@ class LocalCloud:
                 self.export_firestore()
             except requests.RequestException as exc:
                 self.echo(f"warning: could not export Firestore ({exc}); runs since the last `up` may be lost")
-        for name in sorted(self.parts, key=lambda n: n.startswith(("pubsub", "firestore", "storage"))):
-            self._stop_part(self.parts[name])
+        # Functions and the Cloud Run API first (they use the emulators), then the emulators.
+        emulators = ("pubsub", "firestore", "storage")
+        self._stop_parts([p for n, p in self.parts.items() if n not in emulators])
+        self._stop_parts([p for n, p in self.parts.items() if n in emulators])
         self.parts = {}
         if self.state_file.exists():
             state = self._load_state()

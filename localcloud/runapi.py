@@ -173,6 +173,8 @@ class Execution:
             "runningCount": len(self.procs) - len(self.exit_codes) if self.start_time else 0,
             "succeededCount": succeeded, "failedCount": failed,
             "logUri": f"file://{self.log_path(0)}",
+            "template": {"containers": [{"image": self.job.name,
+                                         "env": [{"name": k, "value": v} for k, v in self.env.items()]}]},
         }
         if self.start_time:
             out["startTime"] = self.start_time
@@ -569,6 +571,12 @@ def create_app(runtime: Runtime) -> Flask:
     @route("GET", r"/jobs/(?P<job>[^/]+)/executions/(?P<execution>[^/]+)")
     def get_execution(job: str, execution: str) -> dict[str, Any]:
         return runtime.get_execution(f"{runtime.parent}/jobs/{job}/executions/{execution}")
+
+    @route("GET", r"/jobs/(?P<job>[^/]+)/executions")
+    def list_executions(job: str) -> dict[str, Any]:
+        prefix = f"{runtime.parent}/jobs/{job}/executions/"
+        found = [e.to_json() for n, e in list(runtime.executions.items()) if n.startswith(prefix)]
+        return {"executions": sorted(found, key=lambda e: e["createTime"], reverse=True)}
 
     @route("GET", r"/operations/(?P<operation>[^/]+)")
     def get_operation(operation: str) -> dict[str, Any]:

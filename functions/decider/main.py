@@ -2,12 +2,12 @@
 
 import functions_framework
 
-from tollgate import events, runtime, steps
+from tollgate import chain, events, runtime
 
 
 def _decide(message: events.Message) -> str:
     payload = events.stage_payload(message)
-    return steps.decide(runtime.cloud(), runtime.state(), payload["run_id"])
+    return chain.decide(runtime.cloud(), runtime.state(), payload["run_id"])
 
 
 @functions_framework.cloud_event

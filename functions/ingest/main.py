@@ -2,14 +2,14 @@
 
 import functions_framework
 
-from tollgate import events, runtime, steps
+from tollgate import chain, events, runtime
 
 
 def _ingest(message: events.Message) -> str:
     obj = events.object_finalized(message)
     if obj is None:
         return "ignored"
-    return steps.ingest(runtime.cloud(), runtime.state(), obj)
+    return chain.ingest(runtime.cloud(), runtime.state(), obj)
 
 
 @functions_framework.cloud_event

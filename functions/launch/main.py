@@ -4,13 +4,13 @@ import os
 
 import functions_framework
 
-from tollgate import events, runtime, steps
+from tollgate import chain, events, runtime
 
 
 def _launch(message: events.Message) -> str:
     job = os.environ["JOB"]
     payload = events.stage_payload(message)
-    return steps.launch(runtime.cloud(), runtime.state(), payload["run_id"], job)
+    return chain.launch(runtime.cloud(), runtime.state(), payload["run_id"], job)
 
 
 @functions_framework.cloud_event

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 from flask import Flask, Response, request
 
-from tollgate import log, runtime, serving, steps, training
+from tollgate import jobs, log, runtime, serving, training
 from tollgate import spec as specs
 
 
@@ -30,7 +30,7 @@ def create_app(dataset: str | None = None, version: int | None = None) -> Flask:
     version = version or int(os.environ.get("MODEL_VERSION") or 0)
     if not dataset or not version:
         raise RuntimeError("DATASET and MODEL_VERSION must be set: the decider pins them on each revision")
-    model, record = steps.load_model(runtime.cloud(), runtime.state(), dataset, version)
+    model, record = jobs.load_model(runtime.cloud(), runtime.state(), dataset, version)
     spec = specs.from_dict(record["spec"])
     log.info("model loaded", dataset=dataset, model_version=version)
 

@@ -1,9 +1,9 @@
 """Cloud Run job `trainer`: trains one run (RUN_ID in the environment), then publishes its event.
 
-Importable: `tollgate.steps.train(cloud, state, run_id)` is what tests call.
+Importable: `tollgate.jobs.train(cloud, state, run_id)` is what tests call.
 """
 
-from tollgate.steps import job_main
+from tollgate.jobs import job_main
 
 if __name__ == "__main__":
     job_main("train")

@@ -39,7 +39,7 @@ def handle_event(cloud_event: Any, handler: Callable[[events.Message], str]) -> 
         state().record_rejected_event(message_id, "malformed", {"error": str(exc)})
         return "malformed"
     except Exception as exc:
-        from tollgate.steps import StepFailed
+        from tollgate.chain import StepFailed
 
         if not isinstance(exc, StepFailed):
             raise

@@ -1,14 +1,13 @@
-"""The chain's steps: each wires pure logic (validation, training, evaluation, policy) to the
-adapters (storage, Pub/Sub, Firestore, Cloud Run). Entrypoints call exactly one of these.
+"""The chain's jobs: validate, train and evaluate one run (RUN_ID), each a Cloud Run job.
 
-Exactly-once effects over at-least-once delivery: every step starts by moving the run from
-the status it expects, in a transaction; a duplicate or late event finds another status and
-changes nothing. A step that finds its work already done re-publishes its event, so a crash
-between "state written" and "event published" heals on retry.
+Each job wires pure logic (validation, training, evaluation) to the adapters. A job that finds
+its work already done re-publishes its event, so a crash between "state written" and "event
+published" heals on retry.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import time
@@ -18,81 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tollgate import artifacts, evaluation, log, policy, training, validation
+from tollgate import artifacts, evaluation, log, training, validation
 from tollgate import spec as specs
-from tollgate.cloud import Cloud, run as cloudrun
+from tollgate.chain import StepFailed
+from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
-from tollgate.events import ObjectFinalized, envelope
-
-# job → (run status it starts from, status while it runs)
-LAUNCH = {
-    "validator": (st.RECEIVED, st.VALIDATING),
-    "trainer": (st.VALIDATED, st.TRAINING),
-    "evaluator": (st.TRAINED, st.EVALUATING),
-}
-MAX_REEVALUATIONS = 3
-
-
-def spec_object(dataset: str) -> str:
-    return f"specs/{dataset}.yaml"
-
-
-# -- ingest + launch (functions) -------------------------------------------------------------
-def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
-    """A finalized object under incoming/<dataset>/ becomes a run, and the validator starts."""
-    dataset = obj.dataset
-    if dataset is None:
-        return "ignored"
-    run_id = obj.run_id
-    source = {"bucket": obj.bucket, "object": obj.name, "generation": obj.generation}
-    record: dict[str, Any] = {"dataset": dataset, "source": source}
-    try:
-        spec_text = cloud.read_bytes(spec_object(dataset)).decode()
-        spec = specs.loads(spec_text)
-        record.update(spec=spec.raw, spec_sha256=spec.sha256)
-    except specs.SpecError as exc:
-        return _reject_at_ingest(state, run_id, record, "bad_spec", f"the dataset spec is invalid: {exc}")
-    except Exception as exc:
-        from google.api_core.exceptions import NotFound
-
-        if not isinstance(exc, NotFound):
-            raise  # temporary: let the event come back
-        return _reject_at_ingest(
-            state, run_id, record, "unknown_dataset",
-            f"no dataset spec at gs://{obj.bucket}/{spec_object(dataset)}; upload one with "
-            f"`tollgate spec push FILE` and drop the file again")
-    created = state.create_run(run_id, record)
-    log.info("run created" if created else "run exists (duplicate notification)", run_id=run_id,
-             dataset=dataset, object=obj.name, generation=obj.generation)
-    return launch(cloud, state, run_id, "validator")
-
-
-def _reject_at_ingest(state: st.State, run_id: str, record: dict[str, Any], reason: str, message: str) -> str:
-    if state.create_run(run_id, record):
-        state.transition(run_id, (st.RECEIVED,), st.REJECTED, reason=reason, message=message)
-        log.warning("run rejected at ingest", run_id=run_id, reason=reason, detail=message)
-    return "rejected"
-
-
-def launch(cloud: Cloud, state: st.State, run_id: str, job: str) -> str:
-    """Claim the run for ``job`` and start one execution; only the claim's winner starts it."""
-    expect, claim = LAUNCH[job]
-    if not state.transition(run_id, (expect,), claim):
-        return "duplicate"
-    try:
-        execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id})
-    except Exception:
-        # Temporary failure: give the claim back and raise so the event is redelivered.
-        state.transition(run_id, (claim,), expect)
-        raise
-    state.update_run(run_id, **{f"executions.{job}": execution})
-    log.info("job started", run_id=run_id, job=job, execution=execution)
-    return "started"
-
-
-# -- jobs ------------------------------------------------------------------------------------
-class StepFailed(Exception):
-    """A job cannot finish its step; the run is marked failed with this message."""
+from tollgate.events import envelope
 
 
 def _run_for(state: st.State, run_id: str) -> dict[str, Any]:
@@ -166,8 +96,6 @@ def _load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
     data = cloud.read_bytes(batch["object"], generation=batch["generation"])
     if artifacts.sha256(data) != batch["sha256"]:
         raise StepFailed(f"curated batch {batch['object']} does not match its recorded sha256")
-    import io
-
     return pd.read_parquet(io.BytesIO(data))
 
 
@@ -272,79 +200,6 @@ def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
     log.info("models evaluated", run_id=run_id, challenger=challenger_version, champion=champion_version,
              metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric))
     return "evaluated"
-
-
-# -- decider (function) ----------------------------------------------------------------------
-def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence:
-    ev = run["evaluation"]
-    metric = spec.primary_metric
-    champion = ev.get("champion")
-    diff = ev.get("difference")
-    return policy.Evidence(
-        metric=metric, higher_is_better=spec.higher_is_better,
-        challenger=float(ev["challenger"]["metrics"][metric]),
-        champion=float(champion["metrics"][metric]) if champion else None,
-        improvement_low=float(diff["low"]) if diff else None,
-        holdout_rows=int(ev["holdout_rows"]),
-        drift=(run.get("validation") or {}).get("drift", {}).get("verdict", "none"),
-    )
-
-
-def decide(cloud: Cloud, state: st.State, run_id: str) -> str:
-    run = state.get_run(run_id)
-    if run is None:
-        return "unknown-run"
-    if run["status"] == st.DECIDED:
-        return _finish_deployment(cloud, state, run)
-    if run["status"] != st.EVALUATED:
-        return "skipped"
-    spec = specs.from_dict(run["spec"])
-    decision = policy.decide(spec.policy, evidence_of(run, spec))
-    entry = {"actor": "auto", "evaluation": run["evaluation"], "thresholds": spec.raw.get("policy"),
-             "data": run.get("curated"), "source": run.get("source"),
-             "drift": (run.get("validation") or {}).get("drift"),
-             "challenger_version": run.get("challenger_version")}
-    outcome = state.apply_decision(run_id, spec.name, decision.verdict, decision.reason, entry,
-                                   run.get("evaluated_against"))
-    if outcome == "stale":
-        return _reevaluate(cloud, state, run)
-    if outcome != "applied":
-        return outcome
-    log.info("decision", run_id=run_id, verdict=decision.verdict, reason=decision.reason)
-    return _finish_deployment(cloud, state, state.get_run(run_id) or run)
-
-
-def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
-    count = int(run.get("reevaluations", 0)) + 1
-    if count > MAX_REEVALUATIONS:
-        raise StepFailed("the champion kept changing while this run was evaluated")
-    if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, reevaluations=count):
-        cloud.publish("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
-                                                version=run.get("challenger_version")))
-        log.info("champion changed during evaluation; re-evaluating", run_id=run["run_id"])
-    return "reevaluate"
-
-
-def _finish_deployment(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
-    """Deploy a promotion (idempotent), then announce the decision."""
-    run_id, dataset = run["run_id"], run["dataset"]
-    deployment = run.get("deployment") or {}
-    if run.get("decision") == "promote" and deployment.get("status") != "done":
-        env = {"GOOGLE_CLOUD_PROJECT": cloud.settings.project, "TOLLGATE_BUCKET": cloud.settings.bucket}
-        try:
-            result = cloudrun.deploy_model(cloud, dataset, int(run["model_version"]), env)
-        except Exception as exc:
-            state.update_run(run_id, deployment={"status": "failed", "error": str(exc)[:500]})
-            raise  # temporary: the event comes back and the deployment is retried
-        state.update_run(run_id, deployment={"status": "done", **result})
-        log.info("predictor deployed", run_id=run_id, **result)
-    payload = envelope("model-decided", run_id=run_id, dataset=dataset, decision=run.get("decision"),
-                       reason=run.get("reason"), model_version=run.get("model_version"),
-                       challenger_version=run.get("challenger_version"))
-    cloud.publish("model-decided", payload)
-    if run.get("decision") == "review":
-        cloud.publish("review-requested", payload)
-    return str(run.get("decision"))
 
 
 def mark_failed(state: st.State, run_id: str, stage: str, message: str) -> None:

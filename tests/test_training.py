@@ -1,0 +1,71 @@
+"""Training and evaluation (pure): deterministic holdout, byte-identical predictions, paired bootstrap."""
+
+import numpy as np
+import pytest
+
+from tollgate import artifacts, evaluation, training, validation
+from tests.conftest import taxi_period
+
+
+@pytest.fixture(scope="module")
+def clean_2013(taxi, taxi_spec):
+    return validation.validate(taxi_period(taxi, "2013-01-01", "2014-01-01"), taxi_spec).data
+
+
+def test_holdout_is_deterministic_and_sized():
+    a = training.holdout_mask(1000, 0.3, 42)
+    assert a.sum() == 300
+    assert np.array_equal(a, training.holdout_mask(1000, 0.3, 42))
+    assert not np.array_equal(a, training.holdout_mask(1000, 0.3, 43))
+
+
+def test_same_window_gives_byte_identical_predictions(clean_2013, taxi_spec):
+    train, holdout = training.split_newest(clean_2013, taxi_spec)
+    a = training.fit(train, taxi_spec)
+    b = training.fit(train, taxi_spec)
+    x = training.features_frame(holdout, taxi_spec)
+    assert a.predict(x).tobytes() == b.predict(x).tobytes()
+
+
+def test_artifact_roundtrip_and_tamper_refusal(clean_2013, taxi_spec):
+    model = training.fit(clean_2013, taxi_spec)
+    blob = artifacts.dumps(model)
+    digest = artifacts.sha256(blob)
+    loaded = artifacts.loads(blob, digest)
+    x = training.features_frame(clean_2013.head(50), taxi_spec)
+    assert np.array_equal(loaded.predict(x), model.predict(x))
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(artifacts.ArtifactError, match="altered"):
+        artifacts.loads(tampered, digest)
+
+
+def test_profile_describes_every_feature(clean_2013, taxi_spec):
+    prof = training.profile(clean_2013, taxi_spec)
+    assert set(prof["features"]) == set(taxi_spec.features)
+    miles = prof["features"]["trip_miles"]
+    assert miles["kind"] == "numeric" and abs(sum(miles["fractions"]) - 1) < 1e-9
+    assert "Cash" in prof["features"]["payment_type"]["frequencies"]
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_not_noise():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=2000)
+    good = y + rng.normal(scale=0.3, size=y.size)
+    bad = y + rng.normal(scale=0.6, size=y.size)
+    real = evaluation.paired_bootstrap(y, good, bad, "r2", 500, 0.95, seed=1)
+    assert real.low > 0 and real.improvement > 0
+    same = evaluation.paired_bootstrap(y, good, good + rng.normal(scale=1e-3, size=y.size), "r2", 500, 0.95, 1)
+    assert same.low < 0 < same.high
+    rmse = evaluation.paired_bootstrap(y, good, bad, "rmse", 500, 0.95, seed=1)
+    assert rmse.improvement > 0 and rmse.difference < 0   # lower RMSE is the improvement
+
+
+def test_regression_metrics_match_scikit_learn():
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(3)
+    y, p = rng.normal(size=300), rng.normal(size=300)
+    m = evaluation.regression_metrics(y, p)
+    assert m["r2"] == pytest.approx(r2_score(y, p))
+    assert m["rmse"] == pytest.approx(mean_squared_error(y, p) ** 0.5)
+    assert m["mae"] == pytest.approx(mean_absolute_error(y, p))
