@@ -389,7 +389,9 @@ class LocalCloud:
 
 
 def _port_free(port: int) -> bool:
+    """Free to listen on (servers set SO_REUSEADDR, so connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -236,7 +236,7 @@ def wait_for_run(obj: Ctx, run_id: str, timeout: float) -> dict[str, Any]:
                 if run["status"] != last:
                     last = run["status"]
                     status.update(f"run {run_id}: {STAGES.get(last, last)}")
-                    console.log(f"{STAGES.get(last, last)}")
+                    console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/] {STAGES.get(last, last)}", highlight=False)
                 if run["status"] in TERMINAL and (run["status"] != "decided" or _deployed(run)):
                     return run
                 failed = _failed_execution(obj, run, cloudrun)

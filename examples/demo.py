@@ -1,0 +1,126 @@
+"""`make demo`: the whole chain on the local cloud with the real Chicago taxi data.
+
+Starts the local cloud (or reuses it), replays the trips as a time-ordered series of
+half-year batches dropped into the bucket, with one deliberately corrupted export among them,
+shows each run's decision as it happens, then a summary and a real HTTP prediction.
+The local cloud keeps running afterwards; `make down` stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import requests
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from localcloud.cloud import LocalCloud, LocalCloudError  # noqa: E402
+
+DATA = ROOT / "examples" / "data" / "chicago_taxi" / "chicago_taxi_trips.csv"
+TOLLGATE = str(Path(sys.executable).parent / "tollgate")
+console = Console()
+
+PERIODS = [
+    ("2013-H1", "2013-01-01", "2013-07-01"), ("2013-H2", "2013-07-01", "2014-01-01"),
+    ("2014-H1", "2014-01-01", "2014-07-01"), ("2014-H2", "2014-07-01", "2015-01-01"),
+    ("2015-H1", "2015-01-01", "2015-07-01"), ("2015-H2", "2015-07-01", "2016-01-01"),
+    ("2016", "2016-01-01", "2017-01-01"),
+]
+SAMPLE = {"trip_miles": 3.2, "trip_seconds": 900, "trip_start_hour": 14, "trip_start_day": 3,
+          "trip_start_month": 6, "pickup_community_area": 8, "dropoff_community_area": 32,
+          "pickup_latitude": 41.89, "pickup_longitude": -87.63, "dropoff_latitude": 41.88,
+          "dropoff_longitude": -87.62, "payment_type": "Credit Card", "company": "Flash Cab"}
+
+
+def make_batches(folder: Path) -> list[tuple[str, Path]]:
+    """Half-year batches in time order, and a corrupted export (semicolons) after 2014-H1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trips = pd.read_csv(DATA).sort_values("trip_start_timestamp", kind="stable")
+    when = pd.to_datetime(trips["trip_start_timestamp"], unit="s")
+    batches = []
+    for label, start, end in PERIODS:
+        path = folder / f"taxi-{label}.csv"
+        trips[(when >= start) & (when < end)].to_csv(path, index=False)
+        batches.append((label, path))
+        if label == "2014-H1":
+            broken = folder / "taxi-2014-H1-export-broken.csv"
+            trips[(when >= start) & (when < end)].to_csv(broken, index=False, sep=";")
+            batches.append(("2014-H1 (broken export)", broken))
+    return batches
+
+
+def fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("–" if value is None else str(value))
+
+
+def main() -> int:
+    console.rule("[bold]Tollgate demo: Chicago taxi fares, batch by batch")
+    local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"))
+    try:
+        local.up()
+    except LocalCloudError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    env = {**os.environ, **local.env()}
+    batches = make_batches(local.home / "demo")
+    console.print(f"{len(batches)} batches from {DATA.relative_to(ROOT)} → gs://{local.bucket}/incoming/chicago_taxi/\n")
+    rows = []
+    started = time.monotonic()
+    for label, path in batches:
+        console.print(f"[bold]▶ {label}[/]  dropping {path.name}")
+        done = subprocess.run([TOLLGATE, "drop", str(path), "--dataset", "chicago_taxi", "--wait", "--json"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+        if not done.stdout.strip():
+            console.print(f"[red]the drop of {path.name} failed (exit {done.returncode})[/]")
+            return 1
+        run = json.loads(done.stdout)
+        diff = run.get("difference") or {}
+        interval = f"[{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "–"
+        verdict = run.get("decision") or run["status"]
+        colour = {"promote": "green", "keep": "cyan", "review": "yellow"}.get(verdict, "red")
+        why = run.get("reason") if run.get("decision") else (run.get("message") or run.get("error"))
+        console.print(f"  [{colour}]{verdict}[/]: {why}\n")
+        rows.append((label, fmt(run.get("rows_out") if run["status"] != "rejected" else 0),
+                     fmt(run.get("challenger_metric")), fmt(run.get("champion_metric")), interval,
+                     f"[{colour}]{verdict}[/]", fmt(run.get("model_version"))))
+    table = Table(title=f"Runs (primary metric R² on each batch's held-out rows; "
+                        f"{time.monotonic() - started:.0f}s)")
+    for col in ("batch", "rows used", "challenger", "champion", "95% CI of gain", "decision", "serving"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+    status = json.loads(subprocess.run([TOLLGATE, "status", "--json"], stdout=subprocess.PIPE, text=True,
+                                       env=env, check=True).stdout)
+    url = status["predictor_url"]
+    if not url:
+        console.print("[red]no predictor is serving[/]")
+        return 1
+    response = requests.post(f"{url}/predict", json={"instances": [SAMPLE]}, timeout=30)
+    console.rule("[bold]A real prediction")
+    console.print(f"$ curl -X POST {url}/predict -H 'Content-Type: application/json' -d '{{\"instances\": [...]}}'",
+                  soft_wrap=True, highlight=False)
+    console.print(f"HTTP {response.status_code}  X-Model-Version: {response.headers.get('X-Model-Version')}")
+    console.print_json(response.text)
+    console.rule("[bold]Go on")
+    console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID\n"
+                  f"  .venv/bin/tollgate drop FILE --dataset chicago_taxi --wait\n"
+                  f"  eval $(.venv/bin/tollgate env --gcloud) && gcloud storage cp FILE "
+                  f"gs://{local.bucket}/incoming/chicago_taxi/\n"
+                  f"  curl -X POST {url}/predict -H 'Content-Type: application/json' -d @request.json\n"
+                  f"  make down   (stops the local cloud, keeps its data)", soft_wrap=True, highlight=False)
+    return 0 if response.status_code == 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""`down` then `up` keeps runs, models and the serving version (Firestore exported through REST)."""
+
+import os
+import time
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import TAXI_SPEC, taxi_period, write_csv
+from tests.test_chain_e2e import INSTANCE, drop, tollgate
+
+pytestmark = pytest.mark.e2e
+
+
+def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp_path, unique):
+    dataset = f"taxi_restart_{unique}"
+    spec = yaml.safe_load(TAXI_SPEC.read_text())
+    spec["name"] = dataset
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    pushed = tollgate(local_cloud, "spec", "push", str(tmp_path / "spec.yaml"))
+    assert pushed.returncode == 0, pushed.stderr
+    code, run = drop(local_cloud, write_csv(taxi_period(taxi, "2015-01-01", "2015-07-01"), tmp_path / "b.csv"),
+                     dataset=dataset)
+    assert code == 0 and run["decision"] == "promote", run
+    url = run["deployment"]["uri"]
+    env_before = local_cloud.env()
+
+    local_cloud.down()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/health", timeout=2)
+    local_cloud.up()
+    os.environ.update(local_cloud.env())
+    assert local_cloud.env() == env_before          # the same ports are taken again while free
+
+    shown = tollgate(local_cloud, "run", "show", run["run_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert '"status": "decided"' in shown.stdout
+    response = None
+    for _ in range(100):   # the restored revision starts in the background
+        try:
+            response = requests.post(f"{url}/predict", json={"instances": [INSTANCE]}, timeout=5)
+            if response.status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    assert response is not None and response.status_code == 200, response and response.text
+    assert response.json()["model_version"] == run["model_version"]
