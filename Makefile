@@ -11,11 +11,11 @@ TOLLGATE := $(BIN)/tollgate
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.in constraints.txt pyproject.toml
+$(STAMP): requirements.in requirements-dev.in constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found): install python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.in -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements-dev.in -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
@@ -33,13 +33,16 @@ clean: ## stop the local cloud and delete its data (.tollgate/)
 demo: setup ## start the local cloud and replay the taxi data through the whole chain
 	$(BIN)/python examples/demo.py
 
-test: setup ## unit, emulator and end-to-end tests (starts its own emulators on free ports)
+test: lint ## lint, then unit, emulator and end-to-end tests (starts its own emulators on free ports)
 	$(BIN)/pytest
 
 test-unit: setup ## only the fast unit tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not e2e"
 
-lock: setup ## refresh constraints.txt from requirements.in
+lint: setup ## ruff (pyflakes and syntax errors) on all Python code
+	$(BIN)/ruff check --select F,E9 --line-length 120 shared functions services localcloud tests examples
+
+lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
 
-.PHONY: help setup up down clean demo test test-unit lock
+.PHONY: help setup up down clean demo test test-unit lint lock

@@ -2,7 +2,8 @@
 
 The CLI talks to storage, Firestore and Cloud Run through the same clients as the pipeline.
 It targets the local cloud when one is running (``.tollgate/state.json``, or ``$TOLLGATE_HOME``),
-otherwise the project in ``GOOGLE_CLOUD_PROJECT`` with the bucket in ``TOLLGATE_BUCKET``.
+otherwise (or with ``TOLLGATE_TARGET=gcp``) the project in ``GOOGLE_CLOUD_PROJECT`` with the
+bucket in ``TOLLGATE_BUCKET``.
 """
 
 from __future__ import annotations
@@ -57,10 +58,9 @@ class Ctx:
 
     def settings(self) -> Settings:
         local = _local_cloud(echo=False)
-        if local.running():
+        if os.environ.get("TOLLGATE_TARGET") != "gcp" and local.running():
             local.attach()
-            for key, value in local.env().items():
-                os.environ.setdefault(key, value)
+            os.environ.update(local.env())
         try:
             return Settings.from_env()
         except SettingsError as exc:
@@ -136,9 +136,11 @@ def up() -> None:
         table.add_row(name, url)
     table.add_row("bucket", f"gs://{local.bucket}")
     out.print(table)
-    out.print("Use Google's clients and the CLI against it:  [bold]eval $(.venv/bin/tollgate env)[/]")
-    out.print("Drop a file with gcloud:  [bold]eval $(.venv/bin/tollgate env --gcloud) && "
-              f"gcloud storage cp FILE gs://{local.bucket}/incoming/DATASET/[/]")
+    out.print("Point Google's client libraries at it:  [bold]eval $(.venv/bin/tollgate env)[/]", highlight=False)
+    out.print("Drop a file with Google's own CLI (or: eval $(.venv/bin/tollgate env --gcloud)):", highlight=False)
+    settings = " ".join(f"{k}={v}" for k, v in local.gcloud_env().items())
+    out.print(f"  {settings} gcloud storage cp FILE gs://{local.bucket}/incoming/DATASET/",
+              soft_wrap=True, highlight=False)
     out.print("Stop:  [bold]make down[/]   (data is kept; `make clean` wipes it)")
 
 
@@ -200,7 +202,8 @@ def spec_push(obj: Ctx, path: Path) -> None:
 def drop(obj: Ctx, path: Path, dataset: str, name: str | None, wait: bool, as_json: bool, timeout: int) -> None:
     """Upload a data file to gs://BUCKET/incoming/DATASET/, which starts a run.
 
-    With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed.
+    With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed
+    (or its promotion could not be deployed).
     """
     from tollgate.events import run_id as derive_run_id
 
@@ -219,7 +222,8 @@ def drop(obj: Ctx, path: Path, dataset: str, name: str | None, wait: bool, as_js
         _dump(summary)
     else:
         _print_run(run)
-    sys.exit(0 if run.get("status") == "decided" else 1)
+    deployed = (run.get("deployment") or {}).get("status") != "failed"
+    sys.exit(0 if run.get("status") == "decided" and deployed else 1)
 
 
 def wait_for_run(obj: Ctx, run_id: str, timeout: float) -> dict[str, Any]:

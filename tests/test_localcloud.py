@@ -1,0 +1,25 @@
+"""The local cloud itself: prerequisites, idempotent `up`, the topology's functions all running."""
+
+import pytest
+import requests
+
+from localcloud import cloud as lc
+
+
+def test_missing_tools_are_named_with_their_packages(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))          # neither gcloud nor java on PATH
+    with pytest.raises(lc.LocalCloudError) as info:
+        lc.check_prerequisites()
+    message = str(info.value)
+    assert "google-cloud-cli" in message and "openjdk-17-jre-headless" in message
+
+
+@pytest.mark.emulator
+def test_up_is_idempotent_and_runs_every_function(local_cloud):
+    before = (local_cloud.env(), {n: p.pid for n, p in local_cloud.parts.items()})
+    again = lc.LocalCloud(local_cloud.home, echo=lambda m: None).up()
+    assert (again.env(), {n: p.pid for n, p in again.parts.items()}) == before
+    for fn in local_cloud.topology.functions:
+        assert f"function-{fn}" in again.parts and again.parts[f"function-{fn}"].alive()
+    health = requests.get(f"{local_cloud.env()['CLOUD_RUN_API_ENDPOINT']}/healthz", timeout=5)
+    assert health.status_code == 200
