@@ -112,8 +112,13 @@ def main() -> int:
                   soft_wrap=True, highlight=False)
     console.print(f"HTTP {response.status_code}  X-Model-Version: {response.headers.get('X-Model-Version')}")
     console.print_json(response.text)
+    console.rule("[bold]Lineage and the decision ledger")
+    wide = {**env, "COLUMNS": str(max(console.width, 160))}   # tables stay readable when piped
+    for args in (["models", "chicago_taxi"], ["history", "chicago_taxi"]):
+        console.print(f"$ tollgate {' '.join(args)}", highlight=False)
+        subprocess.run([TOLLGATE, *args], env=wide, check=False)
     console.rule("[bold]Go on")
-    console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID\n"
+    console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID | models chicago_taxi | history chicago_taxi\n"
                   f"  .venv/bin/tollgate drop FILE --dataset chicago_taxi --wait\n"
                   f"  eval $(.venv/bin/tollgate env --gcloud) && gcloud storage cp FILE "
                   f"gs://{local.bucket}/incoming/chicago_taxi/\n"

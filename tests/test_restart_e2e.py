@@ -1,5 +1,6 @@
 """`down` then `up` keeps runs, models and the serving version (Firestore exported through REST)."""
 
+import json
 import os
 import time
 
@@ -47,3 +48,24 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
         time.sleep(0.3)
     assert response is not None and response.status_code == 200, response and response.text
     assert response.json()["model_version"] == run["model_version"]
+
+    # Lineage is listed, and an artifact altered after registration is refused by every loader.
+    models = json.loads(tollgate(local_cloud, "models", dataset, "--json").stdout)
+    assert [(m["version"], m["stage"]) for m in models] == [(1, "champion")]
+    history = json.loads(tollgate(local_cloud, "history", dataset, "--json").stdout)
+    assert [(h["verdict"], h["serving_after"]) for h in history] == [("promote", 1)]
+    from tollgate import artifacts, jobs
+    from tollgate.cloud import Cloud
+    from tollgate.cloud.state import State
+    from tollgate.settings import Settings
+
+    cloud = Cloud(Settings.from_env())
+    name = f"models/{dataset}/1/model.skops"
+    original = cloud.read_bytes(name)
+    cloud.bucket.blob(name).upload_from_string(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(artifacts.ArtifactError, match="altered after registration"):
+        jobs.load_model(cloud, State(cloud.firestore), dataset, 1)
+    from services.predictor.main import create_app
+
+    with pytest.raises(artifacts.ArtifactError):
+        create_app(dataset, 1)

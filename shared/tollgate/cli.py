@@ -345,6 +345,89 @@ def run_show(obj: Ctx, run_id: str, as_json: bool) -> None:
         _print_run(run)
 
 
+def stage_of(version: int, dataset_state: dict[str, Any]) -> str:
+    """A version's stage, derived from the dataset's pointers (version records stay immutable)."""
+    if version == dataset_state.get("champion_version"):
+        return "champion"
+    if version == dataset_state.get("previous_version"):
+        return "previous"
+    return "archived"
+
+
+@main.command("models")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
+    """List a dataset's model versions: stage, held-out metric and lineage summary."""
+    ds = obj.state.get_dataset(dataset)
+    versions = obj.state.list_versions(dataset)
+    if not versions:
+        raise click.ClickException(f"dataset {dataset!r} has no registered models")
+    rows = []
+    for v in versions:
+        run = obj.state.get_run(v["run_id"]) or {}
+        ev = run.get("evaluation") or {}
+        metric = ev.get("metric")
+        rows.append({"version": v["version"], "stage": stage_of(v["version"], ds), "run_id": v["run_id"],
+                     "metric": metric,
+                     "value": ((ev.get("challenger") or {}).get("metrics") or {}).get(metric),
+                     "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
+                     "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
+                     "registered_at": v.get("registered_at"), "code_version": v.get("code_version")})
+    if as_json:
+        _dump(rows)
+        return
+    table = Table(title=f"models of {dataset}")
+    for col in ("version", "stage", "metric", "estimator", "train rows", "batches", "run", "registered"):
+        table.add_column(col)
+    for r in rows:
+        value = f"{r['metric']}={r['value']:.4f}" if r["value"] is not None else ""
+        table.add_row(str(r["version"]), r["stage"], value, r["estimator"] or "", str(r["train_rows"]),
+                      str(r["batches"]), r["run_id"], _when(r["registered_at"]))
+    out.print(table)
+
+
+@main.group("model")
+def model_group() -> None:
+    """One model version."""
+
+
+@model_group.command("show")
+@click.argument("dataset")
+@click.argument("version", type=int)
+@click.pass_obj
+def model_show(obj: Ctx, dataset: str, version: int) -> None:
+    """The whole registry record of a version (lineage, params, libraries, artifact and hash), as JSON."""
+    record = obj.state.get_version(dataset, version)
+    if record is None:
+        raise click.ClickException(f"{dataset} has no version {version}; list them with `tollgate models {dataset}`")
+    record.pop("spec", None)
+    _dump({**record, "stage": stage_of(version, obj.state.get_dataset(dataset))})
+
+
+@main.command("history")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
+    """The decision ledger of a dataset, oldest first: what served when, and why."""
+    entries = obj.state.ledger(dataset)
+    rows = [{"at": e.get("at"), "run_id": e.get("run_id"), "verdict": e.get("verdict"), "actor": e.get("actor"),
+             "challenger_version": e.get("challenger_version"), "champion_before": e.get("champion_before"),
+             "serving_after": e.get("champion_after"), "reason": e.get("reason")} for e in entries]
+    if as_json:
+        _dump(rows)
+        return
+    table = Table(title=f"decisions for {dataset}")
+    for col in ("time (UTC)", "run", "verdict", "actor", "challenger", "serving after", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(_when(r["at"]), r["run_id"], r["verdict"], r["actor"], str(r["challenger_version"]),
+                      str(r["serving_after"] or ""), r["reason"])
+    out.print(table)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj

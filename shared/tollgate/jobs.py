@@ -25,17 +25,35 @@ from tollgate.cloud import state as st
 from tollgate.events import envelope
 
 
-def _run_for(state: st.State, run_id: str) -> dict[str, Any]:
+# status while a job runs → (the event it publishes, the status once it is done)
+_STEPS = {
+    st.VALIDATING: ("data-validated", st.VALIDATED),
+    st.TRAINING: ("model-trained", st.TRAINED),
+    st.EVALUATING: ("model-evaluated", st.EVALUATED),
+}
+
+
+def _open(cloud: Cloud, state: st.State, run_id: str, running: str) -> dict[str, Any] | None:
+    """The run, if it is in this job's status; otherwise None, after re-publishing the job's event
+    when its step is already done (a crash between "state written" and "event published" heals)."""
     run = state.get_run(run_id)
     if run is None:
         raise StepFailed(f"run {run_id} does not exist")
-    return run
+    if run["status"] == running:
+        return run
+    topic, done = _STEPS[running]
+    if run["status"] in st.ORDER and st.ORDER.index(run["status"]) >= st.ORDER.index(done):
+        cloud.publish(topic, envelope(topic, run_id=run_id, dataset=run["dataset"]))
+        log.info("step already done; event re-published", run_id=run_id, topic=topic)
+    else:
+        log.info("not this job's turn; nothing to do", run_id=run_id, status=run["status"])
+    return None
 
 
 def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
-    run = _run_for(state, run_id)
-    if run["status"] != st.VALIDATING:
-        return _already(cloud, run, "data-validated", st.VALIDATED)
+    run = _open(cloud, state, run_id, st.VALIDATING)
+    if run is None:
+        return "skipped"
     spec = specs.from_dict(run["spec"])
     src = run["source"]
     filename = src["object"].rsplit("/", 1)[-1]
@@ -84,14 +102,6 @@ def _compact(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "checks": checks}
 
 
-def _already(cloud: Cloud, run: dict[str, Any], topic: str, done_status: str) -> str:
-    """A job found its run past its own step: re-publish if its step is done, else do nothing."""
-    if run["status"] in st.ORDER and st.ORDER.index(run["status"]) >= st.ORDER.index(done_status):
-        cloud.publish(topic, envelope(topic, run_id=run["run_id"], dataset=run["dataset"]))
-        return "republished"
-    return "skipped"
-
-
 def _load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
     data = cloud.read_bytes(batch["object"], generation=batch["generation"])
     if artifacts.sha256(data) != batch["sha256"]:
@@ -113,9 +123,9 @@ def training_window(state: st.State, spec: specs.DatasetSpec, run: dict[str, Any
 
 
 def train(cloud: Cloud, state: st.State, run_id: str) -> str:
-    run = _run_for(state, run_id)
-    if run["status"] != st.TRAINING:
-        return _already(cloud, run, "model-trained", st.TRAINED)
+    run = _open(cloud, state, run_id, st.TRAINING)
+    if run is None:
+        return "skipped"
     spec = specs.from_dict(run["spec"])
     started = time.monotonic()
     window = training_window(state, spec, run)
@@ -167,9 +177,9 @@ def _predict(model: Any, df: pd.DataFrame, spec: specs.DatasetSpec) -> np.ndarra
 
 
 def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
-    run = _run_for(state, run_id)
-    if run["status"] != st.EVALUATING:
-        return _already(cloud, run, "model-evaluated", st.EVALUATED)
+    run = _open(cloud, state, run_id, st.EVALUATING)
+    if run is None:
+        return "skipped"
     spec = specs.from_dict(run["spec"])
     newest = _load_batch(cloud, run["curated"])
     _, holdout = training.split_newest(newest, spec)
