@@ -84,8 +84,12 @@ class Ctx:
 
 
 def _dump(payload: Any) -> None:
-    out.print_json(orjson.dumps(payload, default=str).decode()) if out.is_terminal else \
-        sys.stdout.write(orjson.dumps(payload, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+    """JSON on stdout: highlighted on a terminal, plain (and parseable) when piped."""
+    text = orjson.dumps(payload, default=str, option=orjson.OPT_INDENT_2).decode()
+    if out.is_terminal:
+        out.print_json(text)
+    else:
+        sys.stdout.write(text + "\n")
 
 
 def _when(value: Any) -> str:
