@@ -98,16 +98,23 @@ def _when(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def held_out_score(run: dict[str, Any] | None) -> tuple[str | None, float | None]:
+    """(primary metric, the challenger's score on its run's held-out rows), as the evaluator recorded them."""
+    ev = (run or {}).get("evaluation") or {}
+    metric = ev.get("metric")
+    return metric, ((ev.get("challenger") or {}).get("metrics") or {}).get(metric)
+
+
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     """The run record as `drop --json` and `run show --json` print it."""
     ev = run.get("evaluation") or {}
-    metric = ev.get("metric")
+    metric, challenger_score = held_out_score(run)
     return {
         "run_id": run["run_id"], "dataset": run.get("dataset"), "status": run.get("status"),
         "decision": run.get("decision"), "reason": run.get("reason"), "message": run.get("message"),
         "model_version": run.get("model_version"), "challenger_version": run.get("challenger_version"),
         "champion_version": run.get("evaluated_against"),
-        "challenger_metric": ((ev.get("challenger") or {}).get("metrics") or {}).get(metric),
+        "challenger_metric": challenger_score,
         "champion_metric": ((ev.get("champion") or {}).get("metrics") or {}).get(metric) if ev.get("champion") else None,
         "metric": metric, "difference": ev.get("difference"),
         "rows_in": (run.get("validation") or {}).get("rows_in"),
@@ -370,12 +377,9 @@ def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
         raise click.ClickException(f"dataset {dataset!r} has no registered models")
     rows = []
     for v in versions:
-        run = obj.state.get_run(v["run_id"]) or {}
-        ev = run.get("evaluation") or {}
-        metric = ev.get("metric")
+        metric, value = held_out_score(obj.state.get_run(v["run_id"]))
         rows.append({"version": v["version"], "stage": stage_of(v["version"], ds), "run_id": v["run_id"],
-                     "metric": metric,
-                     "value": ((ev.get("challenger") or {}).get("metrics") or {}).get(metric),
+                     "metric": metric, "value": value,
                      "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
                      "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
                      "registered_at": v.get("registered_at"), "code_version": v.get("code_version")})
@@ -444,11 +448,7 @@ def status(obj: Ctx, as_json: bool) -> None:
         champion = ds.get("champion_version")
         record = obj.state.get_version(ds["name"], champion) if champion else None
         service = cloudrun.get_service(obj.cloud, ds["name"]) if champion else None
-        metric = None
-        if record:
-            metric = (record.get("spec") or {}).get("evaluation", {}).get("primary_metric", "r2")
-        run = obj.state.get_run(record["run_id"]) if record else None
-        score = (((run or {}).get("evaluation") or {}).get("challenger") or {}).get("metrics", {}).get(metric)
+        metric, score = held_out_score(obj.state.get_run(record["run_id"]) if record else None)
         datasets.append({"dataset": ds["name"], "predictor_url": service.uri if service else None,
                          "champion": {"version": champion, "metric": metric, "value": score} if champion else None,
                          "serving": ds.get("serving")})
