@@ -12,6 +12,8 @@ import yaml
 TASKS = ("regression", "classification")
 COLUMN_TYPES = ("float", "int", "string", "bool")
 ACTIONS = ("drop", "reject")
+SOFT_ACTIONS = ("report", "drop", "reject")   # rules and outlier checks may also only report
+OUTLIER_METHODS = ("iqr", "mad")
 ESTIMATORS = ("hist_gradient_boosting", "linear", "random_forest")
 # metric name → True if higher is better
 METRICS = {"r2": True, "rmse": False, "mae": False,
@@ -23,6 +25,15 @@ class SpecError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Outliers:
+    """Robust per-feature outlier fences, computed on each batch: ``iqr`` flags values beyond
+    Q1 - k·IQR and Q3 + k·IQR; ``mad`` flags |x - median| > k · 1.4826 · MAD."""
+    method: str = "iqr"
+    k: float = 3.0
+    on_fail: str = "report"
+
+
+@dataclasses.dataclass(frozen=True)
 class Column:
     name: str
     type: str
@@ -31,6 +42,8 @@ class Column:
     min: float | None = None
     max: float | None = None
     allowed: tuple[str, ...] | None = None
+    unique: bool = False
+    outliers: Outliers | None = None
     on_fail: str = "drop"
 
 
@@ -40,6 +53,24 @@ class Rule:
     expr: str
     description: str = ""
     on_fail: str = "drop"
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    """When a batch counts as drifted from the champion's training data.
+
+    A feature drifts when its test is significant after Benjamini–Hochberg control of the false
+    discovery rate across features *and* its distance reaches a threshold (PSI for numeric
+    features, Jensen–Shannon distance for categorical ones). Significance accounts for sample
+    size; the distance keeps a huge batch from flagging a trivial shift.
+    """
+    fdr: float = 0.05
+    psi_warn: float = 0.1
+    psi_severe: float = 0.25
+    js_warn: float = 0.1
+    js_severe: float = 0.2
+    sample_size: int = 20_000
+    exclude: tuple[str, ...] = ()   # e.g. calendar features that shift by design between batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +95,8 @@ class DatasetSpec:
     description: str = ""
     min_rows: int = 1
     max_drop_fraction: float = 0.2
+    max_file_bytes: int = 10 * 2**30
+    drift: Drift = Drift()
     estimator: str = "hist_gradient_boosting"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     training_window: str = "all"
@@ -100,6 +133,36 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     return value
 
 
+def _outliers(raw: Any, where: str) -> Outliers | None:
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return Outliers()
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected a mapping such as {{method: iqr, k: 3, on_fail: report}}")
+    k = float(raw.get("k", 3.0))
+    if k <= 0:
+        raise SpecError(f"{where}.k: must be positive")
+    return Outliers(method=_choice(raw.get("method", "iqr"), OUTLIER_METHODS, f"{where}.method"), k=k,
+                    on_fail=_choice(raw.get("on_fail", "report"), SOFT_ACTIONS, f"{where}.on_fail"))
+
+
+def _drift(raw: dict[str, Any], where: str) -> Drift:
+    psi, js = raw.get("psi") or {}, raw.get("js") or {}
+    drift = Drift(fdr=float(raw.get("fdr", 0.05)),
+                  psi_warn=float(psi.get("warn", 0.1)), psi_severe=float(psi.get("severe", 0.25)),
+                  js_warn=float(js.get("warn", 0.1)), js_severe=float(js.get("severe", 0.2)),
+                  sample_size=int(raw.get("sample_size", 20_000)),
+                  exclude=tuple(str(c) for c in raw.get("exclude") or ()))
+    if not 0 < drift.fdr < 1:
+        raise SpecError(f"{where}.fdr: must be between 0 and 1")
+    if not (0 < drift.psi_warn <= drift.psi_severe and 0 < drift.js_warn <= drift.js_severe <= 1):
+        raise SpecError(f"{where}: thresholds need 0 < warn <= severe (and Jensen–Shannon distances <= 1)")
+    if drift.sample_size < 100:
+        raise SpecError(f"{where}.sample_size: at least 100")
+    return drift
+
+
 def from_dict(raw: dict[str, Any]) -> DatasetSpec:
     if not isinstance(raw, dict):
         raise SpecError("a dataset spec is a YAML mapping")
@@ -119,8 +182,12 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
             nullable=bool(col.get("nullable", True)),
             min=col.get("min"), max=col.get("max"),
             allowed=tuple(str(a) for a in allowed) if allowed is not None else None,
+            unique=bool(col.get("unique", False)),
+            outliers=_outliers(col.get("outliers"), f"{cw}.outliers"),
             on_fail=_choice(col.get("on_fail", "drop"), ACTIONS, f"{cw}.on_fail"),
         )
+        if columns[col_name].outliers and columns[col_name].type not in ("float", "int"):
+            raise SpecError(f"{cw}.outliers: outlier fences need a numeric column (type float or int)")
     if target not in columns:
         raise SpecError(f"{where}: the target {target!r} must be declared under columns")
     features = raw.get("features") or {}
@@ -134,9 +201,10 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         if feature == target:
             raise SpecError(f"{where}: the target {target!r} cannot also be a feature")
     rules = tuple(
-        Rule(name=str(_require(r, "name", f"{where}: rules[{i}]")), expr=str(_require(r, "expr", f"{where}: rules[{i}]")),
+        Rule(name=str(_require(r, "name", f"{where}: rules[{i}]")),
+             expr=str(_require(r, "expr", f"{where}: rules[{i}]")),
              description=str(r.get("description", "")),
-             on_fail=_choice(r.get("on_fail", "drop"), ACTIONS, f"{where}: rules[{i}].on_fail"))
+             on_fail=_choice(r.get("on_fail", "drop"), SOFT_ACTIONS, f"{where}: rules[{i}].on_fail"))
         for i, r in enumerate(raw.get("rules") or ())
     )
     model = raw.get("model") or {}
@@ -153,6 +221,10 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         raise SpecError(f"{where}: policy.confidence must be in [0.5, 1)")
     window = str(training.get("window", "all"))
     _choice(window, ("all", "last_n"), f"{where}: training.window")
+    drift = _drift(raw.get("drift") or {}, f"{where}: drift")
+    for excluded in drift.exclude:
+        if excluded not in columns:
+            raise SpecError(f"{where}: drift.exclude names {excluded!r}, which is not declared under columns")
     time_column = raw.get("time_column")
     if time_column is not None and time_column not in columns:
         raise SpecError(f"{where}: time_column {time_column!r} is not declared under columns")
@@ -164,6 +236,8 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
                       min_holdout_rows=int(policy_raw.get("min_holdout_rows", 30))),
         rules=rules, time_column=time_column, description=str(raw.get("description", "")),
         min_rows=int(raw.get("min_rows", 1)), max_drop_fraction=float(raw.get("max_drop_fraction", 0.2)),
+        max_file_bytes=int(raw.get("max_file_bytes", 10 * 2**30)),
+        drift=drift,
         estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),
         model_params=dict(model.get("params") or {}),
         training_window=window, training_last_n=int(training.get("last_n", 0)),
