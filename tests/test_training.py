@@ -39,14 +39,6 @@ def test_artifact_roundtrip_and_tamper_refusal(clean_2013, taxi_spec):
         artifacts.loads(tampered, digest)
 
 
-def test_profile_describes_every_feature(clean_2013, taxi_spec):
-    prof = training.profile(clean_2013, taxi_spec)
-    assert set(prof["features"]) == set(taxi_spec.features)
-    miles = prof["features"]["trip_miles"]
-    assert miles["kind"] == "numeric" and abs(sum(miles["fractions"]) - 1) < 1e-9
-    assert "Cash" in prof["features"]["payment_type"]["frequencies"]
-
-
 def test_paired_bootstrap_sees_a_real_difference_and_not_noise():
     rng = np.random.default_rng(0)
     y = rng.normal(size=2000)

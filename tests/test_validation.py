@@ -1,14 +1,21 @@
-"""Reading and the data contract (pure): every bad-input kind gets a specific reason."""
+"""Reading and the data contract (pure): every bad-input kind gets a specific reason, chunked
+reading changes nothing, and each check's action (drop, report, reject) does what it says."""
 
+import dataclasses
 import gzip
+import io
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from tollgate import spec as specs
 from tollgate import validation
-from tollgate.validation import BatchRejected
+
+HEADER = ("pickup_community_area,fare,trip_start_month,trip_start_hour,trip_start_day,trip_start_timestamp,"
+          "pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,trip_miles,pickup_census_tract,"
+          "dropoff_census_tract,payment_type,company,trip_seconds,dropoff_community_area,tips")
 
 
 @pytest.fixture
@@ -16,45 +23,92 @@ def batch(taxi):
     return taxi.head(400).copy()
 
 
-def read(tmp_path, content: bytes, name="f.csv"):
-    path = tmp_path / name
-    path.write_bytes(content)
-    return validation.read_table(path)
+def run_file(tmp_path, content: bytes, spec, **kwargs):
+    out = tmp_path / "curated.parquet"
+    result = validation.validate_file(io.BytesIO(content), spec, out, size=len(content), **kwargs)
+    return result, out
 
 
 @pytest.mark.parametrize(("content", "reason"), [
     (b"", "empty_file"),
     (b"   \n\n", "empty_file"),
-    (b"fare,trip_miles\n", "no_rows"),
+    ((HEADER + "\n").encode(), "no_rows"),
+    (HEADER.encode(), "no_rows"),
     (b"\x00\x01\x02garbage\xff" * 100, "not_a_table"),
-    ("fare,company\n1.0,Café\n".encode("latin-1"), "bad_encoding"),
-    (b"fare;trip_miles;company\n1;2;x\n", "wrong_delimiter"),
+    ((HEADER + "\n1,Café\n").encode("latin-1"), "bad_encoding"),
+    ((HEADER.replace(",", ";") + "\n" + ";".join(["1"] * 18) + "\n").encode(), "wrong_delimiter"),
     (b"\x1f\x8b\x08\x00broken", "corrupt_gzip"),
     (b"PAR1 not really parquet", "unreadable_parquet"),
+    (b"fare,trip_miles\n1,2\n", "missing_columns"),
+    ((HEADER + ",surprise\n").encode(), "unexpected_columns"),
+    ((HEADER + "\n" + "x,y\n" * 50).encode(), "malformed_csv"),
 ])
-def test_unreadable_files_have_specific_reasons(tmp_path, content, reason):
-    with pytest.raises(BatchRejected) as info:
-        read(tmp_path, content)
-    assert info.value.reason == reason
-    assert info.value.message and "Traceback" not in info.value.message
+def test_unreadable_files_have_specific_reasons(tmp_path, taxi_spec, content, reason):
+    result, out = run_file(tmp_path, content, taxi_spec)
+    assert (result.status, result.reason) == ("rejected", reason)
+    assert result.message and "Traceback" not in result.message
+    assert not out.exists()
 
 
-def test_csv_with_bom_gzip_and_parquet_read_the_same(tmp_path, batch):
-    text = batch.to_csv(index=False)
-    plain = read(tmp_path, text.encode(), "a.csv")
-    bom = read(tmp_path, b"\xef\xbb\xbf" + text.encode(), "b.csv")
-    gz = read(tmp_path, gzip.compress(text.encode()), "c.csv.gz")
-    batch.to_parquet(tmp_path / "d.parquet")
-    pq = validation.read_table(tmp_path / "d.parquet")
-    assert list(plain.columns) == list(bom.columns) == list(gz.columns) == list(pq.columns)
-    assert len(plain) == len(bom) == len(gz) == len(pq) == 400
+def test_a_file_over_the_size_limit_is_rejected_before_it_is_read(tmp_path, taxi_spec):
+    small = dataclasses.replace(taxi_spec, max_file_bytes=1000)
+    content = (HEADER + "\n").encode() * 200
+    result, _ = run_file(tmp_path, content, small)
+    assert result.reason == "file_too_large"
+    assert "split it" in result.message
 
 
-def test_valid_taxi_batch(batch, taxi_spec):
-    result = validation.validate(batch.astype(str).replace("nan", np.nan), taxi_spec)
-    assert result.status == "valid", result.message
-    assert result.rows_out == 400 and result.data is not None
-    assert result.data["trip_start_hour"].dtype == np.int64
+def test_bad_encoding_after_the_first_chunk_is_named(tmp_path, batch, taxi_spec):
+    text = batch.to_csv(index=False).encode()
+    content = text + b"\n".join([text.splitlines()[1].replace(b"Credit Card", b"Cr\xe9dit")] * 3) + b"\n"
+    result, _ = run_file(tmp_path, content, taxi_spec, chunk_bytes=4096)
+    assert (result.status, result.reason) == ("rejected", "bad_encoding")
+
+
+def test_csv_bom_gzip_and_parquet_give_the_same_curated_rows(tmp_path, batch, taxi_spec):
+    text = batch.to_csv(index=False).encode()
+    buf = io.BytesIO()
+    batch.to_parquet(buf)
+    frames = []
+    for i, content in enumerate([text, b"\xef\xbb\xbf" + text, gzip.compress(text), buf.getvalue()]):
+        out = tmp_path / f"out-{i}.parquet"
+        result = validation.validate_file(io.BytesIO(content), taxi_spec, out, size=len(content))
+        assert result.status == "valid", result.message
+        frames.append(pd.read_parquet(out))
+    for frame in frames[1:]:
+        pd.testing.assert_frame_equal(frame, frames[0])
+    assert len(frames[0]) == 400 and frames[0]["trip_start_hour"].dtype == np.int64
+
+
+def test_chunked_reading_gives_the_same_result_and_bytes(tmp_path, taxi, taxi_spec):
+    text = taxi.head(3000).to_csv(index=False).encode()
+    whole, out_whole = run_file(tmp_path, text, taxi_spec)
+    out_chunked = tmp_path / "chunked.parquet"
+    chunked = validation.validate_file(io.BytesIO(text), taxi_spec, out_chunked, chunk_bytes=16 * 1024)
+    assert whole.status == chunked.status == "valid"
+    assert (whole.rows_in, whole.rows_out) == (chunked.rows_in, chunked.rows_out) == (3000, 3000 - whole.rows_dropped)
+    assert [(c.name, c.failed_rows) for c in whole.checks] == [(c.name, c.failed_rows) for c in chunked.checks]
+    assert pq.ParquetFile(out_chunked).metadata.num_row_groups > 1
+    pd.testing.assert_frame_equal(pd.read_parquet(out_whole), pd.read_parquet(out_chunked))
+
+
+def test_values_of_the_wrong_type_are_named_by_row_in_any_chunk(tmp_path, taxi, taxi_spec):
+    df = taxi.head(2000).astype({"trip_miles": object})
+    df.loc[[3, 1500], "trip_miles"] = "lots"            # trip_miles: on_fail drop
+    result, out = run_file(tmp_path, df.to_csv(index=False).encode(), taxi_spec, chunk_bytes=32 * 1024)
+    assert result.status == "valid"
+    check = {c.name: c for c in result.checks}["trip_miles:type"]
+    assert check.failed_rows == 2
+    assert [e["row"] for e in check.examples] == [4, 1501]
+    assert len(pd.read_parquet(out)) == result.rows_out
+
+
+def test_lines_with_the_wrong_number_of_fields_are_dropped_and_shown(tmp_path, batch, taxi_spec):
+    content = batch.to_csv(index=False).encode() + b"1,2,3\n"
+    result, _ = run_file(tmp_path, content, taxi_spec)
+    assert result.status == "valid" and result.rows_in == 401 and result.rows_out <= 400
+    malformed = {c.name: c for c in result.checks}["malformed_lines"]
+    assert malformed.failed_rows == 1 and malformed.examples[0]["text"] == "1,2,3"
 
 
 def test_missing_and_unexpected_columns_reject(batch, taxi_spec):
@@ -71,22 +125,32 @@ def test_the_2016_outlier_is_caught_by_a_rule(taxi, taxi_spec):
     assert len(big) == 1                               # the $700.07, 0-mile fare
     result = validation.validate(pd.concat([taxi.head(300), big]), taxi_spec)
     assert result.status == "valid"
-    assert result.rows_out == 300
     failed = {c.name: c for c in result.checks}
     assert failed["large_fare_needs_distance"].failed_rows == 1
     assert failed["large_fare_needs_distance"].examples[0]["fare"] == pytest.approx(700.07)
+    assert (result.data["fare"] > 600).sum() == 0
 
 
-def test_drop_versus_reject_policy(batch, taxi_spec):
+def test_drop_report_and_reject_actions(batch, taxi_spec):
     bad_type = batch.astype({"trip_miles": object})
     bad_type.loc[:4, "trip_miles"] = "lots"           # trip_miles: on_fail drop
     result = validation.validate(bad_type, taxi_spec)
-    assert result.status == "valid" and result.rows_dropped == 5
+    assert result.status == "valid"
+    assert {c.name: c.failed_rows for c in result.checks}["trip_miles:type"] == 5
+    assert len(result.data) == result.rows_out
+
+    no_duration = batch.copy()
+    no_duration.loc[:9, ["fare", "trip_seconds"]] = [9.5, 0]   # fare_needs_duration: on_fail report
+    reported = validation.validate(no_duration, taxi_spec)
+    check = {c.name: c for c in reported.checks}["fare_needs_duration"]
+    assert check.action == "report" and check.failed_rows >= 10
+    assert (reported.data["trip_seconds"] == 0).sum() >= 10     # reported rows are kept
+
     bad_time = batch.copy()
     bad_time.loc[0, "trip_start_timestamp"] = -5      # trip_start_timestamp: on_fail reject
     rejected = validation.validate(bad_time, taxi_spec)
     assert (rejected.status, rejected.reason) == ("rejected", "rule_rejected")
-    assert "trip_start_timestamp:min" in rejected.message
+    assert "trip_start_timestamp:range" in rejected.message
 
 
 def test_too_many_dropped_rows_reject_the_batch(batch, taxi_spec):
@@ -95,11 +159,69 @@ def test_too_many_dropped_rows_reject_the_batch(batch, taxi_spec):
     result = validation.validate(bad, taxi_spec)
     assert (result.status, result.reason) == ("rejected", "too_many_dropped")
     assert "20%" in result.message
+    assert {c.name: c.failed_rows for c in result.checks}["payment_type:allowed"] == len(bad) // 2 + 1
 
 
 def test_too_few_rows(taxi, taxi_spec):
     result = validation.validate(taxi.head(10), taxi_spec)
     assert (result.status, result.reason) == ("rejected", "too_few_rows")
+
+
+def _spec_with(taxi_spec, **columns):
+    raw = {**taxi_spec.raw, "columns": {**taxi_spec.raw["columns"],
+                                         **{k: {**taxi_spec.raw["columns"][k], **v} for k, v in columns.items()}}}
+    return specs.from_dict(raw)
+
+
+def test_uniqueness_holds_across_chunks(tmp_path, taxi, taxi_spec):
+    spec = _spec_with(taxi_spec, trip_start_timestamp={"unique": True, "on_fail": "drop"})
+    df = taxi.head(2000).drop_duplicates("trip_start_timestamp").reset_index(drop=True)
+    df = pd.concat([df, df.iloc[[0, 1, 2]]], ignore_index=True)     # repeats land in a later chunk
+    result, out = run_file(tmp_path, df.to_csv(index=False).encode(), spec, chunk_bytes=16 * 1024)
+    assert result.status == "valid"
+    assert {c.name: c.failed_rows for c in result.checks}["trip_start_timestamp:unique"] == 3
+    assert pd.read_parquet(out)["trip_start_timestamp"].is_unique
+
+
+def test_robust_outliers_are_reported_or_dropped_as_declared(taxi, taxi_spec):
+    df = taxi.head(1000).copy()
+    df.loc[:2, "trip_seconds"] = 80_000.0              # within the declared range, far outside the data
+    reported = validation.validate(df, _spec_with(taxi_spec, trip_seconds={"outliers": {"method": "mad", "k": 30}}))
+    check = {c.name: c for c in reported.checks}["trip_seconds:outlier"]
+    assert check.action == "report" and check.failed_rows == 3 and check.examples[0]["trip_seconds"] == 80_000
+    assert (reported.data["trip_seconds"] == 80_000).sum() == 3
+    dropping = _spec_with(taxi_spec, trip_seconds={"outliers": {"method": "iqr", "k": 20, "on_fail": "drop"}})
+    dropped = validation.validate(df, dropping)
+    assert (dropped.data["trip_seconds"] == 80_000).sum() == 0
+    assert dropped.rows_out == len(dropped.data)
+    flat = validation.validate(df, _spec_with(taxi_spec, tips={"outliers": {"method": "iqr"}}))
+    assert "tips:outlier" not in {c.name for c in flat.checks}     # mostly zero: no spread, no fences
+
+
+def test_outlier_drops_in_the_file_path_rewrite_the_curated_file(tmp_path, taxi, taxi_spec):
+    df = taxi.head(1000).copy()
+    df.loc[:2, "trip_seconds"] = 80_000.0
+    spec = _spec_with(taxi_spec, trip_seconds={"outliers": {"method": "iqr", "k": 20, "on_fail": "drop"}})
+    result, out = run_file(tmp_path, df.to_csv(index=False).encode(), spec, chunk_bytes=32 * 1024)
+    curated = pd.read_parquet(out)
+    assert len(curated) == result.rows_out and (curated["trip_seconds"] == 80_000).sum() == 0
+    assert not list(tmp_path.glob("*.contract"))     # the staging file is gone
+
+
+def test_the_contract_is_a_pandera_schema(taxi_spec):
+    schema = validation.contract_schema(taxi_spec)
+    assert set(schema.columns) == set(taxi_spec.columns)
+    names = {c.name for c in schema.columns["payment_type"].checks}
+    assert names == {"payment_type:allowed"}
+    assert [c.name for c in schema.checks] == [r.name for r in taxi_spec.rules]
+    assert not schema.columns["fare"].nullable
+
+
+def test_a_rule_that_cannot_be_evaluated_blames_the_spec(batch, taxi_spec):
+    raw = {**taxi_spec.raw, "rules": [{"name": "typo", "expr": "fare > no_such_column"}]}
+    result = validation.validate(batch, specs.from_dict(raw))
+    assert (result.status, result.reason) == ("rejected", "bad_rule")
+    assert "fix the dataset spec" in result.message
 
 
 def test_parquet_bytes_are_deterministic(batch):
@@ -113,3 +235,9 @@ def test_spec_errors_name_the_field():
     with pytest.raises(specs.SpecError, match="not declared"):
         specs.from_dict({"name": "x", "task": "regression", "target": "y", "columns": {"y": {}},
                          "features": {"numeric": ["a"]}, "policy": {"threshold": 1}})
+    base = {"name": "x", "task": "regression", "target": "y", "columns": {"y": {}, "a": {}},
+            "features": {"numeric": ["a"]}, "policy": {"threshold": 1}}
+    with pytest.raises(specs.SpecError, match="outliers.method"):
+        specs.from_dict({**base, "columns": {"y": {}, "a": {"outliers": {"method": "zscore"}}}})
+    with pytest.raises(specs.SpecError, match="drift"):
+        specs.from_dict({**base, "drift": {"psi": {"warn": 0.5, "severe": 0.1}}})

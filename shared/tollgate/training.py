@@ -1,4 +1,4 @@
-"""Training: the dataset spec's scikit-learn pipeline, a deterministic holdout and a data profile.
+"""Training: the dataset spec's scikit-learn pipeline and a deterministic holdout.
 
 Pure: DataFrames and a spec in, a fitted estimator out. Same inputs, same seed → same model.
 """
@@ -18,9 +18,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tollgate.spec import DatasetSpec
-
-PROFILE_BINS = 10
-
 
 def holdout_mask(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     """Rows of the newest batch held out for evaluation: a seeded, deterministic choice.
@@ -91,29 +88,3 @@ def fit(train: pd.DataFrame, spec: DatasetSpec) -> Pipeline:
     pipeline = build_pipeline(spec)
     pipeline.fit(features_frame(train, spec), target(train, spec))
     return pipeline
-
-
-def profile(df: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
-    """A compact reference profile of the training data, stored beside the model for drift checks.
-
-    Numeric: count, nulls, mean, std, quantile bin edges and the fraction in each bin.
-    Categorical: count, nulls, frequency of each category.
-    """
-    out: dict[str, Any] = {"format": "tollgate.profile/v1", "rows": int(len(df)), "features": {}}
-    for name in spec.numeric_features:
-        values = pd.to_numeric(df[name], errors="coerce")
-        present = values.dropna().to_numpy()
-        entry: dict[str, Any] = {"kind": "numeric", "count": int(present.size), "nulls": int(values.isna().sum())}
-        if present.size:
-            edges = np.unique(np.quantile(present, np.linspace(0, 1, PROFILE_BINS + 1)))
-            counts, _ = np.histogram(present, bins=edges) if edges.size > 1 else (np.array([present.size]), edges)
-            entry.update(mean=float(present.mean()), std=float(present.std()), edges=edges.tolist(),
-                         fractions=(counts / max(present.size, 1)).tolist())
-        out["features"][name] = entry
-    for name in spec.categorical_features:
-        col = df[name]
-        freq = col.dropna().astype(str).value_counts(normalize=True)
-        out["features"][name] = {"kind": "categorical", "count": int(col.notna().sum()),
-                                 "nulls": int(col.isna().sum()),
-                                 "frequencies": {str(k): float(v) for k, v in freq.items()}}
-    return out

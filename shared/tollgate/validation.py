@@ -1,41 +1,46 @@
-"""Validation: read a dropped batch and hold it against the dataset spec's contract.
+"""Validation: hold a batch against the dataset spec's data contract and the champion's data.
 
-Pure: bytes/paths and DataFrames in, a ``ValidationResult`` out; no cloud client here.
-Every way a batch can fail has a machine-readable ``reason`` and a message a person can act on.
+The contract is a pandera schema built from the spec (ranges, allowed categories, uniqueness,
+cross-field rules); it is applied chunk by chunk so a batch of any size validates in bounded
+memory, with every failing check counted and a few failing rows kept as examples. Each check's
+``on_fail`` says whether offending rows are dropped, only reported, or reject the whole batch;
+``max_drop_fraction`` and ``min_rows`` then judge what is left. Robust outlier fences (declared per
+column) are computed from the batch in a second, columnar pass. The batch is profiled on the way
+and compared with the reference profile for drift (see ``tollgate.drift``).
+
+Pure: file objects and DataFrames in, a ``ValidationResult`` out; no cloud client here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterable
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pda
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from tollgate import drift
+from tollgate.reading import BatchRejected, MalformedRows, check_columns, iter_chunks, prefetch
 from tollgate.spec import Column, DatasetSpec
 
+__all__ = ["BatchRejected", "CheckResult", "ValidationResult", "contract_schema", "validate", "validate_file"]
+
 _EXAMPLES = 5
-_SNIFF = 64 * 1024
-
-
-class BatchRejected(Exception):
-    """The batch as a whole cannot be used; ``reason`` is a stable code, the message is for people."""
-
-    def __init__(self, reason: str, message: str, **detail: Any) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.detail = detail
+_ARROW = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
 
 
 @dataclasses.dataclass
 class CheckResult:
     name: str
-    kind: str                 # "column" | "rule" | "rows"
-    action: str               # "drop" | "reject"
+    kind: str                 # "column" | "rule" | "outlier" | "rows"
+    action: str               # "drop" | "reject" | "report"
     failed_rows: int
     message: str
     column: str | None = None
@@ -53,6 +58,8 @@ class ValidationResult:
     checks: list[CheckResult]
     reason: str | None = None
     message: str = ""
+    drift: dict[str, Any] = dataclasses.field(default_factory=lambda: {"verdict": "none", "features": []})
+    profile: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
     data: pd.DataFrame | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -60,181 +67,336 @@ class ValidationResult:
         return self.rows_in - self.rows_out
 
     def summary(self) -> dict[str, Any]:
-        """What goes on the run record and into validation.json (everything but the data)."""
+        """What goes into validation.json: everything but the data and the batch's samples."""
         return {
             "status": self.status, "reason": self.reason, "message": self.message,
             "rows_in": self.rows_in, "rows_out": self.rows_out, "rows_dropped": self.rows_dropped,
-            "checks": [c.to_dict() for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks], "drift": self.drift,
+            "profile": _without_samples(self.profile),
         }
 
+    @classmethod
+    def rejected_file(cls, exc: BatchRejected) -> "ValidationResult":
+        return cls("rejected", 0, 0, [], reason=exc.reason, message=exc.message,
+                   drift={"verdict": "none", "reason": "not_read", "message": "the file could not be read",
+                          "features": []})
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """Read CSV (UTF-8, with or without BOM), gzip-compressed CSV or Parquet, all as strings for CSV.
 
-    Raises ``BatchRejected`` with a specific reason for each way a file can be unreadable.
+def _without_samples(profile: dict[str, Any] | None) -> dict[str, Any] | None:
+    if profile is None:
+        return None
+    return {**profile, "columns": {k: {f: v for f, v in c.items() if f != "sample"}
+                                   for k, c in profile["columns"].items()}}
+
+
+class _SeenKeys:
+    """A pandera check for a unique column across every chunk of a batch: a value passes the first
+    time it is seen. Keeps one 64-bit hash per distinct value."""
+
+    def __init__(self) -> None:
+        self.seen = np.empty(0, dtype=np.uint64)
+
+    def __call__(self, series: pd.Series) -> pd.Series:
+        hashes = pd.util.hash_pandas_object(series, index=False).to_numpy()
+        first = ~pd.Series(hashes).duplicated().to_numpy() & ~np.isin(hashes, self.seen)
+        self.seen = np.union1d(self.seen, hashes[first])
+        return pd.Series(first, index=series.index)
+
+
+def _rule_check(expr: str):
+    def holds(df: pd.DataFrame) -> pd.Series:
+        return pd.Series(df.eval(expr, engine="python"), index=df.index).fillna(True).astype(bool)
+    return holds
+
+
+def contract_schema(spec: DatasetSpec) -> pda.DataFrameSchema:
+    """The spec's data contract as a pandera schema (types are enforced before, when values are read).
+
+    Each check is named ``<column>:<kind>`` or after its rule; a rule that only reports is a pandera
+    warning check. What a failure does (drop or reject) is the column's or rule's ``on_fail``.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        raise BatchRejected("empty_file", "the file is empty (0 bytes): nothing to validate")
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    if head == b"PAR1":
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise BatchRejected("unreadable_parquet", f"the file looks like Parquet but cannot be read: {exc}") from exc
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        except (OSError, EOFError) as exc:
-            raise BatchRejected("corrupt_gzip", f"the file is gzip-compressed but cannot be decompressed: {exc}") from exc
-    else:
-        raw = path.read_bytes()
-    return _read_csv_bytes(raw)
+    columns = {}
+    for col in spec.columns.values():
+        checks = []
+        if col.min is not None and col.max is not None:
+            checks.append(pda.Check.in_range(col.min, col.max, name=f"{col.name}:range", ignore_na=False,
+                                             error=f"are outside the range [{col.min}, {col.max}]"))
+        elif col.min is not None:
+            checks.append(pda.Check.ge(col.min, name=f"{col.name}:min", error=f"are below the minimum {col.min}",
+                                       ignore_na=False))
+        elif col.max is not None:
+            checks.append(pda.Check.le(col.max, name=f"{col.name}:max", error=f"are above the maximum {col.max}",
+                                       ignore_na=False))
+        if col.allowed is not None:
+            checks.append(pda.Check.isin(list(col.allowed), name=f"{col.name}:allowed", ignore_na=False,
+                                         error=f"are not among the allowed values ({', '.join(col.allowed)})"))
+        if col.unique:
+            checks.append(pda.Check(_SeenKeys(), name=f"{col.name}:unique", ignore_na=False,
+                                    error="repeat a value seen earlier in the batch (the column must be unique)"))
+        columns[col.name] = pda.Column(checks=checks, nullable=col.nullable, required=col.required, unique=False)
+    rules = [pda.Check(_rule_check(r.expr), name=r.name, raise_warning=r.on_fail == "report",
+                       error=f"break the rule `{r.expr}`" + (f" ({r.description})" if r.description else ""))
+             for r in spec.rules]
+    return pda.DataFrameSchema(columns, checks=rules, name=spec.name)
 
 
-def _read_csv_bytes(raw: bytes) -> pd.DataFrame:
-    if not raw.strip():
-        raise BatchRejected("empty_file", "the file has no content (only whitespace)")
-    sample = raw[:_SNIFF]
-    if b"\x00" in sample:
-        raise BatchRejected("not_a_table", "the file is binary, not CSV, gzip-compressed CSV or Parquet")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BatchRejected(
-            "bad_encoding",
-            f"the file is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
-            "re-save it as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`) and drop it again",
-        ) from exc
-    try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError as exc:
-        raise BatchRejected("empty_file", "the file has no header row") from exc
-    except pd.errors.ParserError as exc:
-        raise BatchRejected("malformed_csv", f"the CSV cannot be parsed: {exc}") from exc
-    if len(df.columns) == 1:
-        header = str(df.columns[0])
-        for delimiter, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
-            if delimiter in header:
-                raise BatchRejected("wrong_delimiter",
-                                    f"the header is split by {label}, not commas; save the file as comma-separated CSV")
-    if df.empty:
-        raise BatchRejected("no_rows", "the file has a header but no data rows")
-    return df
-
-
-def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
-    """Cast to the declared type; returns (cast series, mask of values that did not parse)."""
-    present = series.notna()
-    if column.type in ("float", "int"):
+def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series | None]:
+    """Cast to the declared type; returns (cast series, mask of values that did not parse, or None)."""
+    kind = series.dtype.kind
+    if column.type == "float":
+        if kind in "fiu":
+            return (series if series.dtype == np.float64 else series.astype("float64")), None
         cast = pd.to_numeric(series, errors="coerce").astype("float64")
-        bad = present & cast.isna()
-        if column.type == "int":
-            bad |= cast.notna() & (cast % 1 != 0)
+        return cast, series.notna() & cast.isna()
+    if column.type == "int":
+        if kind in "iu":
+            return series, None
+        cast = series.astype("float64") if kind == "f" else pd.to_numeric(series, errors="coerce").astype("float64")
+        bad = series.notna() & cast.isna()
+        bad |= cast.notna() & (cast % 1 != 0)
         return cast, bad
     if column.type == "bool":
-        lowered = series.astype("string").str.lower()
-        cast = lowered.map({"true": True, "1": True, "false": False, "0": False})
-        return cast, present & cast.isna()
-    return series.astype("string"), pd.Series(False, index=series.index)
+        if kind == "b":
+            return series, None
+        cast = series.astype("str").str.lower().map({"true": True, "1": True, "false": False, "0": False})
+        return cast, series.notna() & cast.isna()
+    if isinstance(series.dtype, pd.StringDtype):
+        return series, None
+    return series.astype("str").where(series.notna(), None).astype("str"), None
 
 
-def _examples(df: pd.DataFrame, mask: pd.Series, columns: list[str]) -> list[dict[str, Any]]:
-    rows = df.loc[mask, columns].head(_EXAMPLES)
-    return [{"row": int(i) + 2, **{k: (None if pd.isna(v) else v) for k, v in r.items()}}  # +2: 1-based, header
-            for i, r in zip(rows.index, rows.to_dict("records"))]
+class _Validation:
+    """One batch's validation, fed chunk by chunk, then screened for outliers, then judged."""
 
+    def __init__(self, spec: DatasetSpec, reference: dict[str, Any] | None) -> None:
+        self.spec = spec
+        self.reference = reference
+        self.schema = contract_schema(spec)
+        self.checks: dict[str, CheckResult] = {}
+        self.rows_in = 0
+        self.rows_out = 0
+        self.malformed = MalformedRows()
+        self.outlier_columns = [c for c in spec.columns.values() if c.outliers]
+        columns = drift.profiled_columns(spec)
+        columns.update({c.name: "numeric" for c in self.outlier_columns})
+        if spec.time_column and spec.columns[spec.time_column].type in ("float", "int"):
+            columns.setdefault(spec.time_column, "numeric")   # its range goes on the curated batch
+        self.profile = drift.ProfileBuilder(columns, reference, spec.drift.sample_size, seed=spec.evaluation_seed)
+        self.fences: dict[str, tuple[float, float]] = {}
+        self.arrow_schema = pa.schema([(c.name, _ARROW[c.type]) for c in spec.columns.values()])
 
-def validate(df: pd.DataFrame, spec: DatasetSpec) -> ValidationResult:
-    """Hold a raw batch (as read by ``read_table``) against the spec; never raises for bad data."""
-    rows_in = len(df)
-    columns = [str(c) for c in df.columns]
-    missing = [c.name for c in spec.columns.values() if c.required and c.name not in columns]
-    unexpected = [c for c in columns if c not in spec.columns]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing required column(s): {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected column(s): {', '.join(unexpected)}")
-        reason = "missing_columns" if missing else "unexpected_columns"
-        return ValidationResult("rejected", rows_in, 0, [], reason=reason,
-                                message="; ".join(parts) + f" (spec {spec.name} declares: {', '.join(spec.columns)})")
-
-    raw = df.reset_index(drop=True)
-    cast = pd.DataFrame(index=raw.index)
-    checks: list[CheckResult] = []
-    drop = pd.Series(False, index=raw.index)
-    reject_reasons: list[str] = []
-
-    def record(name: str, kind: str, action: str, mask: pd.Series, message: str, cols: list[str],
-               column: str | None = None) -> None:
-        count = int(mask.sum())
+    def _record(self, name: str, kind: str, action: str, mask: np.ndarray, message: str, frame: pd.DataFrame,
+                columns: list[str], column: str | None = None, first_row: int | None = None) -> None:
+        """Count a check's failures; keep the first few failing rows (1-based ``row`` when known)."""
+        count = int(np.count_nonzero(mask))
         if not count:
             return
-        checks.append(CheckResult(name=name, kind=kind, action=action, failed_rows=count, column=column,
-                                  message=message, examples=_examples(raw, mask, cols)))
-        if action == "reject":
-            reject_reasons.append(f"{name}: {count} row(s) {message}")
-        else:
-            drop.loc[mask] = True
+        check = self.checks.setdefault(name, CheckResult(name=name, kind=kind, action=action, failed_rows=0,
+                                                         message=message, column=column))
+        check.failed_rows += count
+        if len(check.examples) < _EXAMPLES:
+            positions = np.flatnonzero(mask)[: _EXAMPLES - len(check.examples)]
+            rows = frame.iloc[positions][[c for c in columns if c in frame]]
+            for position, values in zip(positions, rows.to_dict("records")):
+                example = {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
+                           for k, v in values.items()}
+                check.examples.append(example if first_row is None
+                                      else {"row": first_row + int(position), **example})
 
-    for column in spec.columns.values():
-        if column.name not in raw.columns:
-            continue
-        values, bad_type = _coerce(raw[column.name], column)
-        cast[column.name] = values
-        cols = [column.name]
-        record(f"{column.name}:type", "column", column.on_fail, bad_type,
-               f"are not of type {column.type}", cols, column.name)
-        if not column.nullable:
-            record(f"{column.name}:not_null", "column", column.on_fail, values.isna() & ~bad_type,
-                   "are empty but the column may not be", cols, column.name)
-        if column.min is not None:
-            record(f"{column.name}:min", "column", column.on_fail, values.notna() & (values < column.min),
-                   f"are below the minimum {column.min}", cols, column.name)
-        if column.max is not None:
-            record(f"{column.name}:max", "column", column.on_fail, values.notna() & (values > column.max),
-                   f"are above the maximum {column.max}", cols, column.name)
-        if column.allowed is not None:
-            record(f"{column.name}:allowed", "column", column.on_fail,
-                   values.notna() & ~values.isin(list(column.allowed)),
-                   f"are not among the allowed values ({', '.join(column.allowed)})", cols, column.name)
+    def feed(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The chunk typed as the spec declares, and which rows pass the contract (None: all of them);
+        failures are recorded and kept rows profiled."""
+        if not self.rows_in:
+            check_columns([str(c) for c in raw.columns], self.spec)
+        raw = raw.reset_index(drop=True)
+        first_row = self.rows_in + 1
+        self.rows_in += len(raw)
+        cast: dict[str, pd.Series] = {}      # only the columns whose values change
+        drop = np.zeros(len(raw), dtype=bool)
 
-    for rule in spec.rules:
+        def record(name: str, kind: str, action: str, mask: np.ndarray, message: str, columns: list[str],
+                   column: str | None = None) -> None:
+            self._record(name, kind, action, mask, message, raw, columns, column, first_row)
+            if action != "report":
+                drop[mask] = True
+
+        for col in self.spec.columns.values():
+            if col.name not in raw:
+                numeric = col.type in ("float", "int")
+                cast[col.name] = pd.Series(np.nan if numeric else None, index=raw.index,
+                                           dtype="float64" if numeric else "str")
+                continue
+            given = raw[col.name]
+            values, bad_type = _coerce(given, col)
+            if values is not given:
+                cast[col.name] = values
+            present = values.notna().to_numpy()
+            if bad_type is not None:
+                bad_type = bad_type.to_numpy(dtype=bool)
+                record(f"{col.name}:type", "column", col.on_fail, bad_type, f"are not of type {col.type}",
+                       [col.name], col.name)
+            if not col.nullable:
+                missing = ~present if bad_type is None else ~present & ~bad_type
+                record(f"{col.name}:not_null", "column", col.on_fail, missing,
+                       "are empty but the column may not be", [col.name], col.name)
+            for check in self.schema.columns[col.name].checks:   # ignore_na=False: full-length outputs
+                failed = ~check(values).check_output.to_numpy(dtype=bool) & present
+                record(check.name, "column", col.on_fail, failed, check.error, [col.name], col.name)
+        frame = raw.assign(**cast)[list(self.spec.columns)] if cast else raw
+        for rule, check in zip(self.spec.rules, self.schema.checks):
+            try:
+                failed = ~check(frame).check_output.to_numpy(dtype=bool)
+            except Exception as exc:  # a spec error, not a data error: reject with the spec's fault named
+                raise BatchRejected("bad_rule", f"rule {rule.name!r} cannot be evaluated ({exc}); "
+                                                "fix the dataset spec") from exc
+            record(rule.name, "rule", rule.on_fail, failed, check.error,
+                   [c for c in self.spec.columns if c in rule.expr])
+        keep = ~drop if drop.any() else None
+        self.profile.add(frame, keep)
+        self.rows_out += len(frame) if keep is None else int(np.count_nonzero(keep))
+        return frame, keep
+
+    def to_arrow(self, frame: pd.DataFrame, keep: np.ndarray | None = None) -> pa.Table:
+        table = pa.Table.from_pandas(frame, schema=self.arrow_schema, preserve_index=False)
+        return table if keep is None else table.filter(pa.array(keep))
+
+    def compute_fences(self, batch_profile: dict[str, Any]) -> None:
+        for col in self.outlier_columns:
+            entry = batch_profile["columns"].get(col.name, {})
+            sample = np.asarray(entry.get("sample") or [], dtype=float)
+            if sample.size < 10:
+                continue
+            if col.outliers.method == "iqr":
+                q1, q3 = np.quantile(sample, [0.25, 0.75])
+                lo, hi = q1 - col.outliers.k * (q3 - q1), q3 + col.outliers.k * (q3 - q1)
+            else:
+                median = float(np.median(sample))
+                mad = 1.4826 * float(np.median(np.abs(sample - median)))
+                lo, hi = median - col.outliers.k * mad, median + col.outliers.k * mad
+            if hi > lo:   # zero spread (e.g. mostly zeros): robust fences are undefined, flag nothing
+                self.fences[col.name] = (float(lo), float(hi))
+
+    @property
+    def drops_outliers(self) -> bool:
+        return any(c.outliers.on_fail != "report" for c in self.outlier_columns if c.name in self.fences)
+
+    def screen(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Count (and, where the spec says so, drop) rows outside the robust fences."""
+        drop = np.zeros(len(frame), dtype=bool)
+        for col in self.outlier_columns:
+            if col.name not in self.fences:
+                continue
+            lo, hi = self.fences[col.name]
+            values = frame[col.name].to_numpy(dtype="float64", na_value=np.nan)
+            mask = (values < lo) | (values > hi)          # NaN compares False: missing values are no outliers
+            self._record(f"{col.name}:outlier", "outlier", col.outliers.on_fail, mask,
+                         f"lie outside the robust fences [{lo:.4g}, {hi:.4g}] ({col.outliers.method}, "
+                         f"k={col.outliers.k:g})", frame, [col.name], col.name)
+            if col.outliers.on_fail != "report":
+                drop |= mask
+        self.rows_out -= int(np.count_nonzero(drop))
+        return frame.iloc[np.flatnonzero(~drop)] if drop.any() else frame
+
+    def finish(self, batch_profile: dict[str, Any]) -> ValidationResult:
+        spec = self.spec
+        if self.malformed.count:
+            self.rows_in += self.malformed.count
+            self.checks["malformed_lines"] = CheckResult(
+                name="malformed_lines", kind="rows", action="drop", failed_rows=self.malformed.count,
+                message="have a different number of fields than the header", examples=self.malformed.examples)
+        checks = list(self.checks.values())
+        drift_result = drift.compare(self.reference, batch_profile, spec.drift)
+        result = ValidationResult("valid", self.rows_in, self.rows_out, checks, drift=drift_result,
+                                  profile=batch_profile)
+        rejecting = [c for c in checks if c.action == "reject"]
+        dropped = self.rows_in - self.rows_out
+        if rejecting:
+            result.reason = "rule_rejected"
+            result.message = "; ".join(f"{c.name}: {c.failed_rows} row(s) {c.message}" for c in rejecting)
+        elif self.rows_in and dropped / self.rows_in > spec.max_drop_fraction:
+            result.reason = "too_many_dropped"
+            result.message = (f"{dropped} of {self.rows_in} rows ({dropped / self.rows_in:.0%}) fail row checks, "
+                              f"more than the {spec.max_drop_fraction:.0%} the spec allows; "
+                              "see the failed checks for examples")
+        elif self.rows_out < spec.min_rows:
+            result.reason = "too_few_rows"
+            result.message = f"{self.rows_out} usable rows, fewer than the {spec.min_rows} the spec requires"
+        if result.reason:
+            result.status = "rejected"
+            return result
+        result.message = (f"{self.rows_out} of {self.rows_in} rows valid" + (f", {dropped} dropped" if dropped else "")
+                          + f"; drift {drift_result['verdict']}")
+        return result
+
+
+def validate(df: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any] | None = None) -> ValidationResult:
+    """Validate a batch already in memory; a valid result carries the clean rows in ``data``."""
+    return _validate_chunks([df], spec, reference, sink=None)
+
+
+def validate_file(fh: IO[bytes], spec: DatasetSpec, out: Path | str, reference: dict[str, Any] | None = None,
+                  size: int | None = None, chunk_bytes: int | None = None) -> ValidationResult:
+    """Validate a file in chunks; the clean rows of a valid batch are written to ``out`` as Parquet.
+
+    Memory stays bounded by the chunk size whatever the file's; nothing is written to ``out`` for a
+    rejected batch.
+    """
+    out = Path(out)
+    kwargs = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
+    try:
+        return _validate_chunks(None, spec, reference, sink=out, source=(fh, size, kwargs))
+    except BatchRejected as exc:
+        return ValidationResult.rejected_file(exc)
+
+
+def _validate_chunks(frames: Iterable[pd.DataFrame] | None, spec: DatasetSpec, reference: dict[str, Any] | None,
+                     sink: Path | None, source: tuple[IO[bytes], int | None, dict[str, Any]] | None = None,
+                     ) -> ValidationResult:
+    run = _Validation(spec, reference)
+    if source is not None:
+        fh, size, kwargs = source
+        frames = prefetch(iter_chunks(fh, spec, size=size, malformed=run.malformed, **kwargs))
+    if sink is None:   # in memory
         try:
-            holds = cast.eval(rule.expr, engine="python")
-        except Exception as exc:  # a spec error, not a data error: reject with the spec's fault named
-            return ValidationResult("rejected", rows_in, 0, checks, reason="bad_rule",
-                                    message=f"rule {rule.name!r} cannot be evaluated ({exc}); fix the dataset spec")
-        holds = pd.Series(holds, index=cast.index).fillna(True).astype(bool)
-        record(rule.name, "rule", rule.on_fail, ~holds,
-               f"break the rule `{rule.expr}`" + (f" ({rule.description})" if rule.description else ""),
-               [c for c in spec.columns if c in rule.expr and c in raw.columns])
-
-    if reject_reasons:
-        return ValidationResult("rejected", rows_in, 0, checks, reason="rule_rejected",
-                                message="; ".join(reject_reasons))
-    rows_out = int((~drop).sum())
-    dropped = rows_in - rows_out
-    if rows_in and dropped / rows_in > spec.max_drop_fraction:
-        return ValidationResult(
-            "rejected", rows_in, rows_out, checks, reason="too_many_dropped",
-            message=f"{dropped} of {rows_in} rows ({dropped / rows_in:.0%}) fail row rules, more than the "
-                    f"{spec.max_drop_fraction:.0%} the spec allows; see the failed checks for examples")
-    if rows_out < spec.min_rows:
-        return ValidationResult(
-            "rejected", rows_in, rows_out, checks, reason="too_few_rows",
-            message=f"{rows_out} usable rows, fewer than the {spec.min_rows} the spec requires")
-    clean = cast.loc[~drop].reset_index(drop=True)
-    for column in spec.columns.values():
-        if column.name in clean and column.type == "int" and not clean[column.name].isna().any():
-            clean[column.name] = clean[column.name].astype(np.int64)
-    message = f"{rows_out} of {rows_in} rows valid" + (f", {dropped} dropped" if dropped else "")
-    return ValidationResult("valid", rows_in, rows_out, checks, message=message, data=clean)
+            clean = [run.to_arrow(*run.feed(frame)) for frame in frames]
+        except BatchRejected as exc:
+            return ValidationResult.rejected_file(exc)
+        batch_profile = run.profile.result()
+        run.compute_fences(batch_profile)
+        data = run.screen(pa.concat_tables(clean).to_pandas())
+        result = run.finish(batch_profile)
+        if result.status == "valid":
+            result.data = data.reset_index(drop=True)
+        return result
+    staged = sink.with_name(sink.name + ".contract")
+    try:
+        with pq.ParquetWriter(staged, run.arrow_schema, compression="zstd") as writer, \
+                ThreadPoolExecutor(1, thread_name_prefix="tollgate-writer") as background:
+            pending = None     # one chunk is written while the next is validated
+            for frame in frames:
+                frame, keep = run.feed(frame)
+                if pending is not None:
+                    pending.result()
+                pending = background.submit(lambda f=frame, k=keep: writer.write_table(run.to_arrow(f, k)))
+            if pending is not None:
+                pending.result()
+        batch_profile = run.profile.result()
+        run.compute_fences(batch_profile)
+        if run.drops_outliers:
+            with pq.ParquetWriter(sink, run.arrow_schema, compression="zstd") as writer:
+                for batch in pq.ParquetFile(staged).iter_batches():
+                    writer.write_table(run.to_arrow(run.screen(batch.to_pandas())))
+        else:   # outliers are only reported: count them on their own columns, keep the file
+            if run.fences:
+                for batch in pq.ParquetFile(staged).iter_batches(columns=list(run.fences)):
+                    run.screen(batch.to_pandas())
+            os.replace(staged, sink)
+        result = run.finish(batch_profile)
+    finally:
+        staged.unlink(missing_ok=True)
+    if result.status != "valid":
+        sink.unlink(missing_ok=True)
+    return result
 
 
 def to_parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -1,0 +1,259 @@
+"""Reading a dropped batch: CSV (UTF-8, with or without BOM), gzip-compressed CSV or Parquet, in chunks.
+
+Memory stays bounded whatever the file size: CSV is read ``chunk_bytes`` at a time, cut at the last
+line break (pyarrow's own default assumes no line breaks inside values, so this cut is safe) and
+parsed with the spec's column types by pyarrow on all cores; Parquet is read row group by row group.
+A chunk whose values do not parse as the declared types is re-read as text, so the contract can
+name the offending rows instead of failing the file. Every way a file can be unreadable raises
+``BatchRejected`` with a stable ``reason`` and a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import gzip
+import io
+import queue
+import threading
+import zlib
+from typing import IO, Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from tollgate.spec import DatasetSpec
+
+CHUNK_BYTES = 16 * 2**20
+PARQUET_BATCH_ROWS = 250_000
+_SNIFF = 64 * 1024
+_ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
+_BOM = codecs.BOM_UTF8
+
+
+class BatchRejected(Exception):
+    """The batch as a whole cannot be used; ``reason`` is a stable code, the message is for people."""
+
+    def __init__(self, reason: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.detail = detail
+
+
+@dataclasses.dataclass
+class MalformedRows:
+    """CSV lines with the wrong number of fields: skipped, counted, a few kept as examples."""
+    count: int = 0
+    examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def handler(self, row: Any) -> str:
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append({"line": row.number if row.number and row.number > 0 else None,
+                                  "fields": row.actual_columns, "expected": row.expected_columns,
+                                  "text": row.text[:200]})
+        return "skip"
+
+
+def sniff_format(head: bytes) -> str:
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    return "csv"
+
+
+def check_columns(columns: list[str], spec: DatasetSpec) -> None:
+    """Reject a batch whose header lacks a required column or carries one the spec does not declare."""
+    missing = [c.name for c in spec.columns.values() if c.required and c.name not in columns]
+    unexpected = [c for c in columns if c not in spec.columns]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    parts = []
+    if missing:
+        parts.append(f"missing required column(s): {', '.join(missing)}")
+    if unexpected:
+        parts.append(f"unexpected column(s): {', '.join(unexpected)}")
+    if duplicated:
+        parts.append(f"duplicated column(s): {', '.join(duplicated)}")
+    if parts:
+        reason = "missing_columns" if missing else "unexpected_columns" if unexpected else "duplicated_columns"
+        raise BatchRejected(reason, "; ".join(parts) + f" (spec {spec.name} declares: {', '.join(spec.columns)})",
+                            missing=missing, unexpected=unexpected)
+
+
+def prefetch(chunks: Iterator[pd.DataFrame], depth: int = 1) -> Iterator[pd.DataFrame]:
+    """Read the next chunk in a background thread while the caller works on this one (pyarrow and
+    zlib release the GIL, so reading and validating overlap on two cores). At most ``depth`` chunks
+    wait in the queue; an error in the reader is raised in the caller."""
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        box.put(("chunk", chunk), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            box.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="tollgate-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def iter_chunks(fh: IO[bytes], spec: DatasetSpec, *, size: int | None = None, malformed: MalformedRows | None = None,
+                chunk_bytes: int = CHUNK_BYTES) -> Iterator[pd.DataFrame]:
+    """DataFrames of at most about ``chunk_bytes`` of input each, typed by the spec where values allow.
+
+    ``fh`` is a binary, seekable file object (a local file or a Cloud Storage blob reader).
+    """
+    if size == 0:
+        raise BatchRejected("empty_file", "the file is empty (0 bytes): nothing to validate")
+    if size is not None and size > spec.max_file_bytes:
+        raise BatchRejected(
+            "file_too_large",
+            f"the file is {size / 2**30:.1f} GiB, more than the {spec.max_file_bytes / 2**30:.1f} GiB the spec "
+            "allows (max_file_bytes); split it into smaller batches or raise the limit in the dataset spec")
+    head = fh.read(4)
+    fh.seek(0)
+    kind = sniff_format(head)
+    if kind == "parquet":
+        yield from _parquet_chunks(fh, spec)
+        return
+    stream: IO[bytes] = gzip.GzipFile(fileobj=fh, mode="rb") if kind == "gzip" else fh
+    yield from _csv_chunks(stream, spec, malformed or MalformedRows(), chunk_bytes, compressed=kind == "gzip")
+
+
+def _parquet_chunks(fh: IO[bytes], spec: DatasetSpec) -> Iterator[pd.DataFrame]:
+    try:
+        parquet = pq.ParquetFile(fh)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise BatchRejected("unreadable_parquet", f"the file looks like Parquet but cannot be read: {exc}") from exc
+    check_columns(parquet.schema_arrow.names, spec)
+    if parquet.metadata.num_rows == 0:
+        raise BatchRejected("no_rows", "the Parquet file has a schema but no rows")
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            yield batch.to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise BatchRejected("unreadable_parquet", f"the Parquet file is damaged: {exc}") from exc
+
+
+def _read(stream: IO[bytes], n: int, compressed: bool) -> bytes:
+    try:
+        return stream.read(n)
+    except (OSError, EOFError, zlib.error) as exc:
+        if compressed:
+            raise BatchRejected("corrupt_gzip",
+                                f"the file is gzip-compressed but cannot be decompressed: {exc}") from exc
+        raise
+
+
+def _sniff_text(block: bytes) -> None:
+    sample = block[:_SNIFF]
+    if b"\x00" in sample:
+        raise BatchRejected("not_a_table", "the file is binary, not CSV, gzip-compressed CSV or Parquet")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError as exc:
+        raise _bad_encoding(f"byte {exc.start}: {sample[exc.start:exc.start + 1]!r}") from exc
+
+
+def _bad_encoding(where: str) -> BatchRejected:
+    return BatchRejected("bad_encoding", f"the file is not UTF-8 ({where}); re-save it as UTF-8 "
+                                         "(e.g. `iconv -f LATIN1 -t UTF-8`) and drop it again")
+
+
+def _header(block: bytes, spec: DatasetSpec) -> tuple[bytes, list[str]]:
+    end = block.find(b"\n")
+    line = block if end < 0 else block[: end + 1]
+    try:
+        names = pcsv.read_csv(io.BytesIO(line + b"\n"), read_options=pcsv.ReadOptions(autogenerate_column_names=False),
+                              convert_options=pcsv.ConvertOptions(column_types={})).schema.names
+    except pa.ArrowInvalid as exc:
+        raise BatchRejected("malformed_csv", f"the header line cannot be parsed: {exc}") from exc
+    if len(names) == 1 and names[0] not in spec.columns:
+        for delimiter, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if delimiter in names[0]:
+                raise BatchRejected("wrong_delimiter",
+                                    f"the header is split by {label}, not commas; save the file as comma-separated CSV")
+    check_columns(names, spec)
+    return (line if line.endswith(b"\n") else line + b"\n"), names
+
+
+def _parse(body: memoryview, names: list[str], spec: DatasetSpec, malformed: MalformedRows,
+           typed: bool) -> pa.Table:
+    types = {n: _ARROW_TYPES[spec.columns[n].type] if typed else pa.string() for n in names}
+    return pcsv.read_csv(
+        pa.BufferReader(pa.py_buffer(body)),
+        read_options=pcsv.ReadOptions(column_names=names),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=malformed.handler),
+        convert_options=pcsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                            true_values=["true", "True", "TRUE", "1"],
+                                            false_values=["false", "False", "FALSE", "0"]))
+
+
+def _chunk(body: memoryview, names: list[str], spec: DatasetSpec, malformed: MalformedRows) -> pd.DataFrame:
+    try:
+        table = _parse(body, names, spec, malformed, typed=True)
+    except pa.ArrowInvalid as exc:
+        text = str(exc)
+        if "UTF8" in text or "UTF-8" in text:
+            raise _bad_encoding("invalid UTF-8 bytes inside the data") from exc
+        if "conversion error" not in text:
+            raise BatchRejected("malformed_csv", f"the CSV cannot be parsed: {text}") from exc
+        # values that are not of the declared type: read as text so the contract names each row
+        table = _parse(body, names, spec, MalformedRows(), typed=False)
+    return table.to_pandas()
+
+
+def _csv_chunks(stream: IO[bytes], spec: DatasetSpec, malformed: MalformedRows, chunk_bytes: int,
+                compressed: bool) -> Iterator[pd.DataFrame]:
+    block = _read(stream, chunk_bytes, compressed)
+    if block.startswith(_BOM):
+        block = block[len(_BOM):]
+    if not block.strip():
+        raise BatchRejected("empty_file", "the file has no content (only whitespace)")
+    _sniff_text(block)
+    header, names = _header(block, spec)   # data chunks are parsed with these names, without the header
+    pending = block[len(header):] if block.startswith(header) else block[len(header) - 1:]
+    rows = 0
+    eof = False
+    while not eof:
+        more = _read(stream, chunk_bytes, compressed)
+        eof = not more
+        pending += more
+        cut = len(pending) if eof else pending.rfind(b"\n") + 1
+        if cut == 0:        # one line longer than a chunk: keep reading
+            continue
+        body, pending = memoryview(pending)[:cut], pending[cut:]
+        frame = _chunk(body, names, spec, malformed)
+        rows += len(frame)
+        if len(frame):
+            yield frame
+    if rows == 0:
+        if malformed.count:
+            raise BatchRejected("malformed_csv", f"none of the {malformed.count} data line(s) has the header's "
+                                                 f"{len(names)} fields; check the delimiter and quoting",
+                                examples=malformed.examples)
+        raise BatchRejected("no_rows", "the file has a header but no data rows")
