@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
-import skops.io as sio
 
 
 class ArtifactError(Exception):
@@ -20,7 +20,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def dumps(model: Any) -> bytes:
+    import skops.io as sio   # here, not at the top: hashing must not pay for importing scikit-learn
+
     return sio.dumps(model)
 
 
@@ -30,6 +37,8 @@ def loads(data: bytes, expected_sha256: str) -> Any:
     if actual != expected_sha256:
         raise ArtifactError(f"model bytes hash to {actual}, but the registry recorded {expected_sha256}: "
                             "the artifact was altered after registration; refusing to load it")
+    import skops.io as sio
+
     untrusted = sio.get_untrusted_types(data=data)
     refused = [t for t in untrusted if not t.startswith(ALLOWED_PREFIXES)]
     if refused:

@@ -1,6 +1,7 @@
 """The chain's jobs: validate, train and evaluate one run (RUN_ID), each a Cloud Run job.
 
-Each job wires pure logic (validation, training, evaluation) to the adapters. A job that finds
+Each job wires pure logic (validation, training, evaluation) to the adapters, and imports only what
+its step needs (scikit-learn is not loaded to validate): a job's cold start is paid on every run. A job that finds
 its work already done re-publishes its event, so a crash between "state written" and "event
 published" heals on retry.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tollgate import artifacts, evaluation, log, training, validation
+from tollgate import artifacts, drift, log, reports, validation
 from tollgate import spec as specs
 from tollgate.chain import StepFailed
 from tollgate.cloud import Cloud
@@ -50,6 +51,12 @@ def _open(cloud: Cloud, state: st.State, run_id: str, running: str) -> dict[str,
     return None
 
 
+def champion_profile(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | None:
+    """The reference profile stored beside the champion model, or None before the first champion."""
+    champion = (state.get_dataset(dataset) or {}).get("champion_version")
+    return None if champion is None else cloud.read_json(f"models/{dataset}/{int(champion)}/profile.json")
+
+
 def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
     run = _open(cloud, state, run_id, st.VALIDATING)
     if run is None:
@@ -57,49 +64,56 @@ def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
     spec = specs.from_dict(run["spec"])
     src = run["source"]
     filename = src["object"].rsplit("/", 1)[-1]
+    reference = champion_profile(cloud, state, spec.name)
     with tempfile.TemporaryDirectory() as tmp:
-        path = cloud.download(src["object"], Path(tmp) / filename, generation=src["generation"])
-        try:
-            frame = validation.read_table(path)
-            result = validation.validate(frame, spec)
-        except validation.BatchRejected as exc:
-            result = validation.ValidationResult("rejected", 0, 0, [], reason=exc.reason, message=exc.message)
-    summary = result.summary()
-    cloud.write_json_once(f"reports/{run_id}/validation.json", {"run_id": run_id, "dataset": spec.name,
-                                                               "source": src, **summary})
-    if result.status == "rejected":
-        quarantine = f"quarantine/{spec.name}/{run_id}/"
-        src_blob = cloud.bucket.blob(src["object"], generation=src["generation"])
-        if not cloud.bucket.get_blob(quarantine + filename):
-            cloud.bucket.copy_blob(src_blob, cloud.bucket, quarantine + filename,
-                                   source_generation=src["generation"], if_generation_match=0)
-        cloud.write_json_once(quarantine + "reason.json", {"run_id": run_id, "reason": result.reason,
-                                                           "message": result.message, "source": src,
-                                                           "checks": summary["checks"]})
-        state.transition(run_id, (st.VALIDATING,), st.REJECTED, reason=result.reason, message=result.message,
-                         validation=_compact(summary), quarantine=quarantine)
-        log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
-        return "rejected"
-    data = validation.to_parquet_bytes(result.data)
-    digest = artifacts.sha256(data)
-    name = f"curated/{spec.name}/{digest}.parquet"
-    generation = cloud.write_once(name, data)
+        curated_file = Path(tmp) / "curated.parquet"
+        reader, size = cloud.open_read(src["object"], generation=src["generation"])
+        with reader:
+            result = validation.validate_file(reader, spec, curated_file, reference=reference, size=size)
+        summary = result.summary()
+        report = {"run_id": run_id, "dataset": spec.name, "source": src,
+                  "reference": {"champion_version": (state.get_dataset(spec.name) or {}).get("champion_version")}
+                  if reference else None, **summary}
+        cloud.write_json_once(f"reports/{run_id}/validation.json", report)
+        cloud.write_once(f"reports/{run_id}/validation.html", reports.validation_html(report, reference).encode(),
+                         "text/html; charset=utf-8")
+        drift_verdict = {"verdict": result.drift["verdict"], "message": result.drift.get("message", "")}
+        if result.status == "rejected":
+            quarantine = f"quarantine/{spec.name}/{run_id}/"
+            src_blob = cloud.bucket.blob(src["object"], generation=src["generation"])
+            if not cloud.bucket.get_blob(quarantine + filename):
+                cloud.bucket.copy_blob(src_blob, cloud.bucket, quarantine + filename,
+                                       source_generation=src["generation"], if_generation_match=0)
+            cloud.write_json_once(quarantine + "reason.json", {"run_id": run_id, "reason": result.reason,
+                                                               "message": result.message, "source": src,
+                                                               "checks": summary["checks"]})
+            state.transition(run_id, (st.VALIDATING,), st.REJECTED, reason=result.reason, message=result.message,
+                             validation=_compact(summary), quarantine=quarantine, drift=drift_verdict)
+            log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
+            return "rejected"
+        digest = artifacts.file_sha256(curated_file)
+        name = f"curated/{spec.name}/{digest}.parquet"
+        generation = cloud.write_file_once(name, curated_file)
     curated = {"object": name, "generation": generation, "sha256": digest, "rows": result.rows_out}
-    if spec.time_column and spec.time_column in result.data:
-        times = result.data[spec.time_column]
-        curated.update(time_min=float(times.min()), time_max=float(times.max()))
+    times = (result.profile or {}).get("columns", {}).get(spec.time_column or "", {})
+    if times.get("count"):
+        curated.update(time_min=float(times["min"]), time_max=float(times["max"]))
     state.add_batch(spec.name, run_id, curated)
     state.transition(run_id, (st.VALIDATING,), st.VALIDATED, curated=curated, validation=_compact(summary),
-                     message=result.message)
-    cloud.publish("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name, curated=curated))
-    log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped)
+                     message=result.message, drift=drift_verdict)
+    cloud.publish("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name, curated=curated,
+                                             drift=drift_verdict["verdict"]))
+    log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped,
+             drift=drift_verdict["verdict"])
     return "validated"
 
 
 def _compact(summary: dict[str, Any]) -> dict[str, Any]:
-    """The validation summary as stored on the run (examples trimmed to stay small)."""
+    """The validation summary as stored on the run: examples trimmed, drift scores without samples,
+    no profile (validation.json has everything)."""
     checks = [{**c, "examples": c["examples"][:3]} for c in summary["checks"]]
-    return {**summary, "checks": checks}
+    return {**{k: v for k, v in summary.items() if k != "profile"}, "checks": checks,
+            "drift": drift.summary(summary["drift"])}
 
 
 def _load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
@@ -123,6 +137,8 @@ def training_window(state: st.State, spec: specs.DatasetSpec, run: dict[str, Any
 
 
 def train(cloud: Cloud, state: st.State, run_id: str) -> str:
+    from tollgate import training
+
     run = _open(cloud, state, run_id, st.TRAINING)
     if run is None:
         return "skipped"
@@ -136,7 +152,7 @@ def train(cloud: Cloud, state: st.State, run_id: str) -> str:
     fit_seconds = time.monotonic() - started
     blob = artifacts.dumps(model)
     digest = artifacts.sha256(blob)
-    prof = training.profile(train_df, spec)
+    prof = drift.profile(train_df, spec, seed=spec.training_seed)
     import sklearn
 
     def record(version: int) -> dict[str, Any]:
@@ -173,10 +189,14 @@ def load_model(cloud: Cloud, state: st.State, dataset: str, version: int) -> tup
 
 
 def _predict(model: Any, df: pd.DataFrame, spec: specs.DatasetSpec) -> np.ndarray:
+    from tollgate import training
+
     return np.asarray(model.predict(training.features_frame(df, spec)))
 
 
 def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
+    from tollgate import evaluation, training
+
     run = _open(cloud, state, run_id, st.EVALUATING)
     if run is None:
         return "skipped"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 from tollgate.settings import Settings
+
+_READ_CHUNK = 16 * 2**20
 
 
 class Cloud:
@@ -103,12 +107,42 @@ class Cloud:
         return self.write_once(name, orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
                                                   default=str), "application/json")
 
+    def write_file_once(self, name: str, source: Path, content_type: str = "application/octet-stream") -> int:
+        """``write_once`` for a local file, streamed; an existing object with the same MD5 is accepted."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        blob = self.bucket.blob(name)
+        try:
+            blob.upload_from_filename(str(source), content_type=content_type, if_generation_match=0)
+            return int(blob.generation)
+        except PreconditionFailed:
+            existing = self.bucket.get_blob(name)
+            digest = hashlib.md5(usedforsecurity=False)
+            with source.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            if existing is not None and existing.md5_hash == base64.b64encode(digest.digest()).decode():
+                return int(existing.generation)
+            raise FileExistsError(f"gs://{self.settings.bucket}/{name} already exists with other content")
+
     def read_bytes(self, name: str, generation: int | None = None) -> bytes:
         return self.bucket.blob(name, generation=generation).download_as_bytes()
 
-    def download(self, name: str, dest: Path, generation: int | None = None) -> Path:
-        self.bucket.blob(name, generation=generation).download_to_filename(str(dest))
-        return dest
+    def read_json(self, name: str, generation: int | None = None) -> Any:
+        """A JSON object, or None when it does not exist."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return orjson.loads(self.read_bytes(name, generation))
+        except NotFound:
+            return None
+
+    def open_read(self, name: str, generation: int | None = None) -> tuple[IO[bytes], int]:
+        """A seekable, streaming reader of one object generation, and its size in bytes."""
+        blob = self.bucket.get_blob(name, generation=generation)
+        if blob is None:
+            raise FileNotFoundError(f"gs://{self.settings.bucket}/{name}#{generation} does not exist")
+        return blob.open("rb", chunk_size=_READ_CHUNK), int(blob.size)
 
     def upload_file(self, source: Path, name: str) -> Any:
         blob = self.bucket.blob(name)
