@@ -28,6 +28,7 @@ from localcloud.cloud import LocalCloud, LocalCloudError  # noqa: E402
 DATA = ROOT / "examples" / "data" / "chicago_taxi" / "chicago_taxi_trips.csv"
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
 console = Console()
+DRIFT_COLOURS = {"none": "green", "warn": "yellow", "severe": "red"}
 
 PERIODS = [
     ("2013-H1", "2013-01-01", "2013-07-01"), ("2013-H2", "2013-07-01", "2014-01-01"),
@@ -42,14 +43,20 @@ SAMPLE = {"trip_miles": 3.2, "trip_seconds": 900, "trip_start_hour": 14, "trip_s
 
 
 def make_batches(folder: Path) -> list[tuple[str, Path]]:
-    """Half-year batches in time order, and a corrupted export (semicolons) after 2014-H1."""
+    """Half-year batches in time order (CSV, 2015-H1 as Parquet, 2015-H2 gzip-compressed), and a
+    corrupted export (semicolons) after 2014-H1."""
     folder.mkdir(parents=True, exist_ok=True)
     trips = pd.read_csv(DATA).sort_values("trip_start_timestamp", kind="stable")
     when = pd.to_datetime(trips["trip_start_timestamp"], unit="s")
     batches = []
     for label, start, end in PERIODS:
-        path = folder / f"taxi-{label}.csv"
-        trips[(when >= start) & (when < end)].to_csv(path, index=False)
+        period = trips[(when >= start) & (when < end)]
+        if label == "2015-H1":
+            path = folder / f"taxi-{label}.parquet"
+            period.to_parquet(path, index=False)
+        else:
+            path = folder / (f"taxi-{label}.csv.gz" if label == "2015-H2" else f"taxi-{label}.csv")
+            period.to_csv(path, index=False)
         batches.append((label, path))
         if label == "2014-H1":
             broken = folder / "taxi-2014-H1-export-broken.csv"
@@ -74,6 +81,7 @@ def main() -> int:
     batches = make_batches(local.home / "demo")
     console.print(f"{len(batches)} batches from {DATA.relative_to(ROOT)} → gs://{local.bucket}/incoming/chicago_taxi/\n")
     rows = []
+    run_ids: dict[str, str] = {}
     started = time.monotonic()
     for label, path in batches:
         console.print(f"[bold]▶ {label}[/]  dropping {path.name}")
@@ -83,18 +91,21 @@ def main() -> int:
             console.print(f"[red]the drop of {path.name} failed (exit {done.returncode})[/]")
             return 1
         run = json.loads(done.stdout)
+        run_ids[label] = run["run_id"]
         diff = run.get("difference") or {}
         interval = f"[{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "–"
         verdict = run.get("decision") or run["status"]
         colour = {"promote": "green", "keep": "cyan", "review": "yellow"}.get(verdict, "red")
         why = run.get("reason") if run.get("decision") else (run.get("message") or run.get("error"))
         console.print(f"  [{colour}]{verdict}[/]: {why}\n")
+        drift = run.get("drift") or "–"
         rows.append((label, fmt(run.get("rows_out") if run["status"] != "rejected" else 0),
+                     f"[{DRIFT_COLOURS.get(drift, 'white')}]{drift}[/]",
                      fmt(run.get("challenger_metric")), fmt(run.get("champion_metric")), interval,
                      f"[{colour}]{verdict}[/]", fmt(run.get("model_version"))))
     table = Table(title=f"Runs (primary metric R² on each batch's held-out rows; "
                         f"{time.monotonic() - started:.0f}s)")
-    for col in ("batch", "rows used", "challenger", "champion", "95% CI of gain", "decision", "serving"):
+    for col in ("batch", "rows used", "drift", "challenger", "champion", "95% CI of gain", "decision", "serving"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
@@ -112,13 +123,21 @@ def main() -> int:
                   soft_wrap=True, highlight=False)
     console.print(f"HTTP {response.status_code}  X-Model-Version: {response.headers.get('X-Model-Version')}")
     console.print_json(response.text)
-    console.rule("[bold]Lineage and the decision ledger")
     wide = {**env, "COLUMNS": str(max(console.width, 160))}   # tables stay readable when piped
+    console.rule("[bold]Data quality: what the validator caught")
+    for label in ("2014-H1 (broken export)", "2016"):
+        console.print(f"$ tollgate run show {run_ids[label]}    # {label}", highlight=False)
+        subprocess.run([TOLLGATE, "run", "show", run_ids[label]], env=wide, check=False)
+    report = local.home / "demo" / f"{run_ids['2016']}-validation.html"
+    console.print(f"$ tollgate report {run_ids['2016']} -o {report}", highlight=False)
+    subprocess.run([TOLLGATE, "report", run_ids["2016"], "-o", str(report)], env=wide, check=False)
+    console.rule("[bold]Lineage and the decision ledger")
     for args in (["models", "chicago_taxi"], ["history", "chicago_taxi"]):
         console.print(f"$ tollgate {' '.join(args)}", highlight=False)
         subprocess.run([TOLLGATE, *args], env=wide, check=False)
     console.rule("[bold]Go on")
-    console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID | models chicago_taxi | history chicago_taxi\n"
+    console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID | report RUN_ID --open | models chicago_taxi"
+                  f" | history chicago_taxi\n"
                   f"  .venv/bin/tollgate drop FILE --dataset chicago_taxi --wait\n"
                   f"  eval $(.venv/bin/tollgate env --gcloud) && gcloud storage cp FILE "
                   f"gs://{local.bucket}/incoming/chicago_taxi/\n"

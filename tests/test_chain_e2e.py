@@ -27,7 +27,7 @@ INSTANCE = {"trip_miles": 3.2, "trip_seconds": 900, "trip_start_hour": 14, "trip
 
 
 def tollgate(local_cloud, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **local_cloud.env(), "TOLLGATE_HOME": str(local_cloud.home)}
+    env = {**os.environ, **local_cloud.env(), "TOLLGATE_HOME": str(local_cloud.home), "COLUMNS": "200"}
     return subprocess.run([TOLLGATE, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -73,6 +73,13 @@ def test_second_batch_is_judged_against_the_champion(first_run, local_cloud, tax
     assert run["challenger_version"] == 2
     diff = run["difference"]
     assert diff["low"] <= diff["improvement"] <= diff["high"] and diff["resamples"] == 1000
+    assert run["drift"] in ("none", "warn")            # judged against the champion's training profile
+    shown = tollgate(local_cloud, "run", "show", run["run_id"])
+    assert shown.returncode == 0 and "drift:" in shown.stdout and "trip_miles" in shown.stdout
+    report = tmp_path / "report.html"
+    written = tollgate(local_cloud, "report", run["run_id"], "-o", str(report))
+    assert written.returncode == 0, written.stderr
+    assert "Drift against the champion" in report.read_text()
 
 
 def test_corrupted_batch_is_quarantined_and_incoming_untouched(first_run, local_cloud, cloud, tmp_path):
@@ -155,7 +162,8 @@ def test_the_same_notification_three_times_makes_one_run(first_run, local_cloud,
     assert statuses.count("validating") == 1 and statuses.count("decided") == 1, statuses
     for job in ("validator", "trainer", "evaluator"):
         executions = cloud.executions.list_executions(parent=f"{cloud.location}/jobs/{job}")
-        mine = [e for e in executions if {v.name: v.value for v in e.template.containers[0].env}.get("RUN_ID") == run_id]
+        mine = [e for e in executions
+                if {v.name: v.value for v in e.template.containers[0].env}.get("RUN_ID") == run_id]
         assert len(mine) == 1, (job, [e.name for e in mine])
     decisions = [e for e in state.ledger("chicago_taxi") if e["run_id"] == run_id]
     assert len(decisions) == 1

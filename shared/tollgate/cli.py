@@ -115,10 +115,12 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "model_version": run.get("model_version"), "challenger_version": run.get("challenger_version"),
         "champion_version": run.get("evaluated_against"),
         "challenger_metric": challenger_score,
-        "champion_metric": ((ev.get("champion") or {}).get("metrics") or {}).get(metric) if ev.get("champion") else None,
+        "champion_metric": (((ev.get("champion") or {}).get("metrics") or {}).get(metric)
+                            if ev.get("champion") else None),
         "metric": metric, "difference": ev.get("difference"),
         "rows_in": (run.get("validation") or {}).get("rows_in"),
         "rows_out": (run.get("validation") or {}).get("rows_out"),
+        "drift": (run.get("drift") or {}).get("verdict"),
         "source": run.get("source"), "quarantine": run.get("quarantine"), "error": run.get("error"),
         "deployment": run.get("deployment"), "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
     }
@@ -288,7 +290,7 @@ def _print_run(run: dict[str, Any]) -> None:
     table = Table(show_header=False, title=f"run {s['run_id']}")
     for key in ("dataset", "status", "decision", "reason", "message", "model_version", "challenger_version",
                 "champion_version", "metric", "challenger_metric", "champion_metric", "rows_in", "rows_out",
-                "quarantine"):
+                "drift", "quarantine"):
         if s.get(key) is not None:
             value = s[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -301,15 +303,35 @@ def _print_run(run: dict[str, Any]) -> None:
     if s.get("source"):
         table.add_row("source", f"gs://{s['source']['bucket']}/{s['source']['object']}#{s['source']['generation']}")
     out.print(table)
-    checks = (run.get("validation") or {}).get("checks") or []
-    if checks:
-        failed = Table(title="failed checks")
-        for col in ("check", "action", "rows", "message", "example"):
-            failed.add_column(col)
-        for c in checks:
+    validation = run.get("validation") or {}
+    if validation.get("checks"):
+        failed = Table(title="checks that found something")
+        for col in ("check", "action", "rows", "message", "examples"):
+            failed.add_column(col, overflow="fold")
+        for c in validation["checks"]:
             failed.add_row(c["name"], c["action"], str(c["failed_rows"]), c["message"],
-                           str(c["examples"][0]) if c.get("examples") else "")
+                           "\n".join(_example(e) for e in c.get("examples") or []))
         out.print(failed)
+    drift = validation.get("drift") or {}
+    if drift.get("features"):
+        table = Table(title=f"drift: {drift['verdict']} (FDR {drift.get('fdr')}; {drift.get('message', '')})")
+        for col in ("feature", "test", "statistic", "p", "q", "distance", "score", "status"):
+            table.add_column(col, justify="right" if col in ("statistic", "p", "q", "score") else "left")
+        colour = {"none": "green", "warn": "yellow", "severe": "red"}
+        for f in drift["features"]:
+            new = f" (+{len(f['new_categories'])} new)" if f.get("new_categories") else ""
+            table.add_row(f["feature"], f["test"], f"{f['statistic']:.4g}", f"{f['p_value']:.2g}",
+                          f"{f['q_value']:.2g}", f["distance"], f"{f['score']:.4f}",
+                          f"[{colour.get(f['status'], 'white')}]{f['status']}[/]{new}")
+        out.print(table)
+    elif drift.get("message"):
+        out.print(f"drift: {drift['verdict']} ({drift['message']})")
+    if validation:
+        out.print(f"full report: tollgate report {run['run_id']}")
+
+
+def _example(example: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in example.items())
 
 
 @main.command("runs")
@@ -354,6 +376,35 @@ def run_show(obj: Ctx, run_id: str, as_json: bool) -> None:
                "history": run.get("history"), "executions": run.get("executions")})
     else:
         _print_run(run)
+
+
+@main.command("report")
+@click.argument("run_id")
+@click.option("--kind", type=click.Choice(["validation"]), default="validation", show_default=True,
+              help="Which of the run's reports.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML (default: ./<run_id>-<kind>.html).")
+@click.option("--open", "open_browser", is_flag=True, help="Open it in the default browser.")
+@click.pass_obj
+def report_cmd(obj: Ctx, run_id: str, kind: str, output: Path | None, open_browser: bool) -> None:
+    """Write a run's HTML report (reports/<run_id>/<kind>.html in the bucket) to a local file."""
+    from google.api_core.exceptions import NotFound
+
+    if obj.state.get_run(run_id) is None:
+        raise click.ClickException(f"no run {run_id}; list runs with `tollgate runs`")
+    name = f"reports/{run_id}/{kind}.html"
+    try:
+        html = obj.cloud.read_bytes(name)
+    except NotFound:
+        raise click.ClickException(f"gs://{obj.cloud.settings.bucket}/{name} does not exist (yet): the run has not "
+                                   f"reached that step; check it with `tollgate run show {run_id}`") from None
+    output = output or Path(f"{run_id}-{kind}.html")
+    output.write_bytes(html)
+    out.print(f"wrote {output} ({len(html) / 1024:.0f} KiB) from gs://{obj.cloud.settings.bucket}/{name}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(output.resolve().as_uri())
 
 
 def stage_of(version: int, dataset_state: dict[str, Any]) -> str:
