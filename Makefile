@@ -40,9 +40,21 @@ test-unit: setup ## only the fast unit tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not e2e"
 
 lint: setup ## ruff (pyflakes and syntax errors) on all Python code
-	$(BIN)/ruff check --select F,E9 --line-length 120 shared functions services localcloud tests examples
+	$(BIN)/ruff check --select F,E9,E501 --line-length 120 shared functions services localcloud tests examples benchmarks
+
+GE_VENV := .bench/ge
+
+$(GE_VENV)/.installed: benchmarks/requirements-ge.in benchmarks/constraints-ge.txt
+	$(PYTHON) -m venv $(GE_VENV)
+	$(GE_VENV)/bin/pip install --quiet -r benchmarks/requirements-ge.in -c benchmarks/constraints-ge.txt
+	@touch $@
+
+bench: bench-validate ## every benchmark, numbers side by side with the tools we compare against
+
+bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
+	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
 
 lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
 
-.PHONY: help setup up down clean demo test test-unit lint lock
+.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate

@@ -76,7 +76,8 @@ def check_prerequisites() -> None:
                                 f"(or `gcloud components install {component.replace('cloud-', '')}`)")
     java = shutil.which("java")
     if java is None:
-        problems.append("Java is not installed (the emulators need Java 17+): `sudo apt-get install openjdk-17-jre-headless`")
+        problems.append("Java is not installed (the emulators need Java 17+): "
+                        "`sudo apt-get install openjdk-17-jre-headless`")
     if problems:
         raise LocalCloudError("the local cloud needs:\n  - " + "\n  - ".join(problems))
 
@@ -306,7 +307,8 @@ class LocalCloud:
             self.ports[f"function:{fn.name}"] = port
             env = {**self.env(), **fn.env, "K_SERVICE": fn.name, "PYTHONUNBUFFERED": "1"}
             parts.append(self._start(f"function-{fn.name}",
-                                     [str(ff), "--target", fn.entry_point, "--source", str(ROOT / fn.source / "main.py"),
+                                     [str(ff), "--target", fn.entry_point,
+                                      "--source", str(ROOT / fn.source / "main.py"),
                                       "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port)],
                                      port, env=env))
         for part in parts:

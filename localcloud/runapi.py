@@ -441,7 +441,8 @@ class Runtime:
         base = re.split(r"[:@]", image.rsplit("/", 1)[-1])[0]
         if base not in self.topology.services:
             raise ApiError(400, "INVALID_ARGUMENT",
-                           f"image {image!r} does not name a service of the topology ({', '.join(self.topology.services)})")
+                           f"image {image!r} does not name a service of the topology "
+                           f"({', '.join(self.topology.services)})")
         return self.topology.services[base]
 
     def check_parent(self, project: str, location: str) -> None:
