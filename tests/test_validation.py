@@ -183,6 +183,18 @@ def test_uniqueness_holds_across_chunks(tmp_path, taxi, taxi_spec):
     assert pd.read_parquet(out)["trip_start_timestamp"].is_unique
 
 
+def test_empty_values_never_repeat_a_unique_key(tmp_path):
+    spec = specs.from_dict({"name": "ids", "task": "regression", "target": "y", "min_rows": 1,
+                            "max_drop_fraction": 0.5, "policy": {"threshold": 0.5},
+                            "columns": {"id": {"type": "int", "unique": True}, "y": {"type": "float"}},
+                            "features": {"numeric": ["id"]}})
+    content = b"id,y\n1,0.5\n,0.1\n2,0.2\n,0.3\n1,0.9\n"
+    result, out = run_file(tmp_path, content, spec)
+    assert result.status == "valid" and result.rows_out == 4
+    check = {c.name: c for c in result.checks}["id:unique"]
+    assert check.failed_rows == 1 and check.examples == [{"row": 5, "id": 1}]
+
+
 def test_robust_outliers_are_reported_or_dropped_as_declared(taxi, taxi_spec):
     df = taxi.head(1000).copy()
     df.loc[:2, "trip_seconds"] = 80_000.0              # within the declared range, far outside the data

@@ -91,7 +91,7 @@ def _without_samples(profile: dict[str, Any] | None) -> dict[str, Any] | None:
 
 class _SeenKeys:
     """A pandera check for a unique column across every chunk of a batch: a value passes the first
-    time it is seen. Keeps one 64-bit hash per distinct value."""
+    time it is seen; empty values always pass (as NULLs in SQL). Keeps one 64-bit hash per value."""
 
     def __init__(self) -> None:
         self.seen = np.empty(0, dtype=np.uint64)
@@ -100,7 +100,7 @@ class _SeenKeys:
         hashes = pd.util.hash_pandas_object(series, index=False).to_numpy()
         first = ~pd.Series(hashes).duplicated().to_numpy() & ~np.isin(hashes, self.seen)
         self.seen = np.union1d(self.seen, hashes[first])
-        return pd.Series(first, index=series.index)
+        return pd.Series(first | series.isna().to_numpy(), index=series.index)
 
 
 def _rule_check(expr: str):
