@@ -331,7 +331,8 @@ def _print_run(run: dict[str, Any]) -> None:
 
 
 def _example(example: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in example.items())
+    """``row=N`` first (Firestore does not keep key order), then the values."""
+    return ", ".join(f"{k}={example[k]}" for k in sorted(example, key=lambda k: k != "row"))
 
 
 @main.command("runs")
