@@ -222,6 +222,7 @@ class LocalCloud:
         if self.running():
             self.attach()
             self.echo(f"local cloud already running ({self.home})")
+            self._upload_specs()   # a dataset spec added to datasets/ since is there too (existing ones kept)
             return self
         if self._load_state().get("parts"):
             self.attach()

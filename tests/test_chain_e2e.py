@@ -182,3 +182,46 @@ def test_a_malformed_message_is_recorded_and_acknowledged(first_run, local_cloud
     time.sleep(3)   # acknowledged: no redelivery every second
     log = Path(local_cloud.home / "logs" / "function-decider.log").read_text()
     assert log.count(f'"event_id":"{message_id}"') == 1
+
+
+def test_a_classification_dataset_runs_the_same_chain(first_run, local_cloud, tmp_path):
+    from examples.breast_cancer import make_batches
+
+    first, second = make_batches(tmp_path)
+    code, run = drop(local_cloud, first, dataset="breast_cancer")
+    assert code == 0 and run["decision"] == "promote" and run["metric"] == "roc_auc", run
+    code, run = drop(local_cloud, second, dataset="breast_cancer")
+    assert code == 0 and run["decision"] in ("promote", "keep", "review"), run
+    assert run["champion_version"] == 1 and run["difference"]["metric"] == "roc_auc"
+    report = tmp_path / "evaluation.html"
+    written = tollgate(local_cloud, "report", run["run_id"], "--kind", "evaluation", "-o", str(report))
+    assert written.returncode == 0, written.stderr
+    page = report.read_text()
+    assert "confusion matrix (challenger)" in page and "paired-bootstrap interval" in page
+
+
+def test_a_hyperparameter_search_is_spread_over_the_trainer_tasks(first_run, local_cloud, cloud, state, taxi,
+                                                                  taxi_spec, tmp_path, unique):
+    import yaml
+
+    raw = {**taxi_spec.raw, "name": f"taxi_search_{unique}",
+           "model": {**taxi_spec.raw["model"], "params": {"max_iter": 50},
+                     "search": {"tasks": 2, "folds": 2, "grid": {"learning_rate": [0.05, 0.2],
+                                                                 "max_leaf_nodes": [7, 31]}}}}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    assert tollgate(local_cloud, "spec", "push", str(spec_file)).returncode == 0
+    code, run = drop(local_cloud, write_csv(taxi_period(taxi, "2013-01-01", "2013-07-01"), tmp_path / "b.csv"),
+                     dataset=raw["name"])
+    assert code == 0, run
+    record = state.get_version(raw["name"], run["challenger_version"])
+    search = record["search"]
+    assert search["tasks"] == 2 and [c["candidate"] for c in search["candidates"]] == [0, 1, 2, 3]
+    best = max(search["candidates"], key=lambda c: c["score"])
+    assert record["params"] == best["params"] and search["best"] == best["candidate"]
+    for task in (0, 1):                               # each task scored its own share: candidates task, task+2
+        part = json.loads(cloud.read_bytes(f"reports/{run['run_id']}/search/task-{task}.json"))
+        assert [r["candidate"] for r in part["results"]] == [task, task + 2]
+    [execution] = [e for e in cloud.executions.list_executions(parent=f"{cloud.location}/jobs/trainer")
+                   if {v.name: v.value for v in e.template.containers[0].env}.get("RUN_ID") == run["run_id"]]
+    assert execution.task_count == 2 and execution.succeeded_count == 2

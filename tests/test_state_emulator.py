@@ -47,3 +47,15 @@ def test_stale_decision_is_refused(state, unique):
     assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7) == "duplicate"
     assert state.get_dataset(dataset)["champion_version"] == 1
     assert len(state.ledger(dataset)) == 1
+
+
+def test_exactly_one_search_task_finishes_the_search(state, unique):
+    run_id = f"run-{unique}"
+    state.create_run(run_id, {"dataset": f"ds-{unique}"})
+    with ThreadPoolExecutor(3) as pool:
+        finishers = list(pool.map(lambda task: state.search_task_done(run_id, task, 3), range(3)))
+    assert finishers.count(True) == 1
+    winner = finishers.index(True)
+    assert state.search_task_done(run_id, winner, 3)                       # its retry still finishes
+    assert not state.search_task_done(run_id, (winner + 1) % 3, 3)
+    assert state.get_run(run_id)["search_done"] == [0, 1, 2]

@@ -61,3 +61,19 @@ def test_regression_metrics_match_scikit_learn():
     assert m["r2"] == pytest.approx(r2_score(y, p))
     assert m["rmse"] == pytest.approx(mean_squared_error(y, p) ** 0.5)
     assert m["mae"] == pytest.approx(mean_absolute_error(y, p))
+
+
+def test_search_candidates_and_cross_validation_are_deterministic(clean_2013, taxi_spec):
+    from tollgate import spec as specs
+
+    raw = {**taxi_spec.raw, "model": {"estimator": "hist_gradient_boosting", "params": {"max_iter": 30},
+                                      "search": {"tasks": 2, "folds": 2, "grid": {"max_leaf_nodes": [7, 15],
+                                                                                  "learning_rate": [0.1]}}}}
+    spec = specs.from_dict(raw)
+    assert training.candidates(spec) == [{"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 7},
+                                         {"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 15}]
+    first = training.cross_validate(clean_2013, spec, training.candidates(spec)[0])
+    again = training.cross_validate(clean_2013, spec, training.candidates(spec)[0])
+    assert first == again and len(first["folds"]) == 2 and first["scorer"] == "r2"
+    with pytest.raises(specs.SpecError, match="folds"):
+        specs.from_dict({**raw, "model": {"search": {"folds": 1, "grid": {"max_iter": [1]}}}})

@@ -70,7 +70,11 @@ def launch(cloud: Cloud, state: st.State, run_id: str, job: str) -> str:
     if not state.transition(run_id, (expect,), claim):
         return "duplicate"
     try:
-        execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id})
+        tasks = None
+        if job == "trainer":   # a hyperparameter search spreads its candidates over the execution's tasks
+            search = specs.from_dict((state.get_run(run_id) or {})["spec"]).search
+            tasks = search.tasks if search else None
+        execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id}, task_count=tasks)
     except Exception:
         # Temporary failure: give the claim back and raise so the event is redelivered.
         state.transition(run_id, (claim,), expect)

@@ -327,7 +327,9 @@ def _print_run(run: dict[str, Any]) -> None:
     elif drift.get("message"):
         out.print(f"drift: {drift['verdict']} ({drift['message']})")
     if validation:
-        out.print(f"full report: tollgate report {run['run_id']}")
+        out.print(f"full report: tollgate report {run['run_id']}"
+                  + (f"  (evaluation: tollgate report {run['run_id']} --kind evaluation)"
+                     if run.get("evaluation") else ""))
 
 
 def _example(example: dict[str, Any]) -> str:
@@ -381,8 +383,8 @@ def run_show(obj: Ctx, run_id: str, as_json: bool) -> None:
 
 @main.command("report")
 @click.argument("run_id")
-@click.option("--kind", type=click.Choice(["validation"]), default="validation", show_default=True,
-              help="Which of the run's reports.")
+@click.option("--kind", type=click.Choice(["validation", "evaluation"]), default="validation",
+              show_default=True, help="Which of the run's reports.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the HTML (default: ./<run_id>-<kind>.html).")
 @click.option("--open", "open_browser", is_flag=True, help="Open it in the default browser.")

@@ -1,4 +1,5 @@
-"""Evaluation: metrics and a paired bootstrap of (challenger − champion) on the same rows. Pure."""
+"""Evaluation: both models on the same held-out rows: metrics, a paired bootstrap of
+(challenger − champion) on the primary metric, and per-slice metrics. Pure."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any, Callable
 import numpy as np
 from sklearn import metrics as skm
 
-from tollgate.spec import METRICS
+from tollgate.spec import METRICS, DatasetSpec
+
+MAX_SLICE_VALUES = 20       # per slice column: the most frequent values; the rest are "(other)"
+QUANTILE_SLICES = 4         # numeric slice columns are cut at their quartiles
 
 
 def _r2(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -45,7 +49,7 @@ def classification_metrics(y: np.ndarray, labels: np.ndarray, proba: np.ndarray 
                            classes: list[str]) -> dict[str, float]:
     out = {"accuracy": float(skm.accuracy_score(y, labels)),
            "f1": float(skm.f1_score(y, labels, average="macro"))}
-    if proba is not None and len(classes) > 1:
+    if proba is not None and len(classes) > 1 and len(set(y)) > 1:   # AUC needs both classes present
         try:
             if len(classes) == 2:
                 out["roc_auc"] = float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
@@ -55,6 +59,14 @@ def classification_metrics(y: np.ndarray, labels: np.ndarray, proba: np.ndarray 
             pass
         out["log_loss"] = float(skm.log_loss(y, np.clip(proba, 1e-15, 1), labels=classes))
     return out
+
+
+def _auc(positive: np.ndarray, p: np.ndarray) -> float:
+    return skm.roc_auc_score(positive, p) if 0 < positive.sum() < len(positive) else 0.5
+
+
+def _log_loss(positive: np.ndarray, p: np.ndarray) -> float:
+    return skm.log_loss(positive, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +98,8 @@ def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray
         b = fn(y[idx], champion[idx])
         point_a, point_b = float(fn(y, challenger)), float(fn(y, champion))
     else:
-        scorer = {"f1": lambda t, p: skm.f1_score(t, p, average="macro")}[metric]
+        scorer = {"f1": lambda t, p: skm.f1_score(t, p, average="macro"),
+                  "roc_auc": _auc, "log_loss": _log_loss}[metric]
         a = np.array([scorer(y[i], challenger[i]) for i in idx])
         b = np.array([scorer(y[i], champion[i]) for i in idx])
         point_a, point_b = float(scorer(y, challenger)), float(scorer(y, champion))
@@ -97,3 +110,90 @@ def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray
                             difference=point_a - point_b,
                             improvement=(point_a - point_b) if higher else (point_b - point_a),
                             low=float(low), high=float(high), confidence=confidence, resamples=resamples)
+
+
+@dataclasses.dataclass
+class Scored:
+    """One model's outputs on the holdout: labels or values, and class probabilities if it has them."""
+    predictions: np.ndarray
+    proba: np.ndarray | None = None
+    classes: list[str] | None = None
+
+
+def score(model: Any, features: Any, task: str) -> Scored:
+    predictions = np.asarray(model.predict(features))
+    if task == "classification":
+        classes = [str(c) for c in model.classes_]
+        proba = np.asarray(model.predict_proba(features)) if hasattr(model, "predict_proba") else None
+        return Scored(predictions.astype(str), proba, classes)
+    return Scored(predictions.astype("float64"))
+
+
+def metrics_of(y: np.ndarray, scored: Scored, task: str) -> dict[str, float]:
+    if task == "regression":
+        return regression_metrics(y, scored.predictions)
+    return classification_metrics(y, scored.predictions, scored.proba, scored.classes or sorted(set(y)))
+
+
+def _slice_keys(values: Any) -> tuple[np.ndarray, str]:
+    """Group labels for one slice column: its most frequent values, or quartile bins if numeric."""
+    import pandas as pd
+
+    col = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(col) and col.nunique() > MAX_SLICE_VALUES:
+        bins = pd.qcut(col, QUANTILE_SLICES, duplicates="drop")
+        return bins.astype(str).where(col.notna(), "(missing)").to_numpy(), "quartiles"
+    labels = col.astype(str).where(col.notna(), "(missing)")
+    top = labels.value_counts().index[:MAX_SLICE_VALUES]
+    return labels.where(labels.isin(top), "(other)").to_numpy(), "values"
+
+
+def slice_metrics(frame: Any, y: np.ndarray, challenger: Scored, champion: Scored | None, spec: DatasetSpec,
+                  min_rows: int = 10) -> list[dict[str, Any]]:
+    """The primary metric per value (or quartile) of each slice column, for both models."""
+    out = []
+    for column in spec.slices:
+        keys, kind = _slice_keys(frame[column])
+        for key in sorted(set(keys)):
+            mask = keys == key
+            rows = int(mask.sum())
+            entry: dict[str, Any] = {"column": column, "slice": str(key), "kind": kind, "rows": rows,
+                                     "challenger": None, "champion": None}   # None: too few rows to say
+            if rows >= min_rows:
+                def on(s: Scored) -> float | None:
+                    part = Scored(s.predictions[mask], None if s.proba is None else s.proba[mask], s.classes)
+                    return metrics_of(y[mask], part, spec.task).get(spec.primary_metric)
+                entry["challenger"] = on(challenger)
+                entry["champion"] = on(champion) if champion is not None else None
+            out.append(entry)
+    return out
+
+
+def compare(frame: Any, y: np.ndarray, challenger: Scored, champion: Scored | None,
+            spec: DatasetSpec) -> dict[str, Any]:
+    """The evaluator's evidence: metrics of both, the paired-bootstrap interval of the gain, slices."""
+    result: dict[str, Any] = {
+        "metric": spec.primary_metric, "task": spec.task, "holdout_rows": int(len(y)),
+        "challenger": {"metrics": metrics_of(y, challenger, spec.task)},
+        "champion": None, "difference": None,
+    }
+    if champion is not None:
+        result["champion"] = {"metrics": metrics_of(y, champion, spec.task)}
+        a, b = _bootstrap_inputs(y, challenger, champion, spec)
+        result["difference"] = paired_bootstrap(
+            a[0], a[1], b, spec.primary_metric, spec.bootstrap_resamples, spec.policy.confidence,
+            spec.evaluation_seed).to_dict()
+    result["slices"] = slice_metrics(frame, y, challenger, champion, spec)
+    return result
+
+
+def _bootstrap_inputs(y: np.ndarray, challenger: Scored, champion: Scored,
+                      spec: DatasetSpec) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """What the paired bootstrap compares: predictions, or for probability metrics the positive
+    class's probability (binary) so that ROC AUC and log loss resample like the others."""
+    if spec.primary_metric in ("roc_auc", "log_loss"):
+        if challenger.proba is None or champion.proba is None or len(challenger.classes or []) != 2:
+            raise ValueError(f"{spec.primary_metric} as the primary metric needs binary probabilities")
+        positive = (y == challenger.classes[1]).astype(float)
+        return (positive, challenger.proba[:, 1]), champion.proba[:, 1]
+    return (y, challenger.predictions), champion.predictions

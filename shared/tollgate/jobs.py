@@ -133,10 +133,16 @@ def training_window(state: st.State, spec: specs.DatasetSpec, run: dict[str, Any
     window = batches[: cut + 1]
     if spec.training_window == "last_n" and spec.training_last_n > 0:
         window = window[-spec.training_last_n:]
+    elif spec.training_window == "days" and "time_max" in window[-1]:
+        since = window[-1]["time_max"] - spec.training_days * 86400
+        window = [b for b in window[:-1] if b.get("time_max", since) >= since] + window[-1:]
     return window
 
 
-def train(cloud: Cloud, state: st.State, run_id: str) -> str:
+def train(cloud: Cloud, state: st.State, run_id: str, task: int = 0, tasks: int = 1) -> str:
+    """Train the challenger. With a search in the spec, each of the execution's ``tasks`` scores its
+    share of the candidates by cross-validation and writes them to reports/<run>/search/; the task
+    that completes the set fits the best candidate and registers it."""
     from tollgate import training
 
     run = _open(cloud, state, run_id, st.TRAINING)
@@ -148,7 +154,27 @@ def train(cloud: Cloud, state: st.State, run_id: str) -> str:
     frames = [_load_batch(cloud, b) for b in window]
     newest_train, holdout = training.split_newest(frames[-1], spec)
     train_df = pd.concat(frames[:-1] + [newest_train], ignore_index=True)
-    model = training.fit(train_df, spec)
+    search = None
+    params = dict(spec.model_params)
+    if spec.search is not None:
+        tasks = max(tasks, 1)
+        mine = f"reports/{run_id}/search/task-{task}.json"
+        if cloud.read_json(mine) is None:
+            scored = [{"candidate": i, **training.cross_validate(train_df, spec, candidate)}
+                      for i, candidate in enumerate(training.candidates(spec)) if i % tasks == task]
+            cloud.write_json_once(mine, {"run_id": run_id, "task": task, "tasks": tasks, "results": scored})
+            log.info("search candidates scored", run_id=run_id, task=task, candidates=len(scored))
+        if not state.search_task_done(run_id, task, tasks):
+            return "searched"
+        parts = [cloud.read_json(f"reports/{run_id}/search/task-{i}.json") or {} for i in range(tasks)]
+        results = sorted((r for part in parts for r in part.get("results", [])), key=lambda r: r["candidate"])
+        best = max(results, key=lambda r: (r["score"], -r["candidate"]))
+        params = best["params"]
+        search = {"scorer": best["scorer"], "folds": spec.search.folds, "tasks": tasks, "best": best["candidate"],
+                  "candidates": [{k: r[k] for k in ("candidate", "params", "score", "std")} for r in results]}
+    elif task:
+        return "skipped"    # without a search, task 0 trains alone
+    model = training.fit(train_df, spec, params)
     fit_seconds = time.monotonic() - started
     blob = artifacts.dumps(model)
     digest = artifacts.sha256(blob)
@@ -158,7 +184,7 @@ def train(cloud: Cloud, state: st.State, run_id: str) -> str:
     def record(version: int) -> dict[str, Any]:
         return {
             "artifact": f"gs://{cloud.settings.bucket}/models/{spec.name}/{version}/model.skops",
-            "sha256": digest, "estimator": spec.estimator, "params": spec.model_params,
+            "sha256": digest, "estimator": spec.estimator, "params": params, "search": search,
             "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
             "features": list(spec.features), "target": spec.target,
             "training_window": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window],
@@ -174,7 +200,7 @@ def train(cloud: Cloud, state: st.State, run_id: str) -> str:
     state.transition(run_id, (st.TRAINING,), st.TRAINED, challenger_version=version)
     cloud.publish("model-trained", envelope("model-trained", run_id=run_id, dataset=spec.name, version=version))
     log.info("challenger trained", run_id=run_id, version=version, train_rows=len(train_df),
-             seconds=round(fit_seconds, 2))
+             seconds=round(fit_seconds, 2), params=params)
     return "trained"
 
 
@@ -188,12 +214,6 @@ def load_model(cloud: Cloud, state: st.State, dataset: str, version: int) -> tup
     return artifacts.loads(data, record["sha256"]), record
 
 
-def _predict(model: Any, df: pd.DataFrame, spec: specs.DatasetSpec) -> np.ndarray:
-    from tollgate import training
-
-    return np.asarray(model.predict(training.features_frame(df, spec)))
-
-
 def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
     from tollgate import evaluation, training
 
@@ -204,26 +224,25 @@ def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
     newest = _load_batch(cloud, run["curated"])
     _, holdout = training.split_newest(newest, spec)
     y = training.target(holdout, spec)
+    features = training.features_frame(holdout, spec)
     challenger_version = int(run["challenger_version"])
     challenger, _ = load_model(cloud, state, spec.name, challenger_version)
     champion_version = state.get_dataset(spec.name).get("champion_version")
-    pred_challenger = _predict(challenger, holdout, spec)
-    metrics_of = (evaluation.regression_metrics if spec.task == "regression"
-                  else lambda t, p: evaluation.classification_metrics(t, p, None, sorted(set(t))))
-    result: dict[str, Any] = {
-        "metric": spec.primary_metric, "holdout_rows": int(len(holdout)),
-        "challenger": {"version": challenger_version, "metrics": metrics_of(y, pred_challenger)},
-        "champion": None, "difference": None,
-    }
+    scored = evaluation.score(challenger, features, spec.task)
+    champion_scored = None
     if champion_version is not None:
         champion, _ = load_model(cloud, state, spec.name, int(champion_version))
-        pred_champion = _predict(champion, holdout, spec)
-        result["champion"] = {"version": int(champion_version), "metrics": metrics_of(y, pred_champion)}
-        result["difference"] = evaluation.paired_bootstrap(
-            y, pred_challenger, pred_champion, spec.primary_metric, spec.bootstrap_resamples,
-            spec.policy.confidence, spec.evaluation_seed).to_dict()
-    report = f"reports/{run_id}/evaluation-{run.get('reevaluations', 0)}.json"
-    cloud.write_json_once(report, {"run_id": run_id, "dataset": spec.name, **result})
+        champion_scored = evaluation.score(champion, features, spec.task)
+    result = evaluation.compare(holdout, y, scored, champion_scored, spec)
+    result["challenger"]["version"] = challenger_version
+    if result["champion"] is not None:
+        result["champion"]["version"] = int(champion_version)
+    attempt = int(run.get("reevaluations", 0))
+    name = f"reports/{run_id}/evaluation" + (f"-{attempt}" if attempt else "")
+    report = {"run_id": run_id, "dataset": spec.name, "data": run["curated"], **result}
+    cloud.write_json_once(f"{name}.json", report)
+    cloud.write_once(f"{name}.html", reports.evaluation_html(report, y, scored, champion_scored).encode(),
+                     "text/html; charset=utf-8")
     state.transition(run_id, (st.EVALUATING,), st.EVALUATED, evaluation=result,
                      evaluated_against=champion_version)
     cloud.publish("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
@@ -251,7 +270,11 @@ def job_main(step: str) -> None:
             raise StepFailed("RUN_ID is not set; jobs are started by the pipeline with RUN_ID in their env")
         cloud = Cloud(Settings.from_env())
         state = st.State(cloud.firestore)
-        outcome = {"validate": validate, "train": train, "evaluate": evaluate}[step](cloud, state, run_id)
+        if step == "train":
+            outcome = train(cloud, state, run_id, task=int(os.environ.get("CLOUD_RUN_TASK_INDEX", "0")),
+                            tasks=int(os.environ.get("CLOUD_RUN_TASK_COUNT", "1")))
+        else:
+            outcome = {"validate": validate, "evaluate": evaluate}[step](cloud, state, run_id)
         log.info(f"{step} finished", run_id=run_id, outcome=outcome)
     except Exception as exc:
         log.error(f"{step} failed: {exc}", run_id=run_id, stack=traceback.format_exc())

@@ -129,3 +129,93 @@ def validation_html(report: dict[str, Any], reference: dict[str, Any] | None = N
     report = {"rows_dropped": report.get("rows_in", 0) - report.get("rows_out", 0), **report}
     report.setdefault("drift", {"verdict": "none", "message": "", "features": []})
     return _VALIDATION.render(r=report, plots=plots, colour=lambda s: _COLOURS.get(s, "#555"))
+
+
+_EVALUATION = _ENV.from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Evaluation {{ r.run_id }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
+table { border-collapse: collapse; margin: .5rem 0 1.5rem; } td, th { border-bottom: 1px solid #ddd;
+padding: .25rem .6rem; text-align: left; } th { background: #f5f5f5; }
+.num { text-align: right; font-variant-numeric: tabular-nums; } code { font-size: .9em; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(26rem, 1fr)); gap: 1rem; }
+</style></head><body>
+<h1>Evaluation of challenger v{{ r.challenger.version }}{% if r.champion %} against champion
+v{{ r.champion.version }}{% endif %}</h1>
+<p>Dataset <b>{{ r.dataset }}</b> · run <code>{{ r.run_id }}</code> · {{ r.holdout_rows }} held-out rows of the
+new batch (never trained on), the same rows for both models.</p>
+<h2>Summary</h2>
+{% if r.difference %}{% set d = r.difference %}
+<p>Primary metric <b>{{ r.metric }}</b>: challenger {{ "%.4f"|format(d.challenger) }}, champion
+{{ "%.4f"|format(d.champion) }}; improvement {{ "%+.4f"|format(d.improvement) }},
+{{ "%.0f"|format(d.confidence * 100) }}% paired-bootstrap interval [{{ "%+.4f"|format(d.low) }},
+{{ "%+.4f"|format(d.high) }}] over {{ d.resamples }} resamples
+({{ "the challenger is better" if d.low > 0 else "no proven improvement" }}).</p>
+{% else %}<p>No champion yet: the challenger's {{ r.metric }} is
+{{ "%.4f"|format(r.challenger.metrics[r.metric]) }}.</p>{% endif %}
+<h2>Metrics</h2>
+<table><tr><th>metric</th><th class="num">challenger</th><th class="num">champion</th></tr>
+{% for name, value in r.challenger.metrics.items() %}
+<tr><td>{{ name }}{% if name == r.metric %} (primary){% endif %}</td><td class="num">{{ "%.4f"|format(value) }}</td>
+<td class="num">{{ "%.4f"|format(r.champion.metrics[name]) if r.champion and name in r.champion.metrics
+else "–" }}</td></tr>
+{% endfor %}</table>
+{% if r.slices %}
+<h2>Slices ({{ r.metric }})</h2>
+<table><tr><th>column</th><th>slice</th><th class="num">rows</th><th class="num">challenger</th>
+<th class="num">champion</th></tr>
+{% for s in r.slices %}
+<tr><td>{{ s.column }}</td><td>{{ s.slice }}</td><td class="num">{{ s.rows }}</td>
+<td class="num">{{ "%.4f"|format(s.challenger) if s.challenger is not none else "n/a" }}</td>
+<td class="num">{{ "%.4f"|format(s.champion) if s.champion is not none else "–" }}</td></tr>
+{% endfor %}</table>
+{% endif %}
+<h2>Plots</h2>
+<div class="grid">{% for name, png in plots %}
+<figure><img alt="{{ name }}" width="100%" src="data:image/png;base64,{{ png }}"><figcaption>{{ name }}</figcaption>
+</figure>{% endfor %}</div>
+</body></html>
+""")
+
+
+def _evaluation_plots(y: Any, challenger: Any, champion: Any | None, task: str) -> list[tuple[str, str]]:
+    import numpy as np
+    from sklearn import metrics as skm
+
+    plt = _pyplot()
+    models = [("challenger", challenger)] + ([("champion", champion)] if champion is not None else [])
+    plots = []
+    if task == "regression":
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for label, scored in models:
+            ax.scatter(y, scored.predictions, s=6, alpha=0.5, label=label)
+        low, high = float(np.min(y)), float(np.max(y))
+        ax.plot([low, high], [low, high], color="#555", linewidth=1)
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+        ax.legend(fontsize=8)
+        plots.append(("predicted vs actual", _png(fig)))
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for label, scored in models:
+            ax.hist(scored.predictions - y, bins=40, alpha=0.5, label=label)
+        ax.set_xlabel("residual (predicted − actual)")
+        ax.legend(fontsize=8)
+        plots.append(("residuals", _png(fig)))
+        return plots
+    for label, scored in models:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        skm.ConfusionMatrixDisplay.from_predictions(y, scored.predictions, labels=scored.classes, ax=ax,
+                                                    colorbar=False)
+        plots.append((f"confusion matrix ({label})", _png(fig)))
+    if all(s.proba is not None and len(s.classes) == 2 for _, s in models):
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        for label, scored in models:
+            skm.RocCurveDisplay.from_predictions(y == scored.classes[1], scored.proba[:, 1], name=label, ax=ax)
+        plots.append(("ROC", _png(fig)))
+    return plots
+
+
+def evaluation_html(report: dict[str, Any], y: Any, challenger: Any, champion: Any | None = None) -> str:
+    """The person's view of ``evaluation.json``, with plots of both models on the holdout."""
+    plots = _evaluation_plots(y, challenger, champion, report.get("task", "regression"))
+    return _EVALUATION.render(r=report, plots=plots)

@@ -74,6 +74,15 @@ class Drift:
 
 
 @dataclasses.dataclass(frozen=True)
+class Search:
+    """A hyperparameter grid searched by cross-validation, its candidates spread over the tasks of one
+    trainer execution (CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT)."""
+    grid: tuple[tuple[str, tuple[Any, ...]], ...]
+    tasks: int = 1
+    folds: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
     threshold: float
     margin: float = 0.0
@@ -99,8 +108,11 @@ class DatasetSpec:
     drift: Drift = Drift()
     estimator: str = "hist_gradient_boosting"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search: Search | None = None
     training_window: str = "all"
     training_last_n: int = 0
+    training_days: float = 0.0
+    slices: tuple[str, ...] = ()
     training_seed: int = 42
     primary_metric: str = "r2"
     holdout_fraction: float = 0.3
@@ -145,6 +157,26 @@ def _outliers(raw: Any, where: str) -> Outliers | None:
         raise SpecError(f"{where}.k: must be positive")
     return Outliers(method=_choice(raw.get("method", "iqr"), OUTLIER_METHODS, f"{where}.method"), k=k,
                     on_fail=_choice(raw.get("on_fail", "report"), SOFT_ACTIONS, f"{where}.on_fail"))
+
+
+def _search(raw: Any, where: str) -> Search | None:
+    if not raw:
+        return None
+    grid = raw.get("grid") if isinstance(raw, dict) else None
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise SpecError(f"{where}.grid: a mapping of parameter name to a non-empty list of values")
+    search = Search(grid=tuple((str(k), tuple(v)) for k, v in sorted(grid.items())),
+                    tasks=int(raw.get("tasks", 1)), folds=int(raw.get("folds", 3)))
+    if not 1 <= search.tasks <= 20:
+        raise SpecError(f"{where}.tasks: between 1 and 20 Cloud Run tasks")
+    if not 2 <= search.folds <= 10:
+        raise SpecError(f"{where}.folds: between 2 and 10 cross-validation folds")
+    size = 1
+    for _, values in search.grid:
+        size *= len(values)
+    if size > 200:
+        raise SpecError(f"{where}.grid: {size} candidates; at most 200")
+    return search
 
 
 def _drift(raw: dict[str, Any], where: str) -> Drift:
@@ -220,7 +252,15 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
     if not 0.5 <= confidence < 1:
         raise SpecError(f"{where}: policy.confidence must be in [0.5, 1)")
     window = str(training.get("window", "all"))
-    _choice(window, ("all", "last_n"), f"{where}: training.window")
+    _choice(window, ("all", "last_n", "days"), f"{where}: training.window")
+    if window == "last_n" and int(training.get("last_n", 0)) < 1:
+        raise SpecError(f"{where}: training.window last_n needs training.last_n >= 1")
+    if window == "days" and (float(training.get("days", 0)) <= 0 or not raw.get("time_column")):
+        raise SpecError(f"{where}: training.window days needs training.days > 0 and a time_column")
+    slices = tuple(str(c) for c in evaluation.get("slices") or ())
+    for column in slices:
+        if column not in columns:
+            raise SpecError(f"{where}: evaluation.slices names {column!r}, which is not declared under columns")
     drift = _drift(raw.get("drift") or {}, f"{where}: drift")
     for excluded in drift.exclude:
         if excluded not in columns:
@@ -240,7 +280,9 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         drift=drift,
         estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),
         model_params=dict(model.get("params") or {}),
+        search=_search(model.get("search"), f"{where}: model.search"),
         training_window=window, training_last_n=int(training.get("last_n", 0)),
+        training_days=float(training.get("days", 0)), slices=slices,
         training_seed=int(training.get("seed", 42)),
         primary_metric=primary, holdout_fraction=holdout_fraction,
         bootstrap_resamples=int(evaluation.get("bootstrap_resamples", 1000)),

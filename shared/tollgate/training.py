@@ -5,6 +5,7 @@ Pure: DataFrames and a spec in, a fitted estimator out. Same inputs, same seed â
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,10 @@ def _categorical_encoder() -> OneHotEncoder:
     return OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, sparse_output=False)
 
 
-def build_pipeline(spec: DatasetSpec) -> Pipeline:
+def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None) -> Pipeline:
+    """The spec's pipeline; ``params`` (a search candidate) replace the spec's model params."""
     seed = spec.training_seed
-    params: dict[str, Any] = dict(spec.model_params)
+    params = dict(spec.model_params if params is None else params)
     regression = spec.task == "regression"
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
                             ("onehot", _categorical_encoder())])
@@ -84,7 +86,34 @@ def target(df: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
     return y.to_numpy(dtype="float64") if spec.task == "regression" else y.astype(str).to_numpy()
 
 
-def fit(train: pd.DataFrame, spec: DatasetSpec) -> Pipeline:
-    pipeline = build_pipeline(spec)
+def fit(train: pd.DataFrame, spec: DatasetSpec, params: dict[str, Any] | None = None) -> Pipeline:
+    pipeline = build_pipeline(spec, params)
     pipeline.fit(features_frame(train, spec), target(train, spec))
     return pipeline
+
+
+# primary metric â†’ scikit-learn scorer (all higher-is-better)
+SCORERS = {"r2": "r2", "rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error",
+           "accuracy": "accuracy", "f1": "f1_macro", "roc_auc": "roc_auc_ovr", "log_loss": "neg_log_loss"}
+
+
+def candidates(spec: DatasetSpec) -> list[dict[str, Any]]:
+    """The search's candidates in a fixed order (grid keys sorted), each over the spec's params."""
+    if spec.search is None:
+        return [dict(spec.model_params)]
+    names = [name for name, _ in spec.search.grid]
+    return [{**spec.model_params, **dict(zip(names, values))}
+            for values in itertools.product(*(values for _, values in spec.search.grid))]
+
+
+def cross_validate(train: pd.DataFrame, spec: DatasetSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """Mean and spread of the primary metric over seeded K folds (a scorer, higher is better)."""
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+
+    folds = spec.search.folds if spec.search else 3
+    splitter = (StratifiedKFold if spec.task == "classification" else KFold)(
+        n_splits=folds, shuffle=True, random_state=spec.training_seed)
+    scores = cross_val_score(build_pipeline(spec, params), features_frame(train, spec), target(train, spec),
+                             scoring=SCORERS[spec.primary_metric], cv=splitter)
+    return {"params": params, "score": float(np.mean(scores)), "std": float(np.std(scores)),
+            "folds": [float(v) for v in scores], "scorer": SCORERS[spec.primary_metric]}

@@ -68,6 +68,25 @@ class State:
 
         return apply(self.db.transaction())
 
+    def search_task_done(self, run_id: str, task: int, tasks: int) -> bool:
+        """Record that search task ``task`` of ``tasks`` has written its results; True for exactly one
+        task: the one whose record completes the set (it then fits the winner). A retried finisher
+        is told True again."""
+        ref = self.run_ref(run_id)
+
+        @firestore.transactional
+        def apply(tx: firestore.Transaction) -> bool:
+            snap = ref.get(transaction=tx)
+            run = snap.to_dict() or {}
+            done = sorted(set(run.get("search_done") or []) | {task})
+            finisher = run.get("search_finisher")
+            if finisher is None and len(done) >= tasks:
+                finisher = task
+            tx.update(ref, {"search_done": done, "search_finisher": finisher, "updated_at": now()})
+            return finisher == task
+
+        return apply(self.db.transaction())
+
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Record facts that do not change the status (execution names, deployment progress)."""
         self.run_ref(run_id).update({**fields, "updated_at": now()})
