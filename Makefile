@@ -49,12 +49,15 @@ $(GE_VENV)/.installed: benchmarks/requirements-ge.in benchmarks/constraints-ge.t
 	$(GE_VENV)/bin/pip install --quiet -r benchmarks/requirements-ge.in -c benchmarks/constraints-ge.txt
 	@touch $@
 
-bench: bench-validate ## every benchmark, numbers side by side with the tools we compare against
+bench: bench-validate bench-train ## every benchmark, numbers side by side with the tools we compare against
 
 bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
 	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
 
+bench-train: setup ## training and evaluation time of each estimator on the full taxi data
+	$(BIN)/python benchmarks/train.py
+
 lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
 
-.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate
+.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train

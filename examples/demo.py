@@ -23,12 +23,14 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from examples import breast_cancer  # noqa: E402
 from localcloud.cloud import LocalCloud, LocalCloudError  # noqa: E402
 
 DATA = ROOT / "examples" / "data" / "chicago_taxi" / "chicago_taxi_trips.csv"
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
 console = Console()
 DRIFT_COLOURS = {"none": "green", "warn": "yellow", "severe": "red"}
+VERDICT_COLOURS = {"promote": "green", "keep": "cyan", "review": "yellow"}
 
 PERIODS = [
     ("2013-H1", "2013-01-01", "2013-07-01"), ("2013-H2", "2013-07-01", "2014-01-01"),
@@ -69,6 +71,42 @@ def fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("–" if value is None else str(value))
 
 
+def drop_batch(label: str, path: Path, dataset: str, env: dict[str, str]) -> dict | None:
+    """`tollgate drop --wait --json` as a user runs it; prints the verdict and why."""
+    console.print(f"[bold]▶ {label}[/]  dropping {path.name}")
+    done = subprocess.run([TOLLGATE, "drop", str(path), "--dataset", dataset, "--wait", "--json"],
+                          stdout=subprocess.PIPE, text=True, env=env, check=False)
+    if not done.stdout.strip():
+        console.print(f"[red]the drop of {path.name} failed (exit {done.returncode})[/]")
+        return None
+    run = json.loads(done.stdout)
+    verdict = run.get("decision") or run["status"]
+    why = run.get("reason") if run.get("decision") else (run.get("message") or run.get("error"))
+    console.print(f"  [{VERDICT_COLOURS.get(verdict, 'red')}]{verdict}[/]: {why}\n")
+    return run
+
+
+def summary_row(label: str, run: dict) -> tuple[str, ...]:
+    diff = run.get("difference") or {}
+    interval = f"[{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "–"
+    verdict = run.get("decision") or run["status"]
+    colour = VERDICT_COLOURS.get(verdict, "red")
+    drift = run.get("drift") or "–"
+    return (label, fmt(run.get("rows_out") if run["status"] != "rejected" else 0),
+            f"[{DRIFT_COLOURS.get(drift, 'white')}]{drift}[/]",
+            fmt(run.get("challenger_metric")), fmt(run.get("champion_metric")), interval,
+            f"[{colour}]{verdict}[/]", fmt(run.get("model_version")))
+
+
+def runs_table(title: str, rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=title)
+    for col in ("batch", "rows used", "drift", "challenger", "champion", "95% CI of gain", "decision", "serving"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def main() -> int:
     console.rule("[bold]Tollgate demo: Chicago taxi fares, batch by batch")
     local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"))
@@ -78,38 +116,21 @@ def main() -> int:
         console.print(f"[red]{exc}[/]")
         return 1
     env = {**os.environ, **local.env()}
+    for spec in ("chicago_taxi", "breast_cancer"):   # the bundled specs, also over older copies in the bucket
+        subprocess.run([TOLLGATE, "spec", "push", str(ROOT / "datasets" / f"{spec}.yaml")], env=env, check=True)
     batches = make_batches(local.home / "demo")
     console.print(f"{len(batches)} batches from {DATA.relative_to(ROOT)} → gs://{local.bucket}/incoming/chicago_taxi/\n")
     rows = []
     run_ids: dict[str, str] = {}
     started = time.monotonic()
     for label, path in batches:
-        console.print(f"[bold]▶ {label}[/]  dropping {path.name}")
-        done = subprocess.run([TOLLGATE, "drop", str(path), "--dataset", "chicago_taxi", "--wait", "--json"],
-                              stdout=subprocess.PIPE, text=True, env=env)
-        if not done.stdout.strip():
-            console.print(f"[red]the drop of {path.name} failed (exit {done.returncode})[/]")
+        run = drop_batch(label, path, "chicago_taxi", env)
+        if run is None:
             return 1
-        run = json.loads(done.stdout)
         run_ids[label] = run["run_id"]
-        diff = run.get("difference") or {}
-        interval = f"[{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "–"
-        verdict = run.get("decision") or run["status"]
-        colour = {"promote": "green", "keep": "cyan", "review": "yellow"}.get(verdict, "red")
-        why = run.get("reason") if run.get("decision") else (run.get("message") or run.get("error"))
-        console.print(f"  [{colour}]{verdict}[/]: {why}\n")
-        drift = run.get("drift") or "–"
-        rows.append((label, fmt(run.get("rows_out") if run["status"] != "rejected" else 0),
-                     f"[{DRIFT_COLOURS.get(drift, 'white')}]{drift}[/]",
-                     fmt(run.get("challenger_metric")), fmt(run.get("champion_metric")), interval,
-                     f"[{colour}]{verdict}[/]", fmt(run.get("model_version"))))
-    table = Table(title=f"Runs (primary metric R² on each batch's held-out rows; "
-                        f"{time.monotonic() - started:.0f}s)")
-    for col in ("batch", "rows used", "drift", "challenger", "champion", "95% CI of gain", "decision", "serving"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+        rows.append(summary_row(label, run))
+    console.print(runs_table(f"Runs (primary metric R² on each batch's held-out rows; "
+                             f"{time.monotonic() - started:.0f}s)", rows))
 
     status = json.loads(subprocess.run([TOLLGATE, "status", "--json"], stdout=subprocess.PIPE, text=True,
                                        env=env, check=True).stdout)
@@ -135,6 +156,18 @@ def main() -> int:
     for args in (["models", "chicago_taxi"], ["history", "chicago_taxi"]):
         console.print(f"$ tollgate {' '.join(args)}", highlight=False)
         subprocess.run([TOLLGATE, *args], env=wide, check=False)
+    console.rule("[bold]Not only taxis: a classification dataset (scikit-learn's breast cancer data)")
+    cancer_rows = []
+    for i, path in enumerate(breast_cancer.make_batches(local.home / "demo" / "breast_cancer"), start=1):
+        run = drop_batch(f"breast cancer {i}", path, "breast_cancer", env)
+        if run is None:
+            return 1
+        cancer_rows.append(summary_row(f"batch {i}", run))
+    console.print(runs_table("breast_cancer (primary metric ROC AUC on held-out rows)", cancer_rows))
+    console.print(f"$ tollgate report {run['run_id']} --kind evaluation    # metrics, slices, confusion matrix, ROC",
+                  highlight=False)
+    subprocess.run([TOLLGATE, "report", run["run_id"], "--kind", "evaluation", "-o",
+                    str(local.home / "demo" / f"{run['run_id']}-evaluation.html")], env=wide, check=False)
     console.rule("[bold]Go on")
     console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID | report RUN_ID --open | models chicago_taxi"
                   f" | history chicago_taxi\n"
