@@ -69,3 +69,8 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
 
     with pytest.raises(artifacts.ArtifactError):
         create_app(dataset, 1)
+    # the evaluator job refuses it too: the next batch's run fails at evaluation and says why
+    code, failed = drop(local_cloud, write_csv(taxi_period(taxi, "2015-07-01", "2016-01-01"), tmp_path / "c.csv"),
+                        dataset=dataset)
+    assert code == 1 and failed["status"] == "failed", failed
+    assert failed["error"]["stage"] == "evaluate" and "altered after registration" in failed["error"]["message"]
