@@ -52,6 +52,7 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     # Lineage is listed, and an artifact altered after registration is refused by every loader.
     models = json.loads(tollgate(local_cloud, "models", dataset, "--json").stdout)
     assert [(m["version"], m["stage"]) for m in models] == [(1, "champion")]
+    assert models[0]["cv"]["metric"] == "r2" and models[0]["cv"]["folds"] == 3 and models[0]["cv"]["score"] > 0.5
     history = json.loads(tollgate(local_cloud, "history", dataset, "--json").stdout)
     assert [(h["verdict"], h["serving_after"]) for h in history] == [("promote", 1)]
     from tollgate import artifacts, jobs

@@ -424,7 +424,7 @@ def stage_of(version: int, dataset_state: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
-    """List a dataset's model versions: stage, held-out metric and lineage summary."""
+    """List a dataset's model versions: stage, held-out and cross-validated metric, lineage summary."""
     ds = obj.state.get_dataset(dataset)
     versions = obj.state.list_versions(dataset)
     if not versions:
@@ -433,7 +433,7 @@ def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
     for v in versions:
         metric, value = held_out_score(obj.state.get_run(v["run_id"]))
         rows.append({"version": v["version"], "stage": stage_of(v["version"], ds), "run_id": v["run_id"],
-                     "metric": metric, "value": value,
+                     "metric": metric, "value": value, "cv": (v.get("metrics") or {}).get("cv"),
                      "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
                      "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
                      "registered_at": v.get("registered_at"), "code_version": v.get("code_version")})
@@ -441,11 +441,13 @@ def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
         _dump(rows)
         return
     table = Table(title=f"models of {dataset}")
-    for col in ("version", "stage", "metric", "estimator", "train rows", "batches", "run", "registered"):
+    for col in ("version", "stage", "held-out", "cross-validated", "estimator", "train rows", "batches", "run",
+                "registered"):
         table.add_column(col)
     for r in rows:
         value = f"{r['metric']}={r['value']:.4f}" if r["value"] is not None else ""
-        table.add_row(str(r["version"]), r["stage"], value, r["estimator"] or "", str(r["train_rows"]),
+        cv = f"{r['cv']['score']:.4f} ± {r['cv']['std']:.4f}" if r["cv"] else ""
+        table.add_row(str(r["version"]), r["stage"], value, cv, r["estimator"] or "", str(r["train_rows"]),
                       str(r["batches"]), r["run_id"], _when(r["registered_at"]))
     out.print(table)
 

@@ -174,8 +174,15 @@ def train(cloud: Cloud, state: st.State, run_id: str, task: int = 0, tasks: int 
                   "candidates": [{k: r[k] for k in ("candidate", "params", "score", "std")} for r in results]}
     elif task:
         return "skipped"    # without a search, task 0 trains alone
+    if search is None:      # the registry records a cross-validated score for every version
+        cv = training.cross_validate(train_df, spec, params)
+    else:
+        cv = next(r for r in results if r["candidate"] == search["best"])
+    metrics = {"cv": {"metric": spec.primary_metric, "scorer": cv["scorer"], "score": cv["score"],
+                      "std": cv["std"], "folds": len(cv["folds"])}}
+    fit_started = time.monotonic()
     model = training.fit(train_df, spec, params)
-    fit_seconds = time.monotonic() - started
+    fit_seconds = time.monotonic() - fit_started
     blob = artifacts.dumps(model)
     digest = artifacts.sha256(blob)
     prof = drift.profile(train_df, spec, seed=spec.training_seed)
@@ -184,14 +191,14 @@ def train(cloud: Cloud, state: st.State, run_id: str, task: int = 0, tasks: int 
     def record(version: int) -> dict[str, Any]:
         return {
             "artifact": f"gs://{cloud.settings.bucket}/models/{spec.name}/{version}/model.skops",
-            "sha256": digest, "estimator": spec.estimator, "params": params, "search": search,
+            "sha256": digest, "estimator": spec.estimator, "params": params, "search": search, "metrics": metrics,
             "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
             "features": list(spec.features), "target": spec.target,
             "training_window": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window],
             "train_rows": int(len(train_df)), "holdout_rows": int(len(holdout)),
             "code_version": cloud.settings.code_version,
             "libraries": {"scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
-            "fit_seconds": round(fit_seconds, 3),
+            "fit_seconds": round(fit_seconds, 3), "seconds": round(time.monotonic() - started, 3),
         }
 
     version = state.register_version(spec.name, run_id, record)
