@@ -410,12 +410,15 @@ def report_cmd(obj: Ctx, run_id: str, kind: str, output: Path | None, open_brows
         webbrowser.open(output.resolve().as_uri())
 
 
-def stage_of(version: int, dataset_state: dict[str, Any]) -> str:
-    """A version's stage, derived from the dataset's pointers (version records stay immutable)."""
+def stage_of(version: int, dataset_state: dict[str, Any], run: dict[str, Any] | None = None) -> str:
+    """A version's stage, derived from the dataset's pointers and its run (version records stay
+    immutable): champion, previous, challenger (its run is not decided yet) or archived."""
     if version == dataset_state.get("champion_version"):
         return "champion"
     if version == dataset_state.get("previous_version"):
         return "previous"
+    if run is not None and run.get("status") in ("trained", "evaluating", "evaluated"):
+        return "challenger"
     return "archived"
 
 
@@ -431,8 +434,9 @@ def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
         raise click.ClickException(f"dataset {dataset!r} has no registered models")
     rows = []
     for v in versions:
-        metric, value = held_out_score(obj.state.get_run(v["run_id"]))
-        rows.append({"version": v["version"], "stage": stage_of(v["version"], ds), "run_id": v["run_id"],
+        run = obj.state.get_run(v["run_id"])
+        metric, value = held_out_score(run)
+        rows.append({"version": v["version"], "stage": stage_of(v["version"], ds, run), "run_id": v["run_id"],
                      "metric": metric, "value": value, "cv": (v.get("metrics") or {}).get("cv"),
                      "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
                      "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
@@ -467,7 +471,7 @@ def model_show(obj: Ctx, dataset: str, version: int) -> None:
     if record is None:
         raise click.ClickException(f"{dataset} has no version {version}; list them with `tollgate models {dataset}`")
     record.pop("spec", None)
-    _dump({**record, "stage": stage_of(version, obj.state.get_dataset(dataset))})
+    _dump({**record, "stage": stage_of(version, obj.state.get_dataset(dataset), obj.state.get_run(record["run_id"]))})
 
 
 @main.command("history")

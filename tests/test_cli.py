@@ -1,0 +1,20 @@
+"""CLI helpers (pure): a version's stage is derived from the dataset's pointers and its run."""
+
+import pytest
+
+from tollgate.cli import stage_of
+
+DATASET = {"champion_version": 3, "previous_version": 2}
+
+
+@pytest.mark.parametrize(("version", "run", "stage"), [
+    (3, {"status": "decided"}, "champion"),
+    (2, {"status": "decided"}, "previous"),
+    (4, {"status": "evaluating"}, "challenger"),    # trained, not decided yet
+    (4, {"status": "evaluated"}, "challenger"),
+    (1, {"status": "decided"}, "archived"),
+    (5, {"status": "failed"}, "archived"),
+    (1, None, "archived"),
+])
+def test_stage_of(version, run, stage):
+    assert stage_of(version, DATASET, run) == stage
