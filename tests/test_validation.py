@@ -103,7 +103,11 @@ def test_values_of_the_wrong_type_are_named_by_row_in_any_chunk(tmp_path, taxi, 
     assert len(pd.read_parquet(out)) == result.rows_out
 
 
-def test_lines_with_the_wrong_number_of_fields_are_dropped_and_shown(tmp_path, batch, taxi_spec):
+@pytest.mark.parametrize("type_error", [False, True])
+def test_lines_with_the_wrong_number_of_fields_are_dropped_and_shown(tmp_path, batch, taxi_spec, type_error):
+    if type_error:                                   # the chunk is parsed twice (typed, then as text)
+        batch = batch.astype({"trip_miles": object})
+        batch.loc[5, "trip_miles"] = "far"
     content = batch.to_csv(index=False).encode() + b"1,2,3\n"
     result, _ = run_file(tmp_path, content, taxi_spec)
     assert result.status == "valid" and result.rows_in == 401 and result.rows_out <= 400

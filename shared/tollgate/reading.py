@@ -214,8 +214,9 @@ def _parse(body: memoryview, names: list[str], spec: DatasetSpec, malformed: Mal
 
 
 def _chunk(body: memoryview, names: list[str], spec: DatasetSpec, malformed: MalformedRows) -> pd.DataFrame:
+    seen = MalformedRows()      # counted only from the parse that succeeds
     try:
-        table = _parse(body, names, spec, malformed, typed=True)
+        table = _parse(body, names, spec, seen, typed=True)
     except pa.ArrowInvalid as exc:
         text = str(exc)
         if "UTF8" in text or "UTF-8" in text:
@@ -223,7 +224,10 @@ def _chunk(body: memoryview, names: list[str], spec: DatasetSpec, malformed: Mal
         if "conversion error" not in text:
             raise BatchRejected("malformed_csv", f"the CSV cannot be parsed: {text}") from exc
         # values that are not of the declared type: read as text so the contract names each row
-        table = _parse(body, names, spec, MalformedRows(), typed=False)
+        seen = MalformedRows()
+        table = _parse(body, names, spec, seen, typed=False)
+    malformed.count += seen.count
+    malformed.examples.extend(seen.examples[: 5 - len(malformed.examples)])
     return table.to_pandas()
 
 
