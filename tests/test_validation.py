@@ -240,8 +240,13 @@ def test_a_rule_that_cannot_be_evaluated_blames_the_spec(batch, taxi_spec):
     assert "fix the dataset spec" in result.message
 
 
-def test_parquet_bytes_are_deterministic(batch):
-    assert validation.to_parquet_bytes(batch) == validation.to_parquet_bytes(batch.copy())
+def test_curated_bytes_are_deterministic(tmp_path, batch, taxi_spec):
+    """Same batch → same Parquet bytes → same content address under curated/."""
+    content = batch.to_csv(index=False).encode()
+    first, out_first = run_file(tmp_path, content, taxi_spec)
+    out_again = tmp_path / "again.parquet"
+    validation.validate_file(io.BytesIO(content), taxi_spec, out_again, size=len(content))
+    assert out_first.read_bytes() == out_again.read_bytes()
 
 
 def test_spec_errors_name_the_field():

@@ -365,15 +365,20 @@ def run_group() -> None:
     """One run."""
 
 
+def _existing_run(obj: Ctx, run_id: str) -> dict[str, Any]:
+    run = obj.state.get_run(run_id)
+    if run is None:
+        raise click.ClickException(f"no run {run_id}; list runs with `tollgate runs`")
+    return run
+
+
 @run_group.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def run_show(obj: Ctx, run_id: str, as_json: bool) -> None:
     """Show a run: status, decision, metrics, failed checks."""
-    run = obj.state.get_run(run_id)
-    if run is None:
-        raise click.ClickException(f"no run {run_id}; list runs with `tollgate runs`")
+    run = _existing_run(obj, run_id)
     if as_json:
         _dump({**run_summary(run), "validation": run.get("validation"), "evaluation": run.get("evaluation"),
                "history": run.get("history"), "executions": run.get("executions")})
@@ -393,8 +398,7 @@ def report_cmd(obj: Ctx, run_id: str, kind: str, output: Path | None, open_brows
     """Write a run's HTML report (reports/<run_id>/<kind>.html in the bucket) to a local file."""
     from google.api_core.exceptions import NotFound
 
-    if obj.state.get_run(run_id) is None:
-        raise click.ClickException(f"no run {run_id}; list runs with `tollgate runs`")
+    _existing_run(obj, run_id)
     name = f"reports/{run_id}/{kind}.html"
     try:
         html = obj.cloud.read_bytes(name)

@@ -16,7 +16,7 @@ two into per-feature scores and one verdict. Pure: no cloud client, no files.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -271,10 +271,3 @@ def summary(drift: dict[str, Any]) -> dict[str, Any]:
             "new_categories", "new_category_rows")
     return {**{k: v for k, v in drift.items() if k != "features"},
             "features": [{k: f[k] for k in keep if k in f} for f in drift.get("features", [])]}
-
-
-def iter_profile(frames: Iterable[pd.DataFrame], spec: DatasetSpec, reference: dict[str, Any] | None) -> dict[str, Any]:
-    builder = ProfileBuilder(profiled_columns(spec), reference, spec.drift.sample_size)
-    for frame in frames:
-        builder.add(frame)
-    return builder.result()

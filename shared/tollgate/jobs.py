@@ -51,10 +51,12 @@ def _open(cloud: Cloud, state: st.State, run_id: str, running: str) -> dict[str,
     return None
 
 
-def champion_profile(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | None:
-    """The reference profile stored beside the champion model, or None before the first champion."""
+def champion_profile(cloud: Cloud, state: st.State, dataset: str) -> tuple[int | None, dict[str, Any] | None]:
+    """(champion version, the reference profile stored beside it); (None, None) before the first champion."""
     champion = (state.get_dataset(dataset) or {}).get("champion_version")
-    return None if champion is None else cloud.read_json(f"models/{dataset}/{int(champion)}/profile.json")
+    if champion is None:
+        return None, None
+    return int(champion), cloud.read_json(f"models/{dataset}/{int(champion)}/profile.json")
 
 
 def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
@@ -64,7 +66,7 @@ def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
     spec = specs.from_dict(run["spec"])
     src = run["source"]
     filename = src["object"].rsplit("/", 1)[-1]
-    reference = champion_profile(cloud, state, spec.name)
+    champion, reference = champion_profile(cloud, state, spec.name)
     with tempfile.TemporaryDirectory() as tmp:
         curated_file = Path(tmp) / "curated.parquet"
         reader, size = cloud.open_read(src["object"], generation=src["generation"])
@@ -72,8 +74,7 @@ def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
             result = validation.validate_file(reader, spec, curated_file, reference=reference, size=size)
         summary = result.summary()
         report = {"run_id": run_id, "dataset": spec.name, "source": src,
-                  "reference": {"champion_version": (state.get_dataset(spec.name) or {}).get("champion_version")}
-                  if reference else None, **summary}
+                  "reference": {"champion_version": champion} if reference else None, **summary}
         cloud.write_json_once(f"reports/{run_id}/validation.json", report)
         cloud.write_once(f"reports/{run_id}/validation.html", reports.validation_html(report, reference).encode(),
                          "text/html; charset=utf-8")

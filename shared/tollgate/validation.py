@@ -14,7 +14,6 @@ Pure: file objects and DataFrames in, a ``ValidationResult`` out; no cloud clien
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -397,10 +396,3 @@ def _validate_chunks(frames: Iterable[pd.DataFrame] | None, spec: DatasetSpec, r
     if result.status != "valid":
         sink.unlink(missing_ok=True)
     return result
-
-
-def to_parquet_bytes(df: pd.DataFrame) -> bytes:
-    """Deterministic Parquet bytes (same frame → same bytes → same content address)."""
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False, compression="zstd")
-    return buf.getvalue()
