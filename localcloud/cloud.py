@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
@@ -115,6 +116,7 @@ class LocalCloud:
         self.state_file = self.home / "state.json"
         self.parts: dict[str, Part] = {}
         self.ports: dict[str, int] = {}
+        self.review_token: str | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -125,6 +127,7 @@ class LocalCloud:
     def _save_state(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
+                "review_token": self.review_token,
                 "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -133,7 +136,7 @@ class LocalCloud:
     def env(self) -> dict[str, str]:
         """The variables that point Google's clients (and Tollgate) at this local cloud."""
         p = self.ports
-        return {
+        env = {
             "GOOGLE_CLOUD_PROJECT": self.project,
             "TOLLGATE_REGION": self.region,
             "TOLLGATE_BUCKET": self.bucket,
@@ -143,6 +146,11 @@ class LocalCloud:
             "CLOUD_RUN_API_ENDPOINT": f"http://127.0.0.1:{p['cloudrun']}",
             "TOLLGATE_HOME": str(self.home),
         }
+        if self.review_token:
+            env["TOLLGATE_REVIEW_TOKEN"] = self.review_token
+        if "function:review" in p:
+            env["TOLLGATE_REVIEW_URL"] = f"http://127.0.0.1:{p['function:review']}"
+        return env
 
     def gcloud_env(self) -> dict[str, str]:
         """Settings for Google's own CLI (`gcloud storage cp`) against the local bucket."""
@@ -167,6 +175,7 @@ class LocalCloud:
         self.ports = dict(state.get("ports", {}))
         self.parts = {n: Part(**p) for n, p in state.get("parts", {}).items()}
         self.project, self.region, self.bucket = state["project"], state["region"], state["bucket"]
+        self.review_token = state.get("review_token")
         return self
 
     # -- processes -----------------------------------------------------------------------------
@@ -234,12 +243,17 @@ class LocalCloud:
         self.ports = {}
         for name in ("pubsub", "firestore", "storage", "cloudrun"):
             self.ports[name] = previous.get(name) if previous.get(name) and _port_free(previous[name]) else free_port()
+        for fn in self.topology.functions:   # known before any starts: the env names the review URL
+            key = f"function:{fn}"
+            self.ports[key] = previous.get(key) if previous.get(key) and _port_free(previous[key]) else free_port()
+        self.review_token = self._load_state().get("review_token") or secrets.token_urlsafe(24)
         started = time.monotonic()
         try:
             self._start_emulators()
             self._start_storage()
             self._start_cloudrun()
             self._start_functions()
+            self._start_scheduler()
             self._upload_specs()
         except BaseException:
             self.down(export=False)
@@ -304,13 +318,13 @@ class LocalCloud:
         ff = Path(sys.executable).parent / "functions-framework"
         parts = []
         for fn in self.topology.functions.values():
-            port = free_port()
-            self.ports[f"function:{fn.name}"] = port
+            port = self.ports[f"function:{fn.name}"]
             env = {**self.env(), **fn.env, "K_SERVICE": fn.name, "PYTHONUNBUFFERED": "1"}
             parts.append(self._start(f"function-{fn.name}",
                                      [str(ff), "--target", fn.entry_point,
                                       "--source", str(ROOT / fn.source / "main.py"),
-                                      "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port)],
+                                      "--signature-type", "http" if fn.http else "cloudevent",
+                                      "--host", "127.0.0.1", "--port", str(port)],
                                      port, env=env))
         for part in parts:
             self._wait(part, lambda p=part: _port_open(p.port))
@@ -319,6 +333,8 @@ class LocalCloud:
 
             subscriber = pubsub_v1.SubscriberClient()
             for fn in self.topology.functions.values():
+                if fn.http:
+                    continue
                 sub = subscriber.subscription_path(self.project, self.topology.subscription_name(fn.name))
                 try:
                     subscriber.delete_subscription(subscription=sub)  # the push endpoint's port changes per up
@@ -330,6 +346,13 @@ class LocalCloud:
                     "ack_deadline_seconds": 600,
                     "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}},
                 })
+
+    def _start_scheduler(self) -> None:
+        """Cloud Scheduler's part: publish to each schedule's topic on its cron."""
+        if not self.topology.schedules:
+            return
+        self._start("scheduler", [sys.executable, "-m", "localcloud.scheduler", "--topology", str(self.topology_path)],
+                    0, env={**self.env(), "PYTHONUNBUFFERED": "1"})
 
     def _upload_specs(self) -> None:
         with _env(self.env()):
@@ -386,8 +409,9 @@ class LocalCloud:
             "firestore": f"127.0.0.1:{self.ports['firestore']}",
             "cloud run api": f"http://127.0.0.1:{self.ports['cloudrun']}",
         }
-        for fn in self.topology.functions:
-            out[f"function {fn}"] = f"http://127.0.0.1:{self.ports['function:' + fn]}"
+        for name, fn in self.topology.functions.items():
+            out[f"function {name}"] = (f"http://127.0.0.1:{self.ports['function:' + name]}"
+                                       + ("  (HTTP; Bearer $TOLLGATE_REVIEW_TOKEN)" if fn.http else ""))
         return out
 
 

@@ -5,7 +5,7 @@ execution. Services run each revision as a process (the topology's command, with
 template's env) behind a router whose URL is the service URL and which splits traffic between
 revisions by their percentages for real. Services survive a restart (state in a JSON file);
 executions do not. The surface is what Tollgate uses: jobs.run/get, executions.get,
-operations.get, services.get/create/update.
+operations.get, services.get/create/update, revisions.get.
 
     python -m localcloud.runapi --home .tollgate --port 8123 --project P --region R
 """
@@ -17,7 +17,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import random
 import re
 import secrets
 import signal
@@ -196,6 +195,8 @@ class Revision:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = threading.Event()
         self.error: str | None = None
+        self.lifecycle = threading.RLock()   # start and stop never interleave
+        self.wanted_at = 0.0                 # when a deployment last chose it to take traffic
 
     @property
     def log_path(self) -> Path:
@@ -206,6 +207,10 @@ class Revision:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
+        with self.lifecycle:   # waits for a stop in progress to finish, then starts afresh
+            self._start()
+
+    def _start(self) -> None:
         if self.running:
             return
         container = (self.template.get("containers") or [{}])[0]
@@ -243,10 +248,22 @@ class Revision:
             self.stop(grace=0)
         self.ready.set()   # wake waiters; `error` says it failed
 
-    def stop(self, grace: float = 30.0) -> None:
+    def to_json(self) -> dict[str, Any]:
+        return {"name": f"{self.service.name}/revisions/{self.name}", "uid": self.name,
+                "service": self.service.name, "containers": self.template.get("containers") or [],
+                "serviceAccount": self.template.get("serviceAccount", "")}
+
+    def stop(self, grace: float = 30.0, unless_wanted_since: float | None = None) -> None:
+        with self.lifecycle:
+            if unless_wanted_since is not None and self.wanted_at >= unless_wanted_since:
+                return   # a deployment routed traffic back to it after it was drained
+            self._stop(grace)
+
+    def _stop(self, grace: float) -> None:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
+        self.ready.clear()
         proc.send_signal(signal.SIGTERM)  # gunicorn: finish in-flight requests, then exit
         try:
             proc.wait(timeout=grace)
@@ -323,6 +340,8 @@ class ServiceState:
         self.latest_created: str | None = None
         self.latest_ready: str | None = None
         self._table: list[tuple[Revision, int]] = []
+        self._pick_lock = threading.Lock()
+        self._credit: dict[str, int] = {}
         self.router = RouterServer(port, self)
         threading.Thread(target=self.router.serve_forever, daemon=True, name=f"router-{service_id}").start()
 
@@ -331,11 +350,20 @@ class ServiceState:
         return f"http://127.0.0.1:{self.port}"
 
     def pick(self) -> Revision | None:
-        table = self._table  # swapped atomically: a request sees the old table or the new one
-        if not table:
-            return None
-        revisions, weights = zip(*table)
-        return random.choices(revisions, weights=weights)[0]
+        """Smooth weighted round-robin (as nginx does it): over any 100 consecutive requests each
+        revision gets exactly its percentage, interleaved, so a 10% canary sees every tenth request."""
+        with self._pick_lock:
+            table = self._table
+            if not table:
+                return None
+            best = None
+            for i, (revision, weight) in enumerate(table):
+                self._credit[revision.name] = self._credit.get(revision.name, 0) + weight
+                if best is None or self._credit[revision.name] > self._credit[table[best][0].name]:
+                    best = i
+            chosen = table[best][0]
+            self._credit[chosen.name] -= sum(w for _, w in table)
+            return chosen
 
     def resolved_traffic(self, traffic: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
         out = []
@@ -354,11 +382,15 @@ class ServiceState:
     def apply_traffic(self) -> None:
         """Route to the traffic targets; revisions left without traffic are drained, then stopped."""
         resolved = self.resolved_traffic(self.traffic)
-        self._table = [(self.revisions[r], p) for r, p, _ in resolved if p > 0]
+        with self._pick_lock:
+            self._table = [(self.revisions[r], p) for r, p, _ in resolved if p > 0]
+            self._credit = {}
         serving = {r for r, p, _ in resolved if p > 0}
         for name, revision in self.revisions.items():
             if name not in serving and revision.running:
-                threading.Timer(DRAIN_SECONDS, revision.stop).start()
+                # Drained, then stopped, unless a deployment wants it again meanwhile (a quick rollback).
+                threading.Timer(DRAIN_SECONDS, revision.stop,
+                                kwargs={"unless_wanted_since": time.monotonic()}).start()
 
     def to_json(self) -> dict[str, Any]:
         statuses = []
@@ -489,6 +521,13 @@ class Runtime:
             raise ApiError(404, "NOT_FOUND", f"service {self.parent}/services/{service_id} does not exist")
         return service.to_json()
 
+    def get_revision(self, service_id: str, revision: str) -> dict[str, Any]:
+        service = self.services.get(service_id)
+        if service is None or revision not in service.revisions:
+            raise ApiError(404, "NOT_FOUND", f"revision {self.parent}/services/{service_id}/revisions/{revision} "
+                                             "does not exist")
+        return service.revisions[revision].to_json()
+
     def deploy(self, service_id: str, body: dict[str, Any], create: bool) -> Operation:
         with self.lock:
             service = self.services.get(service_id)
@@ -517,20 +556,27 @@ class Runtime:
             service.latest_created = name
             service.template = template
             traffic = body.get("traffic") or [{"type": LATEST, "percent": 100}]
-            service.resolved_traffic(traffic)   # validate before anything starts
-            revision.start()
+            # Validate before anything starts; then every revision that will take traffic runs
+            # (a rollback may route to an older revision that had been stopped).
+            targets = [service.revisions[r] for r, p, _ in service.resolved_traffic(traffic) if p > 0]
+            for target in {revision, *targets}:
+                target.wanted_at = time.monotonic()
+            for target in {revision, *targets}:
+                target.start()
             operation = Operation(self.parent, SERVICE_TYPE, service.to_json())
             self.operations[operation.name] = operation
-        threading.Thread(target=self._finish_deploy, args=(service, revision, traffic, operation),
+        threading.Thread(target=self._finish_deploy, args=(service, revision, targets, traffic, operation),
                          daemon=True).start()
         return operation
 
-    def _finish_deploy(self, service: ServiceState, revision: Revision, traffic: list[dict[str, Any]],
-                       operation: Operation) -> None:
-        revision.ready.wait()
+    def _finish_deploy(self, service: ServiceState, revision: Revision, targets: list[Revision],
+                       traffic: list[dict[str, Any]], operation: Operation) -> None:
+        for waited in {revision, *targets}:
+            waited.ready.wait()
         with self.lock:
-            if revision.error:
-                operation.finish(error=(9, revision.error))   # traffic stays where it was
+            failed = [r for r in {revision, *targets} if r.error]
+            if failed:
+                operation.finish(error=(9, failed[0].error))   # traffic stays where it was
                 return
             service.latest_ready = revision.name
             service.traffic = traffic
@@ -589,6 +635,10 @@ def create_app(runtime: Runtime) -> Flask:
     @route("GET", r"/services/(?P<service>[^/:]+)")
     def get_service(service: str) -> dict[str, Any]:
         return runtime.get_service(service)
+
+    @route("GET", r"/services/(?P<service>[^/:]+)/revisions/(?P<revision>[^/:]+)")
+    def get_revision(service: str, revision: str) -> dict[str, Any]:
+        return runtime.get_revision(service, revision)
 
     @route("POST", r"/services")
     def create_service() -> dict[str, Any]:

@@ -32,11 +32,46 @@ def taxi_period(df: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
     return df[(when >= start) & (when < end)].reset_index(drop=True)
 
 
+class Webhook:
+    """A real HTTP receiver standing in for Slack: records every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="session")
-def local_cloud(tmp_path_factory: pytest.TempPathFactory):
-    """One local cloud for the whole session; its env is exported so Google's clients find it."""
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def local_cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook):
+    """One local cloud for the whole session; its env is exported so Google's clients find it.
+    Its functions post review requests to the session's webhook receiver."""
     from localcloud.cloud import LocalCloud
 
+    os.environ["TOLLGATE_REVIEW_WEBHOOK"] = webhook.url
     home = tmp_path_factory.mktemp("tollgate-home")
     cloud = LocalCloud(home, project=f"tollgate-test-{uuid.uuid4().hex[:6]}", bucket="tollgate-test-data",
                        echo=lambda m: None)

@@ -54,7 +54,7 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     assert [(m["version"], m["stage"]) for m in models] == [(1, "champion")]
     assert models[0]["cv"]["metric"] == "r2" and models[0]["cv"]["folds"] == 3 and models[0]["cv"]["score"] > 0.5
     history = json.loads(tollgate(local_cloud, "history", dataset, "--json").stdout)
-    assert [(h["verdict"], h["serving_after"]) for h in history] == [("promote", 1)]
+    assert [(h["verdict"], h["serving_after"]) for h in history] == [("promote", {"version": 1, "canary": None})]
     from tollgate import artifacts, jobs
     from tollgate.cloud import Cloud
     from tollgate.cloud.state import State

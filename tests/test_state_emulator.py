@@ -1,9 +1,11 @@
 """Firestore state against the emulator: transitions and version numbers under concurrency."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tollgate import stages
 from tollgate.cloud import state as st
 
 pytestmark = pytest.mark.emulator
@@ -35,18 +37,107 @@ def test_two_trainings_get_distinct_consecutive_versions(state, unique):
     assert state.get_dataset(dataset)["next_version"] == 3
 
 
+def evaluated_run(state, dataset, run_id):
+    state.create_run(run_id, {"dataset": dataset})
+    version = state.register_version(dataset, run_id, lambda v: {})
+    state.transition(run_id, (st.RECEIVED,), st.EVALUATED)
+    return version
+
+
 def test_stale_decision_is_refused(state, unique):
     dataset, run_id = f"ds-{unique}", f"run-{unique}"
-    state.create_run(run_id, {"dataset": dataset})
-    state.register_version(dataset, run_id, lambda v: {})
-    state.transition(run_id, (st.RECEIVED,), st.EVALUATED)
+    evaluated_run(state, dataset, run_id)
     state.dataset_ref(dataset).set({"champion_version": 7}, merge=True)    # another run promoted meanwhile
-    assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=None) == "stale"
+    assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=None)[0] == "stale"
     assert state.get_run(run_id)["status"] == st.EVALUATED
-    assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7) == "applied"
-    assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7) == "duplicate"
-    assert state.get_dataset(dataset)["champion_version"] == 1
+    outcome, entry = state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7)
+    assert outcome == "applied" and entry["champion_before"] == 7 and entry["champion_after"] == 1
+    assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7) == ("duplicate", None)
+    ds = state.get_dataset(dataset)
+    assert (ds["champion_version"], ds["previous_version"]) == (1, 7)
+    assert ds["deployment"]["status"] == "pending" and ds["deployment"]["traffic"] == [{"version": 1, "percent": 100}]
+    assert [e["ledger_id"] for e in state.ledger(dataset)] == [entry["ledger_id"]]
+    assert state.get_run(run_id)["ledger_id"] == entry["ledger_id"]
+
+
+def test_concurrent_promotions_against_one_champion_cannot_both_win(state, unique):
+    """Three runs judged against the same champion decide at once: one promotes, the others are
+    told their evidence is stale (EMULATORS.md: at most five writers on one document)."""
+    dataset = f"ds-{unique}"
+    runs = [f"run-{unique}-{i}" for i in range(3)]
+    for run_id in runs:
+        evaluated_run(state, dataset, run_id)
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda r: state.apply_decision(r, dataset, "promote", "better", {},
+                                                                evaluated_against=None)[0], runs))
+    assert sorted(outcomes) == ["applied", "stale", "stale"]
+    winner = runs[outcomes.index("applied")]
+    ds = state.get_dataset(dataset)
+    assert ds["champion_version"] == state.get_run(winner)["challenger_version"]
     assert len(state.ledger(dataset)) == 1
+
+
+def test_review_is_approved_once_and_only_on_fresh_evidence(state, unique):
+    dataset = f"ds-{unique}"
+    first, second = f"run-{unique}-a", f"run-{unique}-b"
+    for run_id in (first, second):       # both judged against "no champion yet"
+        evaluated_run(state, dataset, run_id)
+        assert state.apply_decision(run_id, dataset, "review", "small holdout", {}, None)[0] == "applied"
+    review = state.get_review(first)
+    assert review["status"] == "pending" and review["expires_at"] > review["requested_at"]
+    assert state.get_dataset(dataset).get("champion_version") is None
+    with ThreadPoolExecutor(3) as pool:              # three reviewers click at once: one decision
+        outcomes = list(pool.map(lambda who: state.resolve_review(first, "approve", who, "looks fine")[0],
+                                 ["ana", "bo", "cy"]))
+    assert sorted(outcomes) == ["approved", "closed", "closed"]
+    run = state.get_run(first)
+    assert run["decision"] == "promote" and run["review"]["status"] == "approved"
+    assert run["deployment"]["status"] == "pending"
+    assert state.get_dataset(dataset)["champion_version"] == run["challenger_version"]
+    kinds = [(e["kind"], e["event"]) for e in state.ledger(dataset)]
+    assert kinds == [("decision", "review"), ("decision", "review"), ("review", "approved")]
+    # the second review was judged against "no champion": stale now that the first was approved
+    assert state.resolve_review(second, "approve", "ana", "ok") == ("stale", None)
+    assert state.get_run(second)["status"] == st.TRAINED          # sent back to be re-evaluated
+    assert state.get_review(second)["status"] == "stale"
+
+
+def test_overdue_reviews_expire_and_the_champion_stays(state, unique):
+    dataset, run_id = f"ds-{unique}", f"run-{unique}"
+    evaluated_run(state, dataset, run_id)
+    state.apply_decision(run_id, dataset, "review", "severe drift", {}, None, review_hours=1 / 3600)
+    time.sleep(1.2)
+    assert run_id in state.overdue_reviews()
+    outcome, entry = state.resolve_review(run_id, "approve", "ana", "too late")   # past the deadline
+    assert outcome == "expired" and entry["actor"] == "auto" and entry["verdict"] == "keep"
+    assert state.get_run(run_id)["decision"] == "keep"
+    assert run_id not in state.overdue_reviews()
+
+
+def test_serving_moves_are_recorded_and_checked(state, unique):
+    dataset = f"ds-{unique}"
+    runs = [f"run-{unique}-{i}" for i in range(3)]
+    for i, run_id in enumerate(runs):
+        evaluated_run(state, dataset, run_id)
+        state.apply_decision(run_id, dataset, "promote", "better", {}, 1 if i else None, canary_percent=10)
+    ds = state.get_dataset(dataset)   # v1 champion (first models take all traffic), v3 replaced v2 as canary
+    assert ds["champion_version"] == 1 and ds["canary"]["version"] == 3 and ds["canary"]["percent"] == 10
+    assert ds["deployment"]["traffic"] == [{"version": 1, "percent": 90}, {"version": 3, "percent": 10}]
+    outcome, entry, after = state.move_serving(dataset, stages.CANARY_PROMOTE, "ana", "canary fine")
+    assert outcome == "moved" and after["champion_version"] == 3 and entry["kind"] == "canary"
+    with pytest.raises(stages.MoveError, match="no canary"):
+        state.move_serving(dataset, stages.CANARY_ABORT, "ana", "x")
+    outcome, entry, after = state.move_serving(dataset, stages.ROLLBACK, "ana", "bad latency")
+    assert outcome == "moved" and after["champion_version"] == 1 and entry["serving_after"]["version"] == 1
+    assert state.move_serving(dataset, stages.ROLLBACK, "ana", "again")[0] == "unchanged"   # safe to repeat
+    with pytest.raises(stages.MoveError, match="no version 9"):
+        state.move_serving(dataset, stages.ROLLBACK, "ana", "x", version=9)
+    generation = state.get_dataset(dataset)["deployment"]["generation"]
+    assert not state.set_deployment(dataset, generation - 1, "done")    # an older deployment never overwrites
+    assert state.set_deployment(dataset, generation, "done", uri="http://x")
+    assert state.get_dataset(dataset)["deployment"]["status"] == "done"
+    events = [e["event"] for e in state.ledger(dataset)]
+    assert events == ["promote", "promote", "promote", "canary-promote", "rollback"]
 
 
 def test_exactly_one_search_task_finishes_the_search(state, unique):

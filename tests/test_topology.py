@@ -22,3 +22,17 @@ def test_unknown_trigger_topic_is_refused(tmp_path):
         "topics: {a: {}}\nfunctions:\n  f: {source: functions/ingest, entry_point: x, trigger_topic: b}\n")
     with pytest.raises(topology.TopologyError, match="unknown topic 'b'"):
         topology.load(tmp_path / "t.yaml")
+
+
+def test_http_functions_and_schedules(tmp_path):
+    topo = topology.load()
+    assert topo.functions["review"].http and not topo.functions["decider"].http
+    assert topo.schedules["review-expiry"].topic == "review-tick"
+    (tmp_path / "t.yaml").write_text(
+        "topics: {a: {}}\nfunctions:\n  f: {source: functions/ingest, entry_point: x, trigger: http, "
+        "trigger_topic: a}\n")
+    with pytest.raises(topology.TopologyError, match="either"):
+        topology.load(tmp_path / "t.yaml")
+    (tmp_path / "t.yaml").write_text("topics: {a: {}}\nschedules:\n  s: {schedule: '*/5 * * *', topic: a}\n")
+    with pytest.raises(topology.TopologyError, match="5-field cron"):
+        topology.load(tmp_path / "t.yaml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollgate import log, policy
+from tollgate import log, policy, promotion
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
 from tollgate.cloud import state as st
@@ -104,57 +104,45 @@ def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence
 
 
 def decide(cloud: Cloud, state: st.State, run_id: str) -> str:
+    """Apply the policy to an evaluated run and make it take effect (promotion.py). A redelivered
+    event for a decided run finishes what is left (a deployment that failed, the announcement)."""
     run = state.get_run(run_id)
     if run is None:
         return "unknown-run"
     if run["status"] == st.DECIDED:
-        return _finish_deployment(cloud, state, run)
+        return promotion.finish_run(cloud, state, run)
     if run["status"] != st.EVALUATED:
         return "skipped"
     spec = specs.from_dict(run["spec"])
     decision = policy.decide(spec.policy, evidence_of(run, spec))
-    entry = {"actor": "auto", "evaluation": run["evaluation"], "thresholds": spec.raw.get("policy"),
-             "data": run.get("curated"), "source": run.get("source"),
-             "drift": (run.get("validation") or {}).get("drift"),
-             "challenger_version": run.get("challenger_version")}
-    outcome = state.apply_decision(run_id, spec.name, decision.verdict, decision.reason, entry,
-                                   run.get("evaluated_against"))
+    return _record(cloud, state, run, spec, decision)
+
+
+def _record(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.DatasetSpec,
+            decision: policy.Decision, force: bool = False) -> str:
+    run_id = run["run_id"]
+    inputs = {"evaluation": run["evaluation"], "thresholds": spec.raw.get("policy"),
+              "data": run.get("curated"), "source": run.get("source"),
+              "drift": (run.get("validation") or {}).get("drift")}
+    outcome, _ = state.apply_decision(run_id, spec.name, decision.verdict, decision.reason, inputs,
+                                      run.get("evaluated_against"), canary_percent=spec.deployment.canary_percent,
+                                      review_hours=spec.review.expire_after_hours, force=force)
     if outcome == "stale":
-        return _reevaluate(cloud, state, run)
+        return _reevaluate(cloud, state, run, spec)
     if outcome != "applied":
         return outcome
     log.info("decision", run_id=run_id, verdict=decision.verdict, reason=decision.reason)
-    return _finish_deployment(cloud, state, state.get_run(run_id) or run)
+    return promotion.finish_run(cloud, state, state.get_run(run_id) or run)
 
 
-def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
+def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.DatasetSpec) -> str:
     count = int(run.get("reevaluations", 0)) + 1
     if count > MAX_REEVALUATIONS:
-        raise StepFailed("the champion kept changing while this run was evaluated")
+        return _record(cloud, state, run, spec, policy.Decision(
+            policy.REVIEW, f"the champion changed {MAX_REEVALUATIONS} times while this run was evaluated; "
+                           "a person should decide once it settles"), force=True)
     if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, reevaluations=count):
         cloud.publish("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
                                                 version=run.get("challenger_version")))
         log.info("champion changed during evaluation; re-evaluating", run_id=run["run_id"])
     return "reevaluate"
-
-
-def _finish_deployment(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
-    """Deploy a promotion (idempotent), then announce the decision."""
-    run_id, dataset = run["run_id"], run["dataset"]
-    deployment = run.get("deployment") or {}
-    if run.get("decision") == "promote" and deployment.get("status") != "done":
-        env = {"GOOGLE_CLOUD_PROJECT": cloud.settings.project, "TOLLGATE_BUCKET": cloud.settings.bucket}
-        try:
-            result = cloudrun.deploy_model(cloud, dataset, int(run["model_version"]), env)
-        except Exception as exc:
-            state.update_run(run_id, deployment={"status": "failed", "error": str(exc)[:500]})
-            raise  # temporary: the event comes back and the deployment is retried
-        state.update_run(run_id, deployment={"status": "done", **result})
-        log.info("predictor deployed", run_id=run_id, **result)
-    payload = envelope("model-decided", run_id=run_id, dataset=dataset, decision=run.get("decision"),
-                       reason=run.get("reason"), model_version=run.get("model_version"),
-                       challenger_version=run.get("challenger_version"))
-    cloud.publish("model-decided", payload)
-    if run.get("decision") == "review":
-        cloud.publish("review-requested", payload)
-    return str(run.get("decision"))

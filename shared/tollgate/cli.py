@@ -122,7 +122,8 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "rows_out": (run.get("validation") or {}).get("rows_out"),
         "drift": (run.get("drift") or {}).get("verdict"),
         "source": run.get("source"), "quarantine": run.get("quarantine"), "error": run.get("error"),
-        "deployment": run.get("deployment"), "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
+        "deployment": run.get("deployment"), "review": run.get("review"), "decided_by": run.get("decided_by"),
+        "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
     }
 
 
@@ -130,6 +131,9 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Tollgate: drop data in a bucket, get a better model served, with a record of why."""
+    from tollgate import log
+
+    log.configure(stream=sys.stderr, min_severity="WARNING")   # stdout is for the command's own output
     ctx.obj = Ctx()
 
 
@@ -294,6 +298,12 @@ def _print_run(run: dict[str, Any]) -> None:
         if s.get(key) is not None:
             value = s[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    review = s.get("review") or {}
+    if review:
+        table.add_row("review", f"{review['status']}" + (f" by {review['reviewer']}: {review.get('reason')}"
+                                                         if review.get("reviewer") else
+                                                         f" (expires {_when(review.get('expires_at'))} UTC; "
+                                                         f"tollgate review show {s['run_id']})"))
     diff = s.get("difference")
     if diff:
         table.add_row("improvement", f"{diff['improvement']:+.4f}  [{diff['low']:+.4f}, {diff['high']:+.4f}] "
@@ -414,24 +424,14 @@ def report_cmd(obj: Ctx, run_id: str, kind: str, output: Path | None, open_brows
         webbrowser.open(output.resolve().as_uri())
 
 
-def stage_of(version: int, dataset_state: dict[str, Any], run: dict[str, Any] | None = None) -> str:
-    """A version's stage, derived from the dataset's pointers and its run (version records stay
-    immutable): champion, previous, challenger (its run is not decided yet) or archived."""
-    if version == dataset_state.get("champion_version"):
-        return "champion"
-    if version == dataset_state.get("previous_version"):
-        return "previous"
-    if run is not None and run.get("status") in ("trained", "evaluating", "evaluated"):
-        return "challenger"
-    return "archived"
-
-
 @main.command("models")
 @click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
     """List a dataset's model versions: stage, held-out and cross-validated metric, lineage summary."""
+    from tollgate import stages
+
     ds = obj.state.get_dataset(dataset)
     versions = obj.state.list_versions(dataset)
     if not versions:
@@ -440,7 +440,7 @@ def models_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
     for v in versions:
         run = obj.state.get_run(v["run_id"])
         metric, value = held_out_score(run)
-        rows.append({"version": v["version"], "stage": stage_of(v["version"], ds, run), "run_id": v["run_id"],
+        rows.append({"version": v["version"], "stage": stages.stage_of(v["version"], ds, run), "run_id": v["run_id"],
                      "metric": metric, "value": value, "cv": (v.get("metrics") or {}).get("cv"),
                      "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
                      "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
@@ -475,29 +475,296 @@ def model_show(obj: Ctx, dataset: str, version: int) -> None:
     if record is None:
         raise click.ClickException(f"{dataset} has no version {version}; list them with `tollgate models {dataset}`")
     record.pop("spec", None)
-    _dump({**record, "stage": stage_of(version, obj.state.get_dataset(dataset), obj.state.get_run(record["run_id"]))})
+    from tollgate import stages
+
+    run = obj.state.get_run(record["run_id"])
+    _dump({**record, "stage": stages.stage_of(version, obj.state.get_dataset(dataset), run)})
+
+
+def _parse_time(value: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO time such as 2026-11-22T14:30:00Z "
+                                 "(no zone means UTC)") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _serving_text(serving: dict[str, Any] | None) -> str:
+    if not serving or serving.get("version") is None:
+        return "nothing"
+    canary = serving.get("canary")
+    if canary:
+        return f"v{serving['version']} {100 - canary['percent']}% + canary v{canary['version']} {canary['percent']}%"
+    return f"v{serving['version']}"
 
 
 @main.command("history")
 @click.argument("dataset")
+@click.option("--at", "at_time", help="Answer what served at this time (ISO 8601, UTC unless a zone is given) "
+                                      "and why; the ledger is shown up to then.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def history_cmd(obj: Ctx, dataset: str, as_json: bool) -> None:
-    """The decision ledger of a dataset, oldest first: what served when, and why."""
+def history_cmd(obj: Ctx, dataset: str, at_time: str | None, as_json: bool) -> None:
+    """The decision ledger of a dataset, oldest first: every decision, review outcome, canary move and
+    rollback, with its actor, what served after it, and why."""
+    from tollgate import promotion
+
+    when = _parse_time(at_time) if at_time else None
     entries = obj.state.ledger(dataset)
-    rows = [{"at": e.get("at"), "run_id": e.get("run_id"), "verdict": e.get("verdict"), "actor": e.get("actor"),
-             "challenger_version": e.get("challenger_version"), "champion_before": e.get("champion_before"),
-             "serving_after": e.get("champion_after"), "reason": e.get("reason")} for e in entries]
+    if when is not None:
+        entries = [e for e in entries if e["at"] <= when]
+    rows = [{"at": e.get("at"), "ledger_id": e.get("ledger_id"), "kind": e.get("kind", "decision"),
+             "event": e.get("event", e.get("verdict")), "verdict": e.get("verdict"), "run_id": e.get("run_id"),
+             "actor": e.get("actor"), "challenger_version": e.get("challenger_version"),
+             "champion_before": e.get("champion_before"), "serving_after": e.get("serving_after"),
+             "reason": e.get("reason")} for e in entries]
+    answer = promotion.serving_at(entries, when) if when is not None else None
     if as_json:
-        _dump(rows)
+        _dump({"at": when, "serving": answer, "entries": rows} if when is not None else rows)
         return
-    table = Table(title=f"decisions for {dataset}")
-    for col in ("time (UTC)", "run", "verdict", "actor", "challenger", "serving after", "reason"):
-        table.add_column(col)
+    if not rows and not obj.state.get_dataset(dataset):
+        raise click.ClickException(f"dataset {dataset!r} has no decisions; `tollgate status` lists datasets")
+    table = Table(title=f"ledger of {dataset}" + (f" up to {_when(when)} UTC" if when else ""))
+    for col in ("time (UTC)", "event", "actor", "run", "challenger", "serving after", "reason"):
+        table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(_when(r["at"]), r["run_id"], r["verdict"], r["actor"], str(r["challenger_version"]),
-                      str(r["serving_after"] or ""), r["reason"])
+        table.add_row(_when(r["at"]), r["event"] or "", r["actor"] or "", r["run_id"] or "",
+                      str(r["challenger_version"] or ""), _serving_text(r["serving_after"]), r["reason"] or "")
     out.print(table)
+    if when is not None:
+        if answer is None:
+            out.print(f"At {_when(when)} UTC nothing served {dataset} yet.")
+        else:
+            since = answer["since"] or {}
+            out.print(f"At {_when(when)} UTC {dataset} was served by [bold]{_serving_text(answer['serving'])}[/]"
+                      + (f", since {_when(since.get('at'))} ({since.get('event')} by {since.get('actor')}"
+                         f"{', run ' + since['run_id'] if since.get('run_id') else ''}): {since.get('reason')}"
+                         if since else ""), highlight=False)
+            canary = answer.get("canary_since")
+            if canary:
+                out.print(f"The canary v{canary['challenger_version']} was there since {_when(canary['at'])} "
+                          f"({canary['event']} by {canary['actor']}): {canary['reason']}", highlight=False)
+
+
+# -- reviews, canaries, rollback -------------------------------------------------------------
+def _actor(given: str | None) -> str:
+    import getpass
+
+    return given or os.environ.get("TOLLGATE_ACTOR") or getpass.getuser()
+
+
+class ReviewClient:
+    """The CLI speaks to the review function over HTTP, as a browser or a bot would."""
+
+    def __init__(self, obj: Ctx) -> None:
+        obj.settings()   # the local cloud's env names the function's URL and token
+        self.url = os.environ.get("TOLLGATE_REVIEW_URL")
+        if not self.url:
+            raise click.ClickException("the review function's URL is unknown: set TOLLGATE_REVIEW_URL "
+                                       "(terraform output review_url), or start the local cloud with `make up`")
+        self.url = self.url.rstrip("/")
+
+    def _token(self) -> str:
+        if os.environ.get("TOLLGATE_REVIEW_TOKEN"):
+            return os.environ["TOLLGATE_REVIEW_TOKEN"]
+        try:   # GCP: an identity token for the function's URL (Cloud Run IAM checks it)
+            import google.auth.transport.requests
+            from google.oauth2 import id_token
+
+            return id_token.fetch_id_token(google.auth.transport.requests.Request(), self.url)
+        except Exception:
+            import subprocess
+
+            done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise click.ClickException(f"no identity token for {self.url}: {done.stderr.strip()}") from None
+            return done.stdout.strip()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            response = requests.request(method, f"{self.url}{path}", timeout=330,
+                                        headers={"Authorization": f"Bearer {self._token()}"}, **kwargs)
+        except requests.RequestException as exc:
+            raise click.ClickException(f"the review function at {self.url} did not answer: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]
+            except (ValueError, KeyError):
+                message = response.text[:500]
+            raise click.ClickException(f"{response.status_code}: {message}")
+        return response.json()
+
+
+@main.group("review")
+def review_group() -> None:
+    """Human review of decisions the policy would not take alone (through the `review` function)."""
+
+
+@review_group.command("list")
+@click.option("--status", default="pending", show_default=True,
+              type=click.Choice(["pending", "approved", "rejected", "expired", "stale", "all"]))
+@click.option("--dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def review_list(obj: Ctx, status: str, dataset: str | None, as_json: bool) -> None:
+    """Reviews, newest first (pending ones by default)."""
+    params = {"status": status, **({"dataset": dataset} if dataset else {})}
+    reviews = ReviewClient(obj).call("GET", "/reviews", params=params)["reviews"]
+    if as_json:
+        _dump(reviews)
+        return
+    table = Table(title=f"reviews ({status})")
+    for col in ("run", "dataset", "challenger", "requested (UTC)", "expires (UTC)", "status", "why"):
+        table.add_column(col, overflow="fold")
+    for r in reviews:
+        table.add_row(r["run_id"], r["dataset"], f"v{r['challenger_version']}", _when(r["requested_at"]),
+                      _when(r["expires_at"]), r["status"], r.get("reason") or "")
+    out.print(table)
+    if not reviews:
+        out.print("no reviews" + (" waiting" if status == "pending" else ""))
+
+
+@review_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def review_show(obj: Ctx, run_id: str, as_json: bool) -> None:
+    """One review with its evidence: scores with the interval of the gain, drift, checks, reports."""
+    review = ReviewClient(obj).call("GET", f"/reviews/{run_id}")
+    if as_json:
+        _dump(review)
+        return
+    ev = review["evidence"]
+    table = Table(show_header=False, title=f"review of run {run_id} ({review['dataset']})")
+    table.add_row("status", review["status"] + (f" by {review['reviewer']}: {review.get('resolution')}"
+                                                if review.get("reviewer") else ""))
+    table.add_row("why a person", review.get("reason") or "")
+    table.add_row("expires (UTC)", _when(review["expires_at"]))
+    metric = ev.get("metric")
+    if metric:
+        champion = (ev.get("champion") or {}).get(metric)
+        table.add_row(f"challenger v{review['challenger_version']}", f"{metric}={ev['challenger'].get(metric):.4f}")
+        table.add_row(f"champion v{review.get('evaluated_against')}",
+                      f"{metric}={champion:.4f}" if champion is not None else "none yet")
+        diff = ev.get("difference")
+        if diff:
+            table.add_row("improvement", f"{diff['improvement']:+.4f}  [{diff['low']:+.4f}, {diff['high']:+.4f}] "
+                                         f"({diff['confidence']:.0%} paired bootstrap, {ev['holdout_rows']} rows)")
+        table.add_row("policy", ", ".join(f"{k}={v}" for k, v in (ev.get("thresholds") or {}).items()))
+    cv = (ev.get("challenger_model") or {}).get("cv")
+    if cv:
+        table.add_row("cross-validated", f"{cv['score']:.4f} ± {cv['std']:.4f}")
+    drift = ev.get("drift") or {}
+    table.add_row("drift", f"{drift.get('verdict')}: " + ", ".join(
+        f"{f['feature']} ({f['distance']}={f['score']:.3f}, {f['status']})" for f in drift.get("drifted") or [])
+        or str(drift.get("message") or ""))
+    table.add_row("rows", f"{ev['rows']['out']} used of {ev['rows']['in']}")
+    for c in ev.get("checks") or []:
+        table.add_row(f"check {c['name']}", f"{c['action']} {c['failed_rows']} rows: {c['message']}")
+    for kind, report in ev["reports"].items():
+        table.add_row(f"{kind} report", f"{report['cli']}\n{report['gs']}")
+    out.print(table)
+    if review["status"] == "pending":
+        out.print(f"decide: tollgate review approve {run_id} --reason '...'   |   "
+                  f"tollgate review reject {run_id} --reason '...'", highlight=False)
+
+
+def _review_action(obj: Ctx, action: str, run_id: str, reviewer: str | None, reason: str, as_json: bool) -> None:
+    with console.status(f"{action} run {run_id}…"):
+        result = ReviewClient(obj).call("POST", f"/reviews/{run_id}/{action}",
+                                        json={"reviewer": _actor(reviewer), "reason": reason})
+    if as_json:
+        _dump(result)
+        return
+    out.print(f"review of run {run_id}: [bold]{result['outcome']}[/]; {result['review']['dataset']} now serves "
+              f"{_serving_text(result['serving'])}")
+
+
+@review_group.command("approve")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
+@click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def review_approve(obj: Ctx, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
+    """Approve: the challenger is promoted through the same path as an automatic promotion."""
+    _review_action(obj, "approve", run_id, reviewer, reason, as_json)
+
+
+@review_group.command("reject")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
+@click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def review_reject(obj: Ctx, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
+    """Reject: the champion stays."""
+    _review_action(obj, "reject", run_id, reviewer, reason, as_json)
+
+
+def _move(obj: Ctx, dataset: str, action: str, actor: str | None, reason: str, version: int | None,
+          as_json: bool) -> None:
+    from tollgate import promotion, stages
+
+    try:
+        with console.status(f"{action} {dataset}: moving traffic…"):
+            result = promotion.move(obj.cloud, obj.state, dataset, action, _actor(actor), reason, version)
+    except stages.MoveError as exc:
+        raise click.ClickException(f"{dataset}: {exc}") from exc
+    except promotion.DeploymentFailed as exc:
+        raise click.ClickException(f"{exc}\nFirestore already says what should serve; run the same command "
+                                   "again to finish the deployment.") from exc
+    if as_json:
+        _dump(result)
+        return
+    note = "" if result["outcome"] == "moved" else " (already so; traffic checked)"
+    out.print(f"{dataset} now serves [bold]{_serving_text(result['serving'])}[/]{note}")
+
+
+@main.group("canary")
+def canary_group() -> None:
+    """A promoted version on trial (spec `deployment.canary_percent`): give it all traffic, or none."""
+
+
+@canary_group.command("promote")
+@click.argument("dataset")
+@click.option("--reason", default="canary looked good", show_default=True)
+@click.option("--actor", help="Who (default: $TOLLGATE_ACTOR or your login).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def canary_promote(obj: Ctx, dataset: str, reason: str, actor: str | None, as_json: bool) -> None:
+    """The canary becomes the champion and takes 100% of requests."""
+    _move(obj, dataset, "canary-promote", actor, reason, None, as_json)
+
+
+@canary_group.command("abort")
+@click.argument("dataset")
+@click.option("--reason", default="canary aborted", show_default=True)
+@click.option("--actor", help="Who (default: $TOLLGATE_ACTOR or your login).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def canary_abort(obj: Ctx, dataset: str, reason: str, actor: str | None, as_json: bool) -> None:
+    """The canary gets no more requests; the champion takes 100% again."""
+    _move(obj, dataset, "canary-abort", actor, reason, None, as_json)
+
+
+@main.command("rollback")
+@click.argument("dataset")
+@click.option("--to", "to_version", type=int, help="The version to serve (default: the previous champion).")
+@click.option("--reason", default="manual rollback", show_default=True)
+@click.option("--actor", help="Who (default: $TOLLGATE_ACTOR or your login).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def rollback_cmd(obj: Ctx, dataset: str, to_version: int | None, reason: str, actor: str | None,
+                 as_json: bool) -> None:
+    """Serve an earlier version again, in one step: the Firestore pointer, the ledger and the traffic.
+
+    Safe to repeat: right after a rollback, running it again finishes a deployment left half-done
+    instead of going further back (name a version with --to for that)."""
+    _move(obj, dataset, "rollback", actor, reason, to_version, as_json)
 
 
 @main.command()
@@ -515,7 +782,9 @@ def status(obj: Ctx, as_json: bool) -> None:
         metric, score = held_out_score(obj.state.get_run(record["run_id"]) if record else None)
         datasets.append({"dataset": ds["name"], "predictor_url": service.uri if service else None,
                          "champion": {"version": champion, "metric": metric, "value": score} if champion else None,
-                         "serving": ds.get("serving")})
+                         "serving": ds.get("serving"), "canary": ds.get("canary"),
+                         "deployment": ds.get("deployment"),
+                         "pending_reviews": len(obj.state.list_reviews("pending", ds["name"]))})
     runs = [run_summary(r) for r in obj.state.list_runs(limit=10)]
     predictor_url = next((d["predictor_url"] for d in datasets if d["predictor_url"]), None)
     payload = {"bucket": f"gs://{obj.cloud.settings.bucket}", "project": obj.cloud.settings.project,
@@ -525,12 +794,18 @@ def status(obj: Ctx, as_json: bool) -> None:
         return
     out.print(f"project [bold]{payload['project']}[/]   bucket [bold]{payload['bucket']}[/]")
     table = Table(title="datasets")
-    for col in ("dataset", "champion", "metric", "predictor URL"):
+    for col in ("dataset", "champion", "metric", "traffic", "deployment", "reviews", "predictor URL"):
         table.add_column(col)
     for d in datasets:
         c = d["champion"] or {}
         value = f"{c['metric']}={c['value']:.4f}" if c.get("value") is not None else ""
-        table.add_row(d["dataset"], str(c.get("version") or "none"), value, d["predictor_url"] or "")
+        canary = d["canary"]
+        traffic = _serving_text({"version": c.get("version"), "canary": canary}) if c else ""
+        deployment = d["deployment"] or {}
+        table.add_row(d["dataset"], str(c.get("version") or "none"), value, traffic,
+                      deployment.get("status", "") + (f": {deployment['error'][:80]}"
+                                                      if deployment.get("error") else ""),
+                      f"{d['pending_reviews']} pending" if d["pending_reviews"] else "", d["predictor_url"] or "")
     out.print(table)
     recent = Table(title="recent runs")
     for col in ("run", "dataset", "status", "decision", "serving"):

@@ -10,10 +10,19 @@ from typing import Any
 import orjson
 
 _TRACE_HEADER = "X-Cloud-Trace-Context"
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+_config: dict[str, Any] = {"stream": None, "min": 20}
+
+
+def configure(stream: Any = None, min_severity: str = "INFO") -> None:
+    """Where entries go (default stdout) and which: the CLI keeps stdout for its own output."""
+    _config.update(stream=stream, min=_LEVELS[min_severity])
 
 
 def log(severity: str, message: str, **fields: Any) -> None:
     """Write one log entry. ``fields`` carry run ids, event ids and any structured detail."""
+    if _LEVELS.get(severity.upper(), 40) < _config["min"]:
+        return
     entry: dict[str, Any] = {
         "severity": severity.upper(),
         "message": message,
@@ -23,8 +32,9 @@ def log(severity: str, message: str, **fields: Any) -> None:
     if component:
         entry["component"] = component
     entry.update({k: v for k, v in fields.items() if v is not None})
-    sys.stdout.buffer.write(orjson.dumps(entry, default=str) + b"\n")
-    sys.stdout.flush()
+    stream = _config["stream"] or sys.stdout
+    stream.buffer.write(orjson.dumps(entry, default=str) + b"\n")
+    stream.flush()
 
 
 def info(message: str, **fields: Any) -> None:

@@ -91,6 +91,19 @@ class Policy:
 
 
 @dataclasses.dataclass(frozen=True)
+class Deployment:
+    """How a promotion reaches traffic: at once, or as a canary taking ``canary_percent`` of the
+    requests until `tollgate canary promote` (or the monitor) gives it 100%."""
+    canary_percent: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+    """Human review: a pending review expires (a recorded outcome; the champion stays) after this long."""
+    expire_after_hours: float = 72.0
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
     task: str
@@ -106,6 +119,8 @@ class DatasetSpec:
     max_drop_fraction: float = 0.2
     max_file_bytes: int = 10 * 2**30
     drift: Drift = Drift()
+    deployment: Deployment = Deployment()
+    review: Review = Review()
     estimator: str = "hist_gradient_boosting"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     search: Search | None = None
@@ -268,6 +283,13 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
     time_column = raw.get("time_column")
     if time_column is not None and time_column not in columns:
         raise SpecError(f"{where}: time_column {time_column!r} is not declared under columns")
+    deployment_raw = raw.get("deployment") or {}
+    canary = int(deployment_raw.get("canary_percent", 0))
+    if not 0 <= canary < 100:
+        raise SpecError(f"{where}: deployment.canary_percent must be between 0 (no canary) and 99")
+    expire_after = float((raw.get("review") or {}).get("expire_after_hours", 72.0))
+    if expire_after <= 0:
+        raise SpecError(f"{where}: review.expire_after_hours must be positive")
     return DatasetSpec(
         name=name, task=task, target=target, columns=columns,
         numeric_features=numeric, categorical_features=categorical,
@@ -277,7 +299,7 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         rules=rules, time_column=time_column, description=str(raw.get("description", "")),
         min_rows=int(raw.get("min_rows", 1)), max_drop_fraction=float(raw.get("max_drop_fraction", 0.2)),
         max_file_bytes=int(raw.get("max_file_bytes", 10 * 2**30)),
-        drift=drift,
+        drift=drift, deployment=Deployment(canary_percent=canary), review=Review(expire_after_hours=expire_after),
         estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),
         model_params=dict(model.get("params") or {}),
         search=_search(model.get("search"), f"{where}: model.search"),

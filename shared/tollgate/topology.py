@@ -21,8 +21,12 @@ class Function:
     name: str
     source: str
     entry_point: str
-    trigger_topic: str
+    trigger_topic: str | None      # None: an HTTP function (`trigger: http`)
     env: dict[str, str]
+
+    @property
+    def http(self) -> bool:
+        return self.trigger_topic is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +47,21 @@ class Service:
 
 
 @dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Periodic work: Cloud Scheduler publishes to ``topic`` on the cron ``schedule`` (UTC)."""
+    name: str
+    schedule: str
+    topic: str
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Topology:
     topics: dict[str, dict[str, Any]]
     functions: dict[str, Function]
     jobs: dict[str, Job]
     services: dict[str, Service]
+    schedules: dict[str, Schedule] = dataclasses.field(default_factory=dict)
 
     def subscription_name(self, function: str) -> str:
         return f"{function}-push"
@@ -56,10 +70,17 @@ class Topology:
 def load(path: Path | str = DEFAULT_PATH) -> Topology:
     raw = yaml.safe_load(Path(path).read_text())
     topics = raw.get("topics") or {}
-    functions = {
-        name: Function(name=name, source=f["source"], entry_point=f["entry_point"],
-                       trigger_topic=f["trigger_topic"], env={k: str(v) for k, v in (f.get("env") or {}).items()})
-        for name, f in (raw.get("functions") or {}).items()
+    functions = {}
+    for name, f in (raw.get("functions") or {}).items():
+        if (f.get("trigger") == "http") == ("trigger_topic" in f):
+            raise TopologyError(f"function {name!r}: set either `trigger_topic: TOPIC` or `trigger: http`")
+        functions[name] = Function(name=name, source=f["source"], entry_point=f["entry_point"],
+                                   trigger_topic=f.get("trigger_topic"),
+                                   env={k: str(v) for k, v in (f.get("env") or {}).items()})
+    schedules = {
+        name: Schedule(name=name, schedule=str(s["schedule"]), topic=s["topic"],
+                       description=str(s.get("description", "")))
+        for name, s in (raw.get("schedules") or {}).items()
     }
     jobs = {
         name: Job(name=name, source=j["source"], command=list(j["command"]), publishes=j.get("publishes"),
@@ -71,12 +92,17 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                       health_path=s.get("health_path", "/health"))
         for name, s in (raw.get("services") or {}).items()
     }
+    for sched in schedules.values():
+        if sched.topic not in topics:
+            raise TopologyError(f"schedule {sched.name!r} publishes to unknown topic {sched.topic!r}")
+        if len(sched.schedule.split()) != 5:
+            raise TopologyError(f"schedule {sched.name!r}: {sched.schedule!r} is not a 5-field cron expression")
     for fn in functions.values():
-        if fn.trigger_topic not in topics:
+        if not fn.http and fn.trigger_topic not in topics:
             raise TopologyError(f"function {fn.name!r} is triggered by unknown topic {fn.trigger_topic!r}")
         if not (ROOT / fn.source / "main.py").is_file():
             raise TopologyError(f"function {fn.name!r}: {fn.source}/main.py does not exist")
     for job in jobs.values():
         if job.publishes and job.publishes not in topics:
             raise TopologyError(f"job {job.name!r} publishes unknown topic {job.publishes!r}")
-    return Topology(topics=topics, functions=functions, jobs=jobs, services=services)
+    return Topology(topics=topics, functions=functions, jobs=jobs, services=services, schedules=schedules)

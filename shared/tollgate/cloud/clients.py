@@ -72,6 +72,12 @@ class Cloud:
 
         return run_v2.ServicesClient(**self._run_client_kwargs())
 
+    @functools.cached_property
+    def revisions(self):  # type: ignore[no-untyped-def]
+        from google.cloud import run_v2
+
+        return run_v2.RevisionsClient(**self._run_client_kwargs())
+
     # -- names -----------------------------------------------------------------------------
     @property
     def location(self) -> str:

@@ -55,34 +55,54 @@ def get_service(cloud: Cloud, dataset: str) -> run_v2.Service | None:
         return None
 
 
-def deploy_model(cloud: Cloud, dataset: str, version: int, env: dict[str, str], timeout: float = 300) -> dict[str, Any]:
-    """Roll the dataset's predictor to a new revision pinned to ``version`` with 100% of traffic.
+def revision_exists(cloud: Cloud, dataset: str, version: int) -> bool:
+    try:
+        cloud.revisions.get_revision(
+            name=f"{cloud.location}/services/{service_id(dataset)}/revisions/{revision_id(dataset, version)}")
+        return True
+    except NotFound:
+        return False
 
-    Idempotent: the revision name derives from the version, so a retried deployment converges.
-    Creates the service on first promotion; otherwise keeps the template terraform set and
-    changes only the revision name, the pinned version and the traffic.
+
+def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env: dict[str, str],
+                timeout: float = 300) -> dict[str, Any]:
+    """Make the dataset's predictor serve ``targets`` — (model version, percent) pairs adding up
+    to 100 — each version from its own revision, tagged ``v<version>``.
+
+    Idempotent and convergent: a revision is named after its version, so a retried call finds the
+    revisions it created. At most one target may lack a revision (the version being promoted);
+    it becomes the new template, pinned to its version through the environment. Everything
+    else the template holds (image, resources, service account: terraform's) is kept. Moving
+    traffic between existing revisions (canary promote/abort, rollback) creates nothing.
     """
-    revision = revision_id(dataset, version)
-    pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(version)}
+    if sum(p for _, p in targets) != 100 or any(p <= 0 for _, p in targets):
+        raise ValueError(f"traffic targets must be positive and add up to 100: {targets}")
     service = get_service(cloud, dataset)
+    missing = [v for v, _ in targets if service is None or not revision_exists(cloud, dataset, v)]
+    if len(missing) > 1:
+        raise ValueError(f"versions {missing} have no revision yet; deploy them one at a time")
     traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
-                                    revision=revision, percent=100, tag=f"v{version}")]
+                                    revision=revision_id(dataset, v), percent=p, tag=f"v{v}") for v, p in targets]
     if service is None:
+        pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])}
         container = run_v2.Container(image=cloud.settings.predictor_image,
                                      env=[run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
-        template = run_v2.RevisionTemplate(revision=revision, containers=[container])
+        template = run_v2.RevisionTemplate(revision=revision_id(dataset, missing[0]), containers=[container])
         if cloud.settings.predictor_service_account:
             template.service_account = cloud.settings.predictor_service_account
         op = cloud.services.create_service(parent=cloud.location, service_id=service_id(dataset),
                                            service=run_v2.Service(template=template, traffic=traffic))
     else:
-        container = service.template.containers[0]
-        kept = [e for e in container.env if e.name not in pinned]
-        del container.env[:]
-        container.env.extend(kept + [run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
-        service.template.revision = revision
+        if missing:
+            pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])}
+            container = service.template.containers[0]
+            kept = [e for e in container.env if e.name not in pinned]
+            del container.env[:]
+            container.env.extend(kept + [run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
+            service.template.revision = revision_id(dataset, missing[0])
         del service.traffic[:]
         service.traffic.extend(traffic)
         op = cloud.services.update_service(service=service)
     result = op.result(timeout=timeout)
-    return {"service": result.name, "revision": revision, "uri": result.uri}
+    return {"service": result.name, "uri": result.uri,
+            "traffic": [{"version": v, "percent": p, "revision": revision_id(dataset, v)} for v, p in targets]}

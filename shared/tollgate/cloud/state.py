@@ -4,9 +4,10 @@ Every change is a transaction that reads the current state first, so a duplicate
 event changes nothing and two concurrent writers cannot both win.
 
     runs/{run_id}                          the run record
-    datasets/{dataset}                     next_version, champion_version, previous_version, serving
+    datasets/{dataset}                     next_version, serving pointers (stages.py), deployment
     datasets/{dataset}/versions/{version}  immutable model version records
-    datasets/{dataset}/ledger/{entry}      append-only decisions
+    datasets/{dataset}/ledger/{entry}      append-only: decisions, review outcomes, canary moves, rollbacks
+    reviews/{run_id}                       human reviews: pending → approved | rejected | expired | stale
     rejected_events/{message_id}           malformed events, recorded and acknowledged
 """
 
@@ -17,6 +18,8 @@ from typing import Any, Callable
 
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
+
+from tollgate import stages
 
 # Run statuses, in order. Terminal ones end a run.
 RECEIVED, VALIDATING, VALIDATED = "received", "validating", "validated"
@@ -159,45 +162,222 @@ class State:
     def list_batches(self, dataset: str) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.dataset_ref(dataset).collection("batches").order_by("added_at").stream()]
 
-    # -- decisions -------------------------------------------------------------------------
-    def apply_decision(self, run_id: str, dataset: str, verdict: str, reason: str, entry: dict[str, Any],
-                       evaluated_against: int | None) -> str:
-        """Record a decision and move stages atomically.
+    # -- decisions, reviews and serving moves -----------------------------------------------
+    def review_ref(self, run_id: str):  # type: ignore[no-untyped-def]
+        return self.db.collection("reviews").document(run_id)
 
-        Returns "applied", "duplicate" (already decided) or "stale" (the champion changed since
-        the evaluation: the caller re-evaluates, never promotes on stale evidence).
+    def _ledger(self, tx: firestore.Transaction, dataset: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """Append an entry to the dataset's decision ledger (inside the caller's transaction)."""
+        ref = self.dataset_ref(dataset).collection("ledger").document()
+        record = {**entry, "dataset": dataset, "ledger_id": ref.id, "announced": False}
+        tx.create(ref, record)
+        return record
+
+    def _serve(self, tx: firestore.Transaction, dataset: str, current: dict[str, Any], changes: dict[str, Any],
+               at: dt.datetime) -> dict[str, Any]:
+        """Write new serving pointers with a fresh deployment generation (Cloud Run follows it)."""
+        after = {**current, **changes}
+        generation = int((current.get("deployment") or {}).get("generation", 0)) + 1
+        deployment = {"generation": generation, "status": "pending", "at": at,
+                      "traffic": [{"version": v, "percent": p} for v, p in stages.traffic(after)]}
+        fields = {**changes, "deployment": deployment, "updated_at": at}
+        tx.set(self.dataset_ref(dataset), fields, merge=list(fields))  # whole fields replaced, others kept
+        return {**after, "deployment": deployment}
+
+    def apply_decision(self, run_id: str, dataset: str, verdict: str, reason: str, entry: dict[str, Any],
+                       evaluated_against: int | None, *, canary_percent: int = 0,
+                       review_hours: float = 72.0, force: bool = False) -> tuple[str, dict[str, Any] | None]:
+        """Record a decision and move the serving pointers, in one transaction.
+
+        Returns ("applied", ledger entry), ("duplicate", None) when the run is decided already, or
+        ("stale", None) when the champion changed since the evaluation (the caller re-evaluates;
+        nothing is promoted on stale evidence). ``force`` records a review whatever the champion.
+        A review verdict also opens ``reviews/{run_id}``, pending until approved, rejected or expired.
         """
         run_ref, ds_ref = self.run_ref(run_id), self.dataset_ref(dataset)
-        ledger_ref = ds_ref.collection("ledger").document(f"decision-{run_id}")
 
         @firestore.transactional
-        def apply(tx: firestore.Transaction) -> str:
+        def apply(tx: firestore.Transaction) -> tuple[str, dict[str, Any] | None]:
             run = run_ref.get(transaction=tx)
             ds = ds_ref.get(transaction=tx)
             if not run.exists or run.get("status") != EVALUATED:
-                return "duplicate"
-            state = ds.to_dict() or {}
-            champion = state.get("champion_version")
-            if champion != evaluated_against:
-                return "stale"
+                return "duplicate", None
+            current = ds.to_dict() or {}
+            champion = current.get("champion_version")
+            if champion != evaluated_against and not force:
+                return "stale", None
             at = now()
             challenger = run.get("challenger_version")
-            serving = champion
+            after = current
+            fields: dict[str, Any] = {"status": DECIDED, "decision": verdict, "reason": reason, "decided_at": at,
+                                      "decided_by": "auto", "deployment": {"status": "none"}}
             if verdict == "promote":
-                serving = challenger
-                tx.set(ds_ref, {"champion_version": challenger, "previous_version": champion,
-                                "serving": {"version": challenger, "since": at, "run_id": run_id},
-                                "updated_at": at}, merge=True)
-            tx.create(ledger_ref, {**entry, "kind": "decision", "verdict": verdict, "reason": reason,
-                                   "run_id": run_id, "dataset": dataset, "actor": entry.get("actor", "auto"),
-                                   "champion_before": champion, "champion_after": serving, "at": at})
-            tx.update(run_ref, {"status": DECIDED, "decision": verdict, "reason": reason,
-                                "model_version": serving, "decided_at": at, "updated_at": at,
-                                "deployment": {"status": "pending" if verdict == "promote" else "none"},
-                                "history": firestore.ArrayUnion([{"status": DECIDED, "at": at}])})
-            return "applied"
+                after = self._serve(tx, dataset, current, stages.move(
+                    current, stages.PROMOTE, version=challenger, percent=canary_percent, run_id=run_id, at=at), at)
+                fields["deployment"] = {"status": "pending", "generation": after["deployment"]["generation"]}
+            record = self._ledger(tx, dataset, {
+                **entry, "kind": "decision", "event": verdict, "verdict": verdict, "reason": reason,
+                "run_id": run_id, "actor": "auto", "challenger_version": challenger, "champion_before": champion,
+                "champion_after": after.get("champion_version"), "serving_after": stages.serving_summary(after),
+                "at": at})
+            if verdict == "review":
+                expires = at + dt.timedelta(hours=review_hours)
+                tx.set(self.review_ref(run_id), {
+                    "run_id": run_id, "dataset": dataset, "status": "pending", "requested_at": at,
+                    "expires_at": expires, "reason": reason, "challenger_version": challenger,
+                    "evaluated_against": evaluated_against, "decision_ledger_id": record["ledger_id"]})
+                fields["review"] = {"status": "pending", "expires_at": expires}
+            fields.update(model_version=after.get("champion_version"), ledger_id=record["ledger_id"], updated_at=at,
+                          history=firestore.ArrayUnion([{"status": DECIDED, "at": at}]))
+            tx.update(run_ref, fields)
+            return "applied", record
 
         return apply(self.db.transaction())
+
+    def resolve_review(self, run_id: str, action: str, actor: str, reason: str, *,
+                       canary_percent: int = 0) -> tuple[str, dict[str, Any] | None]:
+        """Approve, reject or expire a pending review, in one transaction.
+
+        "approved" promotes the challenger through the same pointer move as an automatic promotion,
+        only if the champion is still the one it was judged against; otherwise the review is closed
+        as "stale" and the run goes back to be re-evaluated (the caller publishes that). A review past
+        its deadline can only expire. Returns (outcome, ledger entry or None): outcome is "approved",
+        "rejected", "expired", "stale", "closed" (not pending any more) or "unknown".
+        """
+        review_ref, run_ref = self.review_ref(run_id), self.run_ref(run_id)
+
+        @firestore.transactional
+        def apply(tx: firestore.Transaction) -> tuple[str, dict[str, Any] | None]:
+            review = review_ref.get(transaction=tx)
+            if not review.exists:
+                return "unknown", None
+            r = review.to_dict()
+            ds_ref = self.dataset_ref(r["dataset"])
+            ds = ds_ref.get(transaction=tx)
+            if r["status"] != "pending":
+                return "closed", None
+            at = now()
+            outcome = {"approve": "approved", "reject": "rejected", "expire": "expired"}[action]
+            if outcome != "expired" and at >= r["expires_at"]:
+                outcome, actor_, why = "expired", "auto", "the review deadline had passed"
+            else:
+                actor_, why = actor, reason
+            current = ds.to_dict() or {}
+            champion = current.get("champion_version")
+            if outcome == "approved" and champion != r.get("evaluated_against"):
+                tx.update(review_ref, {"status": "stale", "resolved_at": at, "reviewer": actor,
+                                       "resolution": f"champion changed from v{r.get('evaluated_against')} to "
+                                                     f"v{champion}; the run is re-evaluated"})
+                tx.update(run_ref, {"status": TRAINED, "review.status": "stale", "updated_at": at,
+                                    "history": firestore.ArrayUnion([{"status": TRAINED, "at": at}])})
+                return "stale", None
+            after = current
+            run_fields: dict[str, Any] = {"review.status": outcome, "review.reviewer": actor_,
+                                          "review.reason": why, "review.resolved_at": at, "updated_at": at}
+            if outcome == "approved":
+                after = self._serve(tx, r["dataset"], current, stages.move(
+                    current, stages.PROMOTE, version=r["challenger_version"], percent=canary_percent,
+                    run_id=run_id, at=at, actor=actor_), at)
+                run_fields.update(decision="promote", reason=f"approved by {actor_}: {why}", decided_by=actor_,
+                                  model_version=after.get("champion_version"),
+                                  deployment={"status": "pending", "generation": after["deployment"]["generation"]})
+            else:
+                run_fields.update(decision="keep", decided_by=actor_, reason=f"{outcome} by {actor_}: {why}")
+            record = self._ledger(tx, r["dataset"], {
+                "kind": "review", "event": outcome, "verdict": "promote" if outcome == "approved" else "keep",
+                "reason": why, "run_id": run_id, "actor": actor_, "challenger_version": r["challenger_version"],
+                "champion_before": champion, "champion_after": after.get("champion_version"),
+                "serving_after": stages.serving_summary(after), "review_reason": r.get("reason"), "at": at})
+            tx.update(review_ref, {"status": outcome, "reviewer": actor_, "resolution": why, "resolved_at": at,
+                                   "ledger_id": record["ledger_id"]})
+            tx.update(run_ref, {**run_fields, "ledger_id": record["ledger_id"]})
+            return outcome, record
+
+        return apply(self.db.transaction())
+
+    def move_serving(self, dataset: str, action: str, actor: str, reason: str,
+                     version: int | None = None) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+        """Canary promote/abort or rollback: pointers and a ledger entry in one transaction.
+
+        Returns (outcome, ledger entry, dataset state after): "moved", or "unchanged" when the pointers
+        already say so (a repeated rollback; the caller still makes Cloud Run match them).
+        Raises stages.MoveError when the action makes no sense now.
+        """
+        ds_ref = self.dataset_ref(dataset)
+
+        @firestore.transactional
+        def apply(tx: firestore.Transaction) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+            ds = ds_ref.get(transaction=tx)
+            current = ds.to_dict() or {}
+            target = version
+            if action == stages.ROLLBACK:
+                target = stages.rollback_target(current, version)
+                if not self.version_ref(dataset, target).get(transaction=tx).exists:
+                    raise stages.MoveError(f"{dataset} has no version {target}; list them with "
+                                           f"`tollgate models {dataset}`")
+            at = now()
+            changes = stages.move(current, action, version=target, at=at, actor=actor)
+            if not changes:
+                return "unchanged", None, current
+            canary = current.get("canary") or {}
+            after = self._serve(tx, dataset, current, changes, at)
+            record = self._ledger(tx, dataset, {
+                "kind": "canary" if action != stages.ROLLBACK else "rollback", "event": action,
+                "verdict": action, "reason": reason, "actor": actor, "run_id": canary.get("run_id"),
+                "challenger_version": canary.get("version") if canary else target,
+                "champion_before": current.get("champion_version"),
+                "champion_after": after.get("champion_version"), "serving_after": stages.serving_summary(after),
+                "at": at})
+            return "moved", record, after
+
+        return apply(self.db.transaction())
+
+    def set_deployment(self, dataset: str, generation: int, status: str, **detail: Any) -> bool:
+        """Record how the deployment of a generation went; a newer generation is never overwritten."""
+        ds_ref = self.dataset_ref(dataset)
+
+        @firestore.transactional
+        def apply(tx: firestore.Transaction) -> bool:
+            current = (ds_ref.get(transaction=tx).to_dict() or {}).get("deployment") or {}
+            if current.get("generation") != generation:
+                return False
+            tx.update(ds_ref, {"deployment": {**current, "status": status, **detail, "at": now()}})
+            return True
+
+        return apply(self.db.transaction())
+
+    def get_review(self, run_id: str) -> dict[str, Any] | None:
+        snap = self.review_ref(run_id).get()
+        return snap.to_dict() if snap.exists else None
+
+    def list_reviews(self, status: str | None = None, dataset: str | None = None,
+                     limit: int = 50) -> list[dict[str, Any]]:
+        query = self.db.collection("reviews")
+        if status:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status))
+        if dataset:
+            query = query.where(filter=firestore.FieldFilter("dataset", "==", dataset))
+        found = [d.to_dict() for d in query.stream()]
+        return sorted(found, key=lambda r: r["requested_at"], reverse=True)[:limit]
+
+    def overdue_reviews(self, at: dt.datetime | None = None) -> list[str]:
+        at = at or now()
+        query = self.db.collection("reviews").where(filter=firestore.FieldFilter("status", "==", "pending"))
+        return [d.get("run_id") for d in query.stream() if d.get("expires_at") <= at]
+
+    def ledger_entry(self, dataset: str, ledger_id: str) -> dict[str, Any]:
+        return self.dataset_ref(dataset).collection("ledger").document(ledger_id).get().to_dict()
+
+    def mark_announced(self, dataset: str, ledger_id: str) -> None:
+        """The entry's model-decided event is out (the one field of a ledger entry that ever changes)."""
+        self.dataset_ref(dataset).collection("ledger").document(ledger_id).update({"announced": True})
+
+    def last_unannounced(self, dataset: str) -> dict[str, Any] | None:
+        """The latest ledger entry, if its event never went out (its deployment failed before)."""
+        query = (self.dataset_ref(dataset).collection("ledger")
+                 .order_by("at", direction=firestore.Query.DESCENDING).limit(1))
+        latest = [d.to_dict() for d in query.stream()]
+        return latest[0] if latest and latest[0].get("announced") is False else None
 
     def ledger(self, dataset: str) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.dataset_ref(dataset).collection("ledger").order_by("at").stream()]

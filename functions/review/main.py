@@ -1,0 +1,27 @@
+"""Function `review` (HTTP): human review of decisions (API in tollgate/reviews.py).
+Function `review-expiry` (topic review-tick, on a schedule): expire overdue reviews."""
+
+import functions_framework
+import orjson
+from flask import Response
+
+from tollgate import events, promotion, reviews, runtime
+
+
+@functions_framework.http
+def review(request):
+    status, payload, content_type = reviews.handle(
+        runtime.cloud(), runtime.state(), request.method, request.path, dict(request.args), request.get_data(),
+        request.headers.get("Authorization"), request.host_url.rstrip("/"))
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=str)
+    return Response(body, status=status, content_type=content_type)
+
+
+def _expire(message: events.Message) -> str:
+    expired = promotion.expire_overdue(runtime.cloud(), runtime.state())
+    return f"expired {len(expired)}"
+
+
+@functions_framework.cloud_event
+def on_review_tick(cloud_event):
+    runtime.handle_event(cloud_event, _expire)

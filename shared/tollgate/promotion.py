@@ -1,0 +1,233 @@
+"""Decisions take effect: Firestore first, then Cloud Run follows, then everyone is told.
+
+Every way the serving model changes — an automatic promotion, an approved review, a canary
+promoted or aborted, a rollback — runs the same three steps:
+
+1. one Firestore transaction moves the serving pointers and appends to the ledger (state.py);
+2. ``converge`` makes the predictor's Cloud Run traffic match the pointers (idempotent: a
+   deployment that failed half-way is finished by running it again);
+3. ``announce`` publishes the ledger entry as a ``model-decided`` event (schema in
+   docs/events.md), and a review request also goes to ``review-requested`` and the webhook.
+
+The decider, the review function and the CLI all call this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from tollgate import log, stages
+from tollgate import spec as specs
+from tollgate.cloud import Cloud, run as cloudrun
+from tollgate.cloud import state as st
+from tollgate.events import SCHEMA_VERSION
+
+WEBHOOK_ENV = "TOLLGATE_REVIEW_WEBHOOK"   # Slack-compatible incoming webhook; on GCP from Secret Manager
+REVIEW_URL_ENV = "TOLLGATE_REVIEW_URL"
+
+
+class DeploymentFailed(RuntimeError):
+    """Cloud Run did not take the new traffic; Firestore says what should serve, so a retry finishes it."""
+
+
+class ReviewError(Exception):
+    """A review action that cannot be done; ``status`` is the HTTP status the review function answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- Cloud Run follows Firestore --------------------------------------------------------------
+def converge(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | None:
+    """Make the predictor serve what the dataset's pointers say; record how it went."""
+    ds = state.get_dataset(dataset)
+    targets = stages.traffic(ds)
+    if not targets:
+        return None
+    generation = (ds.get("deployment") or {}).get("generation")
+    env = {"GOOGLE_CLOUD_PROJECT": cloud.settings.project, "TOLLGATE_BUCKET": cloud.settings.bucket}
+    try:
+        result = cloudrun.set_traffic(cloud, dataset, targets, env)
+    except Exception as exc:
+        if generation is not None:
+            state.set_deployment(dataset, generation, "failed", error=str(exc)[:500])
+        raise DeploymentFailed(f"the predictor of {dataset} could not be moved to {targets}: {exc}") from exc
+    if generation is not None:
+        state.set_deployment(dataset, generation, "done", uri=result["uri"])
+    log.info("predictor traffic set", dataset=dataset, traffic=result["traffic"])
+    return result
+
+
+# -- events -----------------------------------------------------------------------------------
+def _iso(value: Any) -> Any:
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if isinstance(value, dt.datetime) \
+        else value
+
+
+def decided_event(entry: dict[str, Any], deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``model-decided`` payload for a ledger entry (docs/events.md, schema_version 1)."""
+    evaluation = entry.get("evaluation") or {}
+    metric = evaluation.get("metric")
+    scores = None
+    if metric:
+        champion = evaluation.get("champion")
+        scores = {"metric": metric,
+                  "challenger": ((evaluation.get("challenger") or {}).get("metrics") or {}).get(metric),
+                  "champion": (champion.get("metrics") or {}).get(metric) if champion else None,
+                  "difference": evaluation.get("difference"), "holdout_rows": evaluation.get("holdout_rows")}
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "model-decided",
+        "event": entry["event"], "ledger_id": entry["ledger_id"], "dataset": entry["dataset"],
+        "run_id": entry.get("run_id"), "verdict": entry["verdict"], "actor": entry["actor"],
+        "reason": entry["reason"], "at": _iso(entry["at"]),
+        "challenger_version": entry.get("challenger_version"), "champion_before": entry.get("champion_before"),
+        "champion_after": entry.get("champion_after"), "serving": entry["serving_after"],
+        "evaluation": scores, "drift": (entry.get("drift") or {}).get("verdict"),
+        "deployment": {"traffic": deployment["traffic"], "uri": deployment["uri"]} if deployment else None,
+    }
+
+
+def announce(cloud: Cloud, state: st.State, entry: dict[str, Any],
+             deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish the entry's model-decided event once its effect is deployed (at least once: a retry
+    after a failure publishes it then; ``ledger_id`` lets subscribers drop a repeat)."""
+    payload = decided_event(entry, deployment)
+    cloud.publish("model-decided", payload)
+    state.mark_announced(entry["dataset"], entry["ledger_id"])
+    return payload
+
+
+def notify_webhook(state: st.State, review: dict[str, Any], payload: dict[str, Any]) -> str:
+    """Post a Slack-compatible message about a review request; never fails the decision."""
+    url = os.environ.get(WEBHOOK_ENV)
+    if not url:
+        return "not-configured"
+    if (review.get("webhook") or {}).get("status") == "sent":
+        return "sent"
+    import requests
+
+    where = os.environ.get(REVIEW_URL_ENV)
+    evaluation = payload.get("evaluation") or {}
+    score = (f"{evaluation['metric']}: challenger {evaluation['challenger']:.4f}"
+             + (f" vs champion {evaluation['champion']:.4f}" if evaluation.get("champion") is not None else "")
+             if evaluation.get("challenger") is not None else "")
+    text = (f"Tollgate: review needed for {payload['dataset']} v{payload['challenger_version']} "
+            f"(run {payload['run_id']}): {payload['reason']}. {score}. "
+            f"Approve or reject: `tollgate review show {payload['run_id']}`"
+            + (f" or {where}/reviews/{payload['run_id']}" if where else "")
+            + f". Expires {_iso(review.get('expires_at'))}.")
+    body = {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+            "tollgate": payload}
+    try:
+        response = requests.post(url, json=body, timeout=5)
+        response.raise_for_status()
+        status = {"status": "sent", "at": st.now()}
+    except requests.RequestException as exc:
+        log.warning(f"review webhook failed: {exc}", run_id=payload["run_id"])
+        status = {"status": "failed", "error": str(exc)[:300], "at": st.now()}
+    state.review_ref(payload["run_id"]).update({"webhook": status})
+    return status["status"]
+
+
+# -- runs: the decider's and the reviewer's decisions -----------------------------------------
+def finish_run(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
+    """Deploy a run's decision if it promoted (idempotent), then announce it. Safe to repeat."""
+    run_id, dataset = run["run_id"], run["dataset"]
+    deployment = None
+    if (run.get("deployment") or {}).get("status") in ("pending", "failed"):
+        try:
+            deployment = converge(cloud, state, dataset)
+        except DeploymentFailed as exc:
+            state.update_run(run_id, deployment={**run["deployment"], "status": "failed", "error": str(exc)[:500]})
+            raise   # temporary: the event comes back and the deployment is retried
+        state.update_run(run_id, deployment={**run["deployment"], "status": "done", **(deployment or {})})
+        log.info("predictor deployed", run_id=run_id, dataset=dataset)
+    entry = state.ledger_entry(dataset, run["ledger_id"])
+    payload = announce(cloud, state, entry, deployment)
+    if entry["kind"] == "decision" and entry["verdict"] == "review":
+        cloud.publish("review-requested", payload)
+        notify_webhook(state, state.get_review(run_id) or {}, payload)
+    return str(run.get("decision"))
+
+
+def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, actor: str,
+                   reason: str) -> dict[str, Any]:
+    """Approve, reject or expire a review. An approval takes the automatic promotion's path."""
+    if action not in ("approve", "reject", "expire"):
+        raise ReviewError(400, f"unknown action {action!r}: approve or reject")
+    if action != "expire" and (not actor.strip() or not reason.strip()):
+        raise ReviewError(400, "a reviewer and a reason are required: they go into the decision ledger")
+    run = state.get_run(run_id)
+    if run is None or state.get_review(run_id) is None:
+        raise ReviewError(404, f"no review for run {run_id}; list pending ones with `tollgate review list`")
+    spec = specs.from_dict(run["spec"])
+    outcome, _ = state.resolve_review(run_id, action, actor, reason,
+                                      canary_percent=spec.deployment.canary_percent)
+    review = state.get_review(run_id) or {}
+    if outcome == "closed":
+        raise ReviewError(409, f"the review of run {run_id} is already {review.get('status')} "
+                               f"(by {review.get('reviewer')}: {review.get('resolution')})")
+    if outcome == "stale":
+        from tollgate.events import envelope
+
+        cloud.publish("model-trained", envelope("model-trained", run_id=run_id, dataset=run["dataset"],
+                                                version=run.get("challenger_version")))
+        raise ReviewError(409, f"the champion changed since run {run_id} was evaluated, so approving it "
+                               f"would promote on stale evidence; the run is being re-evaluated "
+                               f"({review.get('resolution')})")
+    finish_run(cloud, state, state.get_run(run_id) or run)
+    if outcome == "expired" and action != "expire":
+        raise ReviewError(410, f"the review of run {run_id} expired at {_iso(review.get('expires_at'))}; "
+                               "the champion stays")
+    log.info("review resolved", run_id=run_id, outcome=outcome, actor=actor)
+    return {"run_id": run_id, "outcome": outcome, "review": review,
+            "serving": stages.serving_summary(state.get_dataset(run["dataset"]))}
+
+
+def expire_overdue(cloud: Cloud, state: st.State) -> list[str]:
+    """Expire every pending review past its deadline (the scheduled review-tick, and before listing)."""
+    expired = []
+    for run_id in state.overdue_reviews():
+        try:
+            resolve_review(cloud, state, run_id, "expire", "auto", "no decision before the review deadline")
+            expired.append(run_id)
+        except ReviewError:   # resolved meanwhile
+            pass
+    return expired
+
+
+# -- serving moves: canary promote/abort, rollback --------------------------------------------
+def move(cloud: Cloud, state: st.State, dataset: str, action: str, actor: str, reason: str,
+         version: int | None = None) -> dict[str, Any]:
+    outcome, entry, after = state.move_serving(dataset, action, actor, reason, version)
+    if entry is None:   # nothing moved: finish what an earlier attempt left (its deployment, its event)
+        entry = state.last_unannounced(dataset)
+    deployment = converge(cloud, state, dataset)
+    if entry is not None:
+        announce(cloud, state, entry, deployment)
+    log.info("serving moved", dataset=dataset, action=action, outcome=outcome, actor=actor)
+    return {"outcome": outcome, "entry": entry, "serving": stages.serving_summary(after),
+            "deployment": deployment}
+
+
+# -- history ----------------------------------------------------------------------------------
+def serving_at(ledger: list[dict[str, Any]], at: dt.datetime) -> dict[str, Any] | None:
+    """What served at ``at`` and the ledger entry that put it there (None: nothing served yet)."""
+    before = [e for e in ledger if e["at"] <= at and e.get("serving_after")]
+    if not before:
+        return None
+    serving = before[-1]["serving_after"]
+    if serving.get("version") is None:
+        return None
+    version = serving["version"]
+    since = next((e for e in reversed(before)
+                  if e.get("champion_after") == version and e.get("champion_before") != version), None)
+    canary = serving.get("canary")
+    canary_since = next((e for e in reversed(before) if canary and e["serving_after"].get("canary")
+                         and e["serving_after"]["canary"]["version"] == canary["version"]
+                         and e.get("event") in ("promote", "approved")), None) if canary else None
+    return {"at": at, "serving": serving, "since": since, "canary_since": canary_since,
+            "last_entry": before[-1]}

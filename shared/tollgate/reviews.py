@@ -1,0 +1,144 @@
+"""The review API behind the HTTP function `review`: list, show (with the evidence), approve, reject.
+
+    GET  /reviews[?status=pending|approved|rejected|expired|stale|all][&dataset=D]
+    GET  /reviews/<run_id>                                   one review and its evidence
+    GET  /reviews/<run_id>/report/<validation|evaluation>    the run's HTML report
+    POST /reviews/<run_id>/approve   {"reviewer": "...", "reason": "..."}
+    POST /reviews/<run_id>/reject    {"reviewer": "...", "reason": "..."}
+
+Locally every request needs ``Authorization: Bearer $TOLLGATE_REVIEW_TOKEN``. On GCP the function
+is not public: Cloud Run IAM checks the caller's identity token (roles/run.invoker) before the
+code runs, and the verified e-mail in that token is recorded as the reviewer's identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+from typing import Any
+
+import orjson
+
+from tollgate import promotion
+from tollgate.cloud import Cloud
+from tollgate.cloud import state as st
+
+TOKEN_ENV = "TOLLGATE_REVIEW_TOKEN"
+STATUSES = ("pending", "approved", "rejected", "expired", "stale")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def caller_identity(authorization: str | None) -> str | None:
+    """Check the local token, or read the e-mail of the identity token IAM verified on GCP."""
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    expected = os.environ.get(TOKEN_ENV)
+    if expected:
+        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise HttpError(401, "missing or wrong token: send `Authorization: Bearer $TOLLGATE_REVIEW_TOKEN` "
+                                 "(`tollgate env` prints it for the local cloud)")
+        return None
+    parts = token.split(".")
+    if len(parts) == 3:   # a Google identity token, already verified by Cloud Run IAM
+        try:
+            claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            return claims.get("email")
+        except (ValueError, orjson.JSONDecodeError):
+            return None
+    return None
+
+
+def evidence(cloud: Cloud, state: st.State, review: dict[str, Any], base_url: str | None) -> dict[str, Any]:
+    """What a reviewer needs: both models' scores with the interval, drift, checks, lineage, reports."""
+    run = state.get_run(review["run_id"]) or {}
+    evaluation = run.get("evaluation") or {}
+    metric = evaluation.get("metric")
+    champion = evaluation.get("champion")
+    validation = run.get("validation") or {}
+    drift = validation.get("drift") or {}
+    version = state.get_version(review["dataset"], review["challenger_version"]) or {}
+    reports = {}
+    for kind in ("validation", "evaluation"):
+        name = f"reports/{review['run_id']}/{kind}.html"
+        reports[kind] = {"gs": f"gs://{cloud.settings.bucket}/{name}",
+                         "url": f"{base_url}/reviews/{review['run_id']}/report/{kind}" if base_url else None,
+                         "cli": f"tollgate report {review['run_id']} --kind {kind} --open"}
+    return {
+        "metric": metric,
+        "challenger": ((evaluation.get("challenger") or {}).get("metrics") or {}),
+        "champion": (champion.get("metrics") or {}) if champion else None,
+        "difference": evaluation.get("difference"),
+        "holdout_rows": evaluation.get("holdout_rows"),
+        "thresholds": (run.get("spec") or {}).get("policy"),
+        "drift": {"verdict": drift.get("verdict"), "message": drift.get("message"),
+                  "drifted": [{k: f.get(k) for k in ("feature", "test", "distance", "score", "q_value", "status")}
+                              for f in drift.get("features") or [] if f.get("status") != "none"]},
+        "rows": {"in": validation.get("rows_in"), "out": validation.get("rows_out")},
+        "checks": [{k: c.get(k) for k in ("name", "action", "failed_rows", "message")}
+                   for c in validation.get("checks") or []],
+        "challenger_model": {"version": review["challenger_version"], "estimator": version.get("estimator"),
+                             "train_rows": version.get("train_rows"), "cv": (version.get("metrics") or {}).get("cv"),
+                             "training_batches": len(version.get("training_window") or [])},
+        "source": run.get("source"),
+        "reports": reports,
+    }
+
+
+def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str, str],
+           body: bytes, authorization: str | None, base_url: str | None) -> tuple[int, Any, str]:
+    """One request → (status, payload, content type). Every failure is a 4xx with a message."""
+    try:
+        identity = caller_identity(authorization)
+        parts = [p for p in path.strip("/").split("/") if p]
+        if not parts or parts[0] != "reviews":
+            raise HttpError(404, "not found: the review API lives under /reviews")
+        if method == "GET" and len(parts) == 1:
+            status = args.get("status", "pending")
+            if status not in (*STATUSES, "all"):
+                raise HttpError(400, f"status must be one of {', '.join(STATUSES)} or all")
+            promotion.expire_overdue(cloud, state)
+            reviews = state.list_reviews(None if status == "all" else status, args.get("dataset"))
+            return 200, {"reviews": reviews}, "application/json"
+        run_id = parts[1]
+        review = state.get_review(run_id) if len(parts) >= 2 else None
+        if review is None:
+            raise HttpError(404, f"no review for run {run_id}; list pending ones with GET /reviews")
+        if method == "GET" and len(parts) == 2:
+            if review["status"] == "pending" and review["expires_at"] <= st.now():
+                promotion.expire_overdue(cloud, state)
+                review = state.get_review(run_id) or review
+            return 200, {**review, "evidence": evidence(cloud, state, review, base_url)}, "application/json"
+        if method == "GET" and len(parts) == 4 and parts[2] == "report":
+            if parts[3] not in ("validation", "evaluation"):
+                raise HttpError(404, "reports: validation or evaluation")
+            try:
+                return 200, cloud.read_bytes(f"reports/{run_id}/{parts[3]}.html"), "text/html; charset=utf-8"
+            except Exception as exc:
+                from google.api_core.exceptions import NotFound
+
+                if isinstance(exc, NotFound):
+                    raise HttpError(404, f"run {run_id} has no {parts[3]} report") from None
+                raise
+        if method == "POST" and len(parts) == 3 and parts[2] in ("approve", "reject"):
+            try:
+                request = orjson.loads(body or b"{}")
+            except orjson.JSONDecodeError as exc:
+                raise HttpError(400, f"the body is not valid JSON: {exc}") from None
+            if not isinstance(request, dict):
+                raise HttpError(400, 'the body must be a JSON object: {"reviewer": "...", "reason": "..."}')
+            reviewer = str(request.get("reviewer") or identity or "")
+            if identity and request.get("reviewer") and request["reviewer"] != identity:
+                reviewer = f"{request['reviewer']} <{identity}>"
+            result = promotion.resolve_review(cloud, state, run_id, parts[2], reviewer,
+                                              str(request.get("reason") or ""))
+            return 200, result, "application/json"
+        raise HttpError(405 if len(parts) <= 3 else 404, f"{method} {path} is not part of the review API")
+    except promotion.ReviewError as exc:
+        return exc.status, {"error": str(exc)}, "application/json"
+    except HttpError as exc:
+        return exc.status, {"error": str(exc)}, "application/json"
