@@ -8,6 +8,7 @@ The local cloud keeps running afterwards; `make down` stops it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -44,11 +45,14 @@ SAMPLE = {"trip_miles": 3.2, "trip_seconds": 900, "trip_start_hour": 14, "trip_s
           "dropoff_longitude": -87.62, "payment_type": "Credit Card", "company": "Flash Cab"}
 
 
+LATE_TRIPS = 250   # the last trips of 2016 arrive late, as a batch of their own
+
+
 def make_batches(folder: Path) -> list[tuple[str, Path]]:
     """Half-year batches in time order (CSV, 2015-H1 as Parquet, 2015-H2 gzip-compressed), and a
-    corrupted export (semicolons) after 2014-H1."""
+    corrupted export (semicolons) after 2014-H1. The last LATE_TRIPS trips of 2016 are kept back."""
     folder.mkdir(parents=True, exist_ok=True)
-    trips = pd.read_csv(DATA).sort_values("trip_start_timestamp", kind="stable")
+    trips = pd.read_csv(DATA).sort_values("trip_start_timestamp", kind="stable").iloc[:-LATE_TRIPS]
     when = pd.to_datetime(trips["trip_start_timestamp"], unit="s")
     batches = []
     for label, start, end in PERIODS:
@@ -65,6 +69,19 @@ def make_batches(folder: Path) -> list[tuple[str, Path]]:
             trips[(when >= start) & (when < end)].to_csv(broken, index=False, sep=";")
             batches.append(("2014-H1 (broken export)", broken))
     return batches
+
+
+def make_review_batches(folder: Path) -> tuple[Path, Path]:
+    """Two batches the policy will not judge alone: 2016 re-exported with durations in minutes
+    (severe drift on trip_seconds), and the late trips of 2016 (too few held-out rows)."""
+    trips = pd.read_csv(DATA).sort_values("trip_start_timestamp", kind="stable")
+    when = pd.to_datetime(trips["trip_start_timestamp"], unit="s")
+    minutes = trips[(when >= "2016-01-01")].iloc[:-LATE_TRIPS].copy()
+    minutes["trip_seconds"] = (minutes["trip_seconds"] / 60).round()
+    minutes_path, late_path = folder / "taxi-2016-reexport-minutes.csv", folder / "taxi-2016-late-trips.csv"
+    minutes.to_csv(minutes_path, index=False)
+    trips.iloc[-LATE_TRIPS:].to_csv(late_path, index=False)
+    return minutes_path, late_path
 
 
 def fmt(value: object) -> str:
@@ -105,6 +122,82 @@ def runs_table(title: str, rows: list[tuple[str, ...]]) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def cli(env: dict[str, str], *args: str, note: str = "") -> subprocess.CompletedProcess[str]:
+    """Run `tollgate ARGS` as a user would, showing the command and its output."""
+    console.print(f"$ tollgate {' '.join(args)}" + (f"    # {note}" if note else ""), highlight=False, soft_wrap=True)
+    done = subprocess.run([TOLLGATE, *args], env=env, stdout=subprocess.PIPE, text=True, check=False)
+    sys.stdout.write(done.stdout)
+    sys.stdout.flush()
+    return done
+
+
+def served(url: str, n: int) -> dict[int, int]:
+    """Send n predictions to the service URL and count the model version each response reports."""
+    counts: dict[int, int] = {}
+    with requests.Session() as session:
+        for _ in range(n):
+            response = session.post(f"{url}/predict", json={"instances": [SAMPLE]}, timeout=30)
+            version = int(response.headers.get("X-Model-Version", 0)) if response.ok else -response.status_code
+            counts[version] = counts.get(version, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def decisions(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url: str) -> bool:
+    """Review requests answered from the CLI, a canary rollout measured at the URL, a rollback, the ledger."""
+    console.rule("[bold]When the policy asks a person")
+    minutes, late = make_review_batches(local.home / "demo")
+    reexport = drop_batch("2016 re-exported, durations in minutes", minutes, "chicago_taxi", env)
+    if reexport is None or reexport.get("decision") != "review":
+        console.print("[red]expected the re-export in minutes to go to review (severe drift)[/]")
+        return False
+    cli(wide, "review", "list")
+    cli(wide, "review", "show", reexport["run_id"])
+    cli(wide, "review", "reject", reexport["run_id"], "--reviewer", "ana@example.com", "--reason",
+        "trip_seconds holds minutes in this export; fix the export and drop it again",
+        note="the champion stays; the batch stays out of later training")
+
+    console.rule("[bold]A canary rollout")
+    spec_path = local.home / "demo" / "chicago_taxi-canary.yaml"
+    text = (ROOT / "datasets" / "chicago_taxi.yaml").read_text()
+    spec_path.write_text(text.replace("canary_percent: 0 ", "canary_percent: 10 "))
+    cli(wide, "spec", "push", str(spec_path), note="the team turns canaries on: deployment.canary_percent: 10")
+    before = served(url, 1)
+    late_run = drop_batch(f"the last {LATE_TRIPS} trips of 2016, arriving late", late, "chicago_taxi", env)
+    if late_run is None or late_run.get("decision") != "review":
+        console.print("[red]expected the late trips to go to review (too few held-out rows)[/]")
+        return False
+    approved = cli(wide, "review", "approve", late_run["run_id"], "--reviewer", "ana@example.com", "--reason",
+                   "a small batch of late trips; the challenger is trained on every batch so far",
+                   note="the same promotion path as an automatic one: here, a 10% canary")
+    if approved.returncode != 0:
+        return False
+    split = served(url, 1000)
+    canary = late_run["challenger_version"]
+    console.print(f"1,000 requests to {url}: versions served {split} → the canary v{canary} got "
+                  f"{split.get(canary, 0) / 10:.1f}%", highlight=False)
+    cli(wide, "status")
+    cli(wide, "canary", "promote", "chicago_taxi", "--actor", "ana@example.com", "--reason",
+        "error rate and latency match the champion's")
+    console.print(f"200 requests: versions served {served(url, 200)}", highlight=False)
+    promoted_at = dt.datetime.now(dt.timezone.utc)
+
+    console.rule("[bold]Rollback in one step")
+    time.sleep(1)
+    cli(wide, "rollback", "chicago_taxi", "--actor", "bo@example.com", "--reason",
+        "customer complaints about airport fares")
+    response = requests.post(f"{url}/predict", json={"instances": [SAMPLE]}, timeout=30)
+    console.print(f"$ curl -X POST {url}/predict ...   → HTTP {response.status_code}, "
+                  f"X-Model-Version: {response.headers.get('X-Model-Version')} (before the canary: "
+                  f"{next(iter(before))})", highlight=False, soft_wrap=True)
+
+    console.rule("[bold]Lineage and the decision ledger: the whole story")
+    cli(wide, "models", "chicago_taxi")
+    cli(wide, "history", "chicago_taxi")
+    cli(wide, "history", "chicago_taxi", "--at", promoted_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        note="what served at that moment, and why")
+    return response.ok
 
 
 def main() -> int:
@@ -152,10 +245,8 @@ def main() -> int:
     report = local.home / "demo" / f"{run_ids['2016']}-validation.html"
     console.print(f"$ tollgate report {run_ids['2016']} -o {report}", highlight=False)
     subprocess.run([TOLLGATE, "report", run_ids["2016"], "-o", str(report)], env=wide, check=False)
-    console.rule("[bold]Lineage and the decision ledger")
-    for args in (["models", "chicago_taxi"], ["history", "chicago_taxi"]):
-        console.print(f"$ tollgate {' '.join(args)}", highlight=False)
-        subprocess.run([TOLLGATE, *args], env=wide, check=False)
+    if not decisions(local, env, wide, url):
+        return 1
     console.rule("[bold]Not only taxis: a classification dataset (scikit-learn's breast cancer data)")
     cancer_rows = []
     for i, path in enumerate(breast_cancer.make_batches(local.home / "demo" / "breast_cancer"), start=1):

@@ -243,6 +243,9 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
               review={"expire_after_hours": 1 / 3600})
     code, third = drop(local_cloud, batches[2], dataset=dataset)
     assert code == 0 and third["decision"] == "review", third
+    window = [b["sha256"] for b in state.get_version(dataset, third["challenger_version"])["training_window"]]
+    assert state.get_run(second["run_id"])["curated"]["sha256"] not in window     # the rejected batch stays out
+    assert state.get_run(first["run_id"])["curated"]["sha256"] in window
     time.sleep(1.5)
     cloud.publish("review-tick", {"schedule": "review-expiry"})    # what Cloud Scheduler (and the local one) send
     deadline = time.monotonic() + 30

@@ -308,6 +308,12 @@ def _print_run(run: dict[str, Any]) -> None:
     if diff:
         table.add_row("improvement", f"{diff['improvement']:+.4f}  [{diff['low']:+.4f}, {diff['high']:+.4f}] "
                                      f"({diff['confidence']:.0%} paired bootstrap)")
+    deployment = s.get("deployment") or {}
+    if deployment.get("status") not in (None, "none"):
+        traffic = ", ".join(f"v{t['version']} {t['percent']}%" for t in deployment.get("traffic") or [])
+        table.add_row("deployment", deployment["status"] + (f" ({traffic})" if traffic else "")
+                      + (f": {deployment['error']} (the decider retries it)"
+                         if deployment.get("error") and deployment["status"] == "failed" else ""))
     if s.get("error"):
         table.add_row("error", f"{s['error'].get('stage')}: {s['error'].get('message')}")
     if s.get("source"):

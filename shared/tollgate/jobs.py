@@ -125,9 +125,10 @@ def _load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
 
 
 def training_window(state: st.State, spec: specs.DatasetSpec, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """Curated batches the run trains on, oldest first, ending with the run's own batch."""
-    batches = state.list_batches(spec.name)
+    """Curated batches the run trains on, oldest first, ending with the run's own batch. Batches a
+    reviewer rejected stay out of every later window."""
     mine = run["curated"]["sha256"]
+    batches = [b for b in state.list_batches(spec.name) if not b.get("excluded") or b["sha256"] == mine]
     cut = next((i for i, b in enumerate(batches) if b["sha256"] == mine), None)
     if cut is None:
         raise StepFailed(f"the run's batch {mine} is not registered for dataset {spec.name}")

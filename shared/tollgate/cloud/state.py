@@ -254,6 +254,7 @@ class State:
             r = review.to_dict()
             ds_ref = self.dataset_ref(r["dataset"])
             ds = ds_ref.get(transaction=tx)
+            run = run_ref.get(transaction=tx)
             if r["status"] != "pending":
                 return "closed", None
             at = now()
@@ -283,6 +284,10 @@ class State:
                                   deployment={"status": "pending", "generation": after["deployment"]["generation"]})
             else:
                 run_fields.update(decision="keep", decided_by=actor_, reason=f"{outcome} by {actor_}: {why}")
+            sha = (run.to_dict() or {}).get("curated", {}).get("sha256")
+            if outcome == "rejected" and sha:   # a rejected batch stays out of later training windows
+                tx.update(ds_ref.collection("batches").document(sha),
+                          {"excluded": {"by": actor_, "reason": why, "run_id": run_id, "at": at}})
             record = self._ledger(tx, r["dataset"], {
                 "kind": "review", "event": outcome, "verdict": "promote" if outcome == "approved" else "keep",
                 "reason": why, "run_id": run_id, "actor": actor_, "challenger_version": r["challenger_version"],
