@@ -730,31 +730,17 @@ def _move(obj: Ctx, dataset: str, action: str, actor: str | None, reason: str, v
     out.print(f"{dataset} now serves [bold]{_serving_text(result['serving'])}[/]{note}")
 
 
-@main.group("canary")
-def canary_group() -> None:
-    """A promoted version on trial (spec `deployment.canary_percent`): give it all traffic, or none."""
-
-
-@canary_group.command("promote")
+@main.command("canary")
+@click.argument("action", type=click.Choice(["promote", "abort"]))
 @click.argument("dataset")
-@click.option("--reason", default="canary looked good", show_default=True)
+@click.option("--reason", help="Why; recorded in the ledger (default: canary promoted / aborted).")
 @click.option("--actor", help="Who (default: $TOLLGATE_ACTOR or your login).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def canary_promote(obj: Ctx, dataset: str, reason: str, actor: str | None, as_json: bool) -> None:
-    """The canary becomes the champion and takes 100% of requests."""
-    _move(obj, dataset, "canary-promote", actor, reason, None, as_json)
-
-
-@canary_group.command("abort")
-@click.argument("dataset")
-@click.option("--reason", default="canary aborted", show_default=True)
-@click.option("--actor", help="Who (default: $TOLLGATE_ACTOR or your login).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def canary_abort(obj: Ctx, dataset: str, reason: str, actor: str | None, as_json: bool) -> None:
-    """The canary gets no more requests; the champion takes 100% again."""
-    _move(obj, dataset, "canary-abort", actor, reason, None, as_json)
+def canary_cmd(obj: Ctx, action: str, dataset: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+    """End a canary (spec `deployment.canary_percent`): `promote` makes it the champion with 100% of
+    requests; `abort` takes it to 0% and the champion serves everything again."""
+    _move(obj, dataset, f"canary-{action}", actor, reason or f"canary {action.rstrip('e')}ed", None, as_json)
 
 
 @main.command("rollback")

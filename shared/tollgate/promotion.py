@@ -145,6 +145,8 @@ def finish_run(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
             raise   # temporary: the event comes back and the deployment is retried
         state.update_run(run_id, deployment={**run["deployment"], "status": "done", **(deployment or {})})
         log.info("predictor deployed", run_id=run_id, dataset=dataset)
+    if not run.get("ledger_id"):   # decided before the ledger linked runs to their entries
+        return str(run.get("decision"))
     entry = state.ledger_entry(dataset, run["ledger_id"])
     payload = announce(cloud, state, entry, deployment)
     if entry["kind"] == "decision" and entry["verdict"] == "review":

@@ -104,8 +104,10 @@ def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str
             promotion.expire_overdue(cloud, state)
             reviews = state.list_reviews(None if status == "all" else status, args.get("dataset"))
             return 200, {"reviews": reviews}, "application/json"
+        if len(parts) == 1:
+            raise HttpError(405, f"{method} /reviews: list with GET; decide with POST /reviews/<run_id>/approve|reject")
         run_id = parts[1]
-        review = state.get_review(run_id) if len(parts) >= 2 else None
+        review = state.get_review(run_id)
         if review is None:
             raise HttpError(404, f"no review for run {run_id}; list pending ones with GET /reviews")
         if method == "GET" and len(parts) == 2:

@@ -37,6 +37,10 @@ class State:
     def __init__(self, db: firestore.Client) -> None:
         self.db = db
 
+    def _transaction(self) -> firestore.Transaction:
+        """Contended transactions retry with backoff; ten attempts ride out a busy emulator too."""
+        return self.db.transaction(max_attempts=10)
+
     # -- runs ------------------------------------------------------------------------------
     def run_ref(self, run_id: str):  # type: ignore[no-untyped-def]
         return self.db.collection("runs").document(run_id)
@@ -69,7 +73,7 @@ class State:
                             "history": firestore.ArrayUnion([{"status": to, "at": at}])})
             return True
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def search_task_done(self, run_id: str, task: int, tasks: int) -> bool:
         """Record that search task ``task`` of ``tasks`` has written its results; True for exactly one
@@ -88,7 +92,7 @@ class State:
             tx.update(ref, {"search_done": done, "search_finisher": finisher, "updated_at": now()})
             return finisher == task
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Record facts that do not change the status (execution names, deployment progress)."""
@@ -149,7 +153,7 @@ class State:
                 tx.update(run_ref, {"challenger_version": version, "updated_at": now()})
             return version
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def add_batch(self, dataset: str, run_id: str, curated: dict[str, Any]) -> None:
         """Register a curated batch for training windows (content-addressed: once per content)."""
@@ -232,7 +236,7 @@ class State:
             tx.update(run_ref, fields)
             return "applied", record
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def resolve_review(self, run_id: str, action: str, actor: str, reason: str, *,
                        canary_percent: int = 0) -> tuple[str, dict[str, Any] | None]:
@@ -298,7 +302,7 @@ class State:
             tx.update(run_ref, {**run_fields, "ledger_id": record["ledger_id"]})
             return outcome, record
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def move_serving(self, dataset: str, action: str, actor: str, reason: str,
                      version: int | None = None) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
@@ -335,7 +339,7 @@ class State:
                 "at": at})
             return "moved", record, after
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def set_deployment(self, dataset: str, generation: int, status: str, **detail: Any) -> bool:
         """Record how the deployment of a generation went; a newer generation is never overwritten."""
@@ -349,7 +353,7 @@ class State:
             tx.update(ds_ref, {"deployment": {**current, "status": status, **detail, "at": now()}})
             return True
 
-        return apply(self.db.transaction())
+        return apply(self._transaction())
 
     def get_review(self, run_id: str) -> dict[str, Any] | None:
         snap = self.review_ref(run_id).get()

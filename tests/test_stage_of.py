@@ -1,10 +1,10 @@
-"""CLI helpers (pure): a version's stage is derived from the dataset's pointers and its run."""
+"""A version's stage is derived from the dataset's pointers and its run (pure)."""
 
 import pytest
 
-from tollgate.cli import stage_of
+from tollgate.stages import stage_of
 
-DATASET = {"champion_version": 3, "previous_version": 2}
+DATASET = {"champion_version": 3, "previous_version": 2, "canary": {"version": 6, "percent": 10}}
 
 
 @pytest.mark.parametrize(("version", "run", "stage"), [
@@ -15,6 +15,9 @@ DATASET = {"champion_version": 3, "previous_version": 2}
     (1, {"status": "decided"}, "archived"),
     (5, {"status": "failed"}, "archived"),
     (1, None, "archived"),
+    (6, {"status": "decided"}, "canary"),
+    (7, {"status": "decided", "decision": "review", "review": {"status": "pending"}}, "in review"),
+    (7, {"status": "decided", "decision": "keep", "review": {"status": "rejected"}}, "archived"),
 ])
 def test_stage_of(version, run, stage):
     assert stage_of(version, DATASET, run) == stage
