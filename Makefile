@@ -33,7 +33,7 @@ clean: ## stop the local cloud and delete its data (.tollgate/)
 demo: setup ## start the local cloud and replay the taxi data through the whole chain
 	$(BIN)/python examples/demo.py
 
-test: lint ## lint, then unit, emulator and end-to-end tests (starts its own emulators on free ports)
+test: lint check-terraform ## lint, terraform checks, then unit, emulator and end-to-end tests (own emulators on free ports)
 	$(BIN)/pytest
 
 test-unit: setup ## only the fast unit tests (no emulators)
@@ -41,6 +41,16 @@ test-unit: setup ## only the fast unit tests (no emulators)
 
 lint: setup ## ruff (pyflakes and syntax errors) on all Python code
 	$(BIN)/ruff check --select F,E9,E501 --line-length 120 shared functions services localcloud tests examples benchmarks
+
+CHECKOV := .tools/checkov
+
+$(CHECKOV)/.installed: terraform/checkov-constraints.txt
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --quiet checkov==3.3.30 -c terraform/checkov-constraints.txt
+	@touch $@
+
+check-terraform: $(CHECKOV)/.installed ## checkov policy checks on terraform/ (zero failures; skips justified inline)
+	$(CHECKOV)/bin/checkov -d terraform --framework terraform --quiet --compact --skip-download
 
 GE_VENV := .bench/ge
 
@@ -60,4 +70,17 @@ bench-train: setup ## training and evaluation time of each estimator on the full
 lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
 
-.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train
+REGION ?= us-central1
+
+deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (Cloud Build: images + terraform apply)
+	@[ -n "$(PROJECT)" ] || { echo "usage: make deploy PROJECT=my-project [REGION=us-central1]"; exit 2; }
+	@command -v gcloud >/dev/null || { echo 'the gcloud CLI is required (then: gcloud auth login)'; exit 2; }
+	gcloud services enable cloudbuild.googleapis.com storage.googleapis.com --project $(PROJECT)
+	gcloud storage buckets describe gs://$(PROJECT)-tfstate --project $(PROJECT) >/dev/null 2>&1 || \
+	  gcloud storage buckets create gs://$(PROJECT)-tfstate --project $(PROJECT) --location $(REGION) \
+	    --uniform-bucket-level-access --public-access-prevention
+	gcloud storage buckets update gs://$(PROJECT)-tfstate --versioning
+	gcloud builds submit --project $(PROJECT) --region $(REGION) --config cloudbuild.yaml \
+	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$$(git rev-parse HEAD) .
+
+.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train deploy check-terraform

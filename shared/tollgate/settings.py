@@ -25,6 +25,7 @@ class Settings:
     cloud_run_endpoint: str | None = None
     predictor_image: str = "predictor"
     predictor_service_account: str | None = None
+    predictor_min_instances: int = 0
     code_version: str = "dev"
 
     @classmethod
@@ -47,5 +48,6 @@ class Settings:
             cloud_run_endpoint=env.get("CLOUD_RUN_API_ENDPOINT") or None,
             predictor_image=env.get("TOLLGATE_PREDICTOR_IMAGE", "predictor"),
             predictor_service_account=env.get("TOLLGATE_PREDICTOR_SA") or None,
+            predictor_min_instances=int(env.get("TOLLGATE_PREDICTOR_MIN_INSTANCES") or 0),
             code_version=env.get("TOLLGATE_CODE_VERSION", "dev"),
         )

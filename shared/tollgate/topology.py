@@ -23,6 +23,8 @@ class Function:
     entry_point: str
     trigger_topic: str | None      # None: an HTTP function (`trigger: http`)
     env: dict[str, str]
+    publishes: tuple[str, ...] = ()
+    deploys_predictor: bool = False
 
     @property
     def http(self) -> bool:
@@ -76,7 +78,9 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
             raise TopologyError(f"function {name!r}: set either `trigger_topic: TOPIC` or `trigger: http`")
         functions[name] = Function(name=name, source=f["source"], entry_point=f["entry_point"],
                                    trigger_topic=f.get("trigger_topic"),
-                                   env={k: str(v) for k, v in (f.get("env") or {}).items()})
+                                   env={k: str(v) for k, v in (f.get("env") or {}).items()},
+                                   publishes=tuple(f.get("publishes") or ()),
+                                   deploys_predictor=bool(f.get("deploys_predictor", False)))
     schedules = {
         name: Schedule(name=name, schedule=str(s["schedule"]), topic=s["topic"],
                        description=str(s.get("description", "")))
@@ -100,6 +104,9 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
     for fn in functions.values():
         if not fn.http and fn.trigger_topic not in topics:
             raise TopologyError(f"function {fn.name!r} is triggered by unknown topic {fn.trigger_topic!r}")
+        for topic in fn.publishes:
+            if topic not in topics:
+                raise TopologyError(f"function {fn.name!r} publishes unknown topic {topic!r}")
         if not (ROOT / fn.source / "main.py").is_file():
             raise TopologyError(f"function {fn.name!r}: {fn.source}/main.py does not exist")
     for job in jobs.values():

@@ -84,10 +84,16 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
     traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
                                     revision=revision_id(dataset, v), percent=p, tag=f"v{v}") for v, p in targets]
     if service is None:
+        # The first promotion creates the service from the deployment's settings (terraform sets them):
+        # image, service account, a startup probe on the health route, min instances; not public (no
+        # allUsers invoker: terraform grants run.invoker on predictor-* services to named callers).
         pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])}
-        container = run_v2.Container(image=cloud.settings.predictor_image,
+        probe = run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/health"), period_seconds=2, failure_threshold=60)
+        container = run_v2.Container(image=cloud.settings.predictor_image, startup_probe=probe,
                                      env=[run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
-        template = run_v2.RevisionTemplate(revision=revision_id(dataset, missing[0]), containers=[container])
+        template = run_v2.RevisionTemplate(
+            revision=revision_id(dataset, missing[0]), containers=[container],
+            scaling=run_v2.RevisionScaling(min_instance_count=cloud.settings.predictor_min_instances))
         if cloud.settings.predictor_service_account:
             template.service_account = cloud.settings.predictor_service_account
         op = cloud.services.create_service(parent=cloud.location, service_id=service_id(dataset),

@@ -1,0 +1,71 @@
+# Every topology function, packaged with the shared code (functions/<source>/main.py at the root of
+# the zip, shared/tollgate as the `tollgate` package, functions/requirements.txt), each under its
+# own service account. A function added to topology.yaml appears here with no .tf change.
+
+locals {
+  function_sources = toset([for f in values(local.functions) : f.source])
+  shared_files     = fileset("${local.root}/shared", "tollgate/**/*.{py,json}")
+
+  # Functions that deploy the predictor create its services from these settings.
+  function_env = merge(local.base_env, {
+    TOLLGATE_PREDICTOR_IMAGE         = "${local.registry}/predictor:${var.image_tag}"
+    TOLLGATE_PREDICTOR_SA            = google_service_account.workload["predictor"].email
+    TOLLGATE_PREDICTOR_MIN_INSTANCES = tostring(var.predictor_min_instances)
+  })
+}
+
+data "archive_file" "function_source" {
+  for_each    = local.function_sources
+  type        = "zip"
+  output_path = "${path.module}/.build/${replace(each.value, "/", "-")}.zip"
+
+  source {
+    filename = "main.py"
+    content  = file("${local.root}/${each.value}/main.py")
+  }
+  source {
+    filename = "requirements.txt"
+    content  = file("${local.root}/functions/requirements.txt")
+  }
+  dynamic "source" {
+    for_each = local.shared_files
+    content {
+      filename = source.value
+      content  = file("${local.root}/shared/${source.value}")
+    }
+  }
+}
+
+resource "google_storage_bucket_object" "function_source" {
+  for_each = local.function_sources
+  bucket   = google_storage_bucket.data.name
+  # The content hash in the name: a changed source is a new object, which redeploys the function.
+  name   = "functions/${replace(each.value, "/", "-")}-${data.archive_file.function_source[each.value].output_md5}.zip"
+  source = data.archive_file.function_source[each.value].output_path
+}
+
+module "functions" {
+  source   = "../../modules/function"
+  for_each = local.functions
+
+  project_id            = var.project_id
+  region                = var.region
+  name                  = each.key
+  description           = "Tollgate ${each.key} (${each.value.source})"
+  entry_point           = each.value.entry_point
+  source_bucket         = google_storage_bucket.data.name
+  source_object         = google_storage_bucket_object.function_source[each.value.source].name
+  service_account_email = google_service_account.workload[each.key].email
+  environment           = merge(local.function_env, try(each.value.env, {}))
+  secret_environment = local.webhook && contains(try(each.value.publishes, []), "review-requested") ? {
+    TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.review_webhook[0].secret_id
+  } : {}
+  trigger_topic_id      = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].id
+  dead_letter_topic_id  = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].dead_letter_topic_id
+  max_delivery_attempts = var.max_delivery_attempts
+  invokers              = try(each.value.trigger, "") == "http" ? var.reviewers : []
+  pubsub_service_agent  = local.pubsub_agent
+  labels                = var.labels
+
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.webhook]
+}

@@ -1,0 +1,111 @@
+# One service account per workload (each function, each job, the predictor), granted only what its
+# code does, on the narrowest resource that carries the permission. tests/test_terraform.py keeps the
+# allow-list these grants must equal.
+
+locals {
+  workloads = merge(
+    { for name, f in local.functions : name => { kind = "function", publishes = try(f.publishes, []) } },
+    { for name, j in local.jobs : name => { kind = "job", publishes = compact([try(j.publishes, "")]) } },
+    { predictor = { kind = "predictor", publishes = [] } },
+  )
+
+  # Firestore has no finer IAM than the project: runs, registry and ledger are read and written there.
+  project_roles = {
+    function  = ["roles/datastore.user", "roles/logging.logWriter"]
+    job       = ["roles/datastore.user", "roles/logging.logWriter"]
+    predictor = ["roles/datastore.user", "roles/logging.logWriter"]
+  }
+  project_grants = merge([
+    for name, w in local.workloads : { for role in local.project_roles[w.kind] : "${name} ${role}" => { sa = name, role = role } }
+  ]...)
+
+  publish_grants = merge([
+    for name, w in local.workloads : { for topic in w.publishes : "${name} ${topic}" => { sa = name, topic = topic } }
+  ]...)
+
+  deployers = [for name, f in local.functions : name if try(f.deploys_predictor, false)]
+  launchers = { for job in keys(local.jobs) : job => [for name, f in local.functions : name if try(f.env.JOB, "") == job] }
+
+  # Predictor services are created per dataset by the decider (`predictor-<dataset>`): grants on them
+  # are conditioned on that name.
+  predictor_services = "projects/${var.project_id}/locations/${var.region}/services/predictor-"
+}
+
+resource "google_service_account" "workload" {
+  for_each     = local.workloads
+  project      = var.project_id
+  account_id   = substr("tg-${each.key}", 0, 30)
+  display_name = "Tollgate ${each.value.kind} ${each.key}"
+}
+
+resource "google_project_iam_member" "workload" {
+  for_each = local.project_grants
+  project  = var.project_id
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
+}
+
+# Everyone reads the bucket (specs, curated data, models); only jobs write, and only create:
+# artifacts are written once, nothing is overwritten or deleted.
+resource "google_storage_bucket_iam_member" "read" {
+  for_each = local.workloads
+  bucket   = google_storage_bucket.data.name
+  role     = "roles/storage.objectViewer"
+  member   = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+resource "google_storage_bucket_iam_member" "create" {
+  for_each = local.jobs
+  bucket   = google_storage_bucket.data.name
+  role     = "roles/storage.objectCreator"
+  member   = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+resource "google_pubsub_topic_iam_member" "publish" {
+  for_each = local.publish_grants
+  project  = var.project_id
+  topic    = module.topics[each.value.topic].name
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
+}
+
+# The decider and the review function roll predictor revisions, only on predictor-* services,
+# and only they may run those revisions as the predictor's account.
+resource "google_project_iam_member" "deploy_predictor" {
+  for_each = toset(local.deployers)
+  project  = var.project_id
+  role     = "roles/run.developer"
+  member   = "serviceAccount:${google_service_account.workload[each.key].email}"
+  condition {
+    title       = "predictor services only"
+    description = "Tollgate predictor-<dataset> services"
+    expression  = "resource.name.startsWith(\"${local.predictor_services}\")"
+  }
+}
+
+resource "google_service_account_iam_member" "act_as_predictor" {
+  for_each           = toset(local.deployers)
+  service_account_id = google_service_account.workload["predictor"].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+resource "google_project_iam_member" "predictor_invoker" {
+  for_each = toset(var.predictor_invokers)
+  project  = var.project_id
+  role     = "roles/run.invoker"
+  member   = each.value
+  condition {
+    title       = "predictor services only"
+    description = "Call Tollgate predictor-<dataset> services"
+    expression  = "resource.name.startsWith(\"${local.predictor_services}\")"
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "webhook" {
+  for_each  = local.webhook ? toset([for name, f in local.functions : name if contains(try(f.publishes, []), "review-requested")]) : toset([])
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.review_webhook[0].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.workload[each.key].email}"
+}

@@ -1,0 +1,20 @@
+# Every topology job as a Cloud Run job, its image the Dockerfile target of the same name. Only the
+# functions whose `env.JOB` names a job may start it.
+
+module "jobs" {
+  source   = "../../modules/job"
+  for_each = local.jobs
+
+  project_id            = var.project_id
+  region                = var.region
+  name                  = each.key
+  image                 = "${local.registry}/${each.key}:${var.image_tag}"
+  service_account_email = google_service_account.workload[each.key].email
+  environment           = local.base_env
+  timeout_seconds       = each.value.timeout_seconds
+  memory                = try(each.value.memory, "2Gi")
+  launchers             = [for f in local.launchers[each.key] : "serviceAccount:${google_service_account.workload[f].email}"]
+  labels                = var.labels
+
+  depends_on = [google_project_service.apis]
+}

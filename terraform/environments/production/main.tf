@@ -1,0 +1,91 @@
+# Tollgate on Google Cloud: everything topology.yaml declares, plus the bucket, Firestore, images,
+# service accounts and their grants. `terraform apply`, then drop a file into gs://BUCKET/incoming/.
+
+locals {
+  root     = abspath("${path.module}/../../..")
+  topology = yamldecode(file(coalesce(var.topology_file, "${local.root}/topology.yaml")))
+
+  topics    = local.topology.topics
+  functions = local.topology.functions
+  jobs      = local.topology.jobs
+  schedules = try(local.topology.schedules, {})
+
+  bucket   = coalesce(var.bucket_name, "${var.project_id}-tollgate")
+  webhook  = var.review_webhook_url != ""
+  registry = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+
+  # What every workload needs to find the project (Settings.from_env).
+  base_env = {
+    GOOGLE_CLOUD_PROJECT  = var.project_id
+    TOLLGATE_BUCKET       = local.bucket
+    TOLLGATE_REGION       = var.region
+    TOLLGATE_CODE_VERSION = var.image_tag
+  }
+
+  pubsub_agent    = "service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  scheduler_agent = "service-${data.google_project.project.number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+}
+
+data "google_project" "project" {
+  project_id = var.project_id
+}
+
+resource "google_project_service" "apis" {
+  for_each = toset([
+    "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com", "firestore.googleapis.com", "iam.googleapis.com", "pubsub.googleapis.com",
+    "run.googleapis.com", "secretmanager.googleapis.com", "storage.googleapis.com",
+  ])
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+resource "google_artifact_registry_repository" "images" {
+  project       = var.project_id
+  location      = var.region
+  repository_id = "tollgate"
+  description   = "Tollgate job and predictor images, tagged with the commit SHA"
+  format        = "DOCKER"
+  labels        = var.labels
+  kms_key_name  = var.kms_key_name
+
+  docker_config {
+    immutable_tags = true
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firestore_database" "default" {
+  project                           = var.project_id
+  name                              = "(default)"
+  location_id                       = var.firestore_location
+  type                              = "FIRESTORE_NATIVE"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = "DELETE_PROTECTION_ENABLED"
+
+  depends_on = [google_project_service.apis]
+}
+
+# The review webhook (a Slack-compatible incoming-webhook URL), kept in Secret Manager and given
+# to the functions that request reviews as TOLLGATE_REVIEW_WEBHOOK. Without it, reviews are still
+# published to review-requested and listed by the review function.
+resource "google_secret_manager_secret" "review_webhook" {
+  count     = local.webhook ? 1 : 0
+  project   = var.project_id
+  secret_id = "tollgate-review-webhook"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "review_webhook" {
+  count       = local.webhook ? 1 : 0
+  secret      = google_secret_manager_secret.review_webhook[0].id
+  secret_data = var.review_webhook_url
+}

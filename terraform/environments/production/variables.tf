@@ -1,0 +1,112 @@
+variable "project_id" {
+  description = "The Google Cloud project to deploy Tollgate into."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "A project id is 6 to 30 lowercase letters, digits and hyphens."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, jobs, predictor services, scheduler and images."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region such as us-central1, or a multi-region such as nam5)."
+  type        = string
+  default     = "nam5"
+}
+
+variable "bucket_name" {
+  description = "The data bucket (incoming/, curated/, quarantine/, reports/, models/, specs/); default <project>-tollgate."
+  type        = string
+  default     = null
+}
+
+variable "image_tag" {
+  description = "Tag of the job and predictor images in Artifact Registry: the commit SHA Cloud Build pushed."
+  type        = string
+  validation {
+    condition     = length(var.image_tag) > 0 && var.image_tag != "latest"
+    error_message = "Deploy an immutable tag (the commit SHA), not latest."
+  }
+}
+
+variable "topology_file" {
+  description = "The topology both worlds read; terraform creates what it declares."
+  type        = string
+  default     = null
+}
+
+variable "reviewers" {
+  description = "Members who may call the review function (e.g. group:ml-reviewers@example.com)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.reviewers : !contains(["allUsers", "allAuthenticatedUsers"], m)])
+    error_message = "Reviewing is never public: name people, groups or service accounts."
+  }
+}
+
+variable "predictor_invokers" {
+  description = "Members who may call the predictor services (applications' service accounts, groups)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.predictor_invokers : !contains(["allUsers", "allAuthenticatedUsers"], m)])
+    error_message = "The predictor is never public: name the callers."
+  }
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of an event before it is dead-lettered."
+  type        = number
+  default     = 10
+}
+
+variable "reports_retention_days" {
+  description = "Days before objects under reports/ are deleted (runs keep their summaries in Firestore)."
+  type        = number
+  default     = 365
+  validation {
+    condition     = var.reports_retention_days >= 1
+    error_message = "Keep reports at least a day."
+  }
+}
+
+variable "soft_delete_days" {
+  description = "Days a deleted or overwritten object can still be restored."
+  type        = number
+  default     = 30
+}
+
+variable "labels" {
+  description = "Labels on every resource that takes them."
+  type        = map(string)
+  default     = { app = "tollgate" }
+}
+
+variable "review_webhook_url" {
+  description = "Slack-compatible incoming-webhook URL for review requests (stored in Secret Manager); empty: none."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "kms_key_name" {
+  description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) for topics and images; null: Google-managed."
+  type        = string
+  default     = null
+}
+
+variable "predictor_min_instances" {
+  description = "Instances each predictor service keeps warm (0 scales to zero; 1 avoids cold starts)."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.predictor_min_instances >= 0 && var.predictor_min_instances <= 100
+    error_message = "Between 0 and 100."
+  }
+}

@@ -1,0 +1,165 @@
+"""Terraform, checked without the Google provider (it cannot be downloaded here): `terraform fmt`, the
+structure parsed with python-hcl2 against the topology, and the IAM allow-list."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from tollgate import topology
+from tollgate.topology import ROOT
+
+TF = ROOT / "terraform"
+ENV = TF / "environments" / "production"
+
+# Every role any Tollgate identity is granted anywhere. A new grant must be added here on purpose.
+ALLOWED_ROLES = {
+    "roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer", "roles/storage.objectCreator",
+    "roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/run.jobsExecutorWithOverrides",
+    "roles/run.developer", "roles/run.invoker", "roles/iam.serviceAccountUser",
+    "roles/iam.serviceAccountTokenCreator", "roles/secretmanager.secretAccessor",
+}
+# Project-level roles per kind of workload (Firestore has no finer IAM than the project).
+PROJECT_ROLES = {
+    "function": ["roles/datastore.user", "roles/logging.logWriter"],
+    "job": ["roles/datastore.user", "roles/logging.logWriter"],
+    "predictor": ["roles/datastore.user", "roles/logging.logWriter"],
+}
+
+
+def unq(value: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals and block labels."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def blocks(kind: str, root: Path = TF) -> list[tuple[Path, str, str, dict[str, Any]]]:
+    """(file, type, name, body) of every `resource`/`module`/`data` block under ``root``."""
+    found = []
+    for path in sorted(root.rglob("*.tf")):
+        parsed = hcl2.load(path.open())
+        for block in parsed.get(kind, []):
+            for rtype, named in block.items():
+                if kind == "module":
+                    found.append((path, "module", unq(rtype), named))
+                    continue
+                for name, body in named.items():
+                    found.append((path, unq(rtype), unq(name), body))
+    return found
+
+
+def locals_of(path: Path) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for block in hcl2.load(path.open()).get("locals", []):
+        merged.update(block)
+    return merged
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_terraform_is_formatted():
+    done = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", str(TF)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, f"run `terraform fmt -recursive terraform`:\n{done.stdout}"
+
+
+def test_topology_drives_topics_functions_jobs_and_schedules():
+    """for_each over the yamldecoded topology: a function added to topology.yaml needs no .tf change."""
+    main = locals_of(ENV / "main.tf")
+    assert "yamldecode(file(" in main["topology"] and "topology.yaml" in main["topology"]
+    assert main["topics"] == "${local.topology.topics}" and main["functions"] == "${local.topology.functions}"
+    assert main["jobs"] == "${local.topology.jobs}" and "local.topology.schedules" in main["schedules"]
+    modules = {name: body for _, _, name, body in blocks("module", ENV)}
+    assert modules["topics"]["for_each"] == "${local.topics}"
+    assert modules["functions"]["for_each"] == "${local.functions}"
+    assert modules["jobs"]["for_each"] == "${local.jobs}"
+    resources = {(t, n): b for _, t, n, b in blocks("resource", ENV)}
+    assert resources[("google_cloud_scheduler_job", "schedule")]["for_each"] == "${local.schedules}"
+    assert resources[("google_service_account", "workload")]["for_each"] == "${local.workloads}"
+    # the topology has what these iterate over, and every function's source is packaged
+    topo = topology.load()
+    assert topo.topics and topo.functions and topo.jobs and topo.schedules
+    for fn in topo.functions.values():
+        assert (ROOT / fn.source / "main.py").is_file()
+
+
+def test_every_subscription_has_a_dead_letter_policy():
+    subscriptions = [(p, n, b) for p, t, n, b in blocks("resource") if t == "google_pubsub_subscription"]
+    assert subscriptions
+    for path, name, body in subscriptions:
+        if "dead_letter" in body["topic"]:          # a dead-letter topic's own subscription: the end of the line
+            assert body.get("retain_acked_messages") is True, (path, name)
+            continue
+        [policy] = body.get("dead_letter_policy") or [None]
+        assert policy and policy.get("dead_letter_topic") and policy.get("max_delivery_attempts"), (path, name)
+        assert body.get("retry_policy"), (path, name)
+
+
+def test_every_topic_has_a_dead_letter_topic_the_pubsub_agent_may_publish_to():
+    topic_module = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "topic")}
+    assert ("google_pubsub_topic", "dead_letter") in topic_module
+    grant = topic_module[("google_pubsub_topic_iam_member", "dead_letter_publisher")]
+    assert unq(grant["role"]) == "roles/pubsub.publisher" and "pubsub_service_agent" in grant["member"]
+
+
+def _all_strings(value: Any):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _all_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _all_strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_nothing_is_public_and_every_role_is_allow_listed():
+    roles = set()
+    for path, rtype, name, body in blocks("resource"):
+        for text in _all_strings(body):
+            assert not re.search(r"\ballUsers\b|\ballAuthenticatedUsers\b", text) or "contains(" in text, \
+                (path, rtype, name, text)
+        if rtype.endswith("_iam_member") or rtype.endswith("_iam_binding"):
+            role = unq(body["role"])
+            if role.startswith("${"):
+                assert role == "${each.value.role}", (path, name, role)   # the project roles map below
+            else:
+                roles.add(role)
+    assert "roles/editor" not in roles and "roles/owner" not in roles
+    project_roles = {k: [unq(r) for r in v] for k, v in locals_of(ENV / "iam.tf")["project_roles"].items()}
+    assert project_roles == PROJECT_ROLES
+    roles |= {r for rs in project_roles.values() for r in rs}
+    assert roles == ALLOWED_ROLES, f"unexpected: {roles - ALLOWED_ROLES}, unused: {ALLOWED_ROLES - roles}"
+
+
+def test_buckets_are_locked_down_and_jobs_only_create_objects():
+    resources = {(t, n): b for _, t, n, b in blocks("resource", ENV)}
+    data = resources[("google_storage_bucket", "data")]
+    assert data["uniform_bucket_level_access"] is True and unq(data["public_access_prevention"]) == "enforced"
+    assert data["versioning"][0]["enabled"] is True and data["soft_delete_policy"]
+    assert any("reports/" in str(rule["condition"]) for rule in data["lifecycle_rule"])
+    notification = resources[("google_storage_notification", "incoming")]
+    assert unq(notification["object_name_prefix"]) == "incoming/" and "data-arrived" in notification["topic"]
+    create = resources[("google_storage_bucket_iam_member", "create")]
+    assert unq(create["role"]) == "roles/storage.objectCreator" and create["for_each"] == "${local.jobs}"
+
+
+def test_functions_and_jobs_run_the_deployables_of_the_topology():
+    function = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "function")}
+    config = function[("google_cloudfunctions2_function", "function")]["service_config"][0]
+    assert config["service_account_email"] == "${var.service_account_email}"
+    job = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "job")}
+    template = job[("google_cloud_run_v2_job", "job")]["template"][0]["template"][0]
+    assert template["timeout"] and template["max_retries"] == "${var.max_retries}"
+    jobs_module = {name: body for _, _, name, body in blocks("module", ENV)}["jobs"]
+    # the image is the Dockerfile target named like the job
+    assert unq(jobs_module["image"]) == "${local.registry}/${each.key}:${var.image_tag}"
+    pins = (ROOT / "functions" / "requirements.txt").read_text().split()
+    constraints = set((ROOT / "constraints.txt").read_text().lower().split())
+    assert all(pin.lower() in constraints for pin in pins if "==" in pin)
