@@ -89,8 +89,8 @@ def test_topology_drives_topics_functions_jobs_and_schedules():
         assert (ROOT / fn.source / "main.py").is_file()
 
 
-def test_every_subscription_has_a_dead_letter_policy():
-    subscriptions = [(p, n, b) for p, t, n, b in blocks("resource") if t == "google_pubsub_subscription"]
+def check_dead_letters(root: Path) -> None:
+    subscriptions = [(p, n, b) for p, t, n, b in blocks("resource", root) if t == "google_pubsub_subscription"]
     assert subscriptions
     for path, name, body in subscriptions:
         if "dead_letter" in body["topic"]:          # a dead-letter topic's own subscription: the end of the line
@@ -99,6 +99,10 @@ def test_every_subscription_has_a_dead_letter_policy():
         [policy] = body.get("dead_letter_policy") or [None]
         assert policy and policy.get("dead_letter_topic") and policy.get("max_delivery_attempts"), (path, name)
         assert body.get("retry_policy"), (path, name)
+
+
+def test_every_subscription_has_a_dead_letter_policy():
+    check_dead_letters(TF)
 
 
 def test_every_topic_has_a_dead_letter_topic_the_pubsub_agent_may_publish_to():
@@ -119,9 +123,9 @@ def _all_strings(value: Any):
         yield value
 
 
-def test_nothing_is_public_and_every_role_is_allow_listed():
+def check_iam(root: Path) -> None:
     roles = set()
-    for path, rtype, name, body in blocks("resource"):
+    for path, rtype, name, body in blocks("resource", root):
         for text in _all_strings(body):
             assert not re.search(r"\ballUsers\b|\ballAuthenticatedUsers\b", text) or "contains(" in text, \
                 (path, rtype, name, text)
@@ -132,10 +136,33 @@ def test_nothing_is_public_and_every_role_is_allow_listed():
             else:
                 roles.add(role)
     assert "roles/editor" not in roles and "roles/owner" not in roles
-    project_roles = {k: [unq(r) for r in v] for k, v in locals_of(ENV / "iam.tf")["project_roles"].items()}
+    iam_locals = locals_of(root / "environments" / "production" / "iam.tf")
+    project_roles = {k: [unq(r) for r in v] for k, v in iam_locals["project_roles"].items()}
     assert project_roles == PROJECT_ROLES
     roles |= {r for rs in project_roles.values() for r in rs}
     assert roles == ALLOWED_ROLES, f"unexpected: {roles - ALLOWED_ROLES}, unused: {ALLOWED_ROLES - roles}"
+
+
+def test_nothing_is_public_and_every_role_is_allow_listed():
+    check_iam(TF)
+
+
+@pytest.mark.parametrize(("path", "old", "new", "check"), [
+    ("modules/function/main.tf", "  dead_letter_policy {", "  dynamic_dead_letter_removed {", check_dead_letters),
+    ("environments/production/iam.tf", '"roles/logging.logWriter"]\n    job',
+     '"roles/logging.logWriter", "roles/editor"]\n    job', check_iam),
+    ("environments/production/iam.tf", 'role     = "roles/run.developer"', 'role     = "roles/run.admin"', check_iam),
+    ("modules/job/main.tf", "member   = each.value", 'member   = "allUsers"', check_iam),
+])
+def test_the_checks_catch_a_weakened_deployment(tmp_path, path, old, new, check):
+    """Removing a dead-letter policy, granting roles/editor or a broader role, or a public member fails."""
+    copy = tmp_path / "terraform"
+    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
+    text = (copy / path).read_text()
+    assert old in text
+    (copy / path).write_text(text.replace(old, new, 1))
+    with pytest.raises(AssertionError):
+        check(copy)
 
 
 def test_buckets_are_locked_down_and_jobs_only_create_objects():
