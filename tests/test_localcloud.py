@@ -1,4 +1,4 @@
-"""The local cloud itself: prerequisites, idempotent `up`, the topology's functions all running."""
+"""The local cloud itself: prerequisites, idempotent `up`, the topology's functions and scheduler running."""
 
 import pytest
 import requests
@@ -23,3 +23,9 @@ def test_up_is_idempotent_and_runs_every_function(local_cloud):
         assert f"function-{fn}" in again.parts and again.parts[f"function-{fn}"].alive()
     health = requests.get(f"{local_cloud.env()['CLOUD_RUN_API_ENDPOINT']}/healthz", timeout=5)
     assert health.status_code == 200
+    assert again.parts["scheduler"].alive()                   # Cloud Scheduler's stand-in for `schedules:`
+    env = again.env()                                       # the review function: its URL and its token
+    assert env["TOLLGATE_REVIEW_URL"] == f"http://127.0.0.1:{again.ports['function:review']}"
+    listed = requests.get(f"{env['TOLLGATE_REVIEW_URL']}/reviews", timeout=10,
+                          headers={"Authorization": f"Bearer {env['TOLLGATE_REVIEW_TOKEN']}"})
+    assert listed.status_code == 200 and isinstance(listed.json()["reviews"], list)
