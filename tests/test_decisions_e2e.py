@@ -220,6 +220,16 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
     table = tollgate(local_cloud, "review", "show", run_id)
     assert table.returncode == 0 and "tollgate review approve" in table.stdout
 
+    # The approval's deployment fails (the model was altered after registration, so its revision never
+    # gets ready): the approval is recorded, the reviewer is told, and approving again finishes it.
+    artifact = cloud.bucket.blob(f"models/{dataset}/1/model.skops")
+    original = artifact.download_as_bytes()
+    artifact.upload_from_string(original[:-1] + bytes([original[-1] ^ 1]))
+    failed = tollgate(local_cloud, "review", "approve", run_id, "--reviewer", "ana",
+                      "--reason", "cross-validated score is solid")
+    assert failed.returncode == 1 and "502" in failed.stderr and "approve again" in failed.stderr, failed.stderr
+    assert state.get_run(run_id)["deployment"]["status"] == "failed"
+    artifact.upload_from_string(original)
     approved = tollgate(local_cloud, "review", "approve", run_id, "--reviewer", "ana",
                         "--reason", "cross-validated score is solid", "--json")
     assert approved.returncode == 0, approved.stderr

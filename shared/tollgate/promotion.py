@@ -169,7 +169,11 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
     outcome, _ = state.resolve_review(run_id, action, actor, reason,
                                       canary_percent=spec.deployment.canary_percent)
     review = state.get_review(run_id) or {}
-    if outcome == "closed":
+    fresh = state.get_run(run_id) or run
+    if outcome == "closed" and action == "approve" and review.get("status") == "approved" and \
+            (fresh.get("deployment") or {}).get("status") in ("pending", "failed"):
+        outcome = "approved"   # approved before, its deployment did not finish: approving again retries it
+    elif outcome == "closed":
         raise ReviewError(409, f"the review of run {run_id} is already {review.get('status')} "
                                f"(by {review.get('reviewer')}: {review.get('resolution')})")
     if outcome == "stale":
@@ -180,7 +184,10 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
         raise ReviewError(409, f"the champion changed since run {run_id} was evaluated, so approving it "
                                f"would promote on stale evidence; the run is being re-evaluated "
                                f"({review.get('resolution')})")
-    finish_run(cloud, state, state.get_run(run_id) or run)
+    try:
+        finish_run(cloud, state, state.get_run(run_id) or fresh)
+    except DeploymentFailed as exc:
+        raise ReviewError(502, f"{outcome} and recorded, but {exc}; approve again to retry the deployment") from exc
     if outcome == "expired" and action != "expire":
         raise ReviewError(410, f"the review of run {run_id} expired at {_iso(review.get('expires_at'))}; "
                                "the champion stays")
