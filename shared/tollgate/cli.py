@@ -582,7 +582,11 @@ class ReviewClient:
         except Exception:
             import subprocess
 
-            done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
+            try:
+                done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
+            except FileNotFoundError:
+                raise click.ClickException(f"no identity token for {self.url}: install the gcloud CLI and run "
+                                           "`gcloud auth login`, or use a service account's credentials") from None
             if done.returncode != 0:
                 raise click.ClickException(f"no identity token for {self.url}: {done.stderr.strip()}") from None
             return done.stdout.strip()
