@@ -239,14 +239,15 @@ class LocalCloud:
             self.down(export=False)
         check_prerequisites()
         self.home.mkdir(parents=True, exist_ok=True)
-        previous = self._load_state().get("ports", {})
+        saved = self._load_state()
+        previous = saved.get("ports", {})
         self.ports = {}
         for name in ("pubsub", "firestore", "storage", "cloudrun"):
             self.ports[name] = previous.get(name) if previous.get(name) and _port_free(previous[name]) else free_port()
         for fn in self.topology.functions:   # known before any starts: the env names the review URL
             key = f"function:{fn}"
             self.ports[key] = previous.get(key) if previous.get(key) and _port_free(previous[key]) else free_port()
-        self.review_token = self._load_state().get("review_token") or secrets.token_urlsafe(24)
+        self.review_token = saved.get("review_token") or secrets.token_urlsafe(24)
         started = time.monotonic()
         try:
             self._start_emulators()

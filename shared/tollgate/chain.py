@@ -13,7 +13,7 @@ from tollgate import log, policy, promotion
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
 from tollgate.cloud import state as st
-from tollgate.events import ObjectFinalized, envelope
+from tollgate.events import ObjectFinalized
 
 LAUNCH = {
     "validator": (st.RECEIVED, st.VALIDATING),
@@ -142,7 +142,6 @@ def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.
             policy.REVIEW, f"the champion changed {MAX_REEVALUATIONS} times while this run was evaluated; "
                            "a person should decide once it settles"), force=True)
     if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, reevaluations=count):
-        cloud.publish("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
-                                                version=run.get("challenger_version")))
+        promotion.request_reevaluation(cloud, run)
         log.info("champion changed during evaluation; re-evaluating", run_id=run["run_id"])
     return "reevaluate"

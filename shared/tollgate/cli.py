@@ -693,26 +693,21 @@ def _review_action(obj: Ctx, action: str, run_id: str, reviewer: str | None, rea
               f"{_serving_text(result['serving'])}")
 
 
-@review_group.command("approve")
-@click.argument("run_id")
-@click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
-@click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def review_approve(obj: Ctx, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
-    """Approve: the challenger is promoted through the same path as an automatic promotion."""
-    _review_action(obj, "approve", run_id, reviewer, reason, as_json)
+def _review_decision(action: str, doc: str) -> None:
+    """`tollgate review approve|reject RUN_ID --reason ...`: the same options, one action each."""
+
+    @review_group.command(action, help=doc)
+    @click.argument("run_id")
+    @click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
+    @click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def command(obj: Ctx, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
+        _review_action(obj, action, run_id, reviewer, reason, as_json)
 
 
-@review_group.command("reject")
-@click.argument("run_id")
-@click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
-@click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def review_reject(obj: Ctx, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
-    """Reject: the champion stays."""
-    _review_action(obj, "reject", run_id, reviewer, reason, as_json)
+_review_decision("approve", "Approve: the challenger is promoted through the same path as an automatic promotion.")
+_review_decision("reject", "Reject: the champion stays, and the batch stays out of later training windows.")
 
 
 def _move(obj: Ctx, dataset: str, action: str, actor: str | None, reason: str, version: int | None,

@@ -22,7 +22,7 @@ from tollgate import log, stages
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
 from tollgate.cloud import state as st
-from tollgate.events import SCHEMA_VERSION
+from tollgate.events import SCHEMA_VERSION, envelope
 
 WEBHOOK_ENV = "TOLLGATE_REVIEW_WEBHOOK"   # Slack-compatible incoming webhook; on GCP from Secret Manager
 REVIEW_URL_ENV = "TOLLGATE_REVIEW_URL"
@@ -133,6 +133,12 @@ def notify_webhook(state: st.State, review: dict[str, Any], payload: dict[str, A
 
 
 # -- runs: the decider's and the reviewer's decisions -----------------------------------------
+def request_reevaluation(cloud: Cloud, run: dict[str, Any]) -> None:
+    """Send a run (already moved back to `trained`) to the evaluator again: the champion changed."""
+    cloud.publish("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
+                                            version=run.get("challenger_version")))
+
+
 def finish_run(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
     """Deploy a run's decision if it promoted (idempotent), then announce it. Safe to repeat."""
     run_id, dataset = run["run_id"], run["dataset"]
@@ -177,15 +183,12 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
         raise ReviewError(409, f"the review of run {run_id} is already {review.get('status')} "
                                f"(by {review.get('reviewer')}: {review.get('resolution')})")
     if outcome == "stale":
-        from tollgate.events import envelope
-
-        cloud.publish("model-trained", envelope("model-trained", run_id=run_id, dataset=run["dataset"],
-                                                version=run.get("challenger_version")))
+        request_reevaluation(cloud, run)
         raise ReviewError(409, f"the champion changed since run {run_id} was evaluated, so approving it "
                                f"would promote on stale evidence; the run is being re-evaluated "
                                f"({review.get('resolution')})")
     try:
-        finish_run(cloud, state, state.get_run(run_id) or fresh)
+        finish_run(cloud, state, fresh)
     except DeploymentFailed as exc:
         raise ReviewError(502, f"{outcome} and recorded, but {exc}; approve again to retry the deployment") from exc
     if outcome == "expired" and action != "expire":

@@ -81,13 +81,13 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
     missing = [v for v, _ in targets if service is None or not revision_exists(cloud, dataset, v)]
     if len(missing) > 1:
         raise ValueError(f"versions {missing} have no revision yet; deploy them one at a time")
+    pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])} if missing else {}
     traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
                                     revision=revision_id(dataset, v), percent=p, tag=f"v{v}") for v, p in targets]
     if service is None:
         # The first promotion creates the service from the deployment's settings (terraform sets them):
         # image, service account, a startup probe on the health route, min instances; not public (no
         # allUsers invoker: terraform grants run.invoker on predictor-* services to named callers).
-        pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])}
         probe = run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/health"), period_seconds=2, failure_threshold=60)
         container = run_v2.Container(image=cloud.settings.predictor_image, startup_probe=probe,
                                      env=[run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
@@ -100,7 +100,6 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
                                            service=run_v2.Service(template=template, traffic=traffic))
     else:
         if missing:
-            pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])}
             container = service.template.containers[0]
             kept = [e for e in container.env if e.name not in pinned]
             del container.env[:]
