@@ -114,3 +114,41 @@ def unique() -> str:
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
     df.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def taxi_clean(taxi, taxi_spec) -> pd.DataFrame:
+    from tollgate import validation
+
+    return validation.validate(taxi, taxi_spec).data
+
+
+@pytest.fixture(scope="session")
+def taxi_model(taxi_clean, taxi_spec):
+    """The taxi spec's pipeline fitted on the bundled trips (once per session)."""
+    from tollgate import training
+
+    return training.fit(taxi_clean, taxi_spec)
+
+
+def columns_of(df: pd.DataFrame, spec: specs.DatasetSpec):
+    """Rows of a DataFrame as the predictor's validated columns."""
+    from tollgate.prepared import Columns
+
+    return Columns(df[list(spec.numeric_features)].to_numpy(dtype="float64"),
+                   [[None if pd.isna(v) else v for v in df[name]] for name in spec.categorical_features])
+
+
+def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:
+    """A model directory as Vertex AI's AIP_STORAGE_URI holds it: model.skops + its registry record."""
+    import orjson
+
+    from tollgate import artifacts
+
+    blob = artifacts.dumps(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.skops").write_bytes(blob)
+    (folder / "record.json").write_bytes(orjson.dumps({
+        "sha256": artifacts.sha256(blob), "spec": spec.raw, "estimator": spec.estimator,
+        "metrics": {"r2": 0.9}, "registered_at": "2026-11-22T00:00:00Z", **record}))
+    return folder

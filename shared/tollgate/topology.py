@@ -46,6 +46,7 @@ class Service:
     source: str
     command: list[str]
     health_path: str
+    publishes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,7 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
     }
     services = {
         name: Service(name=name, source=s["source"], command=list(s["command"]),
-                      health_path=s.get("health_path", "/health"))
+                      health_path=s.get("health_path", "/health"), publishes=tuple(s.get("publishes") or ()))
         for name, s in (raw.get("services") or {}).items()
     }
     for sched in schedules.values():
@@ -109,6 +110,10 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                 raise TopologyError(f"function {fn.name!r} publishes unknown topic {topic!r}")
         if not (ROOT / fn.source / "main.py").is_file():
             raise TopologyError(f"function {fn.name!r}: {fn.source}/main.py does not exist")
+    for service in services.values():
+        for topic in service.publishes:
+            if topic not in topics:
+                raise TopologyError(f"service {service.name!r} publishes unknown topic {topic!r}")
     for job in jobs.values():
         if job.publishes and job.publishes not in topics:
             raise TopologyError(f"job {job.name!r} publishes unknown topic {job.publishes!r}")

@@ -6,7 +6,7 @@ locals {
   workloads = merge(
     { for name, f in local.functions : name => { kind = "function", publishes = try(f.publishes, []) } },
     { for name, j in local.jobs : name => { kind = "job", publishes = compact([try(j.publishes, "")]) } },
-    { predictor = { kind = "predictor", publishes = [] } },
+    { predictor = { kind = "predictor", publishes = try(local.topology.services.predictor.publishes, []) } },
   )
 
   # Firestore has no finer IAM than the project: runs, registry and ledger are read and written there.

@@ -1,0 +1,100 @@
+"""The predictor's OpenAPI 3.0 document, generated from the dataset spec it serves (GET /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollgate.spec import DatasetSpec
+
+_ERROR = {"type": "object", "required": ["error"],
+          "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {"type": "string"}}}}
+
+
+def _feature(spec: DatasetSpec, name: str) -> dict[str, Any]:
+    column = spec.columns[name]
+    if name in spec.numeric_features:
+        schema: dict[str, Any] = {"type": "number"}
+        if column.min is not None:
+            schema["minimum"] = column.min
+        if column.max is not None:
+            schema["maximum"] = column.max
+    else:
+        schema = {"type": "string"}
+        if column.allowed:
+            schema["enum"] = list(column.allowed)
+    if column.nullable:
+        schema["nullable"] = True
+    return schema
+
+
+def _responses(ok: dict[str, Any]) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {"200": {"description": "predictions", "content": {"application/json": {"schema": ok}},
+                    "headers": {"X-Model-Version": {"schema": {"type": "string"},
+                                                    "description": "the model version that answered"}}},
+            "400": {"description": "invalid request: every problem, with the instance index and field", **error},
+            "413": {"description": "too many instances or a body over the size limit", **error},
+            "503": {"description": "the model is not loaded (yet)", **error}}
+
+
+def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, Any]:
+    regression = spec.task == "regression"
+    instance = {"type": "object", "additionalProperties": False,
+                "required": [n for n in spec.features if not spec.columns[n].nullable],
+                "properties": {n: _feature(spec, n) for n in spec.features}}
+    prediction = {"type": "number"} if regression else {"type": "string"}
+    vertex_ok = {"type": "object", "required": ["predictions", "model_version"],
+                 "properties": {"predictions": {"type": "array", "items": prediction},
+                                "model_version": {"type": "integer"},
+                                "classes": {"type": "array", "items": {"type": "string"}},
+                                "probabilities": {"type": "array", "items": {"type": "array",
+                                                                             "items": {"type": "number"}}}}}
+    tensor_out = {"type": "object", "required": ["name", "shape", "datatype", "data"],
+                  "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                                 "datatype": {"type": "string"}, "data": {"type": "array"},
+                                 "parameters": {"type": "object"}}}
+    v2_ok = {"type": "object", "required": ["model_name", "outputs"],
+             "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
+                            "id": {"type": "string"}, "outputs": {"type": "array", "items": tensor_out}}}
+    tensor_in = {"type": "object", "required": ["name", "shape", "datatype", "data"],
+                 "properties": {"name": {"type": "string", "enum": list(spec.features)},
+                                "shape": {"type": "array", "items": {"type": "integer"}},
+                                "datatype": {"type": "string", "enum": ["FP64", "FP32", "INT64", "INT32", "BYTES"]},
+                                "data": {"type": "array"}, "parameters": {"type": "object"}}}
+    model_path = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"Tollgate predictor: {spec.name} v{version}", "version": str(version),
+                 "description": spec.description or f"Predictions of {spec.target} ({spec.task})."},
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Vertex AI prediction: instances keyed by feature name",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["instances"], "additionalProperties": False,
+                    "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                                                 "items": instance},
+                                   "parameters": {"type": "object"}}}}}},
+                "responses": _responses(vertex_ok)}},
+            "/v2/models/{name}/infer": {"post": {
+                "summary": "Open Inference Protocol v2: one named input per feature",
+                "parameters": [model_path],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["inputs"],
+                    "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor_in},
+                                   "outputs": {"type": "array", "items": {"type": "object"}},
+                                   "parameters": {"type": "object"}}}}}},
+                "responses": {**_responses(v2_ok),
+                              "404": {"description": "another model", "content": {"application/json": {
+                                  "schema": {"$ref": "#/components/schemas/Error"}}}}}}},
+            "/health": {"get": {"summary": "ready to predict (503 until the model is loaded)",
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/v2/health/live": {"get": {"summary": "the process is up", "responses": {"200": {"description": "live"}}}},
+            "/v2/health/ready": {"get": {"summary": "ready to predict",
+                                         "responses": {"200": {"description": "ready"},
+                                                       "503": {"description": "not ready"}}}},
+            "/metadata": {"get": {"summary": "model version, metrics, trained-at, features with types",
+                                  "responses": {"200": {"description": "metadata"},
+                                                "503": {"description": "not ready"}}}},
+        },
+        "components": {"schemas": {"Error": _ERROR}},
+    }

@@ -1,0 +1,151 @@
+"""The prediction log: every prediction, published to the `predictions` topic in batches, off the request path.
+
+A request only appends to a bounded in-memory queue (never blocks, never fails); one thread
+turns what is queued into messages of up to ``max_rows`` predictions, published with a timeout
+and bounded outstanding bytes. When the queue is full or Pub/Sub fails, the predictions are
+counted as lost (``tollgate_prediction_log_lost_total``), never hidden and never in the way.
+
+Message: JSON ``{"schema": "tollgate.predictions/v1", "dataset", "model_version", "revision",
+"records": [{"request_id", "row", "time", "model_version", "features", "prediction",
+["probabilities"], "latency_ms"}]}``, attributes ``dataset`` and ``model_version``.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from typing import Any, Callable
+
+import orjson
+
+from tollgate import log
+from tollgate.prepared import Columns, Outputs
+
+SCHEMA = "tollgate.predictions/v1"
+
+
+class PredictionLog:
+    def __init__(self, publish: Callable[[bytes, dict[str, str]], Any] | None, dataset: str, version: int,
+                 features: tuple[tuple[str, ...], tuple[str, ...]], *, max_rows: int = 500,
+                 max_delay: float = 1.0, max_queued_rows: int = 50_000,
+                 on_published: Callable[[int], None] = lambda n: None,
+                 on_lost: Callable[[int, str], None] = lambda n, why: None) -> None:
+        self._publish = publish
+        self.dataset, self.version = dataset, version
+        self.numeric, self.categorical = features
+        self.max_rows, self.max_delay, self.max_queued_rows = max_rows, max_delay, max_queued_rows
+        self._on_published, self._on_lost = on_published, on_lost
+        self._queue: collections.deque[tuple[str, float, Columns, Outputs, float]] = collections.deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="prediction-log", daemon=True)
+        if publish is not None:
+            self._thread.start()
+
+    def record(self, request_id: str, at: float, columns: Columns, outputs: Outputs, latency: float) -> None:
+        """Queue one request's predictions; O(1), never blocks."""
+        n = len(columns)
+        if self._publish is None:
+            return
+        with self._cond:
+            if self._closing or self._queued_rows + n > self.max_queued_rows:
+                self._on_lost(n, "queue full" if not self._closing else "shutting down")
+                return
+            self._queue.append((request_id, at, columns, outputs, latency))
+            self._queued_rows += n
+            if self._queued_rows >= self.max_rows:
+                self._cond.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Publish what is queued (bounded by ``timeout``); on SIGTERM, after the last request."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- the publishing thread ---------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                deadline = time.monotonic() + self.max_delay
+                while not self._closing and self._queued_rows < self.max_rows:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batch = list(self._queue)
+                self._queue.clear()
+                self._queued_rows = 0
+                closing = self._closing
+            if batch:
+                self._send(batch)
+            if closing:
+                return
+
+    def _send(self, batch: list[tuple[str, float, Columns, Outputs, float]]) -> None:
+        records = []
+        for request_id, at, columns, outputs, latency in batch:
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+            probabilities = outputs.probabilities
+            for i in range(len(columns)):
+                features = {name: _number(columns.numeric[i, j]) for j, name in enumerate(self.numeric)}
+                features.update({name: columns.categorical[j][i] for j, name in enumerate(self.categorical)})
+                record = {"request_id": request_id, "row": i, "time": when, "model_version": self.version,
+                          "features": features, "prediction": outputs.predictions[i],
+                          "latency_ms": round(latency * 1000, 3)}
+                if probabilities is not None:
+                    record["probabilities"] = probabilities[i]
+                records.append(record)
+        for start in range(0, len(records), self.max_rows):
+            chunk = records[start:start + self.max_rows]
+            message = orjson.dumps({"schema": SCHEMA, "dataset": self.dataset, "model_version": self.version,
+                                    "records": chunk}, option=orjson.OPT_SERIALIZE_NUMPY)
+            try:
+                future = self._publish(message, {"dataset": self.dataset, "model_version": str(self.version)})
+            except Exception as exc:   # flow control full, client broken: count, never raise
+                self._lost(len(chunk), exc)
+                continue
+            if hasattr(future, "add_done_callback"):
+                future.add_done_callback(lambda f, n=len(chunk): self._done(f, n))
+            else:
+                self._on_published(len(chunk))
+
+    def _done(self, future: Any, n: int) -> None:
+        try:
+            future.result(timeout=0)
+        except Exception as exc:
+            self._lost(n, exc)
+        else:
+            self._on_published(n)
+
+    def _lost(self, n: int, exc: BaseException) -> None:
+        self._on_lost(n, type(exc).__name__)
+        log.warning(f"prediction log: {n} predictions not published: {type(exc).__name__}: {exc}"[:300])
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def pubsub_publisher(project: str, topic: str, timeout: float = 30.0,
+                     max_outstanding_bytes: int = 20 * 1024 * 1024) -> Callable[[bytes, dict[str, str]], Any]:
+    """publish(data, attributes) → future on the `predictions` topic: bounded in time and in memory."""
+    from google.api_core import retry as retries
+    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1 import types
+
+    flow = types.PublishFlowControl(byte_limit=max_outstanding_bytes,
+                                    limit_exceeded_behavior=types.LimitExceededBehavior.ERROR)
+    client = pubsub_v1.PublisherClient(
+        batch_settings=types.BatchSettings(max_messages=10, max_latency=0.05),
+        publisher_options=types.PublisherOptions(flow_control=flow))
+    path = client.topic_path(project, topic)
+    retry = retries.Retry(initial=0.2, maximum=5.0, timeout=timeout)
+
+    def publish(data: bytes, attributes: dict[str, str]) -> Any:
+        return client.publish(path, data, retry=retry, timeout=timeout, **attributes)
+    return publish
