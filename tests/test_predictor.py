@@ -63,7 +63,7 @@ def test_v2_infer_equals_vertex(client):
     ("post", "/predict", b"", 400, "not valid JSON"),
     ("post", "/predict", orjson.dumps({"instances": [{**GOOD, "trip_miles": -1}]}), 400,
      "instances[0].trip_miles: -1.0 is below the minimum 0"),
-    ("post", "/predict", orjson.dumps({"instances": [GOOD] * 1001}), 413, "more than the limit of 1000"),
+    ("post", "/predict", orjson.dumps({"instances": [GOOD] * 1001}), 400, "more than the limit of 1000"),
     ("post", "/predict", b"[" + b"1," * (5 * 1024 * 1024) + b"1]", 413, "larger than"),
     ("get", "/predict", None, 405, "GET is not allowed"),
     ("post", "/nowhere", b"{}", 404, "no route POST /nowhere"),

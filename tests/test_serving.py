@@ -62,7 +62,7 @@ def test_every_problem_is_listed_with_index_and_field(checker):
     ([GOOD], 400, "JSON object with an `instances` list"),
     ({"instances": GOOD}, 400, "`instances` must be a list"),
     ({"instances": []}, 400, "no instances"),
-    ({"instances": [GOOD] * 101}, 413, "101 instances, more than the limit of 100"),
+    ({"instances": [GOOD] * 101}, 400, "101 instances, more than the limit of 100"),
     ({"instances": [GOOD], "parameters": 3}, 400, "`parameters` must be an object"),
     ({"instances": [GOOD], "extra": 1}, 400, "extra: unknown top-level field"),
 ])
@@ -136,11 +136,21 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            max_leaves=20)
 
 
+v2_tensors = st.fixed_dictionaries(
+    {"name": st.sampled_from([*GOOD, "other"]) | json_values},
+    optional={"shape": st.lists(st.integers(-1, 3), max_size=2) | json_values,
+              "datatype": st.sampled_from(["FP64", "FP32", "INT64", "BYTES", "BOOL"]) | json_values,
+              "data": st.lists(st.none() | st.floats() | st.integers() | st.text(max_size=3), max_size=3) | json_values,
+              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-2, 9)})
+              | json_values})
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=json_values | st.fixed_dictionaries({"instances": st.lists(
-    st.fixed_dictionaries({}, optional={k: json_values for k in GOOD}), max_size=5)}))
-def test_any_json_is_answered(checker, body):
-    for check in (checker.instances, checker.tensors):
+    st.fixed_dictionaries({}, optional={k: json_values for k in GOOD}), max_size=5)})
+    | st.fixed_dictionaries({"inputs": st.lists(v2_tensors, max_size=14)}), binary=st.binary(max_size=16))
+def test_any_json_is_answered(checker, body, binary):
+    for check in (checker.instances, lambda b: checker.tensors(b, binary)):
         try:
             cols = check(body)
         except serving.BadRequest as exc:

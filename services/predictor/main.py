@@ -22,6 +22,7 @@ time to match the registered model) and the micro-batcher; each is logged to the
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -122,7 +123,8 @@ def _publisher() -> Any:
     if not project:
         log.warning("prediction log off: GOOGLE_CLOUD_PROJECT is not set")
         return None
-    return pubsub_publisher(project, os.environ.get("TOLLGATE_PREDICTIONS_TOPIC", "predictions"))
+    return pubsub_publisher(project, os.environ.get("TOLLGATE_PREDICTIONS_TOPIC", "predictions"),
+                            timeout=float(os.environ.get("TOLLGATE_PREDICTION_LOG_TIMEOUT", 30)))
 
 
 def load(dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
@@ -237,7 +239,9 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
             columns = decode(s)
         except serving.BadRequest as exc:
             s.batcher.leave()
-            return _error(exc.status, "invalid request" if exc.status == 400 else exc.problems[0], exc.problems)
+            summary = "; ".join(exc.problems[:3]) + (f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3
+                                                     else "")
+            return _error(exc.status, f"invalid request: {summary}", exc.problems)
         except BaseException:
             s.batcher.leave()
             raise
@@ -249,7 +253,10 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise serving.BadRequest([f"the body is not valid JSON: {exc}"]) from None
+            try:   # NaN / Infinity literals, as tritonclient writes missing values: the standard library reads them
+                return json.loads(body)
+            except (ValueError, RecursionError):
+                raise serving.BadRequest([f"the body is not valid JSON: {exc}"]) from None
 
     @app.post(os.environ.get("AIP_PREDICT_ROUTE", "/predict"))
     def vertex_predict() -> Response:
@@ -304,7 +311,8 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
             return result
         s, columns, outputs = result
         n = len(columns)
-        wanted = {o.get("name") for o in parsed.get("outputs") or [] if isinstance(o, dict)} or None
+        requested = parsed.get("outputs") if isinstance(parsed.get("outputs"), list) else []
+        wanted = {o.get("name") for o in requested if isinstance(o, dict)} or None
         labels = outputs.predictions
         out = [{"name": "predict", "shape": [n], "datatype": "FP64" if s.spec.task == "regression" else "BYTES",
                 "data": labels if s.spec.task == "regression" else [str(v) for v in labels]}]
@@ -312,6 +320,10 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
             out.append({"name": "predict_proba", "shape": list(outputs.probabilities.shape), "datatype": "FP64",
                         "data": outputs.probabilities.ravel(), "parameters": {"classes": s.classes}})
         if wanted:
+            unknown = wanted - {o["name"] for o in out}
+            if unknown:
+                return _error(400, f"unknown outputs {sorted(map(str, unknown))}: this model has "
+                                   f"{', '.join(o['name'] for o in out)}")
             out = [o for o in out if o["name"] in wanted]
         s.predlog.record(g.request_id, time.time(), columns, outputs, time.perf_counter() - g.started)
         return _json({"model_name": dataset, "model_version": str(version),
@@ -368,8 +380,12 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
         return _error(404, f"no route {request.method} {request.path}; see /openapi.json")
 
     @app.errorhandler(405)
-    def wrong_method(_: Any) -> Response:
-        return _error(405, f"{request.method} is not allowed on {request.path}; see /openapi.json")
+    def wrong_method(exc: Any) -> Response:
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+        response = _error(405, f"{request.method} is not allowed on {request.path} (allowed: {allowed}); "
+                               "see /openapi.json")
+        response.headers["Allow"] = allowed
+        return response
 
     @app.errorhandler(413)
     def too_large(_: Any) -> Response:

@@ -32,8 +32,8 @@ def _responses(ok: dict[str, Any]) -> dict[str, Any]:
     return {"200": {"description": "predictions", "content": {"application/json": {"schema": ok}},
                     "headers": {"X-Model-Version": {"schema": {"type": "string"},
                                                     "description": "the model version that answered"}}},
-            "400": {"description": "invalid request: every problem, with the instance index and field", **error},
-            "413": {"description": "too many instances or a body over the size limit", **error},
+            "400": {"description": "invalid request (also: more instances than allowed): every problem, with the instance index and field", **error},
+            "413": {"description": "a body over the size limit", **error},
             "503": {"description": "the model is not loaded (yet)", **error}}
 
 
@@ -80,7 +80,8 @@ def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, A
                 "parameters": [model_path],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["inputs"],
-                    "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor_in},
+                    "properties": {"id": {"type": "string"},
+                                   "inputs": {"type": "array", "minItems": 1, "items": tensor_in},
                                    "outputs": {"type": "array", "items": {"type": "object"}},
                                    "parameters": {"type": "object"}}}}}},
                 "responses": {**_responses(v2_ok),

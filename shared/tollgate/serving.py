@@ -94,7 +94,7 @@ class Checker:
             raise BadRequest(["no instances: send at least one"])
         if n > self.max_instances:
             raise BadRequest([f"{n} instances, more than the limit of {self.max_instances} per request: "
-                              "split the request"], status=413)
+                              "split the request"])
 
     # -- Vertex AI ---------------------------------------------------------------------------
     def instances(self, body: Any) -> Columns:
@@ -158,7 +158,14 @@ class Checker:
                 continue
             name, datatype = tensor["name"], tensor.get("datatype")
             where = f"inputs[{k}] ({name})"
-            size = (tensor.get("parameters") or {}).get("binary_data_size")
+            if not isinstance(datatype, str):
+                problems.append(f"{where}: `datatype` must be a string such as FP64 or BYTES")
+                continue
+            parameters = tensor.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                problems.append(f"{where}: `parameters` must be an object")
+                continue
+            size = parameters.get("binary_data_size")
             if name not in self.known:
                 problems.append(f"{where}: unknown input (features: {', '.join(self.spec.features)})")
             elif name in data:
