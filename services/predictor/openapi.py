@@ -32,7 +32,8 @@ def _responses(ok: dict[str, Any]) -> dict[str, Any]:
     return {"200": {"description": "predictions", "content": {"application/json": {"schema": ok}},
                     "headers": {"X-Model-Version": {"schema": {"type": "string"},
                                                     "description": "the model version that answered"}}},
-            "400": {"description": "invalid request (also: more instances than allowed): every problem, with the instance index and field", **error},
+            "400": {"description": "invalid request (also: more instances than allowed): every problem, "
+                                   "with the instance index and field", **error},
             "413": {"description": "a body over the size limit", **error},
             "503": {"description": "the model is not loaded (yet)", **error}}
 
