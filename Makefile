@@ -17,6 +17,7 @@ $(STAMP): requirements.in requirements-dev.in constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.in -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -c "from tollgate import treewalk; treewalk.warm()"   # compile the predictor's tree loop once
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (pinned)
@@ -59,13 +60,27 @@ $(GE_VENV)/.installed: benchmarks/requirements-ge.in benchmarks/constraints-ge.t
 	$(GE_VENV)/bin/pip install --quiet -r benchmarks/requirements-ge.in -c benchmarks/constraints-ge.txt
 	@touch $@
 
-bench: bench-validate bench-train ## every benchmark, numbers side by side with the tools we compare against
+bench: bench-validate bench-train bench-serve ## every benchmark, numbers side by side with the tools we compare against
 
 bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
 	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
 
 bench-train: setup ## training and evaluation time of each estimator on the full taxi data
 	$(BIN)/python benchmarks/train.py
+
+MLSERVER_VENV := .bench/mlserver
+
+$(MLSERVER_VENV)/.installed: benchmarks/requirements-mlserver.in benchmarks/constraints-mlserver.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet -r benchmarks/requirements-mlserver.in -c benchmarks/constraints-mlserver.txt
+	@touch $@
+
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || \
+	  { echo "wrk is required: sudo apt-get install wrk"; exit 1; }
+
+bench-serve: setup wrk $(MLSERVER_VENV)/.installed ## predictor vs MLServer on the taxi model: req/s, rows/s, p50/p99, RSS, start-up
+	$(BIN)/python benchmarks/serve.py $(if $(SECONDS_PER_RUN),--seconds $(SECONDS_PER_RUN))
 
 lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
@@ -83,4 +98,5 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (C
 	gcloud builds submit --project $(PROJECT) --region $(REGION) --config cloudbuild.yaml \
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$$(git rev-parse HEAD) .
 
-.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train deploy check-terraform
+.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve wrk deploy \
+	check-terraform

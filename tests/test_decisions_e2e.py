@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import threading
 import time
 from importlib import resources
 
@@ -56,6 +57,41 @@ def served_versions(url, n):
     return counts
 
 
+class SteadyLoad:
+    """Clients calling the service URL without pause while the serving revision changes under them:
+    every answer must be a 2xx (a dropped connection counts as a failure too)."""
+
+    def __init__(self, url, clients=2):
+        self.url, self.codes, self.failures, self.versions = url, collections.Counter(), [], collections.Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self):
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    response = session.post(f"{self.url}/predict", json={"instances": [INSTANCE]}, timeout=30)
+                except requests.RequestException as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                self.codes[response.status_code] += 1
+                if response.ok:
+                    self.versions[int(response.headers["X-Model-Version"])] += 1
+                else:
+                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                time.sleep(0.02)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
 class DecidedEvents:
     """A pull subscription on model-decided, as a user subscribing to the event chain has."""
 
@@ -101,8 +137,12 @@ def test_canary_split_abort_promote_and_rollback(local_cloud, cloud, taxi, taxi_
     url = predictor_url(local_cloud, dataset)
     assert served_versions(url, 20) == {1: 20}                 # a first model takes all traffic
 
-    code, second = drop(local_cloud, batches[1], dataset=dataset)
+    with SteadyLoad(url) as load:   # the decider starts v2's revision and splits traffic under load
+        code, second = drop(local_cloud, batches[1], dataset=dataset)
+        time.sleep(1)
     assert code == 0 and second["decision"] == "promote" and second["challenger_version"] == 2, second
+    assert not load.failures and set(load.codes) == {200} and load.codes[200] > 50, (load.codes, load.failures[:5])
+    assert set(load.versions) == {1, 2}, load.versions
     assert second["model_version"] == 1                        # the champion still serves 90%
     split = served_versions(url, 1000)
     assert set(split) == {1, 2} and 70 <= split[2] <= 130, split   # 10% ± 3% of 1,000 requests
@@ -122,8 +162,11 @@ def test_canary_split_abort_promote_and_rollback(local_cloud, cloud, taxi, taxi_
     assert served_versions(url, 50) == {3: 50}
     before_rollback = dt.datetime.now(dt.timezone.utc)
 
-    rolled = tollgate(local_cloud, "rollback", dataset, "--reason", "complaints", "--actor", "bo", "--json")
+    with SteadyLoad(url) as load:   # v3 drains while v1 takes every request again
+        rolled = tollgate(local_cloud, "rollback", dataset, "--reason", "complaints", "--actor", "bo", "--json")
+        time.sleep(1)
     assert rolled.returncode == 0, rolled.stderr
+    assert not load.failures and load.codes[200] > 20, (load.codes, load.failures[:5])
     assert json.loads(rolled.stdout)["serving"] == {"version": 1, "canary": None}
     assert served_versions(url, 20) == {1: 20}                 # the previous champion answers again
     repeated = tollgate(local_cloud, "rollback", dataset, "--json")

@@ -10,7 +10,9 @@ import os
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('AIP_HTTP_PORT') or os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# few threads: one core's worth of Python work, and more threads only contend for the GIL (measured
+# with `make bench-serve`: 4 threads beat 8 and 16 at 8 connections); waiting connections queue in the poller
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 60
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "8"))
 keepalive = 5

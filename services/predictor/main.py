@@ -123,8 +123,9 @@ def _publisher() -> Any:
     if not project:
         log.warning("prediction log off: GOOGLE_CLOUD_PROJECT is not set")
         return None
-    return pubsub_publisher(project, os.environ.get("TOLLGATE_PREDICTIONS_TOPIC", "predictions"),
-                            timeout=float(os.environ.get("TOLLGATE_PREDICTION_LOG_TIMEOUT", 30)))
+    topic = os.environ.get("TOLLGATE_PREDICTIONS_TOPIC", "predictions")
+    timeout = float(os.environ.get("TOLLGATE_PREDICTION_LOG_TIMEOUT", 30))
+    return lambda: pubsub_publisher(project, topic, timeout=timeout)
 
 
 def load(dataset: str, version: int) -> tuple[Any, dict[str, Any]]:

@@ -27,12 +27,14 @@ SCHEMA = "tollgate.predictions/v1"
 
 
 class PredictionLog:
-    def __init__(self, publish: Callable[[bytes, dict[str, str]], Any] | None, dataset: str, version: int,
+    def __init__(self, publisher: Callable[[], Callable[[bytes, dict[str, str]], Any]] | None, dataset: str,
+                 version: int,
                  features: tuple[tuple[str, ...], tuple[str, ...]], *, max_rows: int = 500,
                  max_delay: float = 1.0, max_queued_rows: int = 50_000,
                  on_published: Callable[[int], None] = lambda n: None,
                  on_lost: Callable[[int, str], None] = lambda n, why: None) -> None:
-        self._publish = publish
+        self._publisher = publisher   # built by the log's thread: the Pub/Sub client never delays readiness
+        self._publish: Callable[[bytes, dict[str, str]], Any] | None = None
         self.dataset, self.version = dataset, version
         self.numeric, self.categorical = features
         self.max_rows, self.max_delay, self.max_queued_rows = max_rows, max_delay, max_queued_rows
@@ -42,13 +44,13 @@ class PredictionLog:
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="prediction-log", daemon=True)
-        if publish is not None:
+        if publisher is not None:
             self._thread.start()
 
     def record(self, request_id: str, at: float, columns: Columns, outputs: Outputs, latency: float) -> None:
         """Queue one request's predictions; O(1), never blocks."""
         n = len(columns)
-        if self._publish is None:
+        if self._publisher is None:
             return
         with self._cond:
             if self._closing or self._queued_rows + n > self.max_queued_rows:
@@ -69,6 +71,10 @@ class PredictionLog:
 
     # -- the publishing thread ---------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._publish = self._publisher()   # type: ignore[misc]
+        except Exception as exc:   # no client, no log: every prediction is counted as lost
+            log.warning(f"prediction log: no Pub/Sub publisher: {type(exc).__name__}: {exc}"[:300])
         while True:
             with self._cond:
                 deadline = time.monotonic() + self.max_delay
@@ -102,6 +108,9 @@ class PredictionLog:
                 records.append(record)
         for start in range(0, len(records), self.max_rows):
             chunk = records[start:start + self.max_rows]
+            if self._publish is None:
+                self._on_lost(len(chunk), "no publisher")
+                continue
             message = orjson.dumps({"schema": SCHEMA, "dataset": self.dataset, "model_version": self.version,
                                     "records": chunk}, option=orjson.OPT_SERIALIZE_NUMPY)
             try:
@@ -133,7 +142,8 @@ def _number(value: float) -> float | None:
 
 def pubsub_publisher(project: str, topic: str, timeout: float = 30.0,
                      max_outstanding_bytes: int = 20 * 1024 * 1024) -> Callable[[bytes, dict[str, str]], Any]:
-    """publish(data, attributes) → future on the `predictions` topic: bounded in time and in memory."""
+    """publish(data, attributes) → future on the `predictions` topic: bounded in time and in memory.
+    Called in the log's own thread (importing and building the client takes ~0.5 s)."""
     from google.api_core import retry as retries
     from google.cloud import pubsub_v1
     from google.cloud.pubsub_v1 import types

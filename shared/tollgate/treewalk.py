@@ -33,3 +33,16 @@ def walk(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missing_left
                 else:
                     node = right[node]
             out[i, c] += value[node]
+
+
+def warm() -> None:
+    """Compile (or load from the cache) the loop for the dtypes the prepared path passes: a container
+    image calls this at build time so that no instance compiles at start-up."""
+    x = np.zeros((1, 1))
+    tree = dict(feature=np.array([0, -1, -1], np.int32), threshold=np.zeros(3), missing_left=np.ones(3, np.uint8),
+                left=np.array([1, 0, 0], np.int32), right=np.array([2, 0, 0], np.int32),
+                value=np.array([0.0, 1.0, 2.0]))
+    out = np.empty((1, 1))
+    walk(x, tree["feature"], tree["threshold"], tree["missing_left"], tree["left"], tree["right"], tree["value"],
+         np.zeros(1, np.int32), np.zeros(1), out)
+    assert out[0, 0] == 1.0
