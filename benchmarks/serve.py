@@ -176,8 +176,8 @@ def main() -> int:
     try:
         with console.status("starting both servers (pinned to core 0)"):
             servers.append(Server(
-                "tollgate", [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "services/predictor/gunicorn.conf.py",
-                             "services.predictor.main:create_app()"],
+                "tollgate", [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config",
+                             "services/predictor/gunicorn.conf.py", "services.predictor.main:create_app()"],
                 {"AIP_STORAGE_URI": str(ours_dir), "DATASET": spec.name, "MODEL_VERSION": "1",
                  "PORT": str(ours_port), "HOST": "127.0.0.1", "TOLLGATE_PREDICTION_LOG": "off"},
                 ours_port, "/v2/health/ready", f"/v2/models/{spec.name}/infer", ROOT))
@@ -220,7 +220,8 @@ def main() -> int:
                           f"{median(server.name, rows, c, 'p99'):.2f}", str(errors))
     console.print(table)
     for server in servers:
-        console.print(f"{server.name}: start-up to ready {server.startup:.2f} s, RSS after the load {rss[server.name]:.0f} MB")
+        console.print(f"{server.name}: start-up to ready {server.startup:.2f} s, "
+                      f"RSS after the load {rss[server.name]:.0f} MB")
     single = median("tollgate", 1, 8, "rps") / median("mlserver", 1, 8, "rps")
     batch = median("tollgate", 100, 8, "rps") / median("mlserver", 100, 8, "rps")
     p99 = median("mlserver", 1, 8, "p99") / median("tollgate", 1, 8, "p99")

@@ -144,6 +144,73 @@ def served(url: str, n: int) -> dict[int, int]:
     return dict(sorted(counts.items()))
 
 
+class PredictionLog:
+    """A pull subscription on the predictor's `predictions` topic."""
+
+    def __init__(self, local: LocalCloud) -> None:
+        from google.cloud import pubsub_v1
+
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.path = self.subscriber.subscription_path(local.project, f"demo-predictions-{int(time.time())}")
+        self.subscriber.create_subscription(name=self.path,
+                                            topic=f"projects/{local.project}/topics/predictions")
+
+    def pull(self, expected: int, timeout: float = 20) -> list[dict]:
+        records: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            pulled = self.subscriber.pull(subscription=self.path, max_messages=20, timeout=5)
+            for message in pulled.received_messages:
+                records += json.loads(message.message.data)["records"]
+            if pulled.received_messages:
+                self.subscriber.acknowledge(subscription=self.path,
+                                            ack_ids=[m.ack_id for m in pulled.received_messages])
+        return records
+
+
+def predictor_contracts(url: str, log: PredictionLog) -> None:
+    """The same model through the Open Inference Protocol (tritonclient), bad input, metadata, metrics, the log."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    console.rule("[bold]The predictor's contracts: Vertex AI, Open Inference Protocol v2, metadata, metrics")
+    rows = [SAMPLE, {**SAMPLE, "trip_miles": 12.5, "trip_seconds": 1900}, {**SAMPLE, "company": None}]
+    vertex = requests.post(f"{url}/predict", json={"instances": rows}, timeout=30).json()["predictions"]
+    client = triton.InferenceServerClient(url=url.removeprefix("http://"))
+    inputs = []
+    for name in SAMPLE:
+        numeric = name not in ("payment_type", "company")
+        data = np.asarray([[r[name]] for r in rows], dtype="float64" if numeric else object)
+        if not numeric:
+            data[data == None] = "Unknown"  # noqa: E711 - BYTES tensors carry no null; the encoder maps it as unseen
+        tensor = triton.InferInput(name, list(data.shape), "FP64" if numeric else "BYTES")
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    dataset = "chicago_taxi"
+    result = client.infer(dataset, inputs)
+    console.print(f"tritonclient.http infer(\"{dataset}\", 13 named inputs, binary tensors) → predict = "
+                  f"{np.round(result.as_numpy('predict'), 4).tolist()}", highlight=False)
+    console.print(f"POST /predict with the same rows                         → predictions = "
+                  f"{np.round(vertex, 4).tolist()}", highlight=False)
+    bad = requests.post(f"{url}/predict", json={"instances": [{**SAMPLE, "trip_miles": -2, "fare": None},
+                                                              {**SAMPLE, "payment_type": "Bitcoin"}]}, timeout=30)
+    console.print(f"$ curl ... a request with a negative distance and an unknown payment type → HTTP {bad.status_code}")
+    for problem in bad.json()["problems"]:
+        console.print(f"    {problem}", highlight=False)
+    meta = requests.get(f"{url}/metadata", timeout=30).json()
+    console.print(f"GET /metadata → v{meta['model_version']} ({meta['estimator']}), inference path: "
+                  f"{meta['inference_path']} ({meta['inference_check']})", highlight=False)
+    metrics = requests.get(f"{url}/metrics", timeout=30).text.splitlines()
+    shown = [m for m in metrics if m.startswith(("tollgate_predictor_requests_total", "tollgate_predictor_batch_rows_"
+                                                 "count", "tollgate_predictor_predictions_total"))]
+    console.print("GET /metrics →\n    " + "\n    ".join(shown), highlight=False)
+    records = log.pull(expected=1 + 2 * len(rows))
+    console.print(f"topic `predictions`: {len(records)} logged predictions so far (batched, off the request "
+                  f"path); the latest:", highlight=False)
+    if records:
+        console.print_json(json.dumps(records[-1]))
+
+
 def decisions(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url: str) -> bool:
     """Review requests answered from the CLI, a canary rollout measured at the URL, a rollback, the ledger."""
     console.rule("[bold]When the policy asks a person")
@@ -209,6 +276,7 @@ def main() -> int:
         console.print(f"[red]{exc}[/]")
         return 1
     env = {**os.environ, **local.env()}
+    os.environ.update(local.env())   # the demo's own Pub/Sub client (the prediction log) finds the emulator
     for spec in ("chicago_taxi", "breast_cancer"):   # the bundled specs, also over older copies in the bucket
         subprocess.run([TOLLGATE, "spec", "push", str(ROOT / "datasets" / f"{spec}.yaml")], env=env, check=True)
     batches = make_batches(local.home / "demo")
@@ -231,12 +299,14 @@ def main() -> int:
     if not url:
         console.print("[red]no predictor is serving[/]")
         return 1
+    log = PredictionLog(local)   # subscribe before predicting, as a monitoring consumer would
     response = requests.post(f"{url}/predict", json={"instances": [SAMPLE]}, timeout=30)
     console.rule("[bold]A real prediction")
     console.print(f"$ curl -X POST {url}/predict -H 'Content-Type: application/json' -d '{{\"instances\": [...]}}'",
                   soft_wrap=True, highlight=False)
     console.print(f"HTTP {response.status_code}  X-Model-Version: {response.headers.get('X-Model-Version')}")
     console.print_json(response.text)
+    predictor_contracts(url, log)
     wide = {**env, "COLUMNS": str(max(console.width, 160))}   # tables stay readable when piped
     console.rule("[bold]Data quality: what the validator caught")
     for label in ("2014-H1 (broken export)", "2016"):

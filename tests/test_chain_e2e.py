@@ -63,6 +63,10 @@ def test_first_batch_is_promoted_and_served(first_run, local_cloud):
     assert len(body["predictions"]) == 2 and body["predictions"][1] > body["predictions"][0] > 0
     bad = requests.post(f"{url}/predict", json={"instances": [{"trip_miles": "far"}]}, timeout=10)
     assert bad.status_code == 400 and any("trip_miles" in p for p in bad.json()["problems"])
+    meta = requests.get(f"{url}/metadata", timeout=10)   # the registry's record, as Firestore returns it
+    assert meta.status_code == 200, meta.text
+    assert meta.json()["model_version"] == 1 and meta.json()["trained_at"].startswith("20")
+    assert meta.json()["inference_path"] == "prepared" and meta.json()["metrics"]
 
 
 def test_second_batch_is_judged_against_the_champion(first_run, local_cloud, taxi, tmp_path):

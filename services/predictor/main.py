@@ -102,7 +102,7 @@ class Serving:
     def metadata(self) -> dict[str, Any]:
         r, spec = self.record, self.spec
         return {"dataset": self.dataset, "model_version": self.version, "task": spec.task, "target": spec.target,
-                "estimator": r.get("estimator"), "metrics": r.get("metrics"), "trained_at": r.get("registered_at"),
+                "estimator": r.get("estimator"), "metrics": r.get("metrics"), "trained_at": _iso(r.get("registered_at")),
                 "sha256": r.get("sha256"), "code_version": r.get("code_version"),
                 "features": [{"name": n, "type": "number" if n in spec.numeric_features else "string",
                               "nullable": spec.columns[n].nullable, "min": spec.columns[n].min,
@@ -151,8 +151,13 @@ def _read(uri: str, name: str) -> bytes:
         return fh.read()
 
 
+def _iso(value: Any) -> Any:
+    """Firestore timestamps (a datetime subclass orjson will not take) as ISO 8601 strings."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY, default=str), status=status,
                     mimetype="application/json", headers=headers)
 
 
@@ -394,8 +399,8 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
 
     @app.errorhandler(500)
     def crashed(exc: Any) -> Response:
-        log.error(f"prediction failed: {getattr(exc, 'original_exception', exc)!r}", request_id=g.get("request_id"))
-        return _error(500, "internal error while predicting; the request id is in X-Request-Id")
+        log.error(f"request failed: {getattr(exc, 'original_exception', exc)!r}", request_id=g.get("request_id"))
+        return _error(500, "internal error; the request id is in X-Request-Id (and in the log)")
 
     if background:
         threading.Thread(target=load_model, name="model-loader", daemon=True).start()
