@@ -102,7 +102,8 @@ class Serving:
     def metadata(self) -> dict[str, Any]:
         r, spec = self.record, self.spec
         return {"dataset": self.dataset, "model_version": self.version, "task": spec.task, "target": spec.target,
-                "estimator": r.get("estimator"), "metrics": r.get("metrics"), "trained_at": _iso(r.get("registered_at")),
+                "estimator": r.get("estimator"), "metrics": r.get("metrics"),
+                "trained_at": _iso(r.get("registered_at")),
                 "sha256": r.get("sha256"), "code_version": r.get("code_version"),
                 "features": [{"name": n, "type": "number" if n in spec.numeric_features else "string",
                               "nullable": spec.columns[n].nullable, "min": spec.columns[n].min,
