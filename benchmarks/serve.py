@@ -83,7 +83,7 @@ class Server:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
         self.infer = self.url + infer
-        self.log = cwd / f"{name}.log"
+        self.log = ROOT / ".bench" / f"{name}.log"   # kept after the run, outside the repository's tree
         started = time.monotonic()
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], cwd=cwd,
                                      env={**os.environ, "OMP_NUM_THREADS": "1", **env},

@@ -62,6 +62,28 @@ def serve(model_folder, **env):
                 proc.kill()
 
 
+def test_a_model_that_fails_to_load_ends_the_process(taxi_model_dir, tmp_path):  # noqa: F811
+    """gunicorn exits with 3 ("failed to boot") so Cloud Run fails the revision instead of waiting on probes."""
+    broken = tmp_path / "model"
+    broken.mkdir()
+    blob = (taxi_model_dir / "model.skops").read_bytes()
+    (broken / "model.skops").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    (broken / "record.json").write_text((taxi_model_dir / "record.json").read_text())
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "services/predictor/gunicorn.conf.py",
+                             "services.predictor.main:create_app()"], cwd=ROOT,
+                            env={**os.environ, "AIP_STORAGE_URI": str(broken), "DATASET": "chicago_taxi",
+                                 "MODEL_VERSION": "3", "PORT": str(free_port()), "HOST": "127.0.0.1",
+                                 "TOLLGATE_PREDICTION_LOG": "off"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, output[-2000:]
+    assert "could not be loaded" in output and "altered after registration" in output, output[-2000:]
+
+
 @pytest.fixture(scope="module")
 def server(taxi_model_dir):  # noqa: F811
     with serve(taxi_model_dir) as running:

@@ -68,8 +68,9 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
         jobs.load_model(cloud, State(cloud.firestore), dataset, 1)
     from services.predictor.main import create_app
 
-    with pytest.raises(artifacts.ArtifactError):
-        create_app(dataset, 1)
+    predictor = create_app(dataset, 1, background=False)   # loads, fails, and never turns ready
+    ready = predictor.test_client().get("/v2/health/ready")
+    assert ready.status_code == 503 and "altered after registration" in ready.json["error"], ready.json
     # the evaluator job refuses it too: the next batch's run fails at evaluation and says why
     code, failed = drop(local_cloud, write_csv(taxi_period(taxi, "2015-07-01", "2016-01-01"), tmp_path / "c.csv"),
                         dataset=dataset)

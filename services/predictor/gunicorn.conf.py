@@ -17,6 +17,8 @@ timeout = 60
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "8"))
 keepalive = 5
 accesslog = None
+# a model that fails to load ends the process (exit 3, "failed to boot"): the revision fails at once
+os.environ.setdefault("TOLLGATE_EXIT_ON_LOAD_FAILURE", "1")
 
 
 def worker_exit(server, worker):  # noqa: ANN001 - gunicorn's hook signature

@@ -16,14 +16,16 @@ The model loads in the background from the version pinned in the revision's envi
 (``DATASET``, ``MODEL_VERSION``; hash-checked against the registry) or, on Vertex AI, from
 ``AIP_STORAGE_URI`` (``model.skops`` + ``record.json``). Until it is loaded, the health and
 readiness routes and every prediction answer 503; if loading fails they keep answering 503 with
-the reason. Predictions go through the prepared path (``tollgate.prepared``: checked at load
-time to match the registered model) and the micro-batcher; each is logged to the `predictions` topic.
+the reason (under gunicorn the process exits instead, so the platform fails the revision at once).
+Predictions go through the prepared path (``tollgate.prepared``: checked at load time to match the
+registered model) and the micro-batcher; each is logged to the `predictions` topic.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +44,7 @@ from tollgate.prepared import Columns, Outputs
 
 MAX_BODY_BYTES = int(os.environ.get("TOLLGATE_MAX_BODY_BYTES", 8 * 1024 * 1024))
 MAX_INSTANCES = int(os.environ.get("TOLLGATE_MAX_INSTANCES", serving.MAX_INSTANCES))
+EXIT_ON_LOAD_FAILURE = "TOLLGATE_EXIT_ON_LOAD_FAILURE"   # set by gunicorn.conf.py
 
 
 class Metrics:
@@ -187,6 +190,13 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
             box["error"] = f"{type(exc).__name__}: {exc}"
             log.error(f"model {dataset} v{version} could not be loaded; this revision will not turn ready: "
                       f"{box['error']}", dataset=dataset, model_version=version)
+            if os.environ.get(EXIT_ON_LOAD_FAILURE) == "1":
+                # Under gunicorn: a model that failed its hash check or could not be read will not load on
+                # a retry either. Exit code 3 is gunicorn's "worker failed to boot": the master stops, and
+                # the platform fails the revision now instead of after its startup probe gives up.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(3)
             return
         metrics.model.labels(dataset, str(version), s.prepared.path).set(1)
         metrics.ready.set(1)
