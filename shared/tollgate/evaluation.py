@@ -69,6 +69,26 @@ def _log_loss(positive: np.ndarray, p: np.ndarray) -> float:
     return skm.log_loss(positive, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0])
 
 
+def metric_values(y: np.ndarray, p: np.ndarray, metric: str) -> Any:
+    """A label-based metric of predictions ``p``; on (resamples, n) matrices, one value per row."""
+    if metric in _VECTOR:
+        return _VECTOR[metric](y, p)
+    if metric != "f1":
+        raise ValueError(f"{metric} needs probabilities, not labels")
+    if y.ndim == 1:
+        return float(skm.f1_score(y, p, average="macro"))
+    return np.array([skm.f1_score(a, b, average="macro") for a, b in zip(y, p)])
+
+
+def bootstrap_interval(y: np.ndarray, p: np.ndarray, metric: str, resamples: int, confidence: float,
+                       seed: int) -> tuple[float, float]:
+    """The percentile bootstrap interval of one model's metric on rows ``y``/``p``."""
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(metric_values(y[idx], p[idx], metric), [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 @dataclasses.dataclass(frozen=True)
 class PairedDifference:
     metric: str

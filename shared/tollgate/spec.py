@@ -104,6 +104,34 @@ class Review:
 
 
 @dataclasses.dataclass(frozen=True)
+class Monitoring:
+    """What the monitor judges on each window of live traffic (``monitoring:`` in the spec).
+
+    ``decay_below``: the realised primary metric (from late labels) whose confidence interval lies
+    wholly below it is decay (default: the policy threshold). Canaries: promoted with at least
+    ``canary_min_requests`` requests when not worse than the stable version, rolled back when worse:
+    error rate higher by ``canary_max_error_increase``, p99 latency ``canary_max_latency_ratio``
+    times the stable one's (and above ``canary_latency_floor_ms``: below it, differences between
+    sub-millisecond percentiles are noise), or a realised metric lower by more than
+    ``canary_max_metric_drop`` (the whole confidence interval of the difference below it). With
+    labels, promotion needs the interval's lower end above ``-canary_max_metric_drop`` (not worse
+    by more than that, with the policy's confidence); until then the canary waits for labels."""
+    window_minutes: float = 60.0
+    min_labels: int = 30
+    max_error_rate: float = 0.01
+    max_p99_ms: float = 1000.0
+    decay_below: float | None = None
+    retrain_cooldown_hours: float = 24.0
+    alert_cooldown_minutes: float = 60.0
+    canary_min_requests: int = 200
+    canary_max_error_increase: float = 0.01
+    canary_max_latency_ratio: float = 2.0
+    canary_latency_floor_ms: float = 50.0
+    canary_max_metric_drop: float = 0.02
+    id_columns: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
     task: str
@@ -121,6 +149,7 @@ class DatasetSpec:
     drift: Drift = Drift()
     deployment: Deployment = Deployment()
     review: Review = Review()
+    monitoring: Monitoring = Monitoring()
     estimator: str = "hist_gradient_boosting"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     search: Search | None = None
@@ -208,6 +237,40 @@ def _drift(raw: dict[str, Any], where: str) -> Drift:
     if drift.sample_size < 100:
         raise SpecError(f"{where}.sample_size: at least 100")
     return drift
+
+
+def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
+    if raw is None:
+        return Monitoring()
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: a mapping of settings")
+    fields = {f.name: f for f in dataclasses.fields(Monitoring)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SpecError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            if name == "id_columns":
+                values[name] = tuple(str(c) for c in value or ())
+            elif name == "decay_below":
+                values[name] = None if value is None else float(value)
+            else:
+                values[name] = type(getattr(Monitoring(), name))(value)
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}.{name}: {value!r} is not a number") from None
+    monitoring = Monitoring(**values)
+    positive = ("window_minutes", "min_labels", "max_p99_ms", "canary_min_requests", "canary_max_latency_ratio")
+    bad = [n for n in positive if getattr(monitoring, n) <= 0]
+    bad += [n for n in ("max_error_rate", "retrain_cooldown_hours", "alert_cooldown_minutes",
+                        "canary_max_error_increase", "canary_max_metric_drop", "canary_latency_floor_ms")
+            if getattr(monitoring, n) < 0]
+    if bad:
+        raise SpecError(f"{where}: {', '.join(bad)} must be positive")
+    missing = [c for c in monitoring.id_columns if c not in features]
+    if missing:
+        raise SpecError(f"{where}.id_columns: {', '.join(missing)} are not features (labels are joined on them)")
+    return monitoring
 
 
 def from_dict(raw: dict[str, Any]) -> DatasetSpec:
@@ -300,6 +363,7 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         min_rows=int(raw.get("min_rows", 1)), max_drop_fraction=float(raw.get("max_drop_fraction", 0.2)),
         max_file_bytes=int(raw.get("max_file_bytes", 10 * 2**30)),
         drift=drift, deployment=Deployment(canary_percent=canary), review=Review(expire_after_hours=expire_after),
+        monitoring=_monitoring(raw.get("monitoring"), numeric + categorical, f"{where}: monitoring"),
         estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),
         model_params=dict(model.get("params") or {}),
         search=_search(model.get("search"), f"{where}: model.search"),

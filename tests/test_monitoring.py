@@ -1,0 +1,206 @@
+"""Monitoring logic without a cloud: labels joined to logged predictions, windows per version,
+alerts by the spec's thresholds, canary verdicts, and the spec's `monitoring` section."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tollgate import drift, monitoring, serving
+from tollgate import spec as specs
+
+START, END = pd.Timestamp("2026-11-22T10:00:00Z"), pd.Timestamp("2026-11-22T11:00:00Z")
+
+
+def logged(rows: pd.DataFrame, spec, predictions, version, prefix, status=200, latency=2.0) -> pd.DataFrame:
+    """Rows as the monitor reads them back from predictions/<dataset>/<date>/*.parquet."""
+    frame = pd.DataFrame({
+        "request_id": [f"{prefix}-{i // 10}" for i in range(len(rows))], "row": [i % 10 for i in range(len(rows))],
+        "time": pd.date_range(START, END, periods=len(rows) + 2)[1:-1], "model_version": version,
+        "status": status, "latency_ms": latency, "prediction": np.asarray(predictions, dtype="float64"),
+    })
+    for name in spec.features:
+        frame[monitoring.FEATURE + name] = rows[name].to_numpy()
+    return frame
+
+
+@pytest.fixture(scope="module")
+def traffic(taxi_clean, taxi_model, taxi_spec):
+    """The fitted model's predictions on 1,000 trips, with their true fares as labels."""
+    rows = taxi_clean.sample(1000, random_state=3).reset_index(drop=True)
+    predictions = taxi_model.predict(rows[list(taxi_spec.features)])
+    return rows, predictions
+
+
+@pytest.fixture(scope="module")
+def reference(taxi_clean, taxi_spec):
+    return drift.profile(taxi_clean, taxi_spec)
+
+
+def labels_of(frame: pd.DataFrame, fares) -> pd.DataFrame:
+    return pd.DataFrame({"request_id": frame["request_id"], "row": frame["row"], "fare": np.asarray(fares)})
+
+
+def test_labels_join_by_request_and_row_and_unknown_ids_are_counted(traffic, taxi_spec):
+    rows, predictions = traffic
+    frame = logged(rows, taxi_spec, predictions, 1, "a")
+    labels = labels_of(frame, rows["fare"]).iloc[:600]
+    stranger = pd.DataFrame({"request_id": ["nobody-1", "nobody-2"], "row": [0, 0], "fare": [3.0, 4.0]})
+    joined, unmatched = monitoring.join_labels(frame, pd.concat([labels, stranger]), taxi_spec)
+    assert unmatched == 2
+    assert joined["label"].notna().sum() == 600
+    assert np.array_equal(joined["label"].iloc[:600].to_numpy(), rows["fare"].iloc[:600].to_numpy())
+    # a later label for the same prediction wins; no label file means no labels
+    again = pd.concat([labels.iloc[:1].assign(fare=99.0), labels.iloc[:1].assign(fare=42.0)])
+    assert monitoring.join_labels(frame, again, taxi_spec)[0]["label"].iloc[0] == 42.0
+    none, count = monitoring.join_labels(frame, pd.DataFrame(), taxi_spec)
+    assert count == 0 and none["label"].isna().all()
+
+
+def test_labels_join_on_declared_id_columns(traffic, taxi_spec):
+    rows, predictions = traffic
+    spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(id_columns=("trip_seconds", "trip_miles")))
+    frame = logged(rows, spec, predictions, 1, "a").drop_duplicates(
+        subset=[monitoring.FEATURE + "trip_seconds", monitoring.FEATURE + "trip_miles"]).reset_index(drop=True)
+    keys = monitoring.features_of(frame)[["trip_seconds", "trip_miles"]]
+    labels = keys.assign(fare=np.arange(len(keys), dtype=float))
+    joined, unmatched = monitoring.join_labels(frame, labels, spec)
+    assert unmatched == 0 and np.array_equal(joined["label"].to_numpy(), np.arange(len(keys), dtype=float))
+
+
+def test_an_empty_window_has_no_versions_and_raises_nothing(taxi_spec):
+    empty = pd.DataFrame(columns=list(monitoring.META))
+    result = monitoring.window(empty, taxi_spec, {}, START, END)
+    assert result["versions"] == {} and result["requests"] == 0
+    assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
+
+
+def test_realised_metric_and_decay_alert(traffic, taxi_spec, reference):
+    rows, predictions = traffic
+    frame = logged(rows, taxi_spec, predictions, 1, "a")
+    good, _ = monitoring.join_labels(frame, labels_of(frame, rows["fare"]), taxi_spec)
+    result = monitoring.window(good, taxi_spec, {1: reference}, START, END)
+    v1 = result["versions"]["1"]
+    assert v1["requests"] == 100 and v1["rows"] == 1000 and v1["labels"] == 1000 and v1["error_rate"] == 0
+    r = v1["realised"]
+    assert r["metric"] == "r2" and r["low"] <= r["value"] <= r["high"] and r["value"] > 0.8
+    assert v1["drift"]["verdict"] == "none", v1["drift"]["message"]   # the same distribution it trained on
+    assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
+
+    # fares rise 60% (a tariff change the model never saw): the realised R² falls below the threshold
+    decayed, _ = monitoring.join_labels(frame, labels_of(frame, rows["fare"] * 1.6), taxi_spec)
+    result = monitoring.window(decayed, taxi_spec, {1: reference}, START, END)
+    [alert] = monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})
+    assert alert["kind"] == "decay" and alert["retrain"] and alert["threshold"] == taxi_spec.policy.threshold
+    assert "below 0.7" in alert["message"] and result["versions"]["1"]["realised"]["high"] < 0.7
+    # a version that no longer serves raises nothing
+    assert monitoring.judge(result, taxi_spec, {"version": 2, "canary": None}) == []
+
+
+def test_too_few_labels_give_no_verdict(traffic, taxi_spec, reference):
+    rows, predictions = traffic
+    frame = logged(rows, taxi_spec, predictions, 1, "a")
+    few, _ = monitoring.join_labels(frame, labels_of(frame, rows["fare"] * 3).iloc[:10], taxi_spec)
+    result = monitoring.window(few, taxi_spec, {1: reference}, START, END)
+    assert result["versions"]["1"]["labels"] == 10 and result["versions"]["1"]["realised"] is None
+    assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
+
+
+def test_error_rate_and_latency_slos(traffic, taxi_spec, reference):
+    rows, predictions = traffic
+    ok = logged(rows, taxi_spec, predictions, 1, "a", latency=1500.0)
+    errors = pd.DataFrame({"request_id": [f"bad-{i}" for i in range(10)], "row": 0,
+                           "time": START + pd.Timedelta(1, "s"), "model_version": 1, "status": 400, "latency_ms": 1.0})
+    frame = pd.concat([ok, errors], ignore_index=True)
+    result = monitoring.window(frame, taxi_spec, {1: reference}, START, END)
+    v1 = result["versions"]["1"]
+    assert v1["requests"] == 110 and v1["errors"] == 10 and v1["rows"] == 1000
+    kinds = {a["kind"] for a in monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})}
+    assert kinds == {"slo_error_rate", "slo_latency"}
+
+
+def test_severe_input_drift_asks_for_retraining(traffic, taxi_spec, reference):
+    rows, predictions = traffic
+    shifted = rows.assign(trip_seconds=rows["trip_seconds"] / 60)   # an upstream export switched to minutes
+    frame = logged(shifted, taxi_spec, predictions, 1, "a")
+    result = monitoring.window(frame, taxi_spec, {1: reference}, START, END)
+    assert result["versions"]["1"]["drift"]["verdict"] == "severe"
+    [alert] = monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})
+    assert alert["kind"] == "drift" and alert["retrain"] and "trip_seconds" in alert["message"]
+
+
+def canary_window(traffic, spec, reference, canary_predictions, n_canary=300):
+    rows, predictions = traffic
+    stable = logged(rows.iloc[n_canary:], spec, predictions[n_canary:], 1, "s")
+    canary = logged(rows.iloc[:n_canary], spec, canary_predictions[:n_canary], 2, "c")
+    frame = pd.concat([stable, canary], ignore_index=True)
+    frame, _ = monitoring.join_labels(frame, pd.concat([labels_of(stable, rows["fare"].iloc[n_canary:]),
+                                                        labels_of(canary, rows["fare"].iloc[:n_canary])]), spec)
+    return frame, monitoring.window(frame, spec, {1: reference, 2: reference}, START, END)
+
+
+def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spec, reference):
+    thresholds = specs.Monitoring(canary_min_requests=20, canary_max_metric_drop=0.02)
+    spec = dataclasses.replace(taxi_spec, monitoring=thresholds)
+    rows, predictions = traffic
+    degraded = np.full(len(predictions), float(np.mean(predictions)))   # predicts the mean fare for every trip
+    frame, result = canary_window(traffic, spec, reference, degraded)
+    verdict = monitoring.canary_verdict(frame, spec, result, stable=1, canary=2)
+    assert verdict["verdict"] == "rollback" and "realised r2 worse" in verdict["reason"], verdict
+    assert verdict["evidence"]["metric"]["high"] < -0.02
+
+    frame, result = canary_window(traffic, spec, reference, predictions)
+    verdict = monitoring.canary_verdict(frame, spec, result, stable=1, canary=2)
+    assert verdict["verdict"] == "promote", verdict
+    assert verdict["evidence"]["metric"]["low"] >= -0.02 and "realised metric" in verdict["reason"]
+
+
+def test_a_slow_canary_is_rolled_back_but_sub_millisecond_noise_is_not(traffic, taxi_spec, reference):
+    spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(canary_min_requests=20))
+    rows, predictions = traffic
+    frame, _ = canary_window(traffic, spec, reference, predictions)
+    canary = frame["model_version"] == 2
+    for canary_ms, stable_ms, slow in ((4.0, 1.0, False), (120.0, 2.0, True)):
+        timed = frame.assign(latency_ms=np.where(canary, canary_ms, stable_ms))
+        result = monitoring.window(timed, spec, {1: reference, 2: reference}, START, END)
+        verdict = monitoring.canary_verdict(timed, spec, result, stable=1, canary=2)
+        assert verdict["evidence"]["p99_ms"] == {"canary": canary_ms, "stable": stable_ms}
+        assert (verdict["verdict"] == "rollback" and "p99 latency 120 ms" in verdict["reason"]) == slow, verdict
+
+
+def test_a_canary_waits_for_enough_traffic(traffic, taxi_spec, reference):
+    rows, predictions = traffic
+    frame, result = canary_window(traffic, taxi_spec, reference, predictions, n_canary=100)   # 10 requests
+    verdict = monitoring.canary_verdict(frame, taxi_spec, result, stable=1, canary=2)
+    assert verdict["verdict"] == "wait" and "needs 200 requests" in verdict["reason"]
+
+
+def test_the_monitoring_section_of_a_spec_is_checked(taxi_spec):
+    raw = {**taxi_spec.raw, "monitoring": {"window_minutes": 15, "canary_min_requests": 50, "decay_below": 0.6}}
+    spec = specs.from_dict(raw)
+    assert spec.monitoring.window_minutes == 15 and spec.monitoring.canary_min_requests == 50
+    assert spec.monitoring.decay_below == 0.6 and spec.monitoring.retrain_cooldown_hours == 24
+    with pytest.raises(specs.SpecError, match="unknown setting.*window_minute"):
+        specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minute": 5}})
+    with pytest.raises(specs.SpecError, match="window_minutes must be positive"):
+        specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minutes": 0}})
+    with pytest.raises(specs.SpecError, match="id_columns: trip_id are not features"):
+        specs.from_dict({**taxi_spec.raw, "monitoring": {"id_columns": ["trip_id"]}})
+
+
+def test_feedback_bodies_are_checked(taxi_spec):
+    assert serving.feedback_labels({"request_id": "r1", "label": 12.5}, taxi_spec, None) == [("r1", 0, 12.5)]
+    assert serving.feedback_labels({"labels": [{"request_id": "r1", "row": 2, "label": 3}]}, taxi_spec, None) == [
+        ("r1", 2, 3.0)]
+    with pytest.raises(serving.BadRequest) as bad:
+        serving.feedback_labels({"labels": [{"row": -1, "label": "x"}, {"request_id": "r", "label": None}]},
+                                taxi_spec, None)
+    assert bad.value.problems == [
+        "labels[0].request_id: a non-empty string (the X-Request-Id of the prediction) is required",
+        "labels[0].row: -1 is not a row index (an integer >= 0)", "labels[0].label: 'x' is not a finite number",
+        "labels[1].label: None is not a finite number"]
+    with pytest.raises(serving.BadRequest, match="at most 2"):
+        serving.feedback_labels({"labels": [{"request_id": "r", "label": 1}] * 3}, taxi_spec, None, max_labels=2)
