@@ -71,6 +71,10 @@ def test_v2_infer_equals_vertex(client):
     ("post", "/v2/models/chicago_taxi/versions/2/infer", orjson.dumps(v2_body([GOOD])), 404,
      "version 2 of chicago_taxi is not served here"),
     ("post", "/v2/models/chicago_taxi/infer", orjson.dumps({"inputs": []}), 400, "non-empty `inputs` list"),
+    ("post", "/feedback", orjson.dumps({"labels": [{"request_id": "r1", "label": "cheap"}]}), 400,
+     "labels[0].label: 'cheap' is not a finite number"),
+    ("post", "/feedback", orjson.dumps({"request_id": "r1", "label": 12.5}), 503,
+     "drop a labels file under labels/<dataset>/ instead"),   # this app runs without the prediction log
 ])
 def test_bad_requests_get_the_right_4xx_with_a_message(client, method, path, body, status, fragment):
     response = getattr(client, method)(path, data=body)

@@ -10,6 +10,7 @@ Contracts (every response carries the serving version in ``X-Model-Version``):
 * Open Inference Protocol v2 (REST): ``/v2/health/live|ready``, ``/v2``, ``/v2/models/<dataset>``,
   ``/v2/models/<dataset>/ready``, ``POST /v2/models/<dataset>[/versions/<N>]/infer`` with one named
   input per feature (JSON or the binary tensor extension) → outputs ``predict`` (and ``predict_proba``).
+* ``POST /feedback``: ground truth for logged predictions, by request id (and row), for monitoring.
 * ``/metadata``, ``/openapi.json``, ``/metrics`` (Prometheus).
 
 The model loads in the background from the version pinned in the revision's environment
@@ -229,6 +230,9 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
         metrics.requests.labels(route, str(code)).inc()
         if code >= 400:
             metrics.errors.labels(str(code)).inc()
+            s: Serving | None = box["serving"]
+            if s is not None and request.endpoint in ("vertex_predict", "v2_infer") and "started" in g:
+                s.predlog.record_error(g.request_id, time.time(), code, time.perf_counter() - g.started)
         if "started" in g:
             metrics.latency.labels(route).observe(time.perf_counter() - g.started)
         return response
@@ -287,6 +291,24 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
             body["probabilities"] = outputs.probabilities
         s.predlog.record(g.request_id, time.time(), columns, outputs, time.perf_counter() - g.started)
         return _json(body)
+
+    @app.post("/feedback")
+    def feedback() -> Response:
+        """Ground truth for logged predictions: ``{"labels": [{"request_id", "row" (default 0), "label"}]}``
+        (or one such object). Accepted (202) onto the prediction log; the monitor joins them."""
+        s: Serving | None = box["serving"]
+        if s is None:
+            return not_ready()
+        try:
+            labels = serving.feedback_labels(parse(request.get_data()), s.spec, s.classes, MAX_INSTANCES)
+        except serving.BadRequest as exc:
+            return _error(exc.status, "invalid feedback: " + "; ".join(exc.problems[:3]), exc.problems)
+        if not s.predlog.enabled:
+            return _error(503, "feedback travels on the prediction log, which is off here "
+                               "(TOLLGATE_PREDICTION_LOG); drop a labels file under labels/<dataset>/ instead")
+        if not s.predlog.record_labels(time.time(), labels):
+            return _error(503, "the prediction log is full; retry shortly")
+        return _json({"accepted": len(labels), "model_version": version}, 202)
 
     def v2_model(name: str, model_version: str | None) -> Response | None:
         if name != dataset:

@@ -27,15 +27,17 @@ def _feature(spec: DatasetSpec, name: str) -> dict[str, Any]:
     return schema
 
 
+_ERROR_BODY = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
 def _responses(ok: dict[str, Any]) -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return {"200": {"description": "predictions", "content": {"application/json": {"schema": ok}},
                     "headers": {"X-Model-Version": {"schema": {"type": "string"},
                                                     "description": "the model version that answered"}}},
             "400": {"description": "invalid request (also: more instances than allowed): every problem, "
-                                   "with the instance index and field", **error},
-            "413": {"description": "a body over the size limit", **error},
-            "503": {"description": "the model is not loaded (yet)", **error}}
+                                   "with the instance index and field", **_ERROR_BODY},
+            "413": {"description": "a body over the size limit", **_ERROR_BODY},
+            "503": {"description": "the model is not loaded (yet)", **_ERROR_BODY}}
 
 
 def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, Any]:
@@ -62,6 +64,15 @@ def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, A
                                 "shape": {"type": "array", "items": {"type": "integer"}},
                                 "datatype": {"type": "string", "enum": ["FP64", "FP32", "INT64", "INT32", "BYTES"]},
                                 "data": {"type": "array"}, "parameters": {"type": "object"}}}
+    target = spec.columns[spec.target]
+    label = {"type": "number"} if regression else {"type": "string", **({"enum": [str(c) for c in target.allowed]}
+                                                                       if target.allowed else {})}
+    label_item = {"type": "object", "required": ["request_id", "label"],
+                  "properties": {"request_id": {"type": "string", "minLength": 1,
+                                                "description": "the X-Request-Id of the prediction"},
+                                 "row": {"type": "integer", "minimum": 0, "default": 0,
+                                         "description": "the instance's index in that request"},
+                                 "label": label}}
     model_path = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
     return {
         "openapi": "3.0.3",
@@ -86,8 +97,23 @@ def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, A
                                    "outputs": {"type": "array", "items": {"type": "object"}},
                                    "parameters": {"type": "object"}}}}}},
                 "responses": {**_responses(v2_ok),
-                              "404": {"description": "another model", "content": {"application/json": {
-                                  "schema": {"$ref": "#/components/schemas/Error"}}}}}}},
+                              "404": {"description": "another model", **_ERROR_BODY}}}},
+            "/feedback": {"post": {
+                "summary": "ground truth for logged predictions, joined by the monitor",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                    {"type": "object", "required": ["labels"],
+                     "properties": {"labels": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                                               "items": label_item}}},
+                    label_item]}}}},
+                "responses": {
+                    "202": {"description": "accepted onto the prediction log", "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["accepted", "model_version"],
+                                   "properties": {"accepted": {"type": "integer"},
+                                                  "model_version": {"type": "integer"}}}}}},
+                    "400": {"description": "invalid labels: every problem, with its index", **_ERROR_BODY},
+                    "413": {"description": "a body over the size limit", **_ERROR_BODY},
+                    "503": {"description": "the model is not loaded, or the prediction log is off or full",
+                            **_ERROR_BODY}}}},
             "/health": {"get": {"summary": "ready to predict (503 until the model is loaded)",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/v2/health/live": {"get": {"summary": "the process is up", "responses": {"200": {"description": "live"}}}},

@@ -5,9 +5,13 @@ turns what is queued into messages of up to ``max_rows`` predictions, published 
 and bounded outstanding bytes. When the queue is full or Pub/Sub fails, the predictions are
 counted as lost (``tollgate_prediction_log_lost_total``), never hidden and never in the way.
 
-Message: JSON ``{"schema": "tollgate.predictions/v1", "dataset", "model_version", "revision",
-"records": [{"request_id", "row", "time", "model_version", "features", "prediction",
-["probabilities"], "latency_ms"}]}``, attributes ``dataset`` and ``model_version``.
+Message: JSON ``{"schema": "tollgate.predictions/v1", "dataset", "model_version",
+"records": [{"request_id", "row", "time", "model_version", "status", "features", "prediction",
+["probabilities"], "latency_ms"}]}``, attributes ``dataset``, ``model_version`` and ``kind``
+(``predictions``). A request answered with a 4xx/5xx is one record with its ``status`` and no
+features (the monitor's error rate). Ground truth sent to ``POST /feedback`` travels the same way
+as ``{"schema": "tollgate.labels/v1", "dataset", "records": [{"request_id", "row", "label",
+"time"}]}`` (``kind`` ``labels``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tollgate import log
 from tollgate.prepared import Columns, Outputs
 
 SCHEMA = "tollgate.predictions/v1"
+LABELS_SCHEMA = "tollgate.labels/v1"
 
 
 class PredictionLog:
@@ -39,7 +44,9 @@ class PredictionLog:
         self.numeric, self.categorical = features
         self.max_rows, self.max_delay, self.max_queued_rows = max_rows, max_delay, max_queued_rows
         self._on_published, self._on_lost = on_published, on_lost
-        self._queue: collections.deque[tuple[str, float, Columns, Outputs, float]] = collections.deque()
+        # (kind, request id, time, payload, latency, status): kind "prediction" (payload: columns and
+        # outputs), "error" (no payload), "labels" (payload: [(request id, row, label)])
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._closing = False
@@ -47,19 +54,34 @@ class PredictionLog:
         if publisher is not None:
             self._thread.start()
 
+    @property
+    def enabled(self) -> bool:
+        return self._publisher is not None
+
     def record(self, request_id: str, at: float, columns: Columns, outputs: Outputs, latency: float) -> None:
         """Queue one request's predictions; O(1), never blocks."""
-        n = len(columns)
+        self._put(("prediction", request_id, at, (columns, outputs), latency, 200), len(columns))
+
+    def record_error(self, request_id: str, at: float, status: int, latency: float) -> None:
+        """Queue a prediction request that was answered with an error (the monitor's error rate)."""
+        self._put(("error", request_id, at, None, latency, status), 1)
+
+    def record_labels(self, at: float, labels: list[tuple[str, int, Any]]) -> bool:
+        """Queue ground truth for logged predictions; False when it could not be queued."""
+        return self._put(("labels", None, at, labels, 0.0, 0), len(labels))
+
+    def _put(self, item: tuple[Any, ...], n: int) -> bool:
         if self._publisher is None:
-            return
+            return False
         with self._cond:
             if self._closing or self._queued_rows + n > self.max_queued_rows:
                 self._on_lost(n, "queue full" if not self._closing else "shutting down")
-                return
-            self._queue.append((request_id, at, columns, outputs, latency))
+                return False
+            self._queue.append(item)
             self._queued_rows += n
             if self._queued_rows >= self.max_rows:
                 self._cond.notify()
+        return True
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is queued (bounded by ``timeout``); on SIGTERM, after the last request."""
@@ -92,29 +114,43 @@ class PredictionLog:
             if closing:
                 return
 
-    def _send(self, batch: list[tuple[str, float, Columns, Outputs, float]]) -> None:
-        records = []
-        for request_id, at, columns, outputs, latency in batch:
+    def _send(self, batch: list[tuple[Any, ...]]) -> None:
+        records, labels = [], []
+        for kind, request_id, at, payload, latency, status in batch:
             when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+            if kind == "labels":
+                labels.extend({"request_id": rid, "row": row, "label": label, "time": when}
+                              for rid, row, label in payload)
+                continue
+            if kind == "error":
+                records.append({"request_id": request_id, "row": 0, "time": when, "model_version": self.version,
+                                "status": status, "latency_ms": round(latency * 1000, 3)})
+                continue
+            columns, outputs = payload
             probabilities = outputs.probabilities
             for i in range(len(columns)):
                 features = {name: _number(columns.numeric[i, j]) for j, name in enumerate(self.numeric)}
                 features.update({name: columns.categorical[j][i] for j, name in enumerate(self.categorical)})
                 record = {"request_id": request_id, "row": i, "time": when, "model_version": self.version,
-                          "features": features, "prediction": outputs.predictions[i],
+                          "status": status, "features": features, "prediction": outputs.predictions[i],
                           "latency_ms": round(latency * 1000, 3)}
                 if probabilities is not None:
                     record["probabilities"] = probabilities[i]
                 records.append(record)
+        self._publish_chunks(SCHEMA, "predictions", records)
+        self._publish_chunks(LABELS_SCHEMA, "labels", labels)
+
+    def _publish_chunks(self, schema: str, kind: str, records: list[dict[str, Any]]) -> None:
         for start in range(0, len(records), self.max_rows):
             chunk = records[start:start + self.max_rows]
             if self._publish is None:
                 self._on_lost(len(chunk), "no publisher")
                 continue
-            message = orjson.dumps({"schema": SCHEMA, "dataset": self.dataset, "model_version": self.version,
+            message = orjson.dumps({"schema": schema, "dataset": self.dataset, "model_version": self.version,
                                     "records": chunk}, option=orjson.OPT_SERIALIZE_NUMPY)
             try:
-                future = self._publish(message, {"dataset": self.dataset, "model_version": str(self.version)})
+                future = self._publish(message, {"dataset": self.dataset, "model_version": str(self.version),
+                                                 "kind": kind})
             except Exception as exc:   # flow control full, client broken: count, never raise
                 self._lost(len(chunk), exc)
                 continue

@@ -282,3 +282,39 @@ def _decode_binary(chunk: bytes, datatype: Any) -> Any:
             offset += length
         return values
     raise ValueError(f"unsupported datatype {datatype!r}")
+
+
+def feedback_labels(body: Any, spec: DatasetSpec, classes: list[str] | None,
+                    max_labels: int = MAX_INSTANCES) -> list[tuple[str, int, Any]]:
+    """(request id, row, label) triples from a ``POST /feedback`` body; every problem is listed."""
+    items = body.get("labels", [body]) if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise BadRequest(['the body must be {"labels": [{"request_id": ..., "row": 0, "label": ...}, ...]} '
+                          'or one such label object'])
+    if len(items) > max_labels:
+        raise BadRequest([f"{len(items)} labels in one request; at most {max_labels}"])
+    out, problems = [], []
+    for i, item in enumerate(items):
+        where = f"labels[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        request_id, row, label = item.get("request_id"), item.get("row", 0), item.get("label")
+        if not isinstance(request_id, str) or not request_id:
+            problems.append(f"{where}.request_id: a non-empty string (the X-Request-Id of the prediction) is required")
+        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+            problems.append(f"{where}.row: {row!r} is not a row index (an integer >= 0)")
+        if spec.task == "regression":
+            if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label):
+                problems.append(f"{where}.label: {label!r} is not a finite number")
+                continue
+            label = float(label)
+        else:
+            if label is None or (classes and str(label) not in classes):
+                problems.append(f"{where}.label: {label!r} is not one of the classes {classes}")
+                continue
+            label = str(label)
+        out.append((request_id, row, label))
+    if problems:
+        raise BadRequest(problems)
+    return out
