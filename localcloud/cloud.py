@@ -106,8 +106,9 @@ class LocalCloud:
     def __init__(self, home: Path | str = DEFAULT_HOME, project: str = DEFAULT_PROJECT,
                  region: str = DEFAULT_REGION, bucket: str = DEFAULT_BUCKET,
                  topology_path: Path = topo.DEFAULT_PATH, specs_dir: Path | None = ROOT / "datasets",
-                 echo: Callable[[str], None] = print) -> None:
+                 echo: Callable[[str], None] = print, paused_schedules: tuple[str, ...] = ()) -> None:
         self.home = Path(home).resolve()
+        self.paused_schedules = paused_schedules   # e.g. ("monitor",): tests tick it themselves
         self.project, self.region, self.bucket = project, region, bucket
         self.topology_path = topology_path
         self.topology = topo.load(topology_path)
@@ -289,6 +290,16 @@ class LocalCloud:
                 except Exception as exc:  # AlreadyExists on an idempotent re-run
                     if "AlreadyExists" not in type(exc).__name__ and "409" not in str(exc):
                         raise
+            subscriber = pubsub_v1.SubscriberClient()
+            for sub in self.topology.subscriptions.values():   # pull subscriptions that jobs read
+                try:
+                    subscriber.create_subscription(request={
+                        "name": subscriber.subscription_path(self.project, sub.name),
+                        "topic": publisher.topic_path(self.project, sub.topic),
+                        "ack_deadline_seconds": sub.ack_deadline_seconds})
+                except Exception as exc:
+                    if "AlreadyExists" not in type(exc).__name__ and "409" not in str(exc):
+                        raise
 
     def _firestore_export(self) -> Path | None:
         found = sorted((self.home / "firestore-export").glob("**/*.overall_export_metadata"))
@@ -350,9 +361,10 @@ class LocalCloud:
 
     def _start_scheduler(self) -> None:
         """Cloud Scheduler's part: publish to each schedule's topic on its cron."""
-        if not self.topology.schedules:
+        if not set(self.topology.schedules) - set(self.paused_schedules):
             return
-        self._start("scheduler", [sys.executable, "-m", "localcloud.scheduler", "--topology", str(self.topology_path)],
+        self._start("scheduler", [sys.executable, "-m", "localcloud.scheduler", "--topology", str(self.topology_path),
+                                  *[f"--pause={name}" for name in self.paused_schedules]],
                     0, env={**self.env(), "PYTHONUNBUFFERED": "1"})
 
     def _upload_specs(self) -> None:

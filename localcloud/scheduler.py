@@ -24,8 +24,9 @@ from tollgate.events import envelope
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topology", default=str(topo.DEFAULT_PATH))
+    parser.add_argument("--pause", action="append", default=[], help="A schedule not to fire (repeatable).")
     args = parser.parse_args(argv)
-    schedules = topo.load(args.topology).schedules
+    schedules = {n: s for n, s in topo.load(args.topology).schedules.items() if n not in args.pause}
     project = os.environ["GOOGLE_CLOUD_PROJECT"]
     publisher = pubsub_v1.PublisherClient()
     stop = threading.Event()

@@ -73,8 +73,10 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook):
 
     os.environ["TOLLGATE_REVIEW_WEBHOOK"] = webhook.url
     home = tmp_path_factory.mktemp("tollgate-home")
+    # the monitor ticks when a test says so (`tollgate monitor run --dataset ...`): a scheduled tick
+    # could otherwise promote another test's canary or retrain its dataset mid-test
     cloud = LocalCloud(home, project=f"tollgate-test-{uuid.uuid4().hex[:6]}", bucket="tollgate-test-data",
-                       echo=lambda m: None)
+                       echo=lambda m: None, paused_schedules=("monitor",))
     cloud.up()
     env = cloud.env()
     saved = {k: os.environ.get(k) for k in env}

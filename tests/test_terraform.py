@@ -81,10 +81,12 @@ def test_topology_drives_topics_functions_jobs_and_schedules():
     assert modules["jobs"]["for_each"] == "${local.jobs}"
     resources = {(t, n): b for _, t, n, b in blocks("resource", ENV)}
     assert resources[("google_cloud_scheduler_job", "schedule")]["for_each"] == "${local.schedules}"
+    assert resources[("google_pubsub_subscription", "pull")]["for_each"] == "${local.subscriptions}"
+    assert resources[("google_pubsub_subscription_iam_member", "reader")]["for_each"] == "${local.subscriptions}"
     assert resources[("google_service_account", "workload")]["for_each"] == "${local.workloads}"
     # the topology has what these iterate over, and every function's source is packaged
     topo = topology.load()
-    assert topo.topics and topo.functions and topo.jobs and topo.schedules
+    assert topo.topics and topo.functions and topo.jobs and topo.schedules and topo.subscriptions
     for fn in topo.functions.values():
         assert (ROOT / fn.source / "main.py").is_file()
 

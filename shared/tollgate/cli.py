@@ -316,8 +316,11 @@ def _print_run(run: dict[str, Any]) -> None:
                          if deployment.get("error") and deployment["status"] == "failed" else ""))
     if s.get("error"):
         table.add_row("error", f"{s['error'].get('stage')}: {s['error'].get('message')}")
-    if s.get("source"):
-        table.add_row("source", f"gs://{s['source']['bucket']}/{s['source']['object']}#{s['source']['generation']}")
+    source = s.get("source") or {}
+    if source.get("kind") == "retrain":
+        table.add_row("source", f"retraining requested by the {source.get('requested_by')}: {source.get('reason')}")
+    elif source:
+        table.add_row("source", f"gs://{source['bucket']}/{source['object']}#{source['generation']}")
     out.print(table)
     validation = run.get("validation") or {}
     if validation.get("checks"):
@@ -391,15 +394,21 @@ def _existing_run(obj: Ctx, run_id: str) -> dict[str, Any]:
 @run_group.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--wait", is_flag=True, help="Follow the run until it ends first (exit 1 if it was rejected or failed).")
+@click.option("--timeout", default=900, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj
-def run_show(obj: Ctx, run_id: str, as_json: bool) -> None:
+def run_show(obj: Ctx, run_id: str, as_json: bool, wait: bool, timeout: int) -> None:
     """Show a run: status, decision, metrics, failed checks."""
     run = _existing_run(obj, run_id)
+    if wait:
+        run = wait_for_run(obj, run_id, timeout)
     if as_json:
         _dump({**run_summary(run), "validation": run.get("validation"), "evaluation": run.get("evaluation"),
                "history": run.get("history"), "executions": run.get("executions")})
     else:
         _print_run(run)
+    if wait and run.get("status") != "decided":
+        sys.exit(1)
 
 
 @main.command("report")
@@ -809,3 +818,124 @@ def status(obj: Ctx, as_json: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
+    return "" if value is None else pattern.format(value)
+
+
+def _print_window(dataset: str, windows: list[dict[str, Any]]) -> None:
+    latest = windows[-1]
+    serving = latest.get("serving") or {}
+    out.print(f"[bold]{dataset}[/]: window {latest['start'][:19]} → {latest['end'][:19]} UTC, "
+              f"{latest['requests']} requests; serving {_serving_text(serving)}"
+              + (f"; {latest['unmatched_labels']} labels matched no prediction of this window"
+                 if latest.get("unmatched_labels") else ""))
+    table = Table(title="latest window")
+    for col in ("version", "requests", "error rate", "p50 / p99 ms", "input drift", "prediction drift", "labels",
+                "realised (interval)"):
+        table.add_column(col)
+    for version, v in (latest.get("versions") or {}).items():
+        r = v.get("realised")
+        lat = v.get("latency_ms") or {}
+        table.add_row(f"v{version}", str(v["requests"]), _fmt(v.get("error_rate"), "{:.2%}"),
+                      f"{_fmt(lat.get('p50'), '{:.1f}')} / {_fmt(lat.get('p99'), '{:.1f}')}",
+                      (v.get("drift") or {}).get("verdict", ""), ((v.get("prediction_drift") or {}).get("status", "")),
+                      str(v.get("labels", 0)),
+                      f"{r['metric']}={r['value']:.4f} ({r['low']:.4f} to {r['high']:.4f})" if r else "")
+    out.print(table)
+    trend = Table(title=f"trend (last {len(windows)} windows)")
+    for col in ("window end", "version", "requests", "p99 ms", "realised", "actions"):
+        trend.add_column(col)
+    for w in windows[-12:]:
+        actions = w.get("actions") or {}
+        said = [a["kind"] for a in actions.get("alerts") or []]
+        if actions.get("retraining"):
+            said.append(f"retrain {actions['retraining']}")
+        if actions.get("canary"):
+            said.append(f"canary {actions['canary']['verdict']}")
+        for version, v in (w.get("versions") or {}).items():
+            r = v.get("realised")
+            trend.add_row(w["end"][:19], f"v{version}", str(v["requests"]),
+                          _fmt((v.get("latency_ms") or {}).get("p99"), "{:.1f}"),
+                          f"{r['value']:.4f}" if r else "", ", ".join(said))
+            said = []
+    out.print(trend)
+
+
+@main.command("monitor")
+@click.argument("target", metavar="DATASET|run")
+@click.option("--dataset", "only", multiple=True, help="With `run`: only these datasets (default: all that serve).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With DATASET: write its monitoring report (HTML, plots over time) to this file.")
+@click.pass_obj
+def monitor_cmd(obj: Ctx, target: str, only: tuple[str, ...], as_json: bool, report_path: Path | None) -> None:
+    """`tollgate monitor DATASET`: the latest window of live traffic per version and the trend.
+    `tollgate monitor run`: one monitoring tick now (what each scheduled `monitor-tick` runs)."""
+    if target == "run":
+        from tollgate import log, monitor
+
+        log.configure(stream=sys.stderr, min_severity="ERROR")   # the alerts are printed below, once
+        with console.status("draining the prediction log and judging each serving dataset"):
+            result = monitor.run(obj.cloud, obj.state, list(only) or None)
+        if as_json:
+            _dump(result)
+            return
+        d = result["drained"]
+        out.print(f"stored {d['predictions']} predictions and {d['labels']} labels from {d['messages']} messages"
+                  + (f" ({d['malformed']} malformed, skipped)" if d["malformed"] else ""))
+        for name, w in result["datasets"].items():
+            actions = w.get("actions") or {}
+            said = [f"[red]alert[/] {a['kind']}: {a['message']}" for a in actions.get("alerts") or []]
+            if actions.get("retraining"):
+                said.append(f"retraining requested: run {actions['retraining']}")
+            if actions.get("canary"):
+                said.append(f"canary {actions['canary']['verdict']}: {actions['canary']['reason']}")
+            out.print(f"[bold]{name}[/]: {w['requests']} requests in the window; "
+                      + ("; ".join(said) if said else "nothing to act on"))
+        if result["datasets"]:
+            out.print("details: `tollgate monitor DATASET`; report: "
+                      f"gs://{obj.cloud.settings.bucket}/reports/monitoring/<dataset>/latest.html")
+        return
+    windows = obj.state.windows(target)
+    if not windows:
+        raise click.ClickException(f"no monitoring windows for {target!r} yet: the monitor runs on each "
+                                   "monitor-tick, or now with `tollgate monitor run`")
+    if report_path is not None:
+        from google.api_core.exceptions import NotFound
+
+        name = f"reports/monitoring/{target}/latest.html"
+        try:
+            report_path.write_bytes(obj.cloud.read_bytes(name))
+        except NotFound:
+            raise click.ClickException(f"no report at gs://{obj.cloud.settings.bucket}/{name}; the monitor "
+                                       "logs why it could not draw one") from None
+        out.print(f"wrote {report_path} (from gs://{obj.cloud.settings.bucket}/{name})")
+        return
+    if as_json:
+        _dump({"dataset": target, "latest": windows[-1], "windows": windows})
+        return
+    _print_window(target, windows)
+
+
+@main.command("alerts")
+@click.option("--dataset", help="Only this dataset's alerts.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def alerts_cmd(obj: Ctx, dataset: str | None, limit: int, as_json: bool) -> None:
+    """Recent monitoring alerts (SLO breach, severe drift, decay), newest first."""
+    alerts = obj.state.alerts(dataset, limit)
+    if as_json:
+        _dump(alerts)
+        return
+    if not alerts:
+        out.print("no alerts")
+        return
+    table = Table(title="alerts")
+    for col in ("at", "dataset", "version", "kind", "severity", "message"):
+        table.add_column(col)
+    for a in alerts:
+        table.add_row(_when(a["at"]), a["dataset"], f"v{a['version']}", a["kind"], a["severity"], a["message"])
+    out.print(table)

@@ -18,6 +18,8 @@ import datetime as dt
 import os
 from typing import Any
 
+import orjson
+
 from tollgate import log, stages
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
@@ -107,8 +109,6 @@ def notify_webhook(state: st.State, review: dict[str, Any], payload: dict[str, A
         return "not-configured"
     if (review.get("webhook") or {}).get("status") == "sent":
         return "sent"
-    import requests
-
     where = os.environ.get(REVIEW_URL_ENV)
     evaluation = payload.get("evaluation") or {}
     score = (f"{evaluation['metric']}: challenger {evaluation['challenger']:.4f}"
@@ -119,17 +119,28 @@ def notify_webhook(state: st.State, review: dict[str, Any], payload: dict[str, A
             f"Approve or reject: `tollgate review show {payload['run_id']}`"
             + (f" or {where}/reviews/{payload['run_id']}" if where else "")
             + f". Expires {_iso(review.get('expires_at'))}.")
+    status = post_webhook(text, payload)
+    state.review_ref(payload["run_id"]).update({"webhook": status})
+    return status["status"]
+
+
+def post_webhook(text: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Post a Slack-compatible message (text, one section block, and ``tollgate``: the payload) to the
+    configured webhook; a failure is returned and logged, never raised."""
+    import requests
+
+    url = os.environ.get(WEBHOOK_ENV)
+    if not url:
+        return {"status": "not-configured"}
     body = {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
             "tollgate": payload}
     try:
-        response = requests.post(url, json=body, timeout=5)
+        response = requests.post(url, json=orjson.loads(orjson.dumps(body, default=str)), timeout=5)
         response.raise_for_status()
-        status = {"status": "sent", "at": st.now()}
+        return {"status": "sent", "at": st.now()}
     except requests.RequestException as exc:
-        log.warning(f"review webhook failed: {exc}", run_id=payload["run_id"])
-        status = {"status": "failed", "error": str(exc)[:300], "at": st.now()}
-    state.review_ref(payload["run_id"]).update({"webhook": status})
-    return status["status"]
+        log.warning(f"webhook failed: {exc}", run_id=payload.get("run_id"), alert_id=payload.get("alert_id"))
+        return {"status": "failed", "error": str(exc)[:300], "at": st.now()}
 
 
 # -- runs: the decider's and the reviewer's decisions -----------------------------------------

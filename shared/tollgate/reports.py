@@ -219,3 +219,93 @@ def evaluation_html(report: dict[str, Any], y: Any, challenger: Any, champion: A
     """The person's view of ``evaluation.json``, with plots of both models on the holdout."""
     plots = _evaluation_plots(y, challenger, champion, report.get("task", "regression"))
     return _EVALUATION.render(r=report, plots=plots)
+
+
+_MONITORING = _ENV.from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Monitoring {{ dataset }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
+table { border-collapse: collapse; margin: .5rem 0 1.5rem; } td, th { border-bottom: 1px solid #ddd;
+padding: .25rem .6rem; text-align: left; vertical-align: top; } th { background: #f5f5f5; }
+.num { text-align: right; font-variant-numeric: tabular-nums; } .alert { color: #c62828; font-weight: 600; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(30rem, 1fr)); gap: 1rem; }
+</style></head><body>
+<h1>Monitoring <code>{{ dataset }}</code></h1>
+<p>Window {{ latest.start }} → {{ latest.end }} · {{ latest.requests }} requests ·
+serving v{{ latest.serving.version }}{% if latest.serving.canary %} with v{{ latest.serving.canary.version }}
+as a {{ latest.serving.canary.percent }}% canary{% endif %}
+{% if latest.unmatched_labels %} · {{ latest.unmatched_labels }} labels matched no logged prediction{% endif %}</p>
+<h2>Latest window</h2>
+<table><tr><th>version</th><th class="num">requests</th><th class="num">error rate</th>
+<th class="num">p50 / p99 ms</th><th>input drift</th><th>prediction drift</th><th class="num">labels</th>
+<th>realised {{ metric }}</th></tr>
+{% for v, w in latest.versions.items() %}
+<tr><td>v{{ v }}</td><td class="num">{{ w.requests }}</td>
+<td class="num">{{ "%.2f%%"|format(100 * w.error_rate) if w.error_rate is not none else "" }}</td>
+<td class="num">{{ fmt(w.latency_ms.p50) }} / {{ fmt(w.latency_ms.p99) }}</td>
+<td>{{ w.drift.verdict }}{% if w.drift.message %}: {{ w.drift.message }}{% endif %}</td>
+<td>{{ w.prediction_drift.status if w.prediction_drift else "" }}</td><td class="num">{{ w.labels }}</td>
+<td>{% if w.realised %}{{ "%.4f"|format(w.realised.value) }} ({{ "%.0f%%"|format(100 * w.realised.confidence) }}
+interval {{ "%.4f"|format(w.realised.low) }} to {{ "%.4f"|format(w.realised.high) }}){% endif %}</td></tr>
+{% endfor %}</table>
+{% if actions.alerts %}<h2>Alerts raised</h2><ul>{% for a in actions.alerts %}
+<li class="alert">{{ a.kind }}: {{ a.message }}</li>{% endfor %}</ul>{% endif %}
+{% if actions.retraining %}<p>Retraining requested: run <code>{{ actions.retraining }}</code></p>{% endif %}
+{% if actions.canary %}<p>Canary: <b>{{ actions.canary.verdict }}</b> — {{ actions.canary.reason }}</p>{% endif %}
+<h2>Over time ({{ windows|length }} windows)</h2>
+<div class="grid">{% for name, png in plots %}
+<figure><img alt="{{ name }}" width="100%" src="data:image/png;base64,{{ png }}"></figure>{% endfor %}</div>
+</body></html>
+""")
+
+
+def _series(windows: list[dict[str, Any]], pick: Any) -> dict[str, tuple[list[Any], list[Any]]]:
+    """version → (window ends, values) for one statistic over the windows that have it."""
+    import pandas as pd
+
+    out: dict[str, tuple[list[Any], list[Any]]] = {}
+    for w in windows:
+        for version, v in (w.get("versions") or {}).items():
+            value = pick(v)
+            if value is not None:
+                xs, ys = out.setdefault(version, ([], []))
+                xs.append(pd.Timestamp(w["end"]))
+                ys.append(value)
+    return out
+
+
+def monitoring_html(spec: Any, windows: list[dict[str, Any]], latest: dict[str, Any]) -> str:
+    """The dataset's latest window, the monitor's actions, and each statistic over time per version."""
+    from tollgate.monitoring import live_metric
+
+    metric = live_metric(spec)
+    plots = []
+    panels = [
+        (f"realised {metric} (with its interval)", lambda v: v.get("realised") and v["realised"]["value"], True),
+        ("requests per window", lambda v: v.get("requests"), False),
+        ("p99 latency, ms", lambda v: (v.get("latency_ms") or {}).get("p99"), False),
+        ("error rate", lambda v: v.get("error_rate"), False),
+    ]
+    for title, pick, with_interval in panels:
+        series = _series(windows, pick)
+        if not series:
+            continue
+        fig, ax = _pyplot().subplots(figsize=(6.4, 2.8))
+        for version, (xs, ys) in sorted(series.items(), key=lambda kv: int(kv[0])):
+            ax.plot(xs, ys, marker="o", label=f"v{version}")
+            if with_interval:
+                lows = _series(windows, lambda v: v.get("realised") and v["realised"]["low"]).get(version)
+                highs = _series(windows, lambda v: v.get("realised") and v["realised"]["high"]).get(version)
+                if lows and highs:
+                    ax.fill_between(lows[0], lows[1], highs[1], alpha=0.2)
+        if with_interval:
+            floor = spec.monitoring.decay_below if spec.monitoring.decay_below is not None else spec.policy.threshold
+            ax.axhline(floor, color="#c62828", linestyle="--", linewidth=1, label="decay threshold")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.tick_params(labelsize=7)
+        fig.autofmt_xdate()
+        plots.append((title, _png(fig)))
+    return _MONITORING.render(dataset=spec.name, latest=latest, actions=latest.get("actions") or {},
+                              windows=windows, plots=plots, metric=metric,
+                              fmt=lambda x: "" if x is None else f"{x:.1f}")

@@ -36,8 +36,9 @@ class Job:
     name: str
     source: str
     command: list[str]
-    publishes: str | None
+    publishes: tuple[str, ...]
     timeout_seconds: int
+    deploys_predictor: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +60,23 @@ class Schedule:
 
 
 @dataclasses.dataclass(frozen=True)
+class Subscription:
+    """A pull subscription a job reads (``reader``); the push subscriptions of functions are implied."""
+    name: str
+    topic: str
+    reader: str
+    ack_deadline_seconds: int = 60
+    retention: str = "604800s"
+
+
+@dataclasses.dataclass(frozen=True)
 class Topology:
     topics: dict[str, dict[str, Any]]
     functions: dict[str, Function]
     jobs: dict[str, Job]
     services: dict[str, Service]
     schedules: dict[str, Schedule] = dataclasses.field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = dataclasses.field(default_factory=dict)
 
     def subscription_name(self, function: str) -> str:
         return f"{function}-push"
@@ -88,8 +100,9 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
         for name, s in (raw.get("schedules") or {}).items()
     }
     jobs = {
-        name: Job(name=name, source=j["source"], command=list(j["command"]), publishes=j.get("publishes"),
-                  timeout_seconds=int(j.get("timeout_seconds", 600)))
+        name: Job(name=name, source=j["source"], command=list(j["command"]),
+                  publishes=_topics(j.get("publishes")), timeout_seconds=int(j.get("timeout_seconds", 600)),
+                  deploys_predictor=bool(j.get("deploys_predictor", False)))
         for name, j in (raw.get("jobs") or {}).items()
     }
     services = {
@@ -115,6 +128,26 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
             if topic not in topics:
                 raise TopologyError(f"service {service.name!r} publishes unknown topic {topic!r}")
     for job in jobs.values():
-        if job.publishes and job.publishes not in topics:
-            raise TopologyError(f"job {job.name!r} publishes unknown topic {job.publishes!r}")
-    return Topology(topics=topics, functions=functions, jobs=jobs, services=services, schedules=schedules)
+        for topic in job.publishes:
+            if topic not in topics:
+                raise TopologyError(f"job {job.name!r} publishes unknown topic {topic!r}")
+    subscriptions = {
+        name: Subscription(name=name, topic=s["topic"], reader=s["reader"],
+                           ack_deadline_seconds=int(s.get("ack_deadline_seconds", 60)),
+                           retention=str(s.get("retention", "604800s")))
+        for name, s in (raw.get("subscriptions") or {}).items()
+    }
+    for sub in subscriptions.values():
+        if sub.topic not in topics:
+            raise TopologyError(f"subscription {sub.name!r} reads unknown topic {sub.topic!r}")
+        if sub.reader not in jobs:
+            raise TopologyError(f"subscription {sub.name!r}: its reader {sub.reader!r} is not a job")
+    return Topology(topics=topics, functions=functions, jobs=jobs, services=services, schedules=schedules,
+                    subscriptions=subscriptions)
+
+
+def _topics(value: Any) -> tuple[str, ...]:
+    """A job's `publishes`: one topic or a list of them."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

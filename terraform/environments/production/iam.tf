@@ -5,7 +5,7 @@
 locals {
   workloads = merge(
     { for name, f in local.functions : name => { kind = "function", publishes = try(f.publishes, []) } },
-    { for name, j in local.jobs : name => { kind = "job", publishes = compact([try(j.publishes, "")]) } },
+    { for name, j in local.jobs : name => { kind = "job", publishes = flatten([try(j.publishes, [])]) } },
     { predictor = { kind = "predictor", publishes = try(local.topology.services.predictor.publishes, []) } },
   )
 
@@ -23,7 +23,8 @@ locals {
     for name, w in local.workloads : { for topic in w.publishes : "${name} ${topic}" => { sa = name, topic = topic } }
   ]...)
 
-  deployers = [for name, f in local.functions : name if try(f.deploys_predictor, false)]
+  deployers = concat([for name, f in local.functions : name if try(f.deploys_predictor, false)],
+  [for name, j in local.jobs : name if try(j.deploys_predictor, false)])
   launchers = { for job in keys(local.jobs) : job => [for name, f in local.functions : name if try(f.env.JOB, "") == job] }
 
   # Predictor services are created per dataset by the decider (`predictor-<dataset>`): grants on them
@@ -69,8 +70,8 @@ resource "google_pubsub_topic_iam_member" "publish" {
   member   = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
 }
 
-# The decider and the review function roll predictor revisions, only on predictor-* services,
-# and only they may run those revisions as the predictor's account.
+# The decider, the review function and the monitor (canary decisions) roll predictor revisions, only
+# on predictor-* services, and only they may run those revisions as the predictor's account.
 resource "google_project_iam_member" "deploy_predictor" {
   for_each = toset(local.deployers)
   project  = var.project_id

@@ -5,10 +5,11 @@ locals {
   root     = abspath("${path.module}/../../..")
   topology = yamldecode(file(coalesce(var.topology_file, "${local.root}/topology.yaml")))
 
-  topics    = local.topology.topics
-  functions = local.topology.functions
-  jobs      = local.topology.jobs
-  schedules = try(local.topology.schedules, {})
+  topics        = local.topology.topics
+  functions     = local.topology.functions
+  jobs          = local.topology.jobs
+  schedules     = try(local.topology.schedules, {})
+  subscriptions = try(local.topology.subscriptions, {})
 
   bucket   = coalesce(var.bucket_name, "${var.project_id}-tollgate")
   webhook  = var.review_webhook_url != ""
