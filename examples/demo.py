@@ -303,6 +303,7 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     text = (ROOT / "datasets" / "chicago_taxi.yaml").read_text()
     window_s = 15
     spec_path.write_text(text.replace("window_minutes: 60 ", f"window_minutes: {window_s / 60:.2f} ")
+                         .replace("label_window_hours: 168 ", f"label_window_hours: {window_s / 3600:.6f} ")
                          .replace("alert_cooldown_minutes: 60 ", "alert_cooldown_minutes: 0.1 ")
                          .replace("retrain_cooldown_hours: 24 ", "retrain_cooldown_hours: 0.01 "))
     cli(wide, "spec", "push", str(spec_path),

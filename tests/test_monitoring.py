@@ -100,6 +100,23 @@ def test_realised_metric_and_decay_alert(traffic, taxi_spec, reference):
     assert monitoring.judge(result, taxi_spec, {"version": 2, "canary": None}) == []
 
 
+def test_late_labels_count_over_the_label_window_and_traffic_over_the_window(traffic, taxi_spec, reference):
+    """Labels that arrive after their predictions left the traffic window still measure the version;
+    a version with labels but no traffic in the window is judged on them."""
+    rows, predictions = traffic
+    frame, _ = monitoring.join_labels(logged(rows, taxi_spec, predictions, 1, "a"),
+                                      labels_of(logged(rows, taxi_spec, predictions, 1, "a"), rows["fare"]), taxi_spec)
+    recent = frame[frame["time"] >= START + pd.Timedelta(30, "min")]
+    result = monitoring.window(recent, taxi_spec, {1: reference}, START + pd.Timedelta(30, "min"), END,
+                               labelled=monitoring.labelled_rows(frame))
+    v1 = result["versions"]["1"]
+    assert v1["requests"] == recent["request_id"].nunique() < 100 and v1["labels"] == 1000
+    assert v1["realised"]["rows"] == 1000
+    quiet = monitoring.window(frame.iloc[:0], taxi_spec, {1: reference}, START, END,
+                              labelled=monitoring.labelled_rows(frame))
+    assert quiet["versions"]["1"]["requests"] == 0 and quiet["versions"]["1"]["realised"]["rows"] == 1000
+
+
 def test_too_few_labels_give_no_verdict(traffic, taxi_spec, reference):
     rows, predictions = traffic
     frame = logged(rows, taxi_spec, predictions, 1, "a")

@@ -829,7 +829,7 @@ def _print_window(dataset: str, windows: list[dict[str, Any]]) -> None:
     serving = latest.get("serving") or {}
     out.print(f"[bold]{dataset}[/]: window {latest['start'][:19]} → {latest['end'][:19]} UTC, "
               f"{latest['requests']} requests; serving {_serving_text(serving)}"
-              + (f"; {latest['unmatched_labels']} labels matched no prediction of this window"
+              + (f"; {latest['unmatched_labels']} labels matched no prediction of the label window"
                  if latest.get("unmatched_labels") else ""))
     table = Table(title="latest window")
     for col in ("version", "requests", "error rate", "p50 / p99 ms", "input drift", "prediction drift", "labels",

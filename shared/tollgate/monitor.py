@@ -10,8 +10,9 @@ One tick:
    records whose message is already stored are skipped, so a redelivered batch is stored once;
    messages are acknowledged only after their file is written.
 2. Per dataset that serves: the **window** (``monitoring.window_minutes``) of logged predictions,
-   joined with every label file under ``labels/<dataset>/`` (CSV or Parquet, keyed by request id
-   and row, or by ``monitoring.id_columns``), judged per version (monitoring.py), stored in
+   and the realised metrics of those of the last ``label_window_hours`` that have labels (every
+   label file under ``labels/<dataset>/``, CSV or Parquet, keyed by request id and row, or by
+   ``monitoring.id_columns``), judged per version (monitoring.py), stored in
    Firestore (``monitoring/<dataset>/windows``) and drawn in ``reports/monitoring/<dataset>/latest.html``.
 3. **Alerts** (SLO breach, severe drift, decay) go to Firestore, the `alerts` topic and the review
    webhook, at most once per version and kind per ``alert_cooldown_minutes``; decay and severe drift
@@ -210,12 +211,16 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     cache = {} if cache is None else cache
     ds = state.get_dataset(spec.name) or {}
     serving = stages.serving_summary(ds)
-    start = at - dt.timedelta(minutes=spec.monitoring.window_minutes)
-    frame = load_predictions(cloud, spec.name, start, at)
-    frame, unmatched = monitoring.join_labels(frame, load_labels(cloud, spec.name), spec)
-    versions = sorted({int(v) for v in frame["model_version"].unique()}) if len(frame) else []
+    m = spec.monitoring
+    start = at - dt.timedelta(minutes=m.window_minutes)
+    since = min(start, at - dt.timedelta(hours=m.label_window_hours))
+    everything, unmatched = monitoring.join_labels(load_predictions(cloud, spec.name, since, at),
+                                                   load_labels(cloud, spec.name), spec)
+    frame = everything[everything["time"] >= pd.Timestamp(start)]
+    labelled = monitoring.labelled_rows(everything)
+    versions = sorted({int(v) for v in frame["model_version"]} | {int(v) for v in labelled["model_version"]})
     references = {v: _reference(cloud, spec.name, v, cache) for v in versions}
-    result = monitoring.window(frame, spec, references, pd.Timestamp(start), pd.Timestamp(at), unmatched)
+    result = monitoring.window(frame, spec, references, pd.Timestamp(start), pd.Timestamp(at), unmatched, labelled)
     result["serving"] = serving
     actions: dict[str, Any] = {"alerts": [], "retraining": None, "canary": None}
     for alert in monitoring.judge(result, spec, serving):
@@ -226,7 +231,9 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
             actions["retraining"] = request_retraining(cloud, state, spec, alert["message"], at)
     canary = (serving or {}).get("canary")
     if canary:
-        verdict = monitoring.canary_verdict(frame, spec, result, serving["version"], canary["version"])
+        trial = (ds.get("canary") or {}).get("since")   # labels from before the canary compare other times
+        evidence = labelled[labelled["time"] >= pd.Timestamp(trial)] if trial is not None else labelled
+        verdict = monitoring.canary_verdict(evidence, spec, result, serving["version"], canary["version"])
         actions["canary"] = {"verdict": verdict["verdict"], "reason": verdict["reason"],
                              "evidence": _plain(verdict["evidence"])}
         if verdict["verdict"] in ("promote", "rollback"):

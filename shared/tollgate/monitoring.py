@@ -99,17 +99,26 @@ def realised(y: np.ndarray, predictions: np.ndarray, spec: DatasetSpec, seed: in
             "confidence": spec.policy.confidence, "metrics": values}
 
 
+def labelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The answered predictions that have a label."""
+    return frame[frame["label"].notna() & (frame["status"] < 400)] if "label" in frame else frame.iloc[:0]
+
+
 def version_window(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any] | None,
-                   seed: int = 0) -> dict[str, Any]:
-    """Traffic, drift and realised metrics of one version's rows in a window."""
+                   labelled: pd.DataFrame | None = None, seed: int = 0) -> dict[str, Any]:
+    """Traffic and drift of one version's rows in a window; realised metrics on ``labelled`` (its
+    labelled predictions over the label window; by default those of ``frame``)."""
     ok = frame[frame["status"] < 400]
     requests = int(frame["request_id"].nunique())
     errors = int(frame.loc[frame["status"] >= 400, "request_id"].nunique())
+    labelled = labelled_rows(frame) if labelled is None else labelled
     out: dict[str, Any] = {"requests": requests, "rows": int(len(ok)), "errors": errors,
-                           "error_rate": errors / requests if requests else None, "latency_ms": _latency(frame)}
+                           "error_rate": errors / requests if requests else None, "latency_ms": _latency(frame),
+                           "labels": int(len(labelled))}
+    out["realised"] = (realised(labelled["label"].to_numpy(), labelled["prediction"].to_numpy(), spec, seed)
+                       if len(labelled) >= spec.monitoring.min_labels else None)
     if ok.empty:
-        out.update(drift={"verdict": "none", "reason": "no_traffic", "features": []}, prediction_drift=None,
-                   realised=None, labels=0)
+        out.update(drift={"verdict": "none", "reason": "no_traffic", "features": []}, prediction_drift=None)
         return out
     sample = ok.sample(MAX_SAMPLE, random_state=seed) if len(ok) > MAX_SAMPLE else ok
     table = features_of(sample)
@@ -128,19 +137,20 @@ def version_window(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, 
     out["drift"] = {**compared, "features": inputs, "verdict": verdict if compared.get("reason") is None
                     else compared["verdict"]}
     out["prediction_drift"] = prediction
-    labelled = ok[ok["label"].notna()] if "label" in ok else ok.iloc[:0]
-    out["labels"] = int(len(labelled))
-    out["realised"] = (realised(labelled["label"].to_numpy(), labelled["prediction"].to_numpy(), spec, seed)
-                       if len(labelled) >= spec.monitoring.min_labels else None)
     return out
 
 
 def window(frame: pd.DataFrame, spec: DatasetSpec, references: dict[int, dict[str, Any] | None],
-           start: pd.Timestamp, end: pd.Timestamp, unmatched_labels: int = 0) -> dict[str, Any]:
-    """The whole window: one entry per version that answered in it (an empty window has none)."""
+           start: pd.Timestamp, end: pd.Timestamp, unmatched_labels: int = 0,
+           labelled: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The whole window: one entry per version that answered in it or has labelled predictions in
+    ``labelled`` (the label window; by default the labelled rows of ``frame``). Empty: none."""
+    labelled = labelled_rows(frame) if labelled is None else labelled
     versions = {}
-    for version, rows in frame.groupby("model_version", sort=True):
-        versions[str(int(version))] = version_window(rows, spec, references.get(int(version)))
+    for version in sorted({int(v) for v in frame["model_version"]} | {int(v) for v in labelled["model_version"]}):
+        versions[str(version)] = version_window(frame[frame["model_version"] == version], spec,
+                                                references.get(version),
+                                                labelled[labelled["model_version"] == version])
     return {"dataset": spec.name, "start": start.isoformat(), "end": end.isoformat(),
             "requests": int(frame["request_id"].nunique()) if len(frame) else 0,
             "unmatched_labels": unmatched_labels, "versions": versions}
@@ -203,7 +213,8 @@ def _interval_of_difference(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np
 def canary_verdict(frame: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any], stable: int,
                    canary: int) -> dict[str, Any]:
     """``promote``, ``rollback`` or ``wait``, with the evidence, for a canary against the stable
-    version on the same window."""
+    version: traffic from ``result`` (the same window), realised metrics from the labelled rows of
+    ``frame`` (the monitor passes those logged since the canary started)."""
     m = spec.monitoring
     c, s = result["versions"].get(str(canary)), result["versions"].get(str(stable))
     evidence: dict[str, Any] = {"stable": stable, "canary": canary, "window": [result["start"], result["end"]],
@@ -221,7 +232,7 @@ def canary_verdict(frame: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any
     if cp is not None and sp is not None and cp > max(m.canary_max_latency_ratio * sp, m.canary_latency_floor_ms):
         worse.append(f"p99 latency {cp:.0f} ms against {sp:.0f} ms")
     evidence["prediction_drift"] = c.get("prediction_drift")
-    labelled = frame[frame["label"].notna() & (frame["status"] < 400)] if "label" in frame else frame.iloc[:0]
+    labelled = labelled_rows(frame)
     on_c = labelled[labelled["model_version"] == canary]
     on_s = labelled[labelled["model_version"] == stable]
     decided_by_labels = len(on_c) >= m.min_labels and len(on_s) >= m.min_labels

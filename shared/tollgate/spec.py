@@ -107,6 +107,8 @@ class Review:
 class Monitoring:
     """What the monitor judges on each window of live traffic (``monitoring:`` in the spec).
 
+    Traffic (volume, errors, latency, drift) is judged over the last ``window_minutes``; realised
+    metrics over the labelled predictions of the last ``label_window_hours`` (labels come late).
     ``decay_below``: the realised primary metric (from late labels) whose confidence interval lies
     wholly below it is decay (default: the policy threshold). Canaries: promoted with at least
     ``canary_min_requests`` requests when not worse than the stable version, rolled back when worse:
@@ -117,6 +119,7 @@ class Monitoring:
     labels, promotion needs the interval's lower end above ``-canary_max_metric_drop`` (not worse
     by more than that, with the policy's confidence); until then the canary waits for labels."""
     window_minutes: float = 60.0
+    label_window_hours: float = 168.0
     min_labels: int = 30
     max_error_rate: float = 0.01
     max_p99_ms: float = 1000.0
@@ -260,7 +263,8 @@ def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
         except (TypeError, ValueError):
             raise SpecError(f"{where}.{name}: {value!r} is not a number") from None
     monitoring = Monitoring(**values)
-    positive = ("window_minutes", "min_labels", "max_p99_ms", "canary_min_requests", "canary_max_latency_ratio")
+    positive = ("window_minutes", "label_window_hours", "min_labels", "max_p99_ms", "canary_min_requests",
+                "canary_max_latency_ratio")
     bad = [n for n in positive if getattr(monitoring, n) <= 0]
     bad += [n for n in ("max_error_rate", "retrain_cooldown_hours", "alert_cooldown_minutes",
                         "canary_max_error_increase", "canary_max_metric_drop", "canary_latency_floor_ms")
