@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 
 from tollgate.spec import DatasetSpec, Drift
 
@@ -188,6 +186,8 @@ def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
 
 
 def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+    from scipy import stats   # imported where used: jobs that only profile (the trainer) start ~1 s sooner
+
     ref_bins = np.asarray(ref["counts"] + [ref["nulls"]], dtype=float)
     cur_bins = np.asarray(cur["counts"] + [cur["nulls"]], dtype=float)
     ks = stats.ks_2samp(ref["sample"], cur["sample"])
@@ -201,6 +201,9 @@ def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
 
 
 def _categorical(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+    from scipy import stats
+    from scipy.spatial.distance import jensenshannon
+
     ref_counts = {**ref["counts"], MISSING: ref["nulls"]}
     cur_counts = {**cur["counts"], MISSING: cur["nulls"]}
     if OTHER in ref_counts:   # the reference only knows its top categories; fold the batch's rest likewise
@@ -246,6 +249,8 @@ def compare(reference: dict[str, Any] | None, batch: dict[str, Any], settings: D
         scores = _numeric(ref, cur) if cur["kind"] == "numeric" else _categorical(ref, cur)
         features.append({"feature": name, **scores})
     if features:
+        from scipy import stats
+
         adjusted = stats.false_discovery_control([f["p_value"] for f in features], method="bh")
         for f, q in zip(features, adjusted):
             warn, severe = ((settings.psi_warn, settings.psi_severe) if f["distance"] == "psi"

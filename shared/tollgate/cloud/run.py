@@ -6,12 +6,14 @@ The same calls reach Cloud Run on GCP and the local Cloud Run Admin API (localcl
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.api_core.exceptions import NotFound
-from google.cloud import run_v2
 
 from tollgate.cloud.clients import Cloud
+
+if TYPE_CHECKING:
+    from google.cloud import run_v2
 
 
 def run_job(cloud: Cloud, job: str, env: dict[str, str], task_count: int | None = None) -> str:
@@ -19,6 +21,8 @@ def run_job(cloud: Cloud, job: str, env: dict[str, str], task_count: int | None 
 
     Does not wait for the execution: functions must stay quick (long work belongs in jobs).
     """
+    from google.cloud import run_v2   # ~0.5 s to import: only the callers that start or deploy pay it
+
     overrides = run_v2.RunJobRequest.Overrides(
         container_overrides=[run_v2.RunJobRequest.Overrides.ContainerOverride(
             env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()])],
@@ -75,6 +79,8 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
     else the template holds (image, resources, service account: terraform's) is kept. Moving
     traffic between existing revisions (canary promote/abort, rollback) creates nothing.
     """
+    from google.cloud import run_v2
+
     if sum(p for _, p in targets) != 100 or any(p <= 0 for _, p in targets):
         raise ValueError(f"traffic targets must be positive and add up to 100: {targets}")
     service = get_service(cloud, dataset)
