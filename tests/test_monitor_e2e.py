@@ -1,10 +1,11 @@
 """The monitoring loop on the local cloud: the predictor's log drained into storage once even when
 redelivered, late labels joined (files and POST /feedback, unknown ids counted), a window with no
-traffic, decay alerts with a retraining cool-down, and canaries the monitor rolls back or promotes
-on live evidence, recorded in `tollgate history`."""
+traffic, decay alerts with a retraining cool-down, canaries the monitor rolls back or promotes
+on live evidence, recorded in `tollgate history`, and a monitor-tick message running the monitor job."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import time
@@ -182,3 +183,15 @@ def test_the_log_is_stored_once_and_decay_retrains_once(local_cloud, cloud, stat
     while state.get_run(retrain)["status"] not in ("decided", "failed") and time.monotonic() < deadline:
         time.sleep(1)
     assert state.get_run(retrain)["status"] == "decided", state.get_run(retrain)
+
+    # What the scheduler does every 5 minutes (paused in tests): a message on monitor-tick starts the
+    # launch-monitor function, which starts the monitor job, which records another window.
+    from tollgate.events import envelope
+
+    before = len(state.windows(dataset))
+    cloud.publish("monitor-tick", envelope("monitor-tick", schedule="monitor", at=dt.datetime.now(dt.timezone.utc)
+                                           .isoformat()))
+    deadline = time.monotonic() + 180
+    while len(state.windows(dataset)) == before and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(state.windows(dataset)) == before + 1, "the scheduled tick did not run the monitor job"
