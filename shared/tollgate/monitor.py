@@ -10,9 +10,9 @@ One tick:
    records whose message is already stored are skipped, so a redelivered batch is stored once;
    messages are acknowledged only after their file is written.
 2. Per dataset that serves: the **window** (``monitoring.window_minutes``) of logged predictions,
-   and the realised metrics of those of the last ``label_window_hours`` that have labels (every
-   label file under ``labels/<dataset>/``, CSV or Parquet, keyed by request id and row, or by
-   ``monitoring.id_columns``), judged per version (monitoring.py), stored in
+   and the realised metrics of those of the last ``label_window_hours`` that have labels (the
+   label files under ``labels/<dataset>/`` written in that time, CSV or Parquet, keyed by request
+   id and row, or by ``monitoring.id_columns``), judged per version (monitoring.py), stored in
    Firestore (``monitoring/<dataset>/windows``) and drawn in ``reports/monitoring/<dataset>/latest.html``.
 3. **Alerts** (SLO breach, severe drift, decay) go to Firestore, the `alerts` topic and the review
    webhook, at most once per version and kind per ``alert_cooldown_minutes``; decay and severe drift
@@ -152,9 +152,13 @@ def load_predictions(cloud: Cloud, dataset: str, start: dt.datetime, end: dt.dat
     return frame.drop_duplicates(subset=["request_id", "row", "status"]).reset_index(drop=True)
 
 
-def load_labels(cloud: Cloud, dataset: str) -> pd.DataFrame:
-    frames = [f for name in sorted(cloud.list_names(f"labels/{dataset}/"))
-              if (f := _read_table(cloud, name)) is not None]
+def load_labels(cloud: Cloud, dataset: str, since: dt.datetime | None = None) -> pd.DataFrame:
+    """Every label file under ``labels/<dataset>/`` written since ``since`` (older ones are for
+    predictions that left the label window), oldest first, so that a later label for a key wins."""
+    blobs = [b for b in cloud.storage.list_blobs(cloud.settings.bucket, prefix=f"labels/{dataset}/")
+             if since is None or b.updated is None or b.updated >= since]
+    blobs.sort(key=lambda b: (b.updated or dt.datetime.min.replace(tzinfo=dt.timezone.utc), b.name))
+    frames = [f for b in blobs if (f := _read_table(cloud, b.name)) is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -215,7 +219,7 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     start = at - dt.timedelta(minutes=m.window_minutes)
     since = min(start, at - dt.timedelta(hours=m.label_window_hours))
     everything, unmatched = monitoring.join_labels(load_predictions(cloud, spec.name, since, at),
-                                                   load_labels(cloud, spec.name), spec)
+                                                   load_labels(cloud, spec.name, since), spec)
     frame = everything[everything["time"] >= pd.Timestamp(start)]
     labelled = monitoring.labelled_rows(everything)
     versions = sorted({int(v) for v in frame["model_version"]} | {int(v) for v in labelled["model_version"]})
