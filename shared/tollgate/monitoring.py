@@ -81,7 +81,7 @@ def _latency(frame: pd.DataFrame) -> dict[str, float | None]:
 
 def live_metric(spec: DatasetSpec) -> str:
     """The metric judged on live labels: the primary one, or accuracy when the primary needs the
-    probabilities (ROC AUC, log loss), which the prediction log does not keep."""
+    probabilities (ROC AUC, log loss): the log carries them, the monitor does not store them yet."""
     return "accuracy" if spec.primary_metric in ("roc_auc", "log_loss") else spec.primary_metric
 
 
