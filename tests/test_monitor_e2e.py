@@ -189,8 +189,8 @@ def test_the_log_is_stored_once_and_decay_retrains_once(local_cloud, cloud, stat
     from tollgate.events import envelope
 
     before = len(state.windows(dataset))
-    cloud.publish("monitor-tick", envelope("monitor-tick", schedule="monitor", at=dt.datetime.now(dt.timezone.utc)
-                                           .isoformat()))
+    cloud.publish("monitor-tick", envelope("monitor-tick", schedule="monitor", datasets=[dataset],
+                                           at=dt.datetime.now(dt.timezone.utc).isoformat()))
     deadline = time.monotonic() + 180
     while len(state.windows(dataset)) == before and time.monotonic() < deadline:
         time.sleep(1)

@@ -1,5 +1,6 @@
 """Function `launch`: a stage's event starts the next stage's Cloud Run job (env JOB names it);
-`on_tick`: a scheduled tick starts the job with no run (the monitor)."""
+`on_tick`: a scheduled tick starts the job with no run (the monitor), limited to the tick's
+``datasets`` when it names them."""
 
 import os
 
@@ -18,7 +19,15 @@ def _launch(message: events.Message) -> str:
 def _tick(message: events.Message) -> str:
     # A redelivered tick may start a second execution: the monitor is safe to repeat (stored batches
     # are skipped, alerts and retraining have cool-downs, canary moves are transactions).
-    execution = cloudrun.run_job(runtime.cloud(), os.environ["JOB"], {"TICK": message.message_id})
+    # A tick may name its datasets ({"datasets": [...]}); by default the monitor judges every one.
+    try:
+        datasets = message.json().get("datasets") or []
+    except events.MalformedEvent:
+        datasets = []
+    env = {"TICK": message.message_id}
+    if isinstance(datasets, list) and datasets:
+        env["DATASETS"] = ",".join(str(d) for d in datasets)
+    execution = cloudrun.run_job(runtime.cloud(), os.environ["JOB"], env)
     return f"started {execution.rsplit('/', 1)[-1]}"
 
 
