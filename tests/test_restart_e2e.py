@@ -38,7 +38,10 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     assert shown.returncode == 0, shown.stderr
     assert '"status": "decided"' in shown.stdout
     response = None
-    for _ in range(100):   # the restored revision starts in the background
+    # The restored revisions start in the background: every dataset the session has served so far
+    # restarts at once on two cores, so this one may take a while (503 until it is ready).
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
         try:
             response = requests.post(f"{url}/predict", json={"instances": [INSTANCE]}, timeout=5)
             if response.status_code == 200:
