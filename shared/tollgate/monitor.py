@@ -69,10 +69,14 @@ def _stored_message_ids(cloud: Cloud, prefix: str) -> set[str]:
     return ids
 
 
-def _store(cloud: Cloud, prefix: str, frames: list[pd.DataFrame]) -> int:
-    """Write the records not stored yet under ``prefix`` as one Parquet file; returns rows written."""
+def _store(cloud: Cloud, prefix: str, frames: list[pd.DataFrame], seen: dict[str, set[str]] | None = None) -> int:
+    """Write the records not stored yet under ``prefix`` as one Parquet file; returns rows written.
+    ``seen`` keeps each prefix's stored message ids across the pulls of one drain (read once)."""
+    seen = {} if seen is None else seen
+    if prefix not in seen:
+        seen[prefix] = _stored_message_ids(cloud, prefix)
     frame = pd.concat(frames, ignore_index=True)
-    frame = frame[~frame["message_id"].isin(_stored_message_ids(cloud, prefix))].dropna(axis=1, how="all")
+    frame = frame[~frame["message_id"].isin(seen[prefix])].dropna(axis=1, how="all")
     if frame.empty:
         return 0
     for column in ("row", "model_version", "status"):
@@ -83,6 +87,7 @@ def _store(cloud: Cloud, prefix: str, frames: list[pd.DataFrame]) -> int:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     cloud.write_once(f"{prefix}{name}.parquet", buffer.getvalue())
+    seen[prefix].update(frame["message_id"])
     return int(len(frame))
 
 
@@ -93,6 +98,7 @@ def drain(cloud: Cloud, max_messages: int = 50_000) -> dict[str, int]:
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(cloud.settings.project, SUBSCRIPTION)
     counts = {"messages": 0, "predictions": 0, "labels": 0, "malformed": 0}
+    seen: dict[str, set[str]] = {}
     try:
         while counts["messages"] < max_messages:
             response = subscriber.pull(subscription=path, max_messages=MAX_PULL, timeout=10)
@@ -116,7 +122,7 @@ def drain(cloud: Cloud, max_messages: int = 50_000) -> dict[str, int]:
                     log.warning("malformed prediction-log message skipped", message_id=m.message.message_id,
                                 error=f"{type(exc).__name__}: {exc}"[:300])
             for prefix, frames in groups.items():
-                written = _store(cloud, prefix, frames)
+                written = _store(cloud, prefix, frames, seen)
                 counts["labels" if prefix.startswith("labels/") else "predictions"] += written
             subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in received])
     finally:
