@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOLLGATE := $(BIN)/tollgate
+# The Google provider's schema, from its prebuilt CDKTF bindings (hash-pinned): what `terraform validate` would
+# check against, had the provider been downloadable. check-terraform and tests/test_terraform.py read it.
+PROVIDER_SCHEMA := .tools/google-provider-schema.json
 
 .DEFAULT_GOAL := help
 
@@ -37,7 +40,7 @@ demo: setup ## start the local cloud and replay the taxi data through the whole 
 test: lint check-terraform ## lint, terraform checks, then unit, emulator and end-to-end tests (own emulators on free ports)
 	$(BIN)/pytest
 
-test-unit: setup ## only the fast unit tests (no emulators)
+test-unit: setup $(PROVIDER_SCHEMA) ## only the fast unit tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not e2e"
 
 lint: setup ## ruff (pyflakes and syntax errors) on all Python code
@@ -50,7 +53,14 @@ $(CHECKOV)/.installed: terraform/checkov-constraints.txt
 	$(CHECKOV)/bin/pip install --quiet checkov==3.3.30 -c terraform/checkov-constraints.txt
 	@touch $@
 
-check-terraform: $(CHECKOV)/.installed ## checkov policy checks on terraform/ (zero failures; skips justified inline)
+$(PROVIDER_SCHEMA): terraform/provider-schema.txt tests/provider_schema.py | $(STAMP)
+	rm -rf .tools/wheels
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r terraform/provider-schema.txt -d .tools/wheels
+	$(BIN)/python tests/provider_schema.py build .tools/wheels/*.whl $@
+	rm -rf .tools/wheels
+
+check-terraform: $(CHECKOV)/.installed $(PROVIDER_SCHEMA) ## terraform/ against the provider schema, then checkov (zero failures)
+	$(BIN)/python tests/provider_schema.py check $(PROVIDER_SCHEMA) terraform
 	$(CHECKOV)/bin/checkov -d terraform --framework terraform --quiet --compact --skip-download
 
 GE_VENV := .bench/ge

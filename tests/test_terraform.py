@@ -1,5 +1,6 @@
-"""Terraform, checked without the Google provider (it cannot be downloaded here): `terraform fmt`, the
-structure parsed with python-hcl2 against the topology, and the IAM allow-list."""
+"""Terraform, checked without the Google provider binary (it cannot be downloaded here): `terraform fmt`,
+every resource against the provider's schema (tests/provider_schema.py), the structure parsed with
+python-hcl2 against the topology, and the IAM allow-list."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import orjson
 import pytest
 
+from tests import provider_schema
 from tollgate import topology
 from tollgate.topology import ROOT
 
@@ -67,6 +70,44 @@ def test_terraform_is_formatted():
     done = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", str(TF)], capture_output=True,
                           text=True)
     assert done.returncode == 0, f"run `terraform fmt -recursive terraform`:\n{done.stdout}"
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    path = ROOT / ".tools" / "google-provider-schema.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: `make check-terraform` downloads the provider schema and builds it")
+    return orjson.loads(path.read_bytes())
+
+
+def test_terraform_matches_the_pinned_provider_schema(schema):
+    """What `terraform validate` would say: arguments, blocks, required fields, enum values, references."""
+    pinned = re.search(r'source\s*=\s*"hashicorp/google"\s*version\s*=\s*"([^"]+)"',
+                       (ENV / "versions.tf").read_text())
+    assert pinned and pinned.group(1) == schema["provider"], "check against the provider version that is pinned"
+    assert provider_schema.check(schema, TF) == []
+
+
+@pytest.mark.parametrize(("path", "old", "new", "expected"), [
+    ("modules/function/main.tf", "ack_deadline_seconds       = 600", "ack_deadline = 600",
+     "unknown argument or block `ack_deadline`"),
+    ("modules/function/main.tf", '"ALLOW_INTERNAL_ONLY"', '"INTERNAL_ONLY"', "is not one of"),
+    ("modules/function/main.tf", "service_config[0].uri", "service_config[0].url", "exports no attribute `url`"),
+    ("environments/production/pubsub.tf", "  topic                      = module.topics[each.value.topic].id\n", "",
+     "required `topic` is missing"),
+    ("environments/production/jobs.tf", "  timeout_seconds       = each.value.timeout_seconds\n", "",
+     "required variable `timeout_seconds` is not set"),
+    ("environments/production/pubsub.tf", "dead_letter_topic_id", "dlq_id", "has no output `dlq_id`"),
+    ("environments/production/main.tf", "var.kms_key_name", "var.kms_key", "`var.kms_key` is not a declared"),
+])
+def test_the_schema_check_catches_what_validate_would(tmp_path, schema, path, old, new, expected):
+    copy = tmp_path / "terraform"
+    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
+    text = (copy / path).read_text()
+    assert old in text
+    (copy / path).write_text(text.replace(old, new, 1))
+    problems = provider_schema.check(schema, copy)
+    assert any(expected in p for p in problems), problems
 
 
 def test_topology_drives_topics_functions_jobs_and_schedules():
