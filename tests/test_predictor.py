@@ -12,7 +12,7 @@ import pytest
 from services.predictor import main as predictor
 from services.predictor.batching import MicroBatcher
 from tests.conftest import columns_of, model_dir
-from tests.test_serving import GOOD, v2_body
+from tests.test_serving import GOOD, tensor, v2_body
 from tollgate import prepared
 
 
@@ -125,6 +125,46 @@ def test_a_model_that_fails_to_load_never_turns_ready(taxi_model, taxi_spec, tmp
         assert "hash" in response.json["error"]
     assert client.post("/predict", json={"instances": [GOOD]}).status_code == 503
     assert client.get("/v2/health/live").status_code == 200   # alive, not ready: the revision never serves
+
+
+def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_path, monkeypatch):
+    from sklearn.datasets import load_breast_cancer
+
+    from tollgate import spec as specs, training
+    from tollgate.topology import ROOT
+
+    spec = specs.load(ROOT / "datasets" / "breast_cancer.yaml")
+    data = load_breast_cancer(as_frame=True)
+    frame = data.data.rename(columns=lambda c: c.replace(" ", "_"))
+    frame["diagnosis"] = np.asarray(data.target_names)[data.target]
+    model = training.fit(frame, spec)
+    monkeypatch.setenv("AIP_STORAGE_URI", str(model_dir(model, spec, tmp_path / "m")))
+    monkeypatch.setenv("TOLLGATE_PREDICTION_LOG", "off")
+    client = predictor.create_app("breast_cancer", 1, background=False).test_client()
+    rows = frame.drop(columns="diagnosis").head(3).to_dict("records")
+    body = client.post("/predict", json={"instances": rows}).json
+    assert body["predictions"] == list(model.predict(frame.head(3)))   # a JSON list of labels, not its repr
+    assert body["classes"] == ["benign", "malignant"] and len(body["probabilities"]) == 3
+    inputs = [tensor(name, [row[name] for row in rows], "FP64") for name in spec.features]
+    v2 = client.post("/v2/models/breast_cancer/infer", json={"inputs": inputs}).json
+    assert v2["outputs"][0]["data"] == body["predictions"]
+
+
+def test_before_the_first_model_the_service_is_healthy_and_says_what_to_do(monkeypatch):
+    """The revision terraform creates (DATASET, no MODEL_VERSION) passes its startup probe; nothing else."""
+    monkeypatch.setenv("TOLLGATE_BUCKET", "acme-tollgate")
+    monkeypatch.delenv("MODEL_VERSION", raising=False)
+    client = predictor.create_app("chicago_taxi").test_client()
+    assert client.get("/health").json == {"status": "awaiting-model", "dataset": "chicago_taxi",
+                                          "model_version": None}
+    assert client.get("/v2/health/live").status_code == 200
+    for method, path in (("get", "/v2/health/ready"), ("post", "/predict"), ("post", "/feedback"),
+                         ("post", "/v2/models/chicago_taxi/infer"), ("get", "/metadata"), ("get", "/")):
+        response = getattr(client, method)(path, json={"instances": [GOOD]})
+        assert response.status_code == 503, path
+        assert "gs://acme-tollgate/incoming/chicago_taxi/" in response.json["error"]
+    with pytest.raises(RuntimeError, match="DATASET must be set"):
+        predictor.create_app("")
 
 
 def test_micro_batcher_batches_concurrent_requests_and_returns_each_its_own(taxi_model, taxi_spec, taxi_clean):

@@ -13,7 +13,9 @@ Contracts (every response carries the serving version in ``X-Model-Version``):
 * ``POST /feedback``: ground truth for logged predictions, by request id (and row), for monitoring.
 * ``/metadata``, ``/openapi.json``, ``/metrics`` (Prometheus).
 
-The model loads in the background from the version pinned in the revision's environment
+Without ``MODEL_VERSION`` (the revision terraform creates before the first promotion) the service is
+healthy and answers every other route 503 with what to do. Otherwise the model loads in the
+background from the version pinned in the revision's environment
 (``DATASET``, ``MODEL_VERSION``; hash-checked against the registry) or, on Vertex AI, from
 ``AIP_STORAGE_URI`` (``model.skops`` + ``record.json``). Until it is loaded, the health and
 readiness routes and every prediction answer 503; if loading fails they keep answering 503 with
@@ -32,6 +34,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 import orjson
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -161,8 +164,17 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+def _plain(value: Any) -> Any:
+    """What orjson's numpy support leaves out: object arrays (class labels) and numpy scalars."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY, default=str), status=status,
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain), status=status,
                     mimetype="application/json", headers=headers)
 
 
@@ -173,13 +185,40 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> Resp
     return _json(body, status)
 
 
+def awaiting_model_app(dataset: str) -> Flask:
+    """The revision terraform creates before any model exists (``DATASET`` without ``MODEL_VERSION``):
+    healthy, so Cloud Run can make the service, its URL and its IAM now; every other route answers 503
+    with what to do. The decider's first promotion replaces it with a pinned revision."""
+    app = Flask(__name__)
+    where = f"gs://{os.environ['TOLLGATE_BUCKET']}" if os.environ.get("TOLLGATE_BUCKET") else "the bucket"
+    message = (f"no model of {dataset!r} has been promoted yet: drop a batch into {where}/incoming/{dataset}/ "
+               "and this service is redeployed with the first model the decider promotes (`tollgate runs` "
+               "follows it)")
+    log.info("no model pinned: serving 503 until the first promotion", dataset=dataset)
+
+    def live() -> Response:
+        return _json({"status": "awaiting-model", "dataset": dataset, "model_version": None})
+
+    app.add_url_rule(os.environ.get("AIP_HEALTH_ROUTE", "/health"), "health", live)
+    app.add_url_rule("/v2/health/live", "v2_live", live)
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def everything_else(path: str) -> Response:
+        return _error(503, message)
+
+    return app
+
+
 def create_app(dataset: str | None = None, version: int | None = None, *, background: bool = True) -> Flask:
     """The app; the model loads in a thread (``background=False``: before returning, for tests)."""
     started = time.monotonic()
     dataset = dataset or os.environ.get("DATASET") or ""
     version = version or int(os.environ.get("MODEL_VERSION") or 0)
-    if not dataset or not version:
-        raise RuntimeError("DATASET and MODEL_VERSION must be set: the decider pins them on each revision")
+    if not dataset:
+        raise RuntimeError("DATASET must be set (and MODEL_VERSION: the decider pins both on each revision)")
+    if not version:
+        return awaiting_model_app(dataset)
     metrics = Metrics()
     box: dict[str, Any] = {"serving": None, "error": None}
 
