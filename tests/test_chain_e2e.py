@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
@@ -188,12 +189,40 @@ def test_a_malformed_message_is_recorded_and_acknowledged(first_run, local_cloud
     assert log.count(f'"event_id":"{message_id}"') == 1
 
 
-def test_a_classification_dataset_runs_the_same_chain(first_run, local_cloud, tmp_path):
+def predictor_service_as_terraform_creates_it(cloud, dataset: str) -> str:
+    """terraform/environments/production/predictor.tf: the service before any model (no MODEL_VERSION),
+    under an auto-named revision with a startup probe. Returns its URL."""
+    from google.cloud import run_v2
+
+    from tollgate.cloud import run as cloudrun
+
+    assert cloudrun.get_service(cloud, dataset) is None, "this test wants the service made before any model"
+    env = {"DATASET": dataset, "TOLLGATE_BUCKET": cloud.settings.bucket}
+    container = run_v2.Container(image=cloud.settings.predictor_image,
+                                 env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
+                                 startup_probe=run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/health")))
+    service = run_v2.Service(template=run_v2.RevisionTemplate(
+        containers=[container], scaling=run_v2.RevisionScaling(min_instance_count=0)))
+    op = cloud.services.create_service(parent=cloud.location, service_id=cloudrun.service_id(dataset),
+                                       service=service)
+    return op.result(timeout=120).uri
+
+
+def test_a_classification_dataset_runs_the_same_chain(first_run, local_cloud, cloud, tmp_path):
     from examples.breast_cancer import make_batches
 
     first, second = make_batches(tmp_path)
+    url = predictor_service_as_terraform_creates_it(cloud, "breast_cancer")
+    assert requests.get(f"{url}/health", timeout=10).json()["status"] == "awaiting-model"
+    instance = pd.read_csv(first).drop(columns="diagnosis").iloc[0].to_dict()
+    early = requests.post(f"{url}/predict", json={"instances": [instance]}, timeout=10)
+    assert early.status_code == 503 and "incoming/breast_cancer/" in early.json()["error"]
+
     code, run = drop(local_cloud, first, dataset="breast_cancer")
     assert code == 0 and run["decision"] == "promote" and run["metric"] == "roc_auc", run
+    served = requests.post(f"{url}/predict", json={"instances": [instance]}, timeout=10)   # the same URL
+    assert served.status_code == 200 and served.json()["model_version"] == 1, served.text
+    assert served.json()["predictions"][0] in ("malignant", "benign"), served.text
     code, run = drop(local_cloud, second, dataset="breast_cancer")
     assert code == 0 and run["decision"] in ("promote", "keep", "review"), run
     assert run["champion_version"] == 1 and run["difference"]["metric"] == "roc_auc"

@@ -75,9 +75,12 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
 
     Idempotent and convergent: a revision is named after its version, so a retried call finds the
     revisions it created. At most one target may lack a revision (the version being promoted);
-    it becomes the new template, pinned to its version through the environment. Everything
-    else the template holds (image, resources, service account: terraform's) is kept. Moving
-    traffic between existing revisions (canary promote/abort, rollback) creates nothing.
+    it becomes the new template, pinned to its version through the environment, from this
+    deployment's image and min instances (``TOLLGATE_PREDICTOR_IMAGE``, ``…_MIN_INSTANCES``: a
+    new release reaches the predictor with its next model). Everything else the template holds
+    (probes, resources, service account: terraform's) is kept; the revision terraform created
+    before any model existed simply loses its traffic. Moving traffic between existing
+    revisions (canary promote/abort, rollback) creates nothing.
     """
     from google.cloud import run_v2
 
@@ -110,6 +113,8 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
             kept = [e for e in container.env if e.name not in pinned]
             del container.env[:]
             container.env.extend(kept + [run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
+            container.image = cloud.settings.predictor_image
+            service.template.scaling.min_instance_count = cloud.settings.predictor_min_instances
             service.template.revision = revision_id(dataset, missing[0])
         del service.traffic[:]
         service.traffic.extend(traffic)
