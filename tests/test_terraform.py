@@ -233,3 +233,32 @@ def test_functions_and_jobs_run_the_deployables_of_the_topology():
     pins = (ROOT / "functions" / "requirements.txt").read_text().split()
     constraints = set((ROOT / "constraints.txt").read_text().lower().split())
     assert all(pin.lower() in constraints for pin in pins if "==" in pin)
+
+
+def test_each_dataset_has_its_predictor_service_before_its_first_model():
+    """The service the promotions then take over (tollgate.cloud.run.set_traffic): same name, health route
+    and image; not public; terraform leaves its revisions and traffic to them."""
+    from tollgate import spec as specs
+    from tollgate.cloud import run as cloudrun
+
+    predictors = {name: body for _, _, name, body in blocks("module", ENV)}["predictors"]
+    assert predictors["for_each"] == "${local.datasets}"
+    assert unq(predictors["name"]) == 'predictor-${replace(lower(each.key), "/[^a-z0-9-]/", "-")}'
+    assert '"[^a-z0-9-]"' in (ROOT / "shared" / "tollgate" / "cloud" / "run.py").read_text()  # the same rule
+    assert predictors["image"] == "${local.predictor_env.TOLLGATE_PREDICTOR_IMAGE}"
+    assert predictors["service_account_email"] == '${google_service_account.workload["predictor"].email}'
+    spec_names = {specs.load(p).name for p in (ROOT / "datasets").glob("*.yaml")}
+    assert "yamldecode" in locals_of(ENV / "predictor.tf")["datasets"] and spec_names == {"chicago_taxi",
+                                                                                       "breast_cancer"}
+    assert {cloudrun.service_id(n) for n in spec_names} == {"predictor-chicago-taxi", "predictor-breast-cancer"}
+
+    service = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "predictor")}[
+        ("google_cloud_run_v2_service", "predictor")]
+    container = service["template"][0]["containers"][0]
+    health = topology.load().services["predictor"].health_path
+    assert unq(container["startup_probe"][0]["http_get"][0]["path"]) == health
+    env = container["dynamic"][0]['"env"']["for_each"]
+    assert "DATASET = var.dataset" in env and "MODEL_VERSION" not in env   # no model: the 503 revision
+    ignored = service["lifecycle"][0]["ignore_changes"]
+    assert {"template", "traffic"} <= set(ignored)
+    assert "invoker_iam_disabled" not in service and "allUsers" not in str(service)

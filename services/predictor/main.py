@@ -483,6 +483,6 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
 
 def close(app: Flask) -> None:
     """Flush the prediction log (gunicorn's worker_exit calls this after the last request)."""
-    s = app.extensions["tollgate"].get("serving")
+    s = app.extensions.get("tollgate", {}).get("serving")   # none before the first model
     if s is not None:
         s.close()

@@ -6,12 +6,6 @@ locals {
   function_sources = toset([for f in values(local.functions) : f.source])
   shared_files     = fileset("${local.root}/shared", "tollgate/**/*.{py,json}")
 
-  # Functions that deploy the predictor create its services from these settings.
-  function_env = merge(local.base_env, {
-    TOLLGATE_PREDICTOR_IMAGE         = "${local.registry}/predictor:${var.image_tag}"
-    TOLLGATE_PREDICTOR_SA            = google_service_account.workload["predictor"].email
-    TOLLGATE_PREDICTOR_MIN_INSTANCES = tostring(var.predictor_min_instances)
-  })
 }
 
 data "archive_file" "function_source" {
@@ -56,10 +50,8 @@ module "functions" {
   source_bucket         = google_storage_bucket.data.name
   source_object         = google_storage_bucket_object.function_source[each.value.source].name
   service_account_email = google_service_account.workload[each.key].email
-  environment           = merge(local.function_env, try(each.value.env, {}))
-  secret_environment = local.webhook && contains(try(each.value.publishes, []), "review-requested") ? {
-    TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.review_webhook[0].secret_id
-  } : {}
+  environment           = merge(local.predictor_env, try(each.value.env, {}))
+  secret_environment    = contains(local.webhook_users, each.key) ? local.webhook_env : {}
   trigger_topic_id      = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].id
   dead_letter_topic_id  = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].dead_letter_topic_id
   max_delivery_attempts = var.max_delivery_attempts

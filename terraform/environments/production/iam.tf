@@ -27,6 +27,12 @@ locals {
   [for name, j in local.jobs : name if try(j.deploys_predictor, false)])
   launchers = { for job in keys(local.jobs) : job => [for name, f in local.functions : name if try(f.env.JOB, "") == job] }
 
+  # Who posts to the review webhook: the workloads that publish review requests or alerts.
+  webhook_users = local.webhook ? [
+    for name, w in local.workloads : name if length(setintersection(w.publishes, ["review-requested", "alerts"])) > 0
+  ] : []
+  webhook_env = local.webhook ? { TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.review_webhook[0].secret_id } : {}
+
   # Predictor services are created per dataset by the decider (`predictor-<dataset>`): grants on them
   # are conditioned on that name.
   predictor_services = "projects/${var.project_id}/locations/${var.region}/services/predictor-"
@@ -104,7 +110,7 @@ resource "google_project_iam_member" "predictor_invoker" {
 }
 
 resource "google_secret_manager_secret_iam_member" "webhook" {
-  for_each  = local.webhook ? toset([for name, f in local.functions : name if contains(try(f.publishes, []), "review-requested")]) : toset([])
+  for_each  = toset(local.webhook_users)
   project   = var.project_id
   secret_id = google_secret_manager_secret.review_webhook[0].secret_id
   role      = "roles/secretmanager.secretAccessor"

@@ -10,11 +10,12 @@ module "jobs" {
   name                  = each.key
   image                 = "${local.registry}/${each.key}:${var.image_tag}"
   service_account_email = google_service_account.workload[each.key].email
-  environment           = local.base_env
+  environment           = try(each.value.deploys_predictor, false) ? local.predictor_env : local.base_env
+  secret_environment    = contains(local.webhook_users, each.key) ? local.webhook_env : {}
   timeout_seconds       = each.value.timeout_seconds
   memory                = try(each.value.memory, "2Gi")
   launchers             = [for f in local.launchers[each.key] : "serviceAccount:${google_service_account.workload[f].email}"]
   labels                = var.labels
 
-  depends_on = [google_project_service.apis]
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.webhook]
 }

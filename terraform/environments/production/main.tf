@@ -22,6 +22,12 @@ locals {
     TOLLGATE_REGION       = var.region
     TOLLGATE_CODE_VERSION = var.image_tag
   }
+  # What a workload that deploys the predictor rolls each new model revision from (functions get it all).
+  predictor_env = merge(local.base_env, {
+    TOLLGATE_PREDICTOR_IMAGE         = "${local.registry}/predictor:${var.image_tag}"
+    TOLLGATE_PREDICTOR_SA            = google_service_account.workload["predictor"].email
+    TOLLGATE_PREDICTOR_MIN_INSTANCES = tostring(var.predictor_min_instances)
+  })
 
   pubsub_agent    = "service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   scheduler_agent = "service-${data.google_project.project.number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
@@ -69,9 +75,9 @@ resource "google_firestore_database" "default" {
   depends_on = [google_project_service.apis]
 }
 
-# The review webhook (a Slack-compatible incoming-webhook URL), kept in Secret Manager and given
-# to the functions that request reviews as TOLLGATE_REVIEW_WEBHOOK. Without it, reviews are still
-# published to review-requested and listed by the review function.
+# The review webhook (a Slack-compatible incoming-webhook URL), kept in Secret Manager and given as
+# TOLLGATE_REVIEW_WEBHOOK to the workloads that publish review requests or alerts. Without it, both
+# are still published to their topics (review-requested, alerts) and listed by the CLI.
 resource "google_secret_manager_secret" "review_webhook" {
   count     = local.webhook ? 1 : 0
   project   = var.project_id

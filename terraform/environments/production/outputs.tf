@@ -8,9 +8,9 @@ output "review_url" {
   value       = module.functions["review"].uri
 }
 
-output "predictor_url_pattern" {
-  description = "Predictor services are created per dataset on first promotion; `tollgate status` prints their URLs."
-  value       = "https://predictor-<dataset>-<hash>-<region-code>.a.run.app (name predictor-<dataset> in ${var.region})"
+output "predictor_urls" {
+  description = "Each dataset's predictor (503 until its first promotion). Call with an identity token of a predictor_invokers member."
+  value       = { for dataset, p in module.predictors : dataset => p.uri }
 }
 
 output "topics" {

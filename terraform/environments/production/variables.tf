@@ -110,3 +110,25 @@ variable "predictor_min_instances" {
     error_message = "Between 0 and 100."
   }
 }
+
+variable "datasets" {
+  description = "Datasets whose predictor service (predictor-<dataset>) terraform creates before any model; null: the `name` of every spec in datasets/."
+  type        = list(string)
+  default     = null
+  validation {
+    condition     = var.datasets == null ? true : alltrue([for d in var.datasets : can(regex("^[A-Za-z0-9][A-Za-z0-9_-]{0,37}$", d))])
+    error_message = "Dataset names are letters, digits, _ and -, at most 38 characters (the service is predictor-<dataset>)."
+  }
+}
+
+variable "predictor_ingress" {
+  description = "Network reach of the predictor services; run.invoker (predictor_invokers) still decides who may call."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+}
+
+variable "predictor_deletion_protection" {
+  description = "Refuse to destroy predictor services; set false and apply before `terraform destroy`."
+  type        = bool
+  default     = true
+}

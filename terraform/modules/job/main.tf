@@ -30,6 +30,18 @@ resource "google_cloud_run_v2_job" "job" {
             value = env.value
           }
         }
+        dynamic "env" {
+          for_each = var.secret_environment
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
+            }
+          }
+        }
       }
     }
   }

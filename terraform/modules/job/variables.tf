@@ -29,6 +29,12 @@ variable "environment" {
   default     = {}
 }
 
+variable "secret_environment" {
+  description = "Environment variables read from Secret Manager at start: name => secret id (latest version)."
+  type        = map(string)
+  default     = {}
+}
+
 variable "timeout_seconds" {
   description = "Task timeout (topology `timeout_seconds`)."
   type        = number
