@@ -262,3 +262,44 @@ def test_each_dataset_has_its_predictor_service_before_its_first_model():
     ignored = service["lifecycle"][0]["ignore_changes"]
     assert {"template", "traffic"} <= set(ignored)
     assert "invoker_iam_disabled" not in service and "allUsers" not in str(service)
+
+
+def test_every_workload_that_raises_alerts_or_reviews_gets_the_webhook_secret():
+    """The monitor job posts alerts, the decider review requests: both read TOLLGATE_REVIEW_WEBHOOK."""
+    users = locals_of(ENV / "iam.tf")["webhook_users"]
+    assert '"review-requested", "alerts"' in users and "local.workloads" in users
+    modules = {name: body for _, _, name, body in blocks("module", ENV)}
+    for name in ("functions", "jobs"):
+        assert modules[name]["secret_environment"] == \
+            "${contains(local.webhook_users, each.key) ? local.webhook_env : {}}"
+    publishers = {n for n, j in topology.load().jobs.items() if "alerts" in j.publishes}
+    assert publishers == {"monitor"}
+    job = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "job")}[("google_cloud_run_v2_job", "job")]
+    secret = [d['"env"'] for d in job["template"][0]["template"][0]["containers"][0]["dynamic"]
+              if d.get('"env"', {}).get("for_each") == "${var.secret_environment}"]
+    assert secret and secret[0]["content"][0]["value_source"][0]["secret_key_ref"][0]["secret"] == "${env.value}"
+
+
+# Firestore queries that filter on one field and order by another need a composite index on GCP (the emulator
+# needs none, so no e2e test can notice). Each State method that does both is listed here with its index, or
+# with why it needs none.
+COMPOSITE_QUERIES = {
+    "list_runs": ("runs", [("dataset", "ASCENDING"), ("created_at", "DESCENDING")]),
+    "alerts": None,   # filters by dataset or orders by time, never both (sorted in memory)
+}
+
+
+def test_every_filtered_and_ordered_firestore_query_has_its_index():
+    source = (ROOT / "shared" / "tollgate" / "cloud" / "state.py").read_text()
+    methods = re.split(r"\n    def ", source)
+    both = {m.split("(")[0] for m in methods if ".where(" in m and ".order_by(" in m}
+    assert both == set(COMPOSITE_QUERIES), "a new filtered and ordered query: add its index to main.tf and here"
+    indexes = [body for _, t, _, body in blocks("resource", ENV) if t == "google_firestore_index"]
+    declared = {(unq(i["collection"]), tuple((unq(f["field_path"]), unq(f["order"])) for f in i["fields"]))
+                for i in indexes}
+    for method, index in COMPOSITE_QUERIES.items():
+        if index is not None:
+            collection, fields = index
+            assert (collection, tuple(fields)) in declared, method
+            body = next(m for m in methods if m.startswith(method + "("))
+            assert f'collection("{collection}")' in body and all(f'"{f}"' in body for f, _ in fields), method

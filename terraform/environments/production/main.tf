@@ -65,6 +65,7 @@ resource "google_artifact_registry_repository" "images" {
 }
 
 resource "google_firestore_database" "default" {
+  count                             = var.create_firestore_database ? 1 : 0
   project                           = var.project_id
   name                              = "(default)"
   location_id                       = var.firestore_location
@@ -73,6 +74,26 @@ resource "google_firestore_database" "default" {
   delete_protection_state           = "DELETE_PROTECTION_ENABLED"
 
   depends_on = [google_project_service.apis]
+}
+
+# The one query Firestore cannot answer from its automatic single-field indexes: a dataset's runs, newest
+# first (`tollgate runs --dataset D`, State.list_runs). The emulator needs none; tests/test_terraform.py
+# keeps the list of such queries.
+resource "google_firestore_index" "runs_by_dataset" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "runs"
+
+  fields {
+    field_path = "dataset"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
 }
 
 # The review webhook (a Slack-compatible incoming-webhook URL), kept in Secret Manager and given as

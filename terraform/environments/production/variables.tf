@@ -19,6 +19,12 @@ variable "firestore_location" {
   default     = "nam5"
 }
 
+variable "create_firestore_database" {
+  description = "Create the (default) Firestore database (native mode); false if the project already has it."
+  type        = bool
+  default     = true
+}
+
 variable "bucket_name" {
   description = "The data bucket (incoming/, curated/, quarantine/, reports/, models/, specs/); default <project>-tollgate."
   type        = string
