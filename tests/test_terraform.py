@@ -27,6 +27,7 @@ ALLOWED_ROLES = {
     "roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/run.jobsExecutorWithOverrides",
     "roles/run.developer", "roles/run.invoker", "roles/iam.serviceAccountUser",
     "roles/iam.serviceAccountTokenCreator", "roles/secretmanager.secretAccessor",
+    "roles/artifactregistry.writer",   # only the function build account, on the function images' repository
 }
 # Project-level roles per kind of workload (Firestore has no finer IAM than the project).
 PROJECT_ROLES = {

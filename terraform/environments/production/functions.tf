@@ -32,7 +32,7 @@ data "archive_file" "function_source" {
 
 resource "google_storage_bucket_object" "function_source" {
   for_each = local.function_sources
-  bucket   = google_storage_bucket.data.name
+  bucket   = google_storage_bucket.sources.name
   # The content hash in the name: a changed source is a new object, which redeploys the function.
   name   = "functions/${replace(each.value, "/", "-")}-${data.archive_file.function_source[each.value].output_md5}.zip"
   source = data.archive_file.function_source[each.value].output_path
@@ -42,22 +42,86 @@ module "functions" {
   source   = "../../modules/function"
   for_each = local.functions
 
-  project_id            = var.project_id
-  region                = var.region
-  name                  = each.key
-  description           = "Tollgate ${each.key} (${each.value.source})"
-  entry_point           = each.value.entry_point
-  source_bucket         = google_storage_bucket.data.name
-  source_object         = google_storage_bucket_object.function_source[each.value.source].name
-  service_account_email = google_service_account.workload[each.key].email
-  environment           = merge(local.predictor_env, try(each.value.env, {}))
-  secret_environment    = contains(local.webhook_users, each.key) ? local.webhook_env : {}
-  trigger_topic_id      = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].id
-  dead_letter_topic_id  = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].dead_letter_topic_id
-  max_delivery_attempts = var.max_delivery_attempts
-  invokers              = try(each.value.trigger, "") == "http" ? var.reviewers : []
-  pubsub_service_agent  = local.pubsub_agent
-  labels                = var.labels
+  project_id                  = var.project_id
+  region                      = var.region
+  name                        = each.key
+  description                 = "Tollgate ${each.key} (${each.value.source})"
+  entry_point                 = each.value.entry_point
+  source_bucket               = google_storage_bucket.sources.name
+  build_service_account_email = google_service_account.function_build.email
+  docker_repository           = google_artifact_registry_repository.functions.id
+  source_object               = google_storage_bucket_object.function_source[each.value.source].name
+  service_account_email       = google_service_account.workload[each.key].email
+  environment                 = merge(local.predictor_env, try(each.value.env, {}))
+  secret_environment          = contains(local.webhook_users, each.key) ? local.webhook_env : {}
+  trigger_topic_id            = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].id
+  dead_letter_topic_id        = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].dead_letter_topic_id
+  max_delivery_attempts       = var.max_delivery_attempts
+  invokers                    = try(each.value.trigger, "") == "http" ? var.reviewers : []
+  pubsub_service_agent        = local.pubsub_agent
+  labels                      = var.labels
 
-  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.webhook]
+  depends_on = [
+    google_project_service.apis, google_secret_manager_secret_iam_member.webhook,
+    google_project_iam_member.function_build_logs, google_storage_bucket_iam_member.function_build_sources,
+    google_artifact_registry_repository_iam_member.function_build_images,
+  ]
+}
+
+# Cloud Build builds each function as this account, not the project's default compute account (which new
+# projects and many organisations leave without the roles a build needs): it reads the sources bucket,
+# writes the images to their own repository, and writes its logs. Nothing else.
+resource "google_service_account" "function_build" {
+  project      = var.project_id
+  account_id   = "tg-function-build"
+  display_name = "Tollgate function builds"
+}
+
+resource "google_project_iam_member" "function_build_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.function_build.email}"
+}
+
+resource "google_storage_bucket_iam_member" "function_build_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.function_build.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "function_build_images" {
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.function_build.email}"
+}
+
+# The images Cloud Build makes from the function sources (their tags move with each build, so not the
+# immutable `tollgate` repository); only recent versions are kept.
+resource "google_artifact_registry_repository" "functions" {
+  project       = var.project_id
+  location      = var.region
+  repository_id = "tollgate-functions"
+  description   = "Tollgate function images built by Cloud Functions from the packaged sources"
+  format        = "DOCKER"
+  labels        = var.labels
+  kms_key_name  = var.kms_key_name
+
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      older_than = "2592000s"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
 }

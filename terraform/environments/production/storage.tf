@@ -44,7 +44,36 @@ resource "google_storage_bucket" "data" {
   }
 }
 
-# Access logs of the data bucket (who read or wrote which object).
+# The packaged function sources (one zip per source folder and content hash), apart from the data: the
+# function build account reads this bucket only.
+resource "google_storage_bucket" "sources" {
+  project                     = var.project_id
+  name                        = "${local.bucket}-sources"
+  location                    = var.region
+  labels                      = var.labels
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 30
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  logging {
+    log_bucket = google_storage_bucket.access_logs.name
+  }
+}
+
+# Access logs of the data and sources buckets (who read or wrote which object).
 resource "google_storage_bucket" "access_logs" {
   #checkov:skip=CKV_GCP_62:this is the log bucket itself; logging it into itself would loop
   project                     = var.project_id

@@ -14,8 +14,10 @@ resource "google_cloudfunctions2_function" "function" {
   labels      = var.labels
 
   build_config {
-    runtime     = "python311"
-    entry_point = var.entry_point
+    runtime           = "python311"
+    entry_point       = var.entry_point
+    service_account   = "projects/${var.project_id}/serviceAccounts/${var.build_service_account_email}"
+    docker_repository = var.docker_repository
     source {
       storage_source {
         bucket = var.source_bucket

@@ -28,6 +28,16 @@ variable "entry_point" {
   type        = string
 }
 
+variable "build_service_account_email" {
+  description = "The account Cloud Build builds the function as (reads the source, writes the image, logs)."
+  type        = string
+}
+
+variable "docker_repository" {
+  description = "Artifact Registry repository (projects/P/locations/L/repositories/R) for the built image."
+  type        = string
+}
+
 variable "source_bucket" {
   description = "Bucket holding the packaged source (the function's folder plus the shared code)."
   type        = string
