@@ -1,10 +1,12 @@
 # One topology function: a Cloud Functions (2nd gen) function running the shared code under its own
 # service account, and, for an event function, the Pub/Sub push subscription that feeds it.
 #
-# Why a push subscription and not an Eventarc trigger: Eventarc creates its subscription itself and
-# terraform cannot give that one a dead-letter policy. This is the subscription Eventarc would create
-# (push to the function's URL with an OIDC token, retried with backoff), plus a dead-letter topic,
-# and it is exactly how the local cloud delivers events to functions-framework.
+# Why a push subscription and not an Eventarc trigger: Google's Pub/Sub trigger guide for Cloud Run
+# functions recommends this "direct Pub/Sub trigger" (Eventarc only for its filtering and routing), and
+# Eventarc creates its subscription itself, which terraform cannot give a dead-letter policy. This is the
+# subscription Eventarc would create (push to the function's URL with an OIDC token, retried with
+# backoff), plus a dead-letter topic, and exactly how the local cloud delivers events to
+# functions-framework (which turns the push request into the CloudEvent the handler takes).
 
 resource "google_cloudfunctions2_function" "function" {
   project     = var.project_id
