@@ -345,6 +345,21 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     return done.returncode == 0
 
 
+def before_the_first_model(dataset: str) -> None:
+    """On a fresh local cloud the predictor already exists, as terraform makes it on GCP: same URL
+    from now on, answering 503 with what to do until the first promotion."""
+    from tollgate.cloud import Cloud
+    from tollgate.cloud import run as cloudrun
+    from tollgate.settings import Settings
+
+    service = cloudrun.get_service(Cloud(Settings.from_env()), dataset)
+    if service is None or requests.get(f"{service.uri}/health", timeout=10).json().get("status") != "awaiting-model":
+        return   # a reused local cloud: a model serves already
+    response = requests.post(f"{service.uri}/predict", json={"instances": [SAMPLE]}, timeout=30)
+    console.print(f"[bold]Before the first model[/], the {dataset} predictor is up at {service.uri} and answers "
+                  f"POST /predict: HTTP {response.status_code} {response.json()['error']}", highlight=False)
+
+
 def main() -> int:
     console.rule("[bold]Tollgate demo: Chicago taxi fares, batch by batch")
     # the demo ticks the monitor itself, so its steps stay in order (`make up` keeps the 5-minute schedule)
@@ -358,6 +373,7 @@ def main() -> int:
     os.environ.update(local.env())   # the demo's own Pub/Sub client (the prediction log) finds the emulator
     for spec in ("chicago_taxi", "breast_cancer"):   # the bundled specs, also over older copies in the bucket
         subprocess.run([TOLLGATE, "spec", "push", str(ROOT / "datasets" / f"{spec}.yaml")], env=env, check=True)
+    before_the_first_model("chicago_taxi")
     batches = make_batches(local.home / "demo")
     console.print(f"{len(batches)} batches from {DATA.relative_to(ROOT)} → gs://{local.bucket}/incoming/chicago_taxi/\n")
     rows = []

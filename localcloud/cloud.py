@@ -1,6 +1,6 @@
 """The local cloud: Google's Pub/Sub and Firestore emulators, fake-gcs-server, the local Cloud Run
 Admin API, and every function of the topology under functions-framework, fed by push
-subscriptions as Eventarc feeds Cloud Functions on GCP.
+subscriptions exactly as terraform feeds them on GCP (a push subscription per function).
 
 Each part runs as its own process group (the gcloud emulators are a Python wrapper with a Java
 child), recorded in ``<home>/state.json`` so that ``down`` stops exactly what ``up`` started.
@@ -233,6 +233,7 @@ class LocalCloud:
             self.attach()
             self.echo(f"local cloud already running ({self.home})")
             self._upload_specs()   # a dataset spec added to datasets/ since is there too (existing ones kept)
+            self._create_predictors()
             return self
         if self._load_state().get("parts"):
             self.attach()
@@ -257,6 +258,7 @@ class LocalCloud:
             self._start_functions()
             self._start_scheduler()
             self._upload_specs()
+            self._create_predictors()
         except BaseException:
             self.down(export=False)
             raise
@@ -380,6 +382,22 @@ class LocalCloud:
                 blob = bucket.blob(f"specs/{path.stem}.yaml")
                 if not blob.exists():
                     blob.upload_from_filename(str(path), content_type="application/yaml")
+
+    def _create_predictors(self) -> None:
+        """What terraform's modules/predictor makes on GCP: each spec's predictor service before its
+        first model (healthy, answering 503 until a promotion takes it over)."""
+        import yaml
+
+        names = [yaml.safe_load(p.read_text())["name"] for p in sorted(self.specs_dir.glob("*.yaml"))] \
+            if self.specs_dir else []
+        with _env(self.env()):
+            from tollgate.cloud import Cloud
+            from tollgate.cloud import run as cloudrun
+            from tollgate.settings import Settings
+
+            created = cloudrun.ensure_services(Cloud(Settings.from_env()), names)
+        if created:
+            self.echo(f"predictor services awaiting a first model: {', '.join(created)}")
 
     def export_firestore(self) -> None:
         target = self.home / "firestore-export"

@@ -68,6 +68,40 @@ def revision_exists(cloud: Cloud, dataset: str, version: int) -> bool:
         return False
 
 
+def create_service(cloud: Cloud, dataset: str, env: dict[str, str], revision: str | None = None,
+                   traffic: list[run_v2.TrafficTarget] | None = None) -> Any:
+    """Create the dataset's predictor service from the deployment's settings (image, service account,
+    a startup probe on the health route; not public: invokers are granted by name). Returns the
+    long-running operation.
+
+    Without a model pinned in ``env`` this is the service terraform's modules/predictor (and
+    `tollgate up`) makes before the first promotion: one auto-named revision, min instances 0,
+    healthy and answering 503 until a promotion takes it over."""
+    from google.cloud import run_v2
+
+    pinned = "MODEL_VERSION" in env
+    env = {"DATASET": dataset, "GOOGLE_CLOUD_PROJECT": cloud.settings.project,
+           "TOLLGATE_BUCKET": cloud.settings.bucket, **env}
+    probe = run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/health"), period_seconds=2, failure_threshold=60)
+    container = run_v2.Container(image=cloud.settings.predictor_image, startup_probe=probe,
+                                 env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()])
+    template = run_v2.RevisionTemplate(revision=revision or "", containers=[container], scaling=run_v2.RevisionScaling(
+        min_instance_count=cloud.settings.predictor_min_instances if pinned else 0))
+    if cloud.settings.predictor_service_account:
+        template.service_account = cloud.settings.predictor_service_account
+    return cloud.services.create_service(parent=cloud.location, service_id=service_id(dataset),
+                                         service=run_v2.Service(template=template, traffic=traffic or []))
+
+
+def ensure_services(cloud: Cloud, datasets: list[str], timeout: float = 120) -> list[str]:
+    """Make the model-less service of each dataset that has none (what terraform does on GCP);
+    returns the datasets whose service was created."""
+    created = [(d, create_service(cloud, d, {})) for d in datasets if get_service(cloud, d) is None]
+    for _, op in created:
+        op.result(timeout=timeout)
+    return [d for d, _ in created]
+
+
 def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env: dict[str, str],
                 timeout: float = 300) -> dict[str, Any]:
     """Make the dataset's predictor serve ``targets`` — (model version, percent) pairs adding up
@@ -93,20 +127,8 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
     pinned = {**env, "DATASET": dataset, "MODEL_VERSION": str(missing[0])} if missing else {}
     traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
                                     revision=revision_id(dataset, v), percent=p, tag=f"v{v}") for v, p in targets]
-    if service is None:
-        # The first promotion creates the service from the deployment's settings (terraform sets them):
-        # image, service account, a startup probe on the health route, min instances; not public (no
-        # allUsers invoker: terraform grants run.invoker on predictor-* services to named callers).
-        probe = run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/health"), period_seconds=2, failure_threshold=60)
-        container = run_v2.Container(image=cloud.settings.predictor_image, startup_probe=probe,
-                                     env=[run_v2.EnvVar(name=k, value=v) for k, v in pinned.items()])
-        template = run_v2.RevisionTemplate(
-            revision=revision_id(dataset, missing[0]), containers=[container],
-            scaling=run_v2.RevisionScaling(min_instance_count=cloud.settings.predictor_min_instances))
-        if cloud.settings.predictor_service_account:
-            template.service_account = cloud.settings.predictor_service_account
-        op = cloud.services.create_service(parent=cloud.location, service_id=service_id(dataset),
-                                           service=run_v2.Service(template=template, traffic=traffic))
+    if service is None:   # a dataset whose service terraform (or `tollgate up`) did not make
+        op = create_service(cloud, dataset, pinned, revision_id(dataset, missing[0]), traffic)
     else:
         if missing:
             container = service.template.containers[0]
