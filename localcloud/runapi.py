@@ -281,18 +281,25 @@ class RouterHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet: the revisions log requests themselves
         pass
 
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         revision = self.server.service.pick()
         if revision is None:
-            payload = b'{"error": "no ready revision serves this service"}'
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            return
+            return self._reply(503, {"error": "no ready revision serves this service"})
+        if not revision.running or not revision.ready.is_set():   # restored by `up`: a cold start on demand
+            revision.start()
+            revision.ready.wait(READY_TIMEOUT)
+            if revision.error:
+                return self._reply(503, {"error": f"revision {revision.name} could not start: {revision.error}"})
         headers = {k: v for k, v in self.headers.items() if k.lower() not in self._HOP}
         try:
             conn = http.client.HTTPConnection("127.0.0.1", revision.port, timeout=120)
@@ -300,13 +307,7 @@ class RouterHandler(BaseHTTPRequestHandler):
             response = conn.getresponse()
             data = response.read()
         except OSError as exc:
-            payload = json.dumps({"error": f"revision {revision.name} unreachable: {exc}"}).encode()
-            self.send_response(502)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            return
+            return self._reply(502, {"error": f"revision {revision.name} unreachable: {exc}"})
         self.send_response(response.status)
         for key, value in response.getheaders():
             if key.lower() not in self._HOP and key.lower() not in ("content-length", "server", "date"):
@@ -459,15 +460,9 @@ class Runtime:
             for name, template in saved["revisions"].items():
                 service.revisions[name] = Revision(self, service, name, template)
             self.services[sid] = service
-            serving = [r for r, p, _ in service.resolved_traffic(service.traffic) if p > 0]
-            for name in serving:
-                service.revisions[name].start()
-            threading.Thread(target=self._route_when_ready, args=(service, serving), daemon=True).start()
-
-    def _route_when_ready(self, service: ServiceState, names: list[str]) -> None:
-        for name in names:
-            service.revisions[name].ready.wait()
-        service.apply_traffic()
+            # Routed now, started on their first request (a cold start, as Cloud Run scales from zero):
+            # `up` does not load every model the services ever served at once.
+            service.apply_traffic()
 
     # -- lookups ----------------------------------------------------------------------------
     def service_definition(self, image: str) -> topo.Service:

@@ -31,6 +31,7 @@ from typing import Any
 import hcl2
 
 META_ARGUMENTS = {"count", "for_each", "depends_on", "lifecycle", "provider", "provisioner", "connection"}
+_PARSER_KEYS = ("__is_block__", "__comments__")   # python-hcl2's markers, not terraform's
 MODULE_META = {"source", "version", "count", "for_each", "depends_on", "providers"}
 UNCHECKED_PROVIDERS = ("archive_",)   # the archive provider packages function sources; not in this schema
 _LINK = re.compile(r"docs/(resources|data-sources)/(\w+) (google_\w+)\}")
@@ -164,7 +165,7 @@ class Module:
             for block in parsed.get("output", []):
                 self.outputs.update(unq(k) for k in block)
             for block in parsed.get("locals", []):
-                self.locals.update(k for k in block if k != "__is_block__")
+                self.locals.update(k for k in block if k not in _PARSER_KEYS)
             for kind, into in (("resource", self.resources), ("data", self.data)):
                 for block in parsed.get(kind, []):
                     for rtype, named in block.items():
@@ -175,10 +176,9 @@ class Module:
                     self.modules[unq(name)] = (file, body)
 
 
-def _check_body(body: dict[str, Any], node: dict[str, Any], where: str, problems: list[str],
-                dynamic_ok: bool = True) -> None:
-    given = {k for k in body if k not in ("__is_block__", "__comments__")}
-    dynamic = {unq(name): spec for d in body.get("dynamic", []) for name, spec in d.items() if name != "__is_block__"}
+def _check_body(body: dict[str, Any], node: dict[str, Any], where: str, problems: list[str]) -> None:
+    given = {k for k in body if k not in _PARSER_KEYS}
+    dynamic = {unq(name): spec for d in body.get("dynamic", []) for name, spec in d.items() if name not in _PARSER_KEYS}
     for key in sorted(given - META_ARGUMENTS - {"dynamic"}):
         value = body[key]
         is_block = isinstance(value, list) and value and all(isinstance(v, dict) and v.get("__is_block__")
@@ -187,7 +187,7 @@ def _check_body(body: dict[str, Any], node: dict[str, Any], where: str, problems
             if not is_block:
                 problems.append(f"{where}: `{key}` is a block; write `{key} {{ ... }}`, not an argument")
                 continue
-            for i, inner in enumerate(value):
+            for inner in value:
                 _check_body(inner, node["b"][key]["n"], f"{where}.{key}", problems)
         elif key in node["a"]:
             if is_block:
@@ -286,7 +286,7 @@ def check(schema: dict[str, Any], root: Path) -> list[str]:
             if child is None:
                 problems.append(f"{where}: source {unq(body.get('source'))} is not a module under {root}")
                 continue
-            for arg in sorted(set(body) - MODULE_META - {"__is_block__"}):
+            for arg in sorted(set(body) - MODULE_META - set(_PARSER_KEYS)):
                 if arg not in child.variables:
                     problems.append(f"{where}: `{arg}` is not a variable of {unq(body['source'])}")
             for var, spec in child.variables.items():

@@ -15,8 +15,9 @@ def test_only_one_concurrent_transition_wins(state, unique):
     run_id = f"run-{unique}"
     assert state.create_run(run_id, {"dataset": f"ds-{unique}"})
     assert not state.create_run(run_id, {"dataset": f"ds-{unique}"})       # duplicate notification
-    with ThreadPoolExecutor(5) as pool:                                   # EMULATORS.md: ≤ 5 writers
-        results = list(pool.map(lambda _: state.transition(run_id, (st.RECEIVED,), st.VALIDATING), range(5)))
+    # EMULATORS.md: ≤ 5 writers; at the end of a busy session 5 once ran out of the emulator's retries
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: state.transition(run_id, (st.RECEIVED,), st.VALIDATING), range(3)))
     assert results.count(True) == 1
     run = state.get_run(run_id)
     assert run["status"] == st.VALIDATING
