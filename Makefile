@@ -96,16 +96,32 @@ lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
 
 REGION ?= us-central1
+# Cloud Build runs terraform as this account, not the project's default build account (which new projects
+# leave without roles). It creates and grants everything terraform/ declares, so it holds admin roles on
+# exactly those services; only people allowed to act as it can deploy.
+DEPLOYER = tollgate-deployer@$(PROJECT).iam.gserviceaccount.com
+DEPLOYER_ROLES = roles/artifactregistry.admin roles/cloudfunctions.admin roles/cloudscheduler.admin \
+  roles/datastore.owner roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/logging.logWriter \
+  roles/pubsub.admin roles/resourcemanager.projectIamAdmin roles/run.admin roles/secretmanager.admin \
+  roles/serviceusage.serviceUsageAdmin roles/storage.admin
 
 deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (Cloud Build: images + terraform apply)
 	@[ -n "$(PROJECT)" ] || { echo "usage: make deploy PROJECT=my-project [REGION=us-central1]"; exit 2; }
 	@command -v gcloud >/dev/null || { echo 'the gcloud CLI is required (then: gcloud auth login)'; exit 2; }
-	gcloud services enable cloudbuild.googleapis.com storage.googleapis.com --project $(PROJECT)
+	gcloud services enable cloudbuild.googleapis.com storage.googleapis.com iam.googleapis.com \
+	  cloudresourcemanager.googleapis.com --project $(PROJECT)
 	gcloud storage buckets describe gs://$(PROJECT)-tfstate --project $(PROJECT) >/dev/null 2>&1 || \
 	  gcloud storage buckets create gs://$(PROJECT)-tfstate --project $(PROJECT) --location $(REGION) \
 	    --uniform-bucket-level-access --public-access-prevention
 	gcloud storage buckets update gs://$(PROJECT)-tfstate --versioning
+	gcloud iam service-accounts describe $(DEPLOYER) --project $(PROJECT) >/dev/null 2>&1 || \
+	  gcloud iam service-accounts create tollgate-deployer --project $(PROJECT) \
+	    --display-name "Tollgate deployer (Cloud Build runs terraform as this account)"
+	for role in $(DEPLOYER_ROLES); do \
+	  gcloud projects add-iam-policy-binding $(PROJECT) --member serviceAccount:$(DEPLOYER) --role $$role \
+	    --condition None --quiet >/dev/null || exit 1; done
 	gcloud builds submit --project $(PROJECT) --region $(REGION) --config cloudbuild.yaml \
+	  --service-account projects/$(PROJECT)/serviceAccounts/$(DEPLOYER) \
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$$(git rev-parse HEAD) .
 
 .PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve wrk deploy \

@@ -1,4 +1,5 @@
-"""Every deployable's image runs the very command the local cloud runs (topology.yaml)."""
+"""Every deployable's image runs the very command the local cloud runs (topology.yaml); Cloud Build builds
+and pushes each of them, and `make deploy` runs it as an account that may create what terraform declares."""
 
 import json
 import re
@@ -35,3 +36,42 @@ def test_cloud_build_builds_and_pushes_every_image_terraform_deploys_before_appl
     assert set(pushed) == deployables and set(steps["push"]["waitFor"]) == {s["id"] for s in built.values()}
     # no waitFor: Cloud Build starts it after every earlier step, the push included
     assert steps["apply"]["args"][0] == "apply" and list(steps)[-1] == "apply" and "waitFor" not in steps["apply"]
+
+
+# Which deployer role administers each family of resources terraform/ declares.
+DEPLOYER_ROLE_FOR = {
+    "google_pubsub_": "roles/pubsub.admin", "google_cloud_run_v2_": "roles/run.admin",
+    "google_cloudfunctions2_": "roles/cloudfunctions.admin", "google_storage_": "roles/storage.admin",
+    "google_service_account": "roles/iam.serviceAccountAdmin",
+    "google_project_iam_": "roles/resourcemanager.projectIamAdmin",
+    "google_secret_manager_": "roles/secretmanager.admin", "google_cloud_scheduler_": "roles/cloudscheduler.admin",
+    "google_artifact_registry_": "roles/artifactregistry.admin", "google_firestore_": "roles/datastore.owner",
+    "google_project_service": "roles/serviceusage.serviceUsageAdmin",
+}
+
+
+def test_make_deploy_runs_cloud_build_as_a_deployer_that_may_create_everything_terraform_declares():
+    """Cloud Build applies terraform; the project's default build account has no roles in new projects."""
+    import subprocess
+
+    import hcl2
+    import yaml
+
+    dry = subprocess.run(["make", "-n", "deploy", "PROJECT=acme-ml"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    deployer = "tollgate-deployer@acme-ml.iam.gserviceaccount.com"
+    assert f"--service-account projects/acme-ml/serviceAccounts/{deployer}" in dry
+    assert dry.index("gcloud iam service-accounts create tollgate-deployer") < dry.index("gcloud builds submit")
+    roles = set(re.search(r"for role in ([^;]+); do", dry).group(1).split())
+    # a build under a user-managed account must log to Cloud Logging only
+    assert yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    types = set()
+    for path in (ROOT / "terraform").rglob("*.tf"):
+        for block in hcl2.load(path.open()).get("resource", []):
+            types |= {t.strip('"') for t in block}
+    for rtype in sorted(t for t in types if t.startswith("google_")):
+        prefix = next((p for p in DEPLOYER_ROLE_FOR if rtype.startswith(p)), None)
+        assert prefix is not None, f"{rtype}: which deployer role creates it? add it to DEPLOYER_ROLE_FOR and the Makefile"
+        assert DEPLOYER_ROLE_FOR[prefix] in roles, rtype
+    assert "roles/iam.serviceAccountUser" in roles   # deploys workloads that run as their own accounts
+    assert "roles/owner" not in roles and "roles/editor" not in roles
