@@ -71,7 +71,7 @@ def test_make_deploy_runs_cloud_build_as_a_deployer_that_may_create_everything_t
             types |= {t.strip('"') for t in block}
     for rtype in sorted(t for t in types if t.startswith("google_")):
         prefix = next((p for p in DEPLOYER_ROLE_FOR if rtype.startswith(p)), None)
-        assert prefix is not None, f"{rtype}: which deployer role creates it? add it to DEPLOYER_ROLE_FOR and the Makefile"
+        assert prefix is not None, f"{rtype}: which deployer role creates it? add it here and to the Makefile"
         assert DEPLOYER_ROLE_FOR[prefix] in roles, rtype
     assert "roles/iam.serviceAccountUser" in roles   # deploys workloads that run as their own accounts
     assert "roles/owner" not in roles and "roles/editor" not in roles
