@@ -33,8 +33,8 @@ locals {
   ] : []
   webhook_env = local.webhook ? { TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.review_webhook[0].secret_id } : {}
 
-  # Predictor services are created per dataset by the decider (`predictor-<dataset>`): grants on them
-  # are conditioned on that name.
+  # Predictor services are `predictor-<dataset>` (made by predictor.tf, or by a dataset's first promotion
+  # when it is not listed there): grants on them are conditioned on that name.
   predictor_services = "projects/${var.project_id}/locations/${var.region}/services/predictor-"
 }
 
