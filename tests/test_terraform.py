@@ -304,3 +304,97 @@ def test_every_filtered_and_ordered_firestore_query_has_its_index():
             assert (collection, tuple(fields)) in declared, method
             body = next(m for m in methods if m.startswith(method + "("))
             assert f'collection("{collection}")' in body and all(f'"{f}"' in body for f, _ in fields), method
+
+
+# -- every service account's roles, against an allow-list kept here -------------------------------------------
+_BASE = {"roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer"}
+_LAUNCHER = _BASE | {"roles/run.jobsExecutorWithOverrides", "roles/run.invoker"}   # invoker: its own push
+_JOB = _BASE | {"roles/storage.objectCreator", "roles/pubsub.publisher"}
+_DEPLOYER = {"roles/run.developer", "roles/iam.serviceAccountUser"}
+SERVICE_ACCOUNT_ROLES = {
+    "ingest": _LAUNCHER, "launch-trainer": _LAUNCHER, "launch-evaluator": _LAUNCHER, "launch-monitor": _LAUNCHER,
+    "decider": _BASE | _DEPLOYER | {"roles/pubsub.publisher", "roles/run.invoker",
+                                    "roles/secretmanager.secretAccessor"},
+    "review": _BASE | _DEPLOYER | {"roles/pubsub.publisher"},   # HTTP: its callers are the reviewers
+    "review-expiry": _BASE | {"roles/pubsub.publisher", "roles/run.invoker"},
+    "validator": _JOB, "trainer": _JOB, "evaluator": _JOB,
+    "monitor": _JOB | _DEPLOYER | {"roles/pubsub.subscriber", "roles/secretmanager.secretAccessor"},
+    "predictor": _BASE | {"roles/pubsub.publisher"},
+    "function-build": {"roles/logging.logWriter", "roles/storage.objectViewer", "roles/artifactregistry.writer"},
+}
+
+
+def granted_roles(root: Path = TF) -> dict[str, set[str]]:
+    """Each Tollgate service account's roles, by evaluating every IAM grant's for_each over the topology
+    (with the review webhook configured). Grants to people (var.*) and Google's agents are not ours."""
+    topo = topology.load()
+    kinds = {**{f: "function" for f in topo.functions}, **{j: "job" for j in topo.jobs}, "predictor": "predictor"}
+    publishes = {**{n: f.publishes for n, f in topo.functions.items()},
+                 **{n: j.publishes for n, j in topo.jobs.items()}, "predictor": topo.services["predictor"].publishes}
+    deployers = {n for n, f in {**topo.functions, **topo.jobs}.items() if f.deploys_predictor}
+    iam = locals_of(root / "environments" / "production" / "iam.tf")
+    project_roles = {k: [unq(r) for r in v] for k, v in iam["project_roles"].items()}
+    # what each for_each iterates: (service account, role if the grant takes it from each.value)
+    for_each = {
+        "${local.project_grants}": [(sa, r) for sa, k in kinds.items() for r in project_roles[k]],
+        "${local.workloads}": [(sa, None) for sa in kinds],
+        "${local.jobs}": [(sa, None) for sa in topo.jobs],
+        "${local.publish_grants}": [(sa, None) for sa, topics in publishes.items() if topics],
+        "${toset(local.deployers)}": [(sa, None) for sa in deployers],
+        "${toset(local.webhook_users)}": [(sa, None) for sa, topics in publishes.items()
+                                          if {"review-requested", "alerts"} & set(topics)],
+        "${local.subscriptions}": [(s.reader, None) for s in topo.subscriptions.values()],
+    }
+    # ... and the locals say what this mirrors
+    assert "local.project_roles[w.kind]" in iam["project_grants"] and "w.publishes" in iam["publish_grants"]
+    assert "deploys_predictor" in iam["deployers"] and '"review-requested", "alerts"' in iam["webhook_users"]
+    roles: dict[str, set[str]] = {}
+    for path, rtype, name, body in blocks("resource", root / "environments" / "production"):
+        if not rtype.endswith("_iam_member"):
+            continue
+        member, role = body["member"], unq(body["role"])
+        workload = re.fullmatch(r"serviceAccount:\$\{google_service_account\.workload\[each\.(key|value\.sa|value\."
+                                r"reader)\]\.email\}", unq(member))
+        if "google_service_account.function_build.email" in member:
+            roles.setdefault("function-build", set()).add(role)
+        elif workload:
+            assert body["for_each"] in for_each, (path, name, body["for_each"])
+            for sa, each_role in for_each[body["for_each"]]:
+                roles.setdefault(sa, set()).add(each_role if role == "${each.value.role}" else role)
+        else:   # people named in variables, or Google's service agents
+            assert re.search(r"each\.value|local\.(pubsub|scheduler)_agent|data\.google_storage_project", member), \
+                (path, name, member)
+    modules = {name: body for _, _, name, body in blocks("module", root / "environments" / "production")}
+    assert "local.launchers[each.key]" in modules["jobs"]["launchers"]   # jobsExecutorWithOverrides, per job
+    for fn in topo.functions.values():
+        if fn.env.get("JOB"):
+            roles[fn.name].add("roles/run.jobsExecutorWithOverrides")
+        if fn.trigger_topic:   # the push subscription's token is the function's own: it invokes itself
+            roles[fn.name].add("roles/run.invoker")
+    return roles
+
+
+def check_service_accounts(root: Path) -> None:
+    assert granted_roles(root) == SERVICE_ACCOUNT_ROLES
+
+
+def test_each_service_account_holds_exactly_its_allow_listed_roles():
+    check_service_accounts(TF)
+    function = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "function")}
+    invoker = function[("google_cloud_run_v2_service_iam_member", "invoker")]["for_each"]
+    assert '["serviceAccount:${var.service_account_email}"]' in invoker and "var.trigger_topic_id == null" in invoker
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("for_each = local.jobs\n", "for_each = local.workloads\n"),                 # every workload could write
+    ("for_each  = toset(local.webhook_users)", "for_each  = local.workloads"),   # everyone reads the secret
+    ('role     = "roles/storage.objectViewer"', 'role     = "roles/storage.objectAdmin"'),
+])
+def test_the_allow_list_catches_a_widened_grant(tmp_path, old, new):
+    copy = tmp_path / "terraform"
+    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
+    path = copy / "environments" / "production" / "iam.tf"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(AssertionError):
+        check_service_accounts(copy)
