@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -44,10 +45,23 @@ class LocalCloudError(RuntimeError):
     """The local cloud cannot start; the message says exactly what to do."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_ISSUED: set[int] = set()
+_ISSUED_LOCK = threading.Lock()
+
+
+def free_port(reserve: tuple[int, ...] = ()) -> int:
+    """A port nothing listens on and that this process has not handed out before. The kernel may offer the
+    same ephemeral port twice in a row, and two parts started on one port steal each other's requests
+    (a review-tick once reached launch-monitor that way). ``reserve``: ports already promised elsewhere."""
+    with _ISSUED_LOCK:
+        _ISSUED.update(reserve)
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ISSUED:
+                _ISSUED.add(port)
+                return port
 
 
 def fake_gcs_binary() -> Path:
@@ -242,13 +256,7 @@ class LocalCloud:
         check_prerequisites()
         self.home.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
-        previous = saved.get("ports", {})
-        self.ports = {}
-        for name in ("pubsub", "firestore", "storage", "cloudrun"):
-            self.ports[name] = previous.get(name) if previous.get(name) and _port_free(previous[name]) else free_port()
-        for fn in self.topology.functions:   # known before any starts: the env names the review URL
-            key = f"function:{fn}"
-            self.ports[key] = previous.get(key) if previous.get(key) and _port_free(previous[key]) else free_port()
+        self.ports = self._allocate_ports(saved.get("ports", {}))
         self.review_token = saved.get("review_token") or secrets.token_urlsafe(24)
         started = time.monotonic()
         try:
@@ -265,6 +273,17 @@ class LocalCloud:
         self._save_state()
         self.echo(f"local cloud up in {time.monotonic() - started:.1f}s")
         return self
+
+    def _allocate_ports(self, previous: dict[str, int]) -> dict[str, int]:
+        """Every part's port, known before any starts (the env names the review URL), each its own: the
+        previous ones again while free, so URLs survive a restart, unless a stale state repeats one."""
+        keys = ["pubsub", "firestore", "storage", "cloudrun", *(f"function:{fn}" for fn in self.topology.functions)]
+        kept: dict[str, int] = {}
+        for key in keys:
+            port = previous.get(key)
+            if port and port not in kept.values() and _port_free(port):
+                kept[key] = port
+        return {key: kept.get(key) or free_port(reserve=tuple(kept.values())) for key in keys}
 
     def _start_emulators(self) -> None:
         pubsub_dir = self.home / "pubsub"

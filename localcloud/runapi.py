@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
+from localcloud.cloud import free_port
 from tollgate import topology as topo
 
 ROOT = topo.ROOT
@@ -45,12 +45,6 @@ READY_TIMEOUT = 180.0
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _resolve(command: list[str]) -> list[str]:

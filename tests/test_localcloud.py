@@ -29,3 +29,16 @@ def test_up_is_idempotent_and_runs_every_function(local_cloud):
     listed = requests.get(f"{env['TOLLGATE_REVIEW_URL']}/reviews", timeout=10,
                           headers={"Authorization": f"Bearer {env['TOLLGATE_REVIEW_TOKEN']}"})
     assert listed.status_code == 200 and isinstance(listed.json()["reviews"], list)
+
+
+def test_every_part_gets_its_own_port_even_from_a_state_that_repeats_one(tmp_path):
+    """Two functions once shared a port: the second's push deliveries reached the first."""
+    local = lc.LocalCloud(tmp_path, echo=lambda m: None)
+    functions = [f"function:{fn}" for fn in local.topology.functions]
+    repeated = lc.free_port()
+    stale = {"pubsub": lc.free_port(), **{key: repeated for key in functions[-2:]}}
+    ports = local._allocate_ports(stale)
+    assert len(set(ports.values())) == len(ports) == 4 + len(functions)
+    assert ports["pubsub"] == stale["pubsub"]                       # kept while free: URLs survive a restart
+    assert sorted(ports[k] == repeated for k in functions[-2:]) == [False, True]
+    assert len({lc.free_port() for _ in range(500)}) == 500         # never the same port twice in a process
