@@ -390,7 +390,7 @@ def main() -> int:
 
     status = json.loads(subprocess.run([TOLLGATE, "status", "--json"], stdout=subprocess.PIPE, text=True,
                                        env=env, check=True).stdout)
-    url = status["predictor_url"]
+    url = next((d["predictor_url"] for d in status["datasets"] if d["dataset"] == "chicago_taxi"), None)
     if not url:
         console.print("[red]no predictor is serving[/]")
         return 1

@@ -52,9 +52,9 @@ def test_first_batch_is_promoted_and_served(first_run, local_cloud):
     assert run["model_version"] == 1 and run["challenger_metric"] > 0.7
     assert run["deployment"]["status"] == "done"
     status = json.loads(tollgate(local_cloud, "status", "--json").stdout)
-    url = status["predictor_url"]
-    assert url and status["bucket"] == f"gs://{local_cloud.bucket}"
     [taxi_status] = [d for d in status["datasets"] if d["dataset"] == "chicago_taxi"]
+    url = taxi_status["predictor_url"]
+    assert url and status["bucket"] == f"gs://{local_cloud.bucket}"
     assert taxi_status["champion"]["version"] == 1
     response = requests.post(f"{url}/predict", json={"instances": [INSTANCE, {**INSTANCE, "trip_miles": 12.0}]},
                              timeout=10)
