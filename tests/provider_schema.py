@@ -137,13 +137,14 @@ def _camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def _strings(value: Any) -> list[str]:
+def strings(value: Any) -> list[str]:
+    """Every string in parsed HCL: keys, literals and expressions."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+        return [s for k, v in value.items() for s in strings(k) + strings(v)]
     if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
+        return [s for v in value for s in strings(v)]
     return []
 
 
@@ -234,7 +235,7 @@ def _check_references(module: Module, schema: dict[str, Any], modules: dict[Path
                       problems: list[str]) -> None:
     for file, parsed in module.files.items():
         where = str(file.relative_to(root))
-        for text in _strings(parsed):
+        for text in strings(parsed):
             for kind, name, rest in _REF.findall(text):
                 if kind == "var" and name not in module.variables:
                     problems.append(f"{where}: `var.{name}` is not a declared variable")

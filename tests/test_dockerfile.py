@@ -54,8 +54,9 @@ def test_make_deploy_runs_cloud_build_as_a_deployer_that_may_create_everything_t
     """Cloud Build applies terraform; the project's default build account has no roles in new projects."""
     import subprocess
 
-    import hcl2
     import yaml
+
+    from tests.test_terraform import blocks
 
     dry = subprocess.run(["make", "-n", "deploy", "PROJECT=acme-ml"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
@@ -65,10 +66,7 @@ def test_make_deploy_runs_cloud_build_as_a_deployer_that_may_create_everything_t
     roles = set(re.search(r"for role in ([^;]+); do", dry).group(1).split())
     # a build under a user-managed account must log to Cloud Logging only
     assert yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())["options"]["logging"] == "CLOUD_LOGGING_ONLY"
-    types = set()
-    for path in (ROOT / "terraform").rglob("*.tf"):
-        for block in hcl2.load(path.open()).get("resource", []):
-            types |= {t.strip('"') for t in block}
+    types = {rtype for _, rtype, _, _ in blocks("resource")}
     for rtype in sorted(t for t in types if t.startswith("google_")):
         prefix = next((p for p in DEPLOYER_ROLE_FOR if rtype.startswith(p)), None)
         assert prefix is not None, f"{rtype}: which deployer role creates it? add it here and to the Makefile"

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests import provider_schema
+from tests.provider_schema import strings, unq
 from tollgate import topology
 from tollgate.topology import ROOT
 
@@ -37,11 +38,14 @@ PROJECT_ROLES = {
 }
 
 
-def unq(value: Any) -> Any:
-    """python-hcl2 keeps the quotes of string literals and block labels."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
+def mutated_copy(tmp_path: Path, path: str, old: str, new: str) -> Path:
+    """A copy of terraform/ with ``old`` replaced once by ``new`` in ``path`` (which must contain it)."""
+    copy = tmp_path / "terraform"
+    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
+    text = (copy / path).read_text()
+    assert old in text
+    (copy / path).write_text(text.replace(old, new, 1))
+    return copy
 
 
 def blocks(kind: str, root: Path = TF) -> list[tuple[Path, str, str, dict[str, Any]]]:
@@ -102,12 +106,7 @@ def test_terraform_matches_the_pinned_provider_schema(schema):
     ("environments/production/main.tf", "var.kms_key_name", "var.kms_key", "`var.kms_key` is not a declared"),
 ])
 def test_the_schema_check_catches_what_validate_would(tmp_path, schema, path, old, new, expected):
-    copy = tmp_path / "terraform"
-    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
-    text = (copy / path).read_text()
-    assert old in text
-    (copy / path).write_text(text.replace(old, new, 1))
-    problems = provider_schema.check(schema, copy)
+    problems = provider_schema.check(schema, mutated_copy(tmp_path, path, old, new))
     assert any(expected in p for p in problems), problems
 
 
@@ -156,21 +155,10 @@ def test_every_topic_has_a_dead_letter_topic_the_pubsub_agent_may_publish_to():
     assert unq(grant["role"]) == "roles/pubsub.publisher" and "pubsub_service_agent" in grant["member"]
 
 
-def _all_strings(value: Any):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _all_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _all_strings(v)
-    elif isinstance(value, str):
-        yield value
-
-
 def check_iam(root: Path) -> None:
     roles = set()
     for path, rtype, name, body in blocks("resource", root):
-        for text in _all_strings(body):
+        for text in strings(body):
             assert not re.search(r"\ballUsers\b|\ballAuthenticatedUsers\b", text) or "contains(" in text, \
                 (path, rtype, name, text)
         if rtype.endswith("_iam_member") or rtype.endswith("_iam_binding"):
@@ -200,11 +188,7 @@ def test_nothing_is_public_and_every_role_is_allow_listed():
 ])
 def test_the_checks_catch_a_weakened_deployment(tmp_path, path, old, new, check):
     """Removing a dead-letter policy, granting roles/editor or a broader role, or a public member fails."""
-    copy = tmp_path / "terraform"
-    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
-    text = (copy / path).read_text()
-    assert old in text
-    (copy / path).write_text(text.replace(old, new, 1))
+    copy = mutated_copy(tmp_path, path, old, new)
     with pytest.raises(AssertionError):
         check(copy)
 
@@ -391,10 +375,6 @@ def test_each_service_account_holds_exactly_its_allow_listed_roles():
     ('role     = "roles/storage.objectViewer"', 'role     = "roles/storage.objectAdmin"'),
 ])
 def test_the_allow_list_catches_a_widened_grant(tmp_path, old, new):
-    copy = tmp_path / "terraform"
-    shutil.copytree(TF, copy, ignore=shutil.ignore_patterns(".build", ".terraform"))
-    path = copy / "environments" / "production" / "iam.tf"
-    assert old in path.read_text()
-    path.write_text(path.read_text().replace(old, new, 1))
+    copy = mutated_copy(tmp_path, "environments/production/iam.tf", old, new)
     with pytest.raises(AssertionError):
         check_service_accounts(copy)
