@@ -254,6 +254,7 @@ class LocalCloud:
             self.echo("part of the local cloud had stopped; restarting it (data is kept)")
             self.down(export=False)
         check_prerequisites()
+        self.specs()   # a spec that would be refused later stops `up` before anything starts
         self.home.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
         self.ports = self._allocate_ports(saved.get("ports", {}))
@@ -388,7 +389,26 @@ class LocalCloud:
                                   *[f"--pause={name}" for name in self.paused_schedules]],
                     0, env={**self.env(), "PYTHONUNBUFFERED": "1"})
 
+    def specs(self) -> dict[str, Path]:
+        """The dataset specs of ``specs_dir`` by name, each checked as `tollgate spec push` checks it (the
+        rule language, the dataset name) and named like its file, or a message saying what to fix."""
+        from tollgate import spec as specs
+
+        found: dict[str, Path] = {}
+        for path in sorted(self.specs_dir.glob("*.yaml")) if self.specs_dir else []:
+            try:
+                name = specs.load(path).name
+            except specs.SpecError as exc:
+                raise LocalCloudError(f"{path}: {exc}") from None
+            if name != path.stem:
+                raise LocalCloudError(f"{path}: the spec is named {name!r}; name the file {name}.yaml (a spec "
+                                      "governs the incoming/<name>/ folder of its own name)")
+            found[name] = path
+        return found
+
     def _upload_specs(self) -> None:
+        """The bucket and the specs of ``specs_dir`` (a spec already there, e.g. pushed since, is kept)."""
+        checked = self.specs()
         with _env(self.env()):
             from google.cloud import storage
             from google.auth.credentials import AnonymousCredentials
@@ -397,18 +417,15 @@ class LocalCloud:
             bucket = client.bucket(self.bucket)
             if not bucket.exists():
                 client.create_bucket(self.bucket)
-            for path in sorted(self.specs_dir.glob("*.yaml")) if self.specs_dir else []:
-                blob = bucket.blob(f"specs/{path.stem}.yaml")
+            for name, path in checked.items():
+                blob = bucket.blob(f"specs/{name}.yaml")
                 if not blob.exists():
                     blob.upload_from_filename(str(path), content_type="application/yaml")
 
     def _create_predictors(self) -> None:
         """What terraform's modules/predictor makes on GCP: each spec's predictor service before its
         first model (healthy, answering 503 until a promotion takes it over)."""
-        import yaml
-
-        names = [yaml.safe_load(p.read_text())["name"] for p in sorted(self.specs_dir.glob("*.yaml"))] \
-            if self.specs_dir else []
+        names = list(self.specs())
         with _env(self.env()):
             from tollgate.cloud import Cloud
             from tollgate.cloud import run as cloudrun

@@ -228,8 +228,11 @@ def test_each_dataset_has_its_predictor_service_before_its_first_model():
 
     predictors = {name: body for _, _, name, body in blocks("module", ENV)}["predictors"]
     assert predictors["for_each"] == "${local.datasets}"
-    assert unq(predictors["name"]) == 'predictor-${replace(lower(each.key), "/[^a-z0-9-]/", "-")}'
-    assert '"[^a-z0-9-]"' in (ROOT / "shared" / "tollgate" / "cloud" / "run.py").read_text()  # the same rule
+    assert unq(predictors["name"]) == 'predictor-${replace(each.key, "_", "-")}'
+    assert 'replace("_", "-")' in (ROOT / "shared" / "tollgate" / "cloud" / "run.py").read_text()  # the same rule
+    validation = [v for b in hcl2.load((ENV / "variables.tf").open())["variable"] for n, v in b.items()
+                  if unq(n) == "datasets"][0]["validation"][0]
+    assert specs.DATASET_NAME.pattern.replace("(?:", "(") in validation["condition"]   # the same names
     assert predictors["image"] == "${local.predictor_env.TOLLGATE_PREDICTOR_IMAGE}"
     assert predictors["service_account_email"] == '${google_service_account.workload["predictor"].email}'
     spec_names = {specs.load(p).name for p in (ROOT / "datasets").glob("*.yaml")}

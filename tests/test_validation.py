@@ -233,11 +233,11 @@ def test_the_contract_is_a_pandera_schema(taxi_spec):
     assert not schema.columns["fare"].nullable
 
 
-def test_a_rule_that_cannot_be_evaluated_blames_the_spec(batch, taxi_spec):
+def test_a_rule_naming_an_undeclared_column_is_refused_when_the_spec_loads(taxi_spec):
+    """Before, the validator found out (`bad_rule`) on every batch; now the spec is refused at load."""
     raw = {**taxi_spec.raw, "rules": [{"name": "typo", "expr": "fare > no_such_column"}]}
-    result = validation.validate(batch, specs.from_dict(raw))
-    assert (result.status, result.reason) == ("rejected", "bad_rule")
-    assert "fix the dataset spec" in result.message
+    with pytest.raises(specs.SpecError, match=r"rules\[0\] \(typo\): `no_such_column` is not a declared column"):
+        specs.from_dict(raw)
 
 
 def test_curated_bytes_are_deterministic(tmp_path, batch, taxi_spec):
@@ -262,3 +262,85 @@ def test_spec_errors_name_the_field():
         specs.from_dict({**base, "columns": {"y": {}, "a": {"outliers": {"method": "zscore"}}}})
     with pytest.raises(specs.SpecError, match="drift"):
         specs.from_dict({**base, "drift": {"psi": {"warn": 0.5, "severe": 0.1}}})
+
+
+# -- resource bounds: a hostile file cannot make the validator hold more than the spec allows ---------------
+def gzip_of(parts, total: int) -> bytes:
+    """gzip of the ``parts`` repeated until ``total`` bytes, compressed in a stream (never held whole)."""
+    import zlib
+
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    out, written, i = [], 0, 0
+    while written < total:
+        part = parts[i % len(parts)]
+        out.append(packer.compress(part))
+        written, i = written + len(part), i + 1
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+def test_a_gzip_holding_one_256_mib_line_is_rejected_in_bounded_memory(tmp_path, taxi_spec):
+    import tracemalloc
+
+    content = gzip_of([(HEADER + "\n").encode()] + [b"x" * 2**20] * 256, 256 * 2**20)
+    assert len(content) < 400 * 1024     # the issue's case: a ~260 KB file
+    tracemalloc.start()
+    try:
+        result, out = run_file(tmp_path, content, taxi_spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result.status, result.reason) == ("rejected", "line_too_long")
+    assert f"more than the {taxi_spec.max_line_bytes} the spec allows (max_line_bytes)" in result.message
+    assert peak < 80 * 2**20, f"the reader held {peak / 2**20:.0f} MiB for a 256 MiB line"
+    assert not out.exists()
+
+
+def test_a_long_line_inside_a_chunk_is_rejected_too(tmp_path, batch, taxi_spec):
+    text = batch.to_csv(index=False).encode()
+    long_line = b",".join([b"1"] * 17) + b"," + b"9" * 3000 + b"\n"
+    spec = dataclasses.replace(taxi_spec, max_line_bytes=2000)
+    result, _ = run_file(tmp_path, text + long_line + text.split(b"\n", 1)[1], spec)
+    assert (result.status, result.reason) == ("rejected", "line_too_long")
+    assert "3034 bytes long" in result.message
+
+
+def test_max_file_bytes_caps_what_a_gzip_decompresses_to(tmp_path, batch, taxi_spec):
+    text = batch.to_csv(index=False).encode()
+    body = text.split(b"\n", 1)[1]
+    content = gzip_of([text] + [body] * 40, 2 * 2**20)           # ~2 MiB of rows
+    small = dataclasses.replace(taxi_spec, max_file_bytes=2**20)    # the compressed file is far below it
+    assert len(content) < small.max_file_bytes
+    result, out = run_file(tmp_path, content, small, chunk_bytes=256 * 1024)
+    assert (result.status, result.reason) == ("rejected", "file_too_large")
+    assert "decompresses to more than" in result.message and not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_header_with_more_columns_than_allowed_is_rejected_before_it_is_parsed(tmp_path, taxi_spec, kind):
+    wide = HEADER + "," + ",".join(f"extra_{i}" for i in range(5000))
+    if kind == "csv":
+        content = (wide + "\n" + ",".join(["1"] * (18 + 5000)) + "\n").encode()
+    else:
+        frame = pd.DataFrame({name: [1.0] for name in wide.split(",")})
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        content = buffer.getvalue()
+    result, _ = run_file(tmp_path, content, taxi_spec)
+    assert (result.status, result.reason) == ("rejected", "too_many_columns")
+    assert "5018 columns, more than the 1000 the spec allows (max_columns; it declares 18)" in result.message
+
+
+def test_duplicated_columns_among_many_are_named(tmp_path, taxi_spec):
+    names = HEADER.split(",")
+    header = ",".join(names + names[:3])
+    result, _ = run_file(tmp_path, (header + "\n" + ",".join(["1"] * 21) + "\n").encode(), taxi_spec)
+    assert result.reason == "duplicated_columns"
+    assert "duplicated column(s): fare, pickup_community_area, trip_start_month" in result.message
+
+
+def test_the_limits_are_spec_settings_with_checked_values(taxi_spec):
+    assert (taxi_spec.max_line_bytes, taxi_spec.max_columns) == (specs.MAX_LINE_BYTES, specs.MAX_COLUMNS)
+    for key in ("max_line_bytes", "max_columns", "max_file_bytes"):
+        with pytest.raises(specs.SpecError, match=key):
+            specs.from_dict({**taxi_spec.raw, key: 0})

@@ -37,10 +37,19 @@ def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
     source = {"bucket": obj.bucket, "object": obj.name, "generation": obj.generation}
     record: dict[str, Any] = {"dataset": dataset, "source": source}
     try:
+        specs.check_dataset_name(dataset)
+    except specs.SpecError as exc:
+        return _reject_at_ingest(state, run_id, record, "bad_dataset_name",
+                                 f"incoming/{dataset}/: {exc}; drop the file under a valid dataset's folder")
+    try:
         spec_text = cloud.read_bytes(spec_object(dataset)).decode()
         spec = specs.loads(spec_text)
+        if spec.name != dataset:
+            raise specs.SpecError(f"gs://{obj.bucket}/{spec_object(dataset)} is named {spec.name!r}, but a spec "
+                                  f"governs only the incoming/<name>/ folder of its own name ({dataset!r}); "
+                                  "upload it with `tollgate spec push FILE`, which names the object after the spec")
         record.update(spec=spec.raw, spec_sha256=spec.sha256)
-    except specs.SpecError as exc:
+    except (specs.SpecError, UnicodeDecodeError) as exc:
         return _reject_at_ingest(state, run_id, record, "bad_spec", f"the dataset spec is invalid: {exc}")
     except Exception as exc:
         from google.api_core.exceptions import NotFound

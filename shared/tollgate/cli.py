@@ -222,8 +222,13 @@ def drop(obj: Ctx, path: Path, dataset: str, name: str | None, wait: bool, as_js
     With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed
     (or its promotion could not be deployed).
     """
+    from tollgate import spec as specs
     from tollgate.events import run_id as derive_run_id
 
+    try:
+        specs.check_dataset_name(dataset)
+    except specs.SpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dataset") from None
     object_name = f"incoming/{dataset}/{name or path.name}"
     blob = obj.cloud.upload_file(path, object_name)
     run_id = derive_run_id(obj.cloud.settings.bucket, object_name, blob.generation)

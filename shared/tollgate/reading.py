@@ -3,6 +3,9 @@
 Memory stays bounded whatever the file size: CSV is read ``chunk_bytes`` at a time, cut at the last
 line break (pyarrow's own default assumes no line breaks inside values, so this cut is safe) and
 parsed with the spec's column types by pyarrow on all cores; Parquet is read row group by row group.
+A hostile file cannot make the reader hold more: the spec's ``max_file_bytes`` caps the bytes a gzip
+file decompresses to (and a Parquet file's uncompressed size), ``max_line_bytes`` the longest line, and
+``max_columns`` the header, each checked before anything large is parsed.
 A chunk whose values do not parse as the declared types is re-read as text, so the contract can
 name the offending rows instead of failing the file. Every way a file can be unreadable raises
 ``BatchRejected`` with a stable ``reason`` and a message a person can act on.
@@ -11,6 +14,7 @@ name the offending rows instead of failing the file. Every way a file can be unr
 from __future__ import annotations
 
 import codecs
+import collections
 import dataclasses
 import gzip
 import io
@@ -19,6 +23,7 @@ import threading
 import zlib
 from typing import IO, Any, Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -68,9 +73,12 @@ def sniff_format(head: bytes) -> str:
 
 def check_columns(columns: list[str], spec: DatasetSpec) -> None:
     """Reject a batch whose header lacks a required column or carries one the spec does not declare."""
-    missing = [c.name for c in spec.columns.values() if c.required and c.name not in columns]
+    if len(columns) > spec.max_columns:
+        raise _too_many_columns(len(columns), spec)
+    present = set(columns)
+    missing = [c.name for c in spec.columns.values() if c.required and c.name not in present]
     unexpected = [c for c in columns if c not in spec.columns]
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    duplicated = sorted(c for c, n in collections.Counter(columns).items() if n > 1)
     parts = []
     if missing:
         parts.append(f"missing required column(s): {', '.join(missing)}")
@@ -82,6 +90,34 @@ def check_columns(columns: list[str], spec: DatasetSpec) -> None:
         reason = "missing_columns" if missing else "unexpected_columns" if unexpected else "duplicated_columns"
         raise BatchRejected(reason, "; ".join(parts) + f" (spec {spec.name} declares: {', '.join(spec.columns)})",
                             missing=missing, unexpected=unexpected)
+
+
+def _too_many_columns(count: int, spec: DatasetSpec) -> BatchRejected:
+    return BatchRejected("too_many_columns", f"the header has {count} columns, more than the {spec.max_columns} "
+                                             f"the spec allows (max_columns; it declares {len(spec.columns)})")
+
+
+def _too_long(length: int, spec: DatasetSpec) -> BatchRejected:
+    return BatchRejected("line_too_long", f"a line is {'over ' if length > spec.max_line_bytes else ''}"
+                                          f"{length} bytes long, more than the {spec.max_line_bytes} the spec "
+                                          "allows (max_line_bytes); check that the file is the CSV you meant")
+
+
+def _too_large(spec: DatasetSpec, what: str) -> BatchRejected:
+    return BatchRejected(
+        "file_too_large",
+        f"the file {what} more than the {spec.max_file_bytes / 2**30:.2f} GiB the spec allows (max_file_bytes); "
+        "split it into smaller batches or raise the limit in the dataset spec")
+
+
+def longest_line(body: bytes | memoryview) -> int:
+    """The length of the longest line in ``body`` (its line breaks found by numpy, not a Python loop)."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    breaks = np.flatnonzero(data == 10)
+    if not breaks.size:
+        return len(data)
+    edges = np.concatenate(([-1], breaks, [len(data)]))
+    return int(np.max(np.diff(edges)) - 1)
 
 
 def prefetch(chunks: Iterator[pd.DataFrame], depth: int = 1) -> Iterator[pd.DataFrame]:
@@ -130,10 +166,7 @@ def iter_chunks(fh: IO[bytes], spec: DatasetSpec, *, size: int | None = None, ma
     if size == 0:
         raise BatchRejected("empty_file", "the file is empty (0 bytes): nothing to validate")
     if size is not None and size > spec.max_file_bytes:
-        raise BatchRejected(
-            "file_too_large",
-            f"the file is {size / 2**30:.1f} GiB, more than the {spec.max_file_bytes / 2**30:.1f} GiB the spec "
-            "allows (max_file_bytes); split it into smaller batches or raise the limit in the dataset spec")
+        raise _too_large(spec, f"is {size / 2**30:.2f} GiB,")
     head = fh.read(4)
     fh.seek(0)
     kind = sniff_format(head)
@@ -149,7 +182,12 @@ def _parquet_chunks(fh: IO[bytes], spec: DatasetSpec) -> Iterator[pd.DataFrame]:
         parquet = pq.ParquetFile(fh)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise BatchRejected("unreadable_parquet", f"the file looks like Parquet but cannot be read: {exc}") from exc
+    if parquet.metadata.num_columns > spec.max_columns:
+        raise _too_many_columns(parquet.metadata.num_columns, spec)
     check_columns(parquet.schema_arrow.names, spec)
+    uncompressed = sum(parquet.metadata.row_group(i).total_byte_size for i in range(parquet.metadata.num_row_groups))
+    if uncompressed > spec.max_file_bytes:
+        raise _too_large(spec, f"holds {uncompressed / 2**30:.2f} GiB once uncompressed,")
     if parquet.metadata.num_rows == 0:
         raise BatchRejected("no_rows", "the Parquet file has a schema but no rows")
     try:
@@ -187,6 +225,10 @@ def _bad_encoding(where: str) -> BatchRejected:
 def _header(block: bytes, spec: DatasetSpec) -> tuple[bytes, list[str]]:
     end = block.find(b"\n")
     line = block if end < 0 else block[: end + 1]
+    if len(line) > spec.max_line_bytes:
+        raise _too_long(len(line), spec)
+    if line.count(b",") + 1 > spec.max_columns:   # before pyarrow parses a million names
+        raise _too_many_columns(line.count(b",") + 1, spec)
     try:
         names = pcsv.read_csv(io.BytesIO(line + b"\n"), read_options=pcsv.ReadOptions(autogenerate_column_names=False),
                               convert_options=pcsv.ConvertOptions(column_types={})).schema.names
@@ -234,6 +276,9 @@ def _chunk(body: memoryview, names: list[str], spec: DatasetSpec, malformed: Mal
 def _csv_chunks(stream: IO[bytes], spec: DatasetSpec, malformed: MalformedRows, chunk_bytes: int,
                 compressed: bool) -> Iterator[pd.DataFrame]:
     block = _read(stream, chunk_bytes, compressed)
+    total = len(block)
+    if compressed and total > spec.max_file_bytes:
+        raise _too_large(spec, "decompresses to")
     if block.startswith(_BOM):
         block = block[len(_BOM):]
     if not block.strip():
@@ -244,13 +289,20 @@ def _csv_chunks(stream: IO[bytes], spec: DatasetSpec, malformed: MalformedRows, 
     rows = 0
     eof = False
     while not eof:
+        if len(pending) > spec.max_line_bytes and pending.find(b"\n", 0, spec.max_line_bytes + 1) < 0:
+            raise _too_long(len(pending), spec)   # before reading on: a line is already longer than allowed
         more = _read(stream, chunk_bytes, compressed)
+        total += len(more)
+        if compressed and total > spec.max_file_bytes:
+            raise _too_large(spec, "decompresses to")
         eof = not more
         pending += more
         cut = len(pending) if eof else pending.rfind(b"\n") + 1
-        if cut == 0:        # one line longer than a chunk: keep reading
+        if cut == 0:        # no line break yet: read on (the check above bounds how far)
             continue
         body, pending = memoryview(pending)[:cut], pending[cut:]
+        if len(body) > spec.max_line_bytes and (longest := longest_line(body)) > spec.max_line_bytes:
+            raise _too_long(longest, spec)
         frame = _chunk(body, names, spec, malformed)
         rows += len(frame)
         if len(frame):

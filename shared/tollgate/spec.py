@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tollgate import rules as rule_language
 
 TASKS = ("regression", "classification")
 COLUMN_TYPES = ("float", "int", "string", "bool")
@@ -22,6 +25,25 @@ METRICS = {"r2": True, "rmse": False, "mae": False,
 
 class SpecError(ValueError):
     """The dataset spec is malformed; the message names the field and what is expected."""
+
+
+# A dataset's name is its folder under incoming/, its spec's object name, its Firestore document and, with
+# `_` turned into `-`, its Cloud Run service `predictor-<name>` whose traffic tags are `v<version>`. Cloud Run
+# allows 46 characters for a service name and a tag together: `predictor-` (10) + the name (30) + `v` and a
+# version of up to 5 digits (6). Underscores, never doubled, map one-to-one onto hyphens.
+DATASET_NAME = re.compile(r"[a-z](?:_?[a-z0-9]){0,29}")
+DATASET_NAME_RULE = ("1 to 30 characters: lowercase letters, digits and single underscores, starting with a "
+                     "letter and not ending with an underscore (e.g. chicago_taxi)")
+MAX_LINE_BYTES = 1 * 2**20     # default longest line of a CSV batch
+MAX_COLUMNS = 1_000            # default most columns a batch's header may have
+
+
+def check_dataset_name(name: Any) -> str:
+    """``name`` if it is a valid dataset name; otherwise a :class:`SpecError` that gives the pattern."""
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        raise SpecError(f"{name!r} is not a valid dataset name: {DATASET_NAME_RULE}; it names the "
+                        "incoming/<dataset>/ folder and the Cloud Run service predictor-<dataset>")
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +75,8 @@ class Rule:
     expr: str
     description: str = ""
     on_fail: str = "drop"
+    # the rule in the closed rule language (tollgate.rules), checked when the spec is loaded
+    expression: rule_language.Expression | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +172,9 @@ class DatasetSpec:
     description: str = ""
     min_rows: int = 1
     max_drop_fraction: float = 0.2
-    max_file_bytes: int = 10 * 2**30
+    max_file_bytes: int = 10 * 2**30    # also caps the decompressed bytes of a gzip batch
+    max_line_bytes: int = MAX_LINE_BYTES
+    max_columns: int = MAX_COLUMNS
     drift: Drift = Drift()
     deployment: Deployment = Deployment()
     review: Review = Review()
@@ -277,10 +303,35 @@ def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
     return monitoring
 
 
+def _rule(raw: Any, i: int, columns: dict[str, Column], where: str) -> Rule:
+    at = f"{where}: rules[{i}]"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{at}: a mapping with name, expr and on_fail")
+    name = str(_require(raw, "name", at))
+    expr = _require(raw, "expr", at)
+    try:
+        expression = rule_language.parse(str(expr), {c.name: c.type for c in columns.values()})
+    except rule_language.RuleError as exc:
+        raise SpecError(f"{at} ({name}): {exc}") from None
+    return Rule(name=name, expr=expression.text, description=str(raw.get("description", "")),
+                on_fail=_choice(raw.get("on_fail", "drop"), SOFT_ACTIONS, f"{at}.on_fail"), expression=expression)
+
+
+def _positive_int(raw: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(f"{where}: {key} must be a positive whole number of bytes or columns, not {value!r}")
+    return value
+
+
 def from_dict(raw: dict[str, Any]) -> DatasetSpec:
     if not isinstance(raw, dict):
         raise SpecError("a dataset spec is a YAML mapping")
-    name = str(_require(raw, "name", "spec"))
+    name = _require(raw, "name", "spec")
+    try:
+        check_dataset_name(name)
+    except SpecError as exc:
+        raise SpecError(f"spec: name: {exc}") from None
     where = f"spec {name}"
     task = _choice(_require(raw, "task", where), TASKS, f"{where}: task")
     target = str(_require(raw, "target", where))
@@ -314,13 +365,7 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
             raise SpecError(f"{where}: feature {feature!r} is not declared under columns")
         if feature == target:
             raise SpecError(f"{where}: the target {target!r} cannot also be a feature")
-    rules = tuple(
-        Rule(name=str(_require(r, "name", f"{where}: rules[{i}]")),
-             expr=str(_require(r, "expr", f"{where}: rules[{i}]")),
-             description=str(r.get("description", "")),
-             on_fail=_choice(r.get("on_fail", "drop"), SOFT_ACTIONS, f"{where}: rules[{i}].on_fail"))
-        for i, r in enumerate(raw.get("rules") or ())
-    )
+    rules = tuple(_rule(r, i, columns, where) for i, r in enumerate(raw.get("rules") or ()))
     model = raw.get("model") or {}
     training = raw.get("training") or {}
     evaluation = raw.get("evaluation") or {}
@@ -365,7 +410,9 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
                       min_holdout_rows=int(policy_raw.get("min_holdout_rows", 30))),
         rules=rules, time_column=time_column, description=str(raw.get("description", "")),
         min_rows=int(raw.get("min_rows", 1)), max_drop_fraction=float(raw.get("max_drop_fraction", 0.2)),
-        max_file_bytes=int(raw.get("max_file_bytes", 10 * 2**30)),
+        max_file_bytes=_positive_int(raw, "max_file_bytes", 10 * 2**30, where),
+        max_line_bytes=_positive_int(raw, "max_line_bytes", MAX_LINE_BYTES, where),
+        max_columns=_positive_int(raw, "max_columns", MAX_COLUMNS, where),
         drift=drift, deployment=Deployment(canary_percent=canary), review=Review(expire_after_hours=expire_after),
         monitoring=_monitoring(raw.get("monitoring"), numeric + categorical, f"{where}: monitoring"),
         estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from tollgate import drift
 from tollgate.reading import BatchRejected, MalformedRows, check_columns, iter_chunks, prefetch
-from tollgate.spec import Column, DatasetSpec
+from tollgate.spec import Column, DatasetSpec, Rule
 
 __all__ = ["BatchRejected", "CheckResult", "ValidationResult", "contract_schema", "validate", "validate_file"]
 
@@ -102,9 +102,15 @@ class _SeenKeys:
         return pd.Series(first | series.isna().to_numpy(), index=series.index)
 
 
-def _rule_check(expr: str):
+def _rule_check(rule: Rule):
+    """A cross-field rule as a pandera check: evaluated in the closed rule language (tollgate.rules), which
+    the spec checked when it was loaded; never with eval."""
+    expression = rule.expression
+    if expression is None:   # a Rule made by hand, not by spec loading: check it now
+        raise ValueError(f"rule {rule.name!r} was not checked by the spec loader")
+
     def holds(df: pd.DataFrame) -> pd.Series:
-        return pd.Series(df.eval(expr, engine="python"), index=df.index).fillna(True).astype(bool)
+        return expression.holds(df)
     return holds
 
 
@@ -133,7 +139,7 @@ def contract_schema(spec: DatasetSpec) -> pda.DataFrameSchema:
             checks.append(pda.Check(_SeenKeys(), name=f"{col.name}:unique", ignore_na=False,
                                     error="repeat a value seen earlier in the batch (the column must be unique)"))
         columns[col.name] = pda.Column(checks=checks, nullable=col.nullable, required=col.required, unique=False)
-    rules = [pda.Check(_rule_check(r.expr), name=r.name, raise_warning=r.on_fail == "report",
+    rules = [pda.Check(_rule_check(r), name=r.name, raise_warning=r.on_fail == "report",
                        error=f"break the rule `{r.expr}`" + (f" ({r.description})" if r.description else ""))
              for r in spec.rules]
     return pda.DataFrameSchema(columns, checks=rules, name=spec.name)
@@ -248,8 +254,7 @@ class _Validation:
             except Exception as exc:  # a spec error, not a data error: reject with the spec's fault named
                 raise BatchRejected("bad_rule", f"rule {rule.name!r} cannot be evaluated ({exc}); "
                                                 "fix the dataset spec") from exc
-            record(rule.name, "rule", rule.on_fail, failed, check.error,
-                   [c for c in self.spec.columns if c in rule.expr])
+            record(rule.name, "rule", rule.on_fail, failed, check.error, list(rule.expression.columns))
         keep = ~drop if drop.any() else None
         self.profile.add(frame, keep)
         self.rows_out += len(frame) if keep is None else int(np.count_nonzero(keep))

@@ -5,7 +5,6 @@ The same calls reach Cloud Run on GCP and the local Cloud Run Admin API (localcl
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from google.api_core.exceptions import NotFound
@@ -44,8 +43,11 @@ def execution_state(cloud: Cloud, execution: str) -> str:
 
 
 def service_id(dataset: str) -> str:
-    """Cloud Run service ids allow lowercase letters, digits and hyphens."""
-    return "predictor-" + re.sub(r"[^a-z0-9-]", "-", dataset.lower())
+    """The dataset's predictor service: ``predictor-<dataset>`` with ``_`` as ``-``. Dataset names
+    (tollgate.spec.DATASET_NAME) map one-to-one onto valid Cloud Run service ids this way."""
+    from tollgate.spec import check_dataset_name
+
+    return "predictor-" + check_dataset_name(dataset).replace("_", "-")
 
 
 def revision_id(dataset: str, version: int) -> str:

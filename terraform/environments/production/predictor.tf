@@ -17,7 +17,7 @@ module "predictors" {
 
   project_id            = var.project_id
   region                = var.region
-  name                  = "predictor-${replace(lower(each.key), "/[^a-z0-9-]/", "-")}"
+  name                  = "predictor-${replace(each.key, "_", "-")}"
   dataset               = each.key
   image                 = local.predictor_env.TOLLGATE_PREDICTOR_IMAGE
   service_account_email = google_service_account.workload["predictor"].email

@@ -122,8 +122,8 @@ variable "datasets" {
   type        = list(string)
   default     = null
   validation {
-    condition     = var.datasets == null ? true : alltrue([for d in var.datasets : can(regex("^[A-Za-z0-9][A-Za-z0-9_-]{0,37}$", d))])
-    error_message = "Dataset names are letters, digits, _ and -, at most 38 characters (the service is predictor-<dataset>)."
+    condition     = var.datasets == null ? true : alltrue([for d in var.datasets : can(regex("^[a-z](_?[a-z0-9]){0,29}$", d))])
+    error_message = "Dataset names are 1 to 30 lowercase letters, digits and single underscores, starting with a letter and not ending with an underscore (the service is predictor-<dataset> with _ as -)."
   }
 }
 
