@@ -178,7 +178,8 @@ def main() -> int:
             servers.append(Server(
                 "tollgate", [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config",
                              "services/predictor/gunicorn.conf.py", "services.predictor.main:create_app()"],
-                {"AIP_STORAGE_URI": str(ours_dir), "DATASET": spec.name, "MODEL_VERSION": "1",
+                {"AIP_STORAGE_URI": str(ours_dir), "TOLLGATE_MODEL_SHA256": artifacts.sha256(blob),
+                 "DATASET": spec.name, "MODEL_VERSION": "1",
                  "PORT": str(ours_port), "HOST": "127.0.0.1", "TOLLGATE_PREDICTION_LOG": "off"},
                 ours_port, "/v2/health/ready", f"/v2/models/{spec.name}/infer", ROOT))
             servers.append(Server("mlserver", [str(MLSERVER), "start", str(work / "mlserver")], {}, mls_port,

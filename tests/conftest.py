@@ -142,7 +142,8 @@ def columns_of(df: pd.DataFrame, spec: specs.DatasetSpec):
 
 
 def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:
-    """A model directory as Vertex AI's AIP_STORAGE_URI holds it: model.skops + its registry record."""
+    """A model directory as Vertex AI's AIP_STORAGE_URI holds it: model.skops + its registry record. The
+    deployment gives its hash (TOLLGATE_MODEL_SHA256): ``model_sha256(folder)``."""
     import orjson
 
     from tollgate import artifacts
@@ -154,3 +155,10 @@ def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:
         "sha256": artifacts.sha256(blob), "spec": spec.raw, "estimator": spec.estimator,
         "metrics": {"r2": 0.9}, "registered_at": "2026-11-22T00:00:00Z", **record}))
     return folder
+
+
+def model_sha256(folder: Path) -> str:
+    """The sha256 a deployment of ``folder`` (a model_dir) pins in TOLLGATE_MODEL_SHA256: the registered one."""
+    import orjson
+
+    return orjson.loads((folder / "record.json").read_bytes())["sha256"]

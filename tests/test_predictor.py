@@ -11,7 +11,7 @@ import pytest
 
 from services.predictor import main as predictor
 from services.predictor.batching import MicroBatcher
-from tests.conftest import columns_of, model_dir
+from tests.conftest import columns_of, model_dir, model_sha256
 from tests.test_serving import GOOD, tensor, v2_body
 from tollgate import prepared
 
@@ -25,6 +25,7 @@ def taxi_model_dir(taxi_model, taxi_spec, tmp_path_factory):
 def client(taxi_model_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIP_STORAGE_URI", str(taxi_model_dir))
+        mp.setenv("TOLLGATE_MODEL_SHA256", model_sha256(taxi_model_dir))
         mp.setenv("TOLLGATE_PREDICTION_LOG", "off")
         app = predictor.create_app("chicago_taxi", 3, background=False)
     return app.test_client()
@@ -117,6 +118,7 @@ def test_a_model_that_fails_to_load_never_turns_ready(taxi_model, taxi_spec, tmp
     blob[-100] ^= 0xFF   # altered after registration
     (folder / "model.skops").write_bytes(bytes(blob))
     monkeypatch.setenv("AIP_STORAGE_URI", str(folder))
+    monkeypatch.setenv("TOLLGATE_MODEL_SHA256", model_sha256(folder))
     monkeypatch.setenv("TOLLGATE_PREDICTION_LOG", "off")
     client = predictor.create_app("chicago_taxi", 3, background=False).test_client()
     for path in ("/health", "/v2/health/ready", "/metadata"):
@@ -138,7 +140,9 @@ def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_p
     frame = data.data.rename(columns=lambda c: c.replace(" ", "_"))
     frame["diagnosis"] = np.asarray(data.target_names)[data.target]
     model = training.fit(frame, spec)
-    monkeypatch.setenv("AIP_STORAGE_URI", str(model_dir(model, spec, tmp_path / "m")))
+    folder = model_dir(model, spec, tmp_path / "m")
+    monkeypatch.setenv("AIP_STORAGE_URI", str(folder))
+    monkeypatch.setenv("TOLLGATE_MODEL_SHA256", model_sha256(folder))
     monkeypatch.setenv("TOLLGATE_PREDICTION_LOG", "off")
     client = predictor.create_app("breast_cancer", 1, background=False).test_client()
     rows = frame.drop(columns="diagnosis").head(3).to_dict("records")

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from localcloud.cloud import free_port
-from tests.conftest import columns_of
+from tests.conftest import columns_of, model_sha256
 from tests.test_predictor import rows_of, taxi_model_dir  # noqa: F401 - the shared model directory fixture
 from tests.test_serving import GOOD
 from tollgate import prepared
@@ -34,7 +34,8 @@ BIN = Path(sys.executable).parent
 def serve(model_folder, **env):
     port = free_port()
     environment = {**os.environ, "AIP_STORAGE_URI": str(model_folder), "DATASET": "chicago_taxi",
-                   "MODEL_VERSION": "3", "PORT": str(port), "HOST": "127.0.0.1", "TOLLGATE_PREDICTION_LOG": "off",
+                   "TOLLGATE_MODEL_SHA256": model_sha256(model_folder), "MODEL_VERSION": "3", "PORT": str(port),
+                   "HOST": "127.0.0.1", "TOLLGATE_PREDICTION_LOG": "off",
                    **env}
     proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "services/predictor/gunicorn.conf.py",
                              "services.predictor.main:create_app()"], cwd=ROOT, env=environment,
@@ -72,7 +73,8 @@ def test_a_model_that_fails_to_load_ends_the_process(taxi_model_dir, tmp_path): 
     proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "services/predictor/gunicorn.conf.py",
                              "services.predictor.main:create_app()"], cwd=ROOT,
                             env={**os.environ, "AIP_STORAGE_URI": str(broken), "DATASET": "chicago_taxi",
-                                 "MODEL_VERSION": "3", "PORT": str(free_port()), "HOST": "127.0.0.1",
+                                 "TOLLGATE_MODEL_SHA256": model_sha256(broken), "MODEL_VERSION": "3",
+                                 "PORT": str(free_port()), "HOST": "127.0.0.1",
                                  "TOLLGATE_PREDICTION_LOG": "off"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

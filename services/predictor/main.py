@@ -136,14 +136,27 @@ def _publisher() -> Any:
     return lambda: pubsub_publisher(project, topic, timeout=timeout)
 
 
+MODEL_SHA256_ENV = "TOLLGATE_MODEL_SHA256"
+
+
 def load(dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
     """The pinned model and its registry record, hash-checked before it is deserialised."""
     storage_uri = os.environ.get("AIP_STORAGE_URI")
     if storage_uri:   # Vertex AI copies the model directory; so may a test or the benchmark
         from tollgate import artifacts
 
+        # Whoever can write the directory can rewrite record.json too: the hash to trust comes with the
+        # deployment (the model's container env on Vertex AI), copied from the registry record.
+        expected = os.environ.get(MODEL_SHA256_ENV, "")
+        if len(expected) != 64:
+            raise artifacts.ArtifactError(
+                f"{MODEL_SHA256_ENV} must give the model's sha256 (from `tollgate model show DATASET VERSION`) "
+                f"when it is loaded from AIP_STORAGE_URI; record.json beside the model is not trusted for it")
         record = orjson.loads(_read(storage_uri, "record.json"))
-        return artifacts.loads(_read(storage_uri, "model.skops"), record["sha256"]), record
+        if record.get("sha256") != expected:
+            raise artifacts.ArtifactError(f"record.json in {storage_uri} gives sha256 {record.get('sha256')}, "
+                                          f"the deployment {expected}: refusing both")
+        return artifacts.loads(_read(storage_uri, "model.skops"), expected), record
     from tollgate import jobs, runtime
 
     return jobs.load_model(runtime.cloud(), runtime.state(), dataset, version)

@@ -1,19 +1,73 @@
-"""Model artifacts: skops bytes (no code runs on load), sha256-addressed, refused on mismatch."""
+"""Model artifacts: skops bytes, sha256-checked, and loaded only if every node is on an exact allow-list.
+
+A skops file is a zip: ``schema.json`` describes a tree of nodes, each naming a type (module and class) and
+the skops loader that rebuilds it, and ``.npy`` files hold the arrays (read without pickle). skops builds
+only the types it is told to trust, but it trusts some families wholesale (every scikit-learn estimator,
+numpy ufuncs), and a caller that trusts "whatever the file asks for" runs whatever the file names. So a
+Tollgate loader trusts exactly the nodes its trainer produces — :data:`ALLOWED_NODES`, each a (type,
+loader) pair — and refuses any other before skops builds anything: no function, method or partial
+references (so no ``FunctionTransformer(func=eval)``), no type known only by its prefix.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 
-
 class ArtifactError(Exception):
-    """An artifact cannot be trusted: hash mismatch or types outside the allow-list."""
+    """An artifact cannot be trusted: hash mismatch, not a skops file, or nodes outside the allow-list."""
 
 
-# Types a Tollgate model may contain beyond skops' defaults; anything else is refused on load.
-ALLOWED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
+_PLAIN = {("builtins." + t, "JsonNode") for t in ("str", "int", "float", "bool", "NoneType")}
+_CONTAINERS = {("builtins.dict", "DictNode"), ("builtins.list", "ListNode"), ("builtins.tuple", "TupleNode"),
+               ("builtins.slice", "SliceNode")}
+_NUMBERS = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+            "uint64", "bool")
+_NUMPY = ({("numpy.ndarray", "NdArrayNode"), ("numpy.dtype", "DTypeNode"),
+           ("numpy.random._generator.Generator", "RandomGeneratorNode")}
+          | {(f"numpy.{t}", "NdArrayNode") for t in _NUMBERS}
+          | {(f"numpy.{t}", "TypeNode") for t in _NUMBERS} | {("builtins.str", "TypeNode")})
+# The pipeline around every estimator (training.build_pipeline).
+_PIPELINE = {(f"sklearn.{t}", "ObjectNode") for t in (
+    "pipeline.Pipeline", "compose._column_transformer.ColumnTransformer", "impute._base.SimpleImputer",
+    "preprocessing._encoders.OneHotEncoder", "preprocessing._data.StandardScaler",
+    "preprocessing._label.LabelEncoder",
+    # ColumnTransformer keeps "passthrough" columns as a FunctionTransformer without a function; a function in
+    # it would be a FunctionNode, which is refused
+    "preprocessing._function_transformer.FunctionTransformer")}
+# Each supported estimator family (spec.ESTIMATORS), for regression and classification.
+_ESTIMATORS = {(f"sklearn.{t}", "ObjectNode") for t in (
+    "ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "ensemble._hist_gradient_boosting.binning._BinMapper", "ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "ensemble._forest.RandomForestRegressor", "ensemble._forest.RandomForestClassifier",
+    "tree._classes.DecisionTreeRegressor", "tree._classes.DecisionTreeClassifier",
+    "linear_model._ridge.Ridge", "linear_model._logistic.LogisticRegression")}
+_ESTIMATORS |= {("sklearn.tree._tree.Tree", "TreeNode")}
+# The losses and links gradient boosting keeps, for every `loss` its params may choose.
+_LOSSES = ({(f"sklearn._loss.loss.{t}", "ObjectNode") for t in (
+    "HalfSquaredError", "AbsoluteError", "HalfPoissonLoss", "HalfGammaLoss", "PinballLoss", "HalfBinomialLoss",
+    "HalfMultinomialLoss")}
+    | {(f"sklearn._loss._loss.Cy{t}", "LossNode") for t in (
+        "HalfSquaredError", "AbsoluteError", "HalfPoissonLoss", "HalfGammaLoss", "PinballLoss", "HalfBinomialLoss",
+        "HalfMultinomialLoss")}
+    | {(f"sklearn._loss.link.{t}", "ObjectNode") for t in (
+        "Interval", "IdentityLink", "LogLink", "LogitLink", "MultinomialLogit")})
+
+# Every node a Tollgate model may hold: (fully qualified type, skops loader). What the trainer produces for
+# each supported estimator family and task, pinned by tests/test_artifacts.py. A new estimator family
+# adds its types here, on purpose.
+ALLOWED_NODES: frozenset[tuple[str, str]] = frozenset(_PLAIN | _CONTAINERS | _NUMPY | _PIPELINE | _ESTIMATORS
+                                                      | _LOSSES)
+# Of those, the types skops does not trust by default and must be told to (the test checks that what skops
+# reports as untrusted for every trained model is a subset of these).
+TRUSTED_TYPES: frozenset[str] = frozenset({
+    "numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", "sklearn.tree._tree.Tree"})
 
 
 def sha256(data: bytes) -> str:
@@ -31,16 +85,51 @@ def dumps(model: Any) -> bytes:
     return sio.dumps(model)
 
 
+def nodes(data: bytes) -> set[tuple[str, str]]:
+    """Every (type, loader) the skops file's schema names, wherever it sits in the tree."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"not a skops model file: {type(exc).__name__}: {exc}"[:300]) from None
+    found: set[tuple[str, str]] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node:
+                found.add((f"{node.get('__module__')}.{node.get('__class__')}", str(node["__loader__"])))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def check(data: bytes) -> list[str]:
+    """The types skops must be told to trust, if every node of the file is allowed; else ArtifactError."""
+    refused = sorted(nodes(data) - ALLOWED_NODES)
+    if refused:
+        raise ArtifactError("the model holds nodes outside Tollgate's allow-list: "
+                            + ", ".join(f"{t} ({loader})" for t, loader in refused[:20])
+                            + (f" and {len(refused) - 20} more" if len(refused) > 20 else "")
+                            + "; refusing to load it")
+    import skops.io as sio
+
+    untrusted = sorted(sio.get_untrusted_types(data=data))
+    beyond = [t for t in untrusted if t not in TRUSTED_TYPES]
+    if beyond:   # every node is allowed, yet skops distrusts a name we do not: refuse rather than guess
+        raise ArtifactError(f"skops does not trust {', '.join(beyond)}, which Tollgate's allow-list does not "
+                            "name; refusing to load the model")
+    return untrusted
+
+
 def loads(data: bytes, expected_sha256: str) -> Any:
-    """Load a model only if its bytes hash to what the registry recorded and every type is allowed."""
+    """Load a model only if its bytes hash to what the registry recorded and every node is allowed."""
     actual = sha256(data)
     if actual != expected_sha256:
         raise ArtifactError(f"model bytes hash to {actual}, but the registry recorded {expected_sha256}: "
                             "the artifact was altered after registration; refusing to load it")
+    trusted = check(data)
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(ALLOWED_PREFIXES)]
-    if refused:
-        raise ArtifactError(f"model contains types outside the allow-list: {', '.join(refused)}")
-    return sio.loads(data, trusted=untrusted)
+    return sio.loads(data, trusted=trusted)
