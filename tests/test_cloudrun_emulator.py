@@ -33,4 +33,4 @@ def test_a_job_that_exits_non_zero_is_a_failed_execution(cloud, unique):
 def test_unknown_job_and_service_are_not_found(cloud):
     with pytest.raises(NotFound):
         cloudrun.run_job(cloud, "no-such-job", {})
-    assert cloudrun.get_service(cloud, "no-such-dataset") is None
+    assert cloudrun.get_service(cloud, "no_such_dataset") is None

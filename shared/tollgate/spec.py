@@ -31,7 +31,7 @@ class SpecError(ValueError):
 # `_` turned into `-`, its Cloud Run service `predictor-<name>` whose traffic tags are `v<version>`. Cloud Run
 # allows 46 characters for a service name and a tag together: `predictor-` (10) + the name (30) + `v` and a
 # version of up to 5 digits (6). Underscores, never doubled, map one-to-one onto hyphens.
-DATASET_NAME = re.compile(r"[a-z](?:_?[a-z0-9]){0,29}")
+DATASET_NAME = re.compile(r"(?=.{1,30}\Z)[a-z](?:_?[a-z0-9])*")
 DATASET_NAME_RULE = ("1 to 30 characters: lowercase letters, digits and single underscores, starting with a "
                      "letter and not ending with an underscore (e.g. chicago_taxi)")
 MAX_LINE_BYTES = 1 * 2**20     # default longest line of a CSV batch

@@ -122,7 +122,7 @@ variable "datasets" {
   type        = list(string)
   default     = null
   validation {
-    condition     = var.datasets == null ? true : alltrue([for d in var.datasets : can(regex("^[a-z](_?[a-z0-9]){0,29}$", d))])
+    condition     = var.datasets == null ? true : alltrue([for d in var.datasets : length(d) <= 30 && can(regex("^[a-z](_?[a-z0-9])*$", d))])
     error_message = "Dataset names are 1 to 30 lowercase letters, digits and single underscores, starting with a letter and not ending with an underscore (the service is predictor-<dataset> with _ as -)."
   }
 }
