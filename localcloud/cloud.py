@@ -132,6 +132,7 @@ class LocalCloud:
         self.parts: dict[str, Part] = {}
         self.ports: dict[str, int] = {}
         self.review_token: str | None = None
+        self.feedback_key: str | None = None   # signs the predictors' request ids (TOLLGATE_FEEDBACK_KEY)
 
     # -- state ---------------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -142,7 +143,7 @@ class LocalCloud:
     def _save_state(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
-                "review_token": self.review_token,
+                "review_token": self.review_token, "feedback_key": self.feedback_key,
                 "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -191,6 +192,7 @@ class LocalCloud:
         self.parts = {n: Part(**p) for n, p in state.get("parts", {}).items()}
         self.project, self.region, self.bucket = state["project"], state["region"], state["bucket"]
         self.review_token = state.get("review_token")
+        self.feedback_key = state.get("feedback_key")
         return self
 
     # -- processes -----------------------------------------------------------------------------
@@ -259,6 +261,7 @@ class LocalCloud:
         saved = self._load_state()
         self.ports = self._allocate_ports(saved.get("ports", {}))
         self.review_token = saved.get("review_token") or secrets.token_urlsafe(24)
+        self.feedback_key = saved.get("feedback_key") or secrets.token_urlsafe(32)
         started = time.monotonic()
         try:
             self._start_emulators()
@@ -345,7 +348,10 @@ class LocalCloud:
         part = self._start("cloudrun", [sys.executable, "-m", "localcloud.runapi", "--home", str(self.home),
                                         "--port", str(self.ports["cloudrun"]), "--project", self.project,
                                         "--region", self.region, "--topology", str(self.topology_path)],
-                           self.ports["cloudrun"], env={**self.env(), "PYTHONUNBUFFERED": "1"})
+                           self.ports["cloudrun"], env={**self.env(), "PYTHONUNBUFFERED": "1",
+                                                        # the predictor revisions it runs inherit it, as
+                                                        # terraform gives them the Secret Manager secret
+                                                        "TOLLGATE_FEEDBACK_KEY": self.feedback_key or ""})
         self._wait(part, self._http_ok(f"http://127.0.0.1:{self.ports['cloudrun']}/healthz"))
 
     def _start_functions(self) -> None:

@@ -73,7 +73,7 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
     code, run = drop(local_cloud, write_csv(broken, tmp_path / "broken.csv"), dataset=dataset)
     assert code == 0 and run["decision"] == "promote" and run["challenger_version"] == 2, run
     traffic = trips(taxi, taxi_spec, "2015-07-01", "2016-01-01", 800, seed=1)
-    labels = replay(url, traffic, taxi_spec.features, f"{unique}-a")
+    labels = replay(url, traffic, taxi_spec.features)
     upload_labels(cloud, dataset, "first-half", labels[:600])
     for request_id, row, fare in labels[600:]:   # the rest through the predictor's feedback route
         sent = requests.post(f"{url}/feedback", json={"request_id": request_id, "row": row, "label": fare}, timeout=10)
@@ -99,7 +99,7 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
     code, run = drop(local_cloud, write_csv(taxi_period(taxi, "2015-04-01", "2015-07-01"), tmp_path / "good.csv"),
                      dataset=dataset)
     assert code == 0 and run["decision"] == "promote" and run["challenger_version"] == 3, run
-    labels = replay(url, traffic, taxi_spec.features, f"{unique}-b")
+    labels = replay(url, traffic, taxi_spec.features)
     upload_labels(cloud, dataset, "second", labels)
     ticks = [monitor_run(local_cloud, dataset, cloud, state)["datasets"][dataset]]
     if ticks[-1]["actions"]["canary"]["verdict"] == "wait":
@@ -130,7 +130,7 @@ def test_the_log_is_stored_once_and_decay_retrains_once(local_cloud, cloud, stat
     assert code == 0 and run["decision"] == "promote", run
     url = predictor_url(local_cloud, dataset)
     traffic = trips(taxi, taxi_spec, "2015-07-01", "2016-01-01", 300, seed=2)
-    labels = replay(url, traffic, taxi_spec.features, f"{unique}-d")
+    labels = replay(url, traffic, taxi_spec.features)
     time.sleep(2.5)
 
     # A tick that stored the log and crashed before acknowledging: the messages come back with the same

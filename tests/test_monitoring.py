@@ -126,17 +126,40 @@ def test_too_few_labels_give_no_verdict(traffic, taxi_spec, reference):
     assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
 
 
+def failures(status: int, n: int, prefix: str, version: int = 1) -> pd.DataFrame:
+    return pd.DataFrame({"request_id": [f"{prefix}-{i}" for i in range(n)], "row": 0,
+                         "time": START + pd.Timedelta(1, "s"), "model_version": version, "status": status,
+                         "latency_ms": 1.0})
+
+
 def test_error_rate_and_latency_slos(traffic, taxi_spec, reference):
     rows, predictions = traffic
     ok = logged(rows, taxi_spec, predictions, 1, "a", latency=1500.0)
-    errors = pd.DataFrame({"request_id": [f"bad-{i}" for i in range(10)], "row": 0,
-                           "time": START + pd.Timedelta(1, "s"), "model_version": 1, "status": 400, "latency_ms": 1.0})
-    frame = pd.concat([ok, errors], ignore_index=True)
+    frame = pd.concat([ok, failures(500, 10, "crash"), failures(400, 30, "bad")], ignore_index=True)
     result = monitoring.window(frame, taxi_spec, {1: reference}, START, END)
     v1 = result["versions"]["1"]
-    assert v1["requests"] == 110 and v1["errors"] == 10 and v1["rows"] == 1000
-    kinds = {a["kind"] for a in monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})}
-    assert kinds == {"slo_error_rate", "slo_latency"}
+    assert v1["requests"] == 140 and v1["errors"] == 10 and v1["client_errors"] == 30 and v1["rows"] == 1000
+    assert v1["error_rate"] == 10 / 140
+    alerts = monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})
+    assert {a["kind"] for a in alerts} == {"slo_error_rate", "slo_latency"}
+    assert "failed with a server error" in next(a for a in alerts if a["kind"] == "slo_error_rate")["message"]
+
+
+def test_a_callers_bad_requests_never_breach_the_slo_or_roll_back_a_canary(traffic, taxi_spec, reference):
+    """Anyone who may call the predictor can send 4xx-provoking requests; they are reported, not counted."""
+    rows, predictions = traffic
+    ok = logged(rows, taxi_spec, predictions, 1, "a")
+    result = monitoring.window(pd.concat([ok, failures(400, 500, "junk")], ignore_index=True), taxi_spec,
+                               {1: reference}, START, END)
+    assert result["versions"]["1"]["client_errors"] == 500 and result["versions"]["1"]["error_rate"] == 0
+    assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
+
+    spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(canary_min_requests=20))
+    frame, _ = canary_window(traffic, spec, reference, predictions)
+    flooded = pd.concat([frame, failures(422, 400, "flood", version=2)], ignore_index=True)
+    result = monitoring.window(flooded, spec, {1: reference, 2: reference}, START, END)
+    verdict = monitoring.canary_verdict(flooded, spec, result, stable=1, canary=2)
+    assert verdict["verdict"] == "promote" and result["versions"]["2"]["client_errors"] == 400, verdict
 
 
 def test_severe_input_drift_asks_for_retraining(traffic, taxi_spec, reference):
@@ -209,15 +232,39 @@ def test_the_monitoring_section_of_a_spec_is_checked(taxi_spec):
 
 
 def test_feedback_bodies_are_checked(taxi_spec):
-    assert serving.feedback_labels({"request_id": "r1", "label": 12.5}, taxi_spec, None) == [("r1", 0, 12.5)]
-    assert serving.feedback_labels({"labels": [{"request_id": "r1", "row": 2, "label": 3}]}, taxi_spec, None) == [
-        ("r1", 2, 3.0)]
+    ids = serving.RequestIds(b"k" * 32)
+    r1, r2 = ids.issue(), ids.issue()
+    assert serving.feedback_labels({"request_id": r1, "label": 12.5}, taxi_spec, None, ids) == [(r1, 0, 12.5)]
+    assert serving.feedback_labels({"labels": [{"request_id": r1, "row": 2, "label": 3}]}, taxi_spec, None, ids) == [
+        (r1, 2, 3.0)]
     with pytest.raises(serving.BadRequest) as bad:
-        serving.feedback_labels({"labels": [{"row": -1, "label": "x"}, {"request_id": "r", "label": None}]},
-                                taxi_spec, None)
+        serving.feedback_labels({"labels": [{"row": -1, "label": "x"}, {"request_id": r2, "label": None}]},
+                                taxi_spec, None, ids)
     assert bad.value.problems == [
         "labels[0].request_id: a non-empty string (the X-Request-Id of the prediction) is required",
-        "labels[0].row: -1 is not a row index (an integer >= 0)", "labels[0].label: 'x' is not a finite number",
-        "labels[1].label: None is not a finite number"]
+        "labels[0].row: -1 is not a row index of a request (an integer from 0 to 999)",
+        "labels[0].label: 'x' is not a finite number", "labels[1].label: None is not a finite number"]
     with pytest.raises(serving.BadRequest, match="at most 2"):
-        serving.feedback_labels({"labels": [{"request_id": "r", "label": 1}] * 3}, taxi_spec, None, max_labels=2)
+        serving.feedback_labels({"labels": [{"request_id": r1, "label": 1}] * 3}, taxi_spec, None, ids, max_labels=2)
+
+
+def test_feedback_only_for_request_ids_the_predictor_issued_with_bounded_rows_and_labels(taxi_spec):
+    ids, other = serving.RequestIds(b"k" * 32), serving.RequestIds(b"another deployment key")
+    mine = ids.issue()
+    nonce = mine.split(".")[0]
+    forged = [other.issue(), nonce + "." + "0" * 32, "req-1", mine + "x", "a" * 200, mine.replace(".", "")]
+    with pytest.raises(serving.BadRequest) as bad:
+        serving.feedback_labels({"labels": [{"request_id": r, "label": 10.0} for r in forged]}, taxi_spec, None, ids)
+    assert len(bad.value.problems) == len(forged)
+    assert all("is not a request id this predictor issued" in p for p in bad.value.problems)
+    with pytest.raises(serving.BadRequest) as bad:
+        serving.feedback_labels({"labels": [{"request_id": mine, "row": 1000, "label": 10.0},
+                                            {"request_id": mine, "row": 0, "label": 1e300},
+                                            {"request_id": mine, "row": 0, "label": -5.0}]}, taxi_spec, None, ids)
+    assert bad.value.problems == [
+        "labels[0].row: 1000 is not a row index of a request (an integer from 0 to 999)",
+        "labels[1].label: 1e+300 is outside the range [0, 1000] the spec declares for fare",
+        "labels[2].label: -5.0 is outside the range [0, 1000] the spec declares for fare"]
+    with pytest.raises(serving.BadRequest, match=r"\{'a': 1\} is not one of the classes"):
+        serving.feedback_labels({"request_id": mine, "label": {"a": 1}},
+                                dataclasses.replace(taxi_spec, task="classification"), ["x"], ids)

@@ -41,7 +41,9 @@ def test_vertex_predictions_equal_the_models(client, taxi_model, taxi_spec, taxi
     response = client.post("/predict", data=orjson.dumps({"instances": rows_of(sample, taxi_spec)}),
                            headers={"X-Request-Id": "req-1"})
     assert response.status_code == 200, response.json
-    assert response.headers["X-Model-Version"] == "3" and response.headers["X-Request-Id"] == "req-1"
+    # the id is the predictor's own, signed (feedback is accepted for it), never the caller's
+    request_id = response.headers["X-Request-Id"]
+    assert response.headers["X-Model-Version"] == "3" and request_id != "req-1" and len(request_id) == 65
     body = response.json
     expected = prepared.plain(taxi_model, taxi_spec)(columns_of(sample, taxi_spec)).predictions
     assert body["model_version"] == 3 and np.max(np.abs(np.asarray(body["predictions"]) - expected)) <= 1e-9
@@ -74,8 +76,8 @@ def test_v2_infer_equals_vertex(client):
     ("post", "/v2/models/chicago_taxi/infer", orjson.dumps({"inputs": []}), 400, "non-empty `inputs` list"),
     ("post", "/feedback", orjson.dumps({"labels": [{"request_id": "r1", "label": "cheap"}]}), 400,
      "labels[0].label: 'cheap' is not a finite number"),
-    ("post", "/feedback", orjson.dumps({"request_id": "r1", "label": 12.5}), 503,
-     "drop a labels file under labels/<dataset>/ instead"),   # this app runs without the prediction log
+    ("post", "/feedback", orjson.dumps({"request_id": "r1", "label": 12.5}), 400,
+     "labels[0].request_id: 'r1' is not a request id this predictor issued"),
 ])
 def test_bad_requests_get_the_right_4xx_with_a_message(client, method, path, body, status, fragment):
     response = getattr(client, method)(path, data=body)
@@ -84,6 +86,13 @@ def test_bad_requests_get_the_right_4xx_with_a_message(client, method, path, bod
     assert any(fragment in text for text in [payload["error"], *payload.get("problems", [])]), payload
     assert response.headers["X-Model-Version"] == "3"
     assert client.post("/predict", json={"instances": [GOOD]}).status_code == 200   # the worker survives
+
+
+def test_feedback_for_an_issued_id_travels_on_the_log_which_is_off_here(client):
+    issued = client.post("/predict", json={"instances": [GOOD]}).headers["X-Request-Id"]
+    response = client.post("/feedback", json={"request_id": issued, "label": 12.5})
+    assert response.status_code == 503
+    assert "drop a labels file under labels/<dataset>/ instead" in response.json["error"]
 
 
 def test_metadata_health_and_openapi(client, taxi_spec):
@@ -199,3 +208,24 @@ def test_micro_batcher_batches_concurrent_requests_and_returns_each_its_own(taxi
         np.testing.assert_array_equal(results[i], ready.predict(rows[i]).predictions)
     assert sum(r for r, _ in seen) == 12 and max(r for r, _ in seen) > 1   # some requests shared a call
     assert all(n <= 64 for _, n in seen)
+
+
+def test_a_malformed_item_never_stops_the_prediction_log():
+    """One record that cannot be serialised is dropped and counted; the thread goes on publishing."""
+    import time
+
+    from services.predictor.predlog import PredictionLog
+    from tollgate.prepared import Columns, Outputs
+
+    published, lost = [], []
+    predlog = PredictionLog(lambda: (lambda data, attributes: published.append(orjson.loads(data))), "chicago_taxi",
+                            3, (("trip_miles",), ("company",)), max_delay=0.05,
+                            on_lost=lambda n, why: lost.append((n, why)))
+    row = Columns(np.array([[1.5]]), [["Flash Cab"]])
+    predlog.record("bad", time.time(), row, Outputs(np.array([object()], dtype=object)), 0.001)
+    predlog.record("good", time.time(), row, Outputs(np.array([9.5])), 0.001)
+    time.sleep(0.3)
+    predlog.record("later", time.time(), row, Outputs(np.array([7.0])), 0.001)
+    predlog.close()
+    ids = [r["request_id"] for message in published for r in message["records"]]
+    assert ids == ["good", "later"] and lost == [(1, "malformed")]

@@ -31,7 +31,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,7 @@ from tollgate import log, serving
 from tollgate.prepared import Columns, Outputs
 
 MAX_BODY_BYTES = int(os.environ.get("TOLLGATE_MAX_BODY_BYTES", 8 * 1024 * 1024))
+FEEDBACK_KEY_ENV = "TOLLGATE_FEEDBACK_KEY"   # signs request ids; a secret shared by the dataset's revisions
 MAX_INSTANCES = int(os.environ.get("TOLLGATE_MAX_INSTANCES", serving.MAX_INSTANCES))
 EXIT_ON_LOAD_FAILURE = "TOLLGATE_EXIT_ON_LOAD_FAILURE"   # set by gunicorn.conf.py
 
@@ -121,6 +121,19 @@ class Serving:
 
     def close(self) -> None:
         self.predlog.close()
+
+
+def request_ids() -> serving.RequestIds:
+    """The deployment's request-id signer; without a configured key, one of this process's own (labels are
+    then accepted only for requests this instance answered)."""
+    import secrets
+
+    key = os.environ.get(FEEDBACK_KEY_ENV, "")
+    if len(key) < 16:
+        log.warning(f"{FEEDBACK_KEY_ENV} is not set (or shorter than 16 characters): request ids are signed with "
+                    "a key of this instance only, so POST /feedback accepts labels only for its own answers")
+        return serving.RequestIds(secrets.token_bytes(32))
+    return serving.RequestIds(key.encode())
 
 
 def _publisher() -> Any:
@@ -262,6 +275,7 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["tollgate"] = box
     version_header = {"X-Model-Version": str(version)}
+    ids = request_ids()
 
     def not_ready() -> Response:
         if box["error"]:
@@ -271,7 +285,7 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
     @app.before_request
     def stamp() -> None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.request_id = ids.issue()   # ours, signed: /feedback accepts labels only for ids it issued
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -352,7 +366,7 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
         if s is None:
             return not_ready()
         try:
-            labels = serving.feedback_labels(parse(request.get_data()), s.spec, s.classes, MAX_INSTANCES)
+            labels = serving.feedback_labels(parse(request.get_data()), s.spec, s.classes, ids, MAX_INSTANCES)
         except serving.BadRequest as exc:
             return _error(exc.status, "invalid feedback: " + "; ".join(exc.problems[:3]), exc.problems)
         if not s.predlog.enabled:

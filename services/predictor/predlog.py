@@ -110,35 +110,50 @@ class PredictionLog:
                 self._queued_rows = 0
                 closing = self._closing
             if batch:
-                self._send(batch)
+                try:
+                    self._send(batch)
+                except Exception as exc:   # never let one bad batch end the thread (and with it the log)
+                    self._lost(sum(_rows(item) for item in batch), exc)
             if closing:
                 return
 
     def _send(self, batch: list[tuple[Any, ...]]) -> None:
-        records, labels = [], []
-        for kind, request_id, at, payload, latency, status in batch:
-            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
-            if kind == "labels":
-                labels.extend({"request_id": rid, "row": row, "label": label, "time": when}
-                              for rid, row, label in payload)
-                continue
-            if kind == "error":
-                records.append({"request_id": request_id, "row": 0, "time": when, "model_version": self.version,
-                                "status": status, "latency_ms": round(latency * 1000, 3)})
-                continue
-            columns, outputs = payload
-            probabilities = outputs.probabilities
-            for i in range(len(columns)):
-                features = {name: _number(columns.numeric[i, j]) for j, name in enumerate(self.numeric)}
-                features.update({name: columns.categorical[j][i] for j, name in enumerate(self.categorical)})
-                record = {"request_id": request_id, "row": i, "time": when, "model_version": self.version,
-                          "status": status, "features": features, "prediction": outputs.predictions[i],
-                          "latency_ms": round(latency * 1000, 3)}
-                if probabilities is not None:
-                    record["probabilities"] = probabilities[i]
-                records.append(record)
+        records: list[dict[str, Any]] = []
+        labels: list[dict[str, Any]] = []
+        for item in batch:
+            try:   # one item that cannot be turned into records is dropped and counted, never the batch
+                self._records(item, records, labels)
+            except Exception as exc:
+                self._on_lost(_rows(item), "malformed")
+                log.warning(f"prediction log: a malformed item dropped: {type(exc).__name__}: {exc}"[:300])
         self._publish_chunks(SCHEMA, "predictions", records)
         self._publish_chunks(LABELS_SCHEMA, "labels", labels)
+
+    def _records(self, item: tuple[Any, ...], records: list[dict[str, Any]], labels: list[dict[str, Any]]) -> None:
+        kind, request_id, at, payload, latency, status = item
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+        if kind == "labels":
+            labels.extend([{"request_id": rid, "row": row, "label": label, "time": when}
+                           for rid, row, label in payload])
+            return
+        if kind == "error":
+            records.append({"request_id": request_id, "row": 0, "time": when, "model_version": self.version,
+                            "status": status, "latency_ms": round(latency * 1000, 3)})
+            return
+        columns, outputs = payload
+        probabilities = outputs.probabilities
+        built = []
+        for i in range(len(columns)):
+            features = {name: _number(columns.numeric[i, j]) for j, name in enumerate(self.numeric)}
+            features.update({name: columns.categorical[j][i] for j, name in enumerate(self.categorical)})
+            record = {"request_id": request_id, "row": i, "time": when, "model_version": self.version,
+                      "status": status, "features": features, "prediction": outputs.predictions[i],
+                      "latency_ms": round(latency * 1000, 3)}
+            if probabilities is not None:
+                record["probabilities"] = probabilities[i]
+            built.append(record)
+        orjson.dumps(built, option=orjson.OPT_SERIALIZE_NUMPY)   # what cannot be serialised fails here, alone
+        records.extend(built)
 
     def _publish_chunks(self, schema: str, kind: str, records: list[dict[str, Any]]) -> None:
         for start in range(0, len(records), self.max_rows):
@@ -170,6 +185,15 @@ class PredictionLog:
     def _lost(self, n: int, exc: BaseException) -> None:
         self._on_lost(n, type(exc).__name__)
         log.warning(f"prediction log: {n} predictions not published: {type(exc).__name__}: {exc}"[:300])
+
+
+def _rows(item: tuple[Any, ...]) -> int:
+    """How many records a queued item stands for (what is counted as lost if it is dropped)."""
+    kind, payload = item[0], item[3]
+    try:
+        return len(payload) if kind == "labels" else 1 if kind == "error" else len(payload[0])
+    except Exception:
+        return 1
 
 
 def _number(value: float) -> float | None:

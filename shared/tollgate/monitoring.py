@@ -4,7 +4,10 @@ A *window* is the prediction log of one dataset over the last ``monitoring.windo
 (``predictions/<dataset>/<date>/*.parquet``, written by the monitor job from the `predictions`
 topic) joined with whatever late labels arrived for it. Per model version it gives:
 
-- traffic: requests, rows, error rate (4xx/5xx answers are logged too) and latency percentiles;
+- traffic: requests, rows, error rate and latency percentiles. Only server errors (5xx) count toward the
+  error rate (the SLO and canary verdicts): a client's bad requests (4xx) are the caller's doing — anyone
+  who can call the predictor could send them to make a canary look broken — so they are reported apart,
+  as ``client_errors``;
 - drift: the window's inputs and predictions profiled on the bins of the version's training
   profile and compared exactly as the validator compares a batch (``drift.compare``); the
   prediction column is compared with the training target;
@@ -110,9 +113,11 @@ def version_window(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, 
     labelled predictions over the label window; by default those of ``frame``)."""
     ok = frame[frame["status"] < 400]
     requests = int(frame["request_id"].nunique())
-    errors = int(frame.loc[frame["status"] >= 400, "request_id"].nunique())
+    errors = int(frame.loc[frame["status"] >= 500, "request_id"].nunique())
+    client_errors = int(frame.loc[(frame["status"] >= 400) & (frame["status"] < 500), "request_id"].nunique())
     labelled = labelled_rows(frame) if labelled is None else labelled
     out: dict[str, Any] = {"requests": requests, "rows": int(len(ok)), "errors": errors,
+                           "client_errors": client_errors,
                            "error_rate": errors / requests if requests else None, "latency_ms": _latency(frame),
                            "labels": int(len(labelled))}
     out["realised"] = (realised(labelled["label"].to_numpy(), labelled["prediction"].to_numpy(), spec, seed)
@@ -169,8 +174,8 @@ def judge(result: dict[str, Any], spec: DatasetSpec, serving: dict[str, Any] | N
         if v["error_rate"] is not None and v["requests"] >= 20 and v["error_rate"] > m.max_error_rate:
             alerts.append({**base, "kind": "slo_error_rate", "severity": "warning", "retrain": False,
                            "value": v["error_rate"], "threshold": m.max_error_rate,
-                           "message": f"v{version}: {v['error_rate']:.1%} of {v['requests']} requests failed "
-                                      f"(SLO {m.max_error_rate:.1%})"})
+                           "message": f"v{version}: {v['error_rate']:.1%} of {v['requests']} requests failed with "
+                                      f"a server error (SLO {m.max_error_rate:.1%})"})
         p99 = v["latency_ms"]["p99"]
         if p99 is not None and v["requests"] >= 20 and p99 > m.max_p99_ms:
             alerts.append({**base, "kind": "slo_latency", "severity": "warning", "retrain": False,

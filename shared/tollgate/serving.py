@@ -11,7 +11,10 @@ Every problem is listed with the instance index and the field, up to ``MAX_PROBL
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+import secrets
 import struct
 from typing import Any
 
@@ -22,6 +25,7 @@ from tollgate.spec import DatasetSpec
 
 MAX_INSTANCES = 1000
 MAX_PROBLEMS = 50
+MAX_REQUEST_ID = 128   # characters of a request id a label may name
 
 _NUMBERS = {float, int, type(None)}
 V2_NUMERIC = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",
@@ -284,15 +288,45 @@ def _decode_binary(chunk: bytes, datatype: Any) -> Any:
     raise ValueError(f"unsupported datatype {datatype!r}")
 
 
-def feedback_labels(body: Any, spec: DatasetSpec, classes: list[str] | None,
+class RequestIds:
+    """Request ids the predictor issues and later recognises: ``<nonce>.<HMAC-SHA256(key, nonce)>``.
+
+    Every response carries one in ``X-Request-Id`` (a caller's own header is not taken as the id). Labels
+    sent to ``POST /feedback`` are accepted only for ids that verify, so a caller cannot attach evidence to
+    requests the predictor never answered. The key is the deployment's (``TOLLGATE_FEEDBACK_KEY``: a
+    Secret Manager secret on GCP, made by `tollgate up` locally), shared by every revision of a dataset."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the request-id key must have at least 16 bytes")
+        self.key = key
+
+    def _mac(self, nonce: str) -> str:
+        return hmac.new(self.key, nonce.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def issue(self) -> str:
+        nonce = secrets.token_hex(16)
+        return f"{nonce}.{self._mac(nonce)}"
+
+    def verify(self, request_id: str) -> bool:
+        nonce, dot, mac = request_id.partition(".")
+        return bool(dot) and len(nonce) == 32 and hmac.compare_digest(mac, self._mac(nonce))
+
+
+def feedback_labels(body: Any, spec: DatasetSpec, classes: list[str] | None, ids: RequestIds,
                     max_labels: int = MAX_INSTANCES) -> list[tuple[str, int, Any]]:
-    """(request id, row, label) triples from a ``POST /feedback`` body; every problem is listed."""
+    """(request id, row, label) triples from a ``POST /feedback`` body; every problem is listed.
+
+    Each label must name a request id this deployment issued and a row such a request can have (below the
+    instances limit); a regression label must be a finite number within the target column's declared
+    range, a classification label one of the model's classes."""
     items = body.get("labels", [body]) if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         raise BadRequest(['the body must be {"labels": [{"request_id": ..., "row": 0, "label": ...}, ...]} '
                           'or one such label object'])
     if len(items) > max_labels:
         raise BadRequest([f"{len(items)} labels in one request; at most {max_labels}"])
+    target = spec.columns[spec.target]
     out, problems = [], []
     for i, item in enumerate(items):
         where = f"labels[{i}]"
@@ -302,16 +336,24 @@ def feedback_labels(body: Any, spec: DatasetSpec, classes: list[str] | None,
         request_id, row, label = item.get("request_id"), item.get("row", 0), item.get("label")
         if not isinstance(request_id, str) or not request_id:
             problems.append(f"{where}.request_id: a non-empty string (the X-Request-Id of the prediction) is required")
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
-            problems.append(f"{where}.row: {row!r} is not a row index (an integer >= 0)")
+        elif len(request_id) > MAX_REQUEST_ID or not ids.verify(request_id):
+            problems.append(f"{where}.request_id: {request_id[:80]!r} is not a request id this predictor issued "
+                            "(send the X-Request-Id of the prediction's response)")
+        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < max_labels:
+            problems.append(f"{where}.row: {row!r} is not a row index of a request (an integer from 0 to "
+                            f"{max_labels - 1})")
         if spec.task == "regression":
             if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label):
-                problems.append(f"{where}.label: {label!r} is not a finite number")
+                problems.append(f"{where}.label: {label!r:.80} is not a finite number")
                 continue
             label = float(label)
+            if (target.min is not None and label < target.min) or (target.max is not None and label > target.max):
+                problems.append(f"{where}.label: {label} is outside the range [{target.min}, {target.max}] the spec "
+                                f"declares for {spec.target}")
+                continue
         else:
-            if label is None or (classes and str(label) not in classes):
-                problems.append(f"{where}.label: {label!r} is not one of the classes {classes}")
+            if label is None or isinstance(label, (dict, list)) or (classes and str(label) not in classes):
+                problems.append(f"{where}.label: {label!r:.80} is not one of the classes {classes}")
                 continue
             label = str(label)
         out.append((request_id, row, label))
