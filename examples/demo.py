@@ -267,19 +267,19 @@ def decisions(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url:
     return response.ok
 
 
-def replay(url: str, trips: pd.DataFrame, features, prefix: str, per_request: int = 10) -> list[tuple[str, int, float]]:
-    """Trips as live traffic, ``per_request`` instances a call, each call with its own X-Request-Id;
-    returns (request id, row, true fare) for every trip: the labels that arrive later."""
+def replay(url: str, trips: pd.DataFrame, features, per_request: int = 10) -> list[tuple[str, int, float]]:
+    """Trips as live traffic, ``per_request`` instances a call; returns (request id, row, true fare) for every
+    trip: the labels that arrive later, keyed by the X-Request-Id each answer carried (the predictor signs
+    the ids it issues and takes feedback only for those)."""
     labels = []
     with requests.Session() as session:
         for start in range(0, len(trips), per_request):
             chunk = trips.iloc[start:start + per_request]
-            request_id = f"{prefix}-{start // per_request}"
             instances = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
                          for r in chunk[list(features)].to_dict("records")]
-            response = session.post(f"{url}/predict", json={"instances": instances},
-                                    headers={"X-Request-Id": request_id}, timeout=30)
+            response = session.post(f"{url}/predict", json={"instances": instances}, timeout=30)
             response.raise_for_status()
+            request_id = response.headers["X-Request-Id"]
             labels += [(request_id, i, float(f)) for i, f in enumerate(chunk["fare"])]
     return labels
 
@@ -319,7 +319,7 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     last_traffic = time.monotonic()   # the canary and rollback requests above stay out of the first window
     for i, (what, rows, scale) in enumerate(phases, start=1):
         time.sleep(max(0.0, window_s - (time.monotonic() - last_traffic)))   # the previous window has closed
-        labels = replay(url, rows, spec.features, f"demo-{int(time.time())}-{i}")
+        labels = replay(url, rows, spec.features)
         last_traffic = time.monotonic()
         name = f"labels/chicago_taxi/demo-window-{i}.csv"
         bucket.blob(name).upload_from_string(labels_csv(labels, scale), content_type="text/csv")
@@ -345,6 +345,69 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     return done.returncode == 0
 
 
+def trust_boundaries(local: LocalCloud, wide: dict[str, str], url: str) -> bool:
+    """No input runs code or forges evidence: a spec whose rule would run Python, feedback for a request the
+    predictor never answered."""
+    console.rule("[bold]Trust boundaries: no input runs code or forges evidence")
+    hostile = local.home / "demo" / "chicago_taxi-hostile.yaml"
+    text = (ROOT / "datasets" / "chicago_taxi.yaml").read_text()
+    hostile.write_text(text.replace("  - name: fare_needs_duration\n", "  - name: sneaky\n"
+                                    "    expr: \"fare.apply(print) == 1\"\n  - name: fare_needs_duration\n"))
+    refused = cli(wide, "spec", "push", str(hostile),
+                  note="a rule that would run Python: refused when the spec loads (and at ingest, as bad_spec)")
+    forged = requests.post(f"{url}/feedback", json={"request_id": "0" * 32 + "." + "f" * 32, "label": 99.0},
+                           timeout=30)
+    console.print(f"$ curl -X POST {url}/feedback -d '{{\"request_id\": \"<made up>\", \"label\": 99.0}}'   "
+                  f"→ HTTP {forged.status_code}: {forged.json().get('problems')}", highlight=False, soft_wrap=True)
+    answered = requests.post(f"{url}/predict", json={"instances": [SAMPLE]}, timeout=30)
+    request_id = answered.headers["X-Request-Id"]
+    accepted = requests.post(f"{url}/feedback", json={"request_id": request_id, "label": 11.25}, timeout=30)
+    console.print(f"$ curl -X POST {url}/feedback -d '{{\"request_id\": \"{request_id}\", \"label\": 11.25}}'   "
+                  f"→ HTTP {accepted.status_code} (the X-Request-Id the predictor issued and signed)",
+                  highlight=False, soft_wrap=True)
+    return refused.returncode != 0 and forged.status_code == 400 and accepted.status_code == 202
+
+
+def killed_and_recovered(label: str, path: Path, dataset: str, wide: dict[str, str]) -> dict | None:
+    """Drop a batch and walk away; its trainer is SIGKILLed on every attempt, as an out-of-memory kill would do.
+    Nothing could mark the run failed: the reconciler finds the failed execution and relaunches the step."""
+    from localcloud import runapi
+    from tollgate.cloud import Cloud
+    from tollgate.cloud import run as cloudrun
+    from tollgate.cloud.state import State
+    from tollgate.settings import Settings
+
+    console.print(f"[bold]▶ {label}[/]  dropping {path.name} and walking away; its trainer is killed with SIGKILL "
+                  "on every attempt (an out-of-memory kill)", highlight=False)
+    done = subprocess.run([TOLLGATE, "drop", str(path), "--dataset", dataset, "--json"], env=wide,
+                          stdout=subprocess.PIPE, text=True, check=True)
+    run_id = json.loads(done.stdout)["run_id"]
+    cloud = Cloud(Settings.from_env())
+    state = State(cloud.firestore)
+    killed: list[int] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for pid in runapi.task_pids({"RUN_ID": run_id, "CLOUD_RUN_JOB": "trainer"}):
+            if pid not in killed:
+                os.kill(pid, 9)
+                killed.append(pid)
+        execution = (state.get_run(run_id) or {}).get("executions", {}).get("trainer")
+        if execution and cloudrun.execution_state(cloud, execution) == "failed":
+            break
+        time.sleep(0.05)
+    else:
+        console.print("[red]the trainer's execution did not fail[/]")
+        return None
+    console.print(f"  killed {len(killed)} trainer attempt(s); the run still says "
+                  f"[bold]{state.get_run(run_id)['status']}[/] and nobody is waiting on it", highlight=False)
+    cli(wide, "reconcile", note="what the scheduled reconcile-tick runs every 5 minutes")
+    shown = cli(wide, "run", "show", run_id, "--wait", note="relaunched, then decided; the recovery is on record")
+    if shown.returncode != 0:
+        return None
+    return json.loads(subprocess.run([TOLLGATE, "run", "show", run_id, "--json"], env=wide, stdout=subprocess.PIPE,
+                                     text=True, check=True).stdout)
+
+
 def before_the_first_model(dataset: str) -> None:
     """On a fresh local cloud the predictor already exists, as terraform makes it on GCP: same URL
     from now on, answering 503 with what to do until the first promotion."""
@@ -362,8 +425,9 @@ def before_the_first_model(dataset: str) -> None:
 
 def main() -> int:
     console.rule("[bold]Tollgate demo: Chicago taxi fares, batch by batch")
-    # the demo ticks the monitor itself, so its steps stay in order (`make up` keeps the 5-minute schedule)
-    local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"), paused_schedules=("monitor",))
+    # the demo ticks the monitor and the reconciler itself, so its steps stay in order (`make up` keeps their
+    # 5-minute schedules)
+    local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"), paused_schedules=("monitor", "reconcile"))
     try:
         local.up()
     except LocalCloudError as exc:
@@ -414,10 +478,15 @@ def main() -> int:
         return 1
     if not monitoring(local, env, wide, url):
         return 1
-    console.rule("[bold]Not only taxis: a classification dataset (scikit-learn's breast cancer data)")
+    if not trust_boundaries(local, wide, url):
+        return 1
+    console.rule("[bold]Not only taxis, and crashes recovered: a classification dataset (scikit-learn's breast "
+                 "cancer data)")
     cancer_rows = []
     for i, path in enumerate(breast_cancer.make_batches(local.home / "demo" / "breast_cancer"), start=1):
-        run = drop_batch(f"breast cancer {i}", path, "breast_cancer", env)
+        label = f"breast cancer {i}"
+        run = killed_and_recovered(label, path, "breast_cancer", wide) if i == 1 else \
+            drop_batch(label, path, "breast_cancer", env)
         if run is None:
             return 1
         cancer_rows.append(summary_row(f"batch {i}", run))

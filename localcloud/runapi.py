@@ -1,7 +1,8 @@
 """A local Cloud Run Admin API (REST, v2 paths), as the `google-cloud-run` client speaks it.
 
-Jobs run as processes (one per task, in parallel); a job whose task exits non-zero is a failed
-execution. Services run each revision as a process (the topology's command, with the
+Jobs run as processes (one per task, in parallel); a task that exits non-zero or outlives the job's
+timeout is retried up to the job's ``max_retries`` (topology.yaml), and one that fails every attempt makes
+a failed execution. Services run each revision as a process (the topology's command, with the
 template's env) behind a router whose URL is the service URL and which splits traffic between
 revisions by their percentages for real. Services survive a restart (state in a JSON file);
 executions do not. The surface is what Tollgate uses: jobs.run/get, executions.get,
@@ -63,6 +64,23 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def task_pids(env: dict[str, str]) -> list[int]:
+    """Pids of job task processes whose environment holds every ``env`` item (e.g. RUN_ID and CLOUD_RUN_JOB):
+    what a demo or a test kills to play an out-of-memory kill. Read from /proc (Linux)."""
+    wanted = [f"{k}={v}".encode() for k, v in env.items()]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(item in environ for item in wanted):
+            found.append(int(entry.name))
+    return found
+
+
 class ApiError(Exception):
     def __init__(self, code: int, status: str, message: str) -> None:
         super().__init__(message)
@@ -102,6 +120,10 @@ class Operation:
 # Jobs
 # --------------------------------------------------------------------------------------------
 class Execution:
+    """One execution: its tasks run in parallel, each task's attempts one after the other, as Cloud Run runs
+    them: a task that exits non-zero, or outlives the job's timeout (SIGTERM, then SIGKILL 10 s later), is
+    started again with CLOUD_RUN_TASK_ATTEMPT + 1 until the job's max_retries are used up."""
+
     def __init__(self, runtime: "Runtime", job: topo.Job, env: dict[str, str], task_count: int,
                  timeout: float) -> None:
         self.runtime = runtime
@@ -115,7 +137,8 @@ class Execution:
         self.start_time: str | None = None
         self.completion_time: str | None = None
         self.exit_codes: dict[int, int] = {}
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.retried = 0
+        self.procs: list[subprocess.Popen[bytes]] = []   # every attempt's process (stop_all ends the live ones)
         self.operation = Operation(runtime.parent, EXECUTION_TYPE, {})
         self.operation.metadata = self.to_json()
 
@@ -124,28 +147,50 @@ class Execution:
 
     def start(self) -> None:
         self.start_time = _now()
-        for task in range(self.task_count):
-            env = {**os.environ, **self.env, "CLOUD_RUN_JOB": self.job.name, "CLOUD_RUN_EXECUTION": self.id,
-                   "CLOUD_RUN_TASK_INDEX": str(task), "CLOUD_RUN_TASK_COUNT": str(self.task_count),
-                   "CLOUD_RUN_TASK_ATTEMPT": "0"}
-            path = self.log_path(task)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as log:
-                self.procs.append(subprocess.Popen(_resolve(self.job.command), cwd=ROOT, env=env,
-                                                   stdout=log, stderr=subprocess.STDOUT))
-        threading.Thread(target=self._watch, daemon=True, name=f"exec-{self.id}").start()
+        threads = [threading.Thread(target=self._run_task, args=(task,), daemon=True, name=f"{self.id}-task{task}")
+                   for task in range(self.task_count)]
+        for thread in threads:
+            thread.start()
+        threading.Thread(target=self._finish, args=(threads,), daemon=True, name=f"exec-{self.id}").start()
 
-    def _watch(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        for task, proc in enumerate(self.procs):
+    def _attempt(self, task: int, attempt: int) -> int:
+        env = {**os.environ, **self.env, "CLOUD_RUN_JOB": self.job.name, "CLOUD_RUN_EXECUTION": self.id,
+               "CLOUD_RUN_TASK_INDEX": str(task), "CLOUD_RUN_TASK_COUNT": str(self.task_count),
+               "CLOUD_RUN_TASK_ATTEMPT": str(attempt), "TOLLGATE_MAX_ATTEMPTS": str(self.job.max_attempts)}
+        path = self.log_path(task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as log:
+            proc = subprocess.Popen(_resolve(self.job.command), cwd=ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        try:
+            return proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
             try:
-                code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                code = proc.wait()
-                with self.log_path(task).open("a") as log:
-                    log.write(f"\n[local cloud run] task killed after the job timeout of {self.timeout:.0f}s\n")
-            self.exit_codes[task] = code
+                proc.wait()
+            with path.open("a") as log:
+                log.write(f"\n[local cloud run] attempt {attempt} killed after the task timeout of "
+                          f"{self.timeout:.0f}s\n")
+            return proc.returncode if proc.returncode not in (0, None) else -15
+
+    def _run_task(self, task: int) -> None:
+        for attempt in range(self.job.max_attempts):
+            code = self._attempt(task, attempt)
+            if code == 0 or attempt + 1 == self.job.max_attempts:
+                break
+            self.retried += 1
+            with self.log_path(task).open("a") as log:
+                log.write(f"\n[local cloud run] attempt {attempt} exited with {code}; retrying "
+                          f"({attempt + 1} of max_retries {self.job.max_retries})\n")
+        self.exit_codes[task] = code
+
+    def _finish(self, threads: list[threading.Thread]) -> None:
+        for thread in threads:
+            thread.join()
         self.completion_time = _now()
         failed = [t for t, c in self.exit_codes.items() if c != 0]
         if failed:
@@ -163,8 +208,8 @@ class Execution:
         out: dict[str, Any] = {
             "name": self.name, "uid": self.id, "job": self.job.name, "createTime": self.create_time,
             "taskCount": self.task_count, "parallelism": self.task_count,
-            "runningCount": len(self.procs) - len(self.exit_codes) if self.start_time else 0,
-            "succeededCount": succeeded, "failedCount": failed,
+            "runningCount": self.task_count - len(self.exit_codes) if self.start_time else 0,
+            "succeededCount": succeeded, "failedCount": failed, "retriedCount": self.retried,
             "logUri": f"file://{self.log_path(0)}",
             "template": {"containers": [{"image": self.job.name,
                                          "env": [{"name": k, "value": v} for k, v in self.env.items()]}]},
@@ -495,7 +540,8 @@ class Runtime:
             raise ApiError(404, "NOT_FOUND", f"job {self.parent}/jobs/{job_name} does not exist")
         return {"name": f"{self.parent}/jobs/{job_name}", "uid": job_name,
                 "template": {"taskCount": 1, "template": {"containers": [{"image": job_name}],
-                                                          "timeout": f"{job.timeout_seconds}s"}}}
+                                                          "timeout": f"{job.timeout_seconds}s",
+                                                          "maxRetries": job.max_retries}}}
 
     def get_execution(self, name: str) -> dict[str, Any]:
         execution = self.executions.get(name)

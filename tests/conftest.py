@@ -41,11 +41,13 @@ class Webhook:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         received = self.received = []
+        self.status = 200   # what it answers (a test may make it fail)
+        hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
+                self.send_response(hook.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -73,10 +75,10 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook):
 
     os.environ["TOLLGATE_REVIEW_WEBHOOK"] = webhook.url
     home = tmp_path_factory.mktemp("tollgate-home")
-    # the monitor ticks when a test says so (`tollgate monitor run --dataset ...`): a scheduled tick
-    # could otherwise promote another test's canary or retrain its dataset mid-test
+    # the monitor and the reconciler run when a test says so (`tollgate monitor run`, `tollgate reconcile`): a
+    # scheduled tick could otherwise promote another test's canary, or repair what a test breaks on purpose
     cloud = LocalCloud(home, project=f"tollgate-test-{uuid.uuid4().hex[:6]}", bucket="tollgate-test-data",
-                       echo=lambda m: None, paused_schedules=("monitor",))
+                       echo=lambda m: None, paused_schedules=("monitor", "reconcile"))
     cloud.up()
     env = cloud.env()
     saved = {k: os.environ.get(k) for k in env}

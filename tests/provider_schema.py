@@ -33,7 +33,8 @@ import hcl2
 META_ARGUMENTS = {"count", "for_each", "depends_on", "lifecycle", "provider", "provisioner", "connection"}
 _PARSER_KEYS = ("__is_block__", "__comments__")   # python-hcl2's markers, not terraform's
 MODULE_META = {"source", "version", "count", "for_each", "depends_on", "providers"}
-UNCHECKED_PROVIDERS = ("archive_",)   # the archive provider packages function sources; not in this schema
+# Not in this schema: the archive provider packages function sources, random makes the feedback key.
+UNCHECKED_PROVIDERS = ("archive_", "random_")
 _LINK = re.compile(r"docs/(resources|data-sources)/(\w+) (google_\w+)\}")
 _ANCHOR = re.compile(r"#(\w+) \w+#\w+\}")
 _VALUES = re.compile(r'Possible values: \[([^\]]*)\]')

@@ -24,7 +24,8 @@ ENV = TF / "environments" / "production"
 
 # Every role any Tollgate identity is granted anywhere. A new grant must be added here on purpose.
 ALLOWED_ROLES = {
-    "roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer", "roles/storage.objectCreator",
+    "roles/datastore.user", "roles/datastore.viewer", "roles/logging.logWriter", "roles/storage.objectViewer",
+    "roles/storage.objectCreator", "roles/storage.objectUser", "roles/run.viewer",
     "roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/run.jobsExecutorWithOverrides",
     "roles/run.developer", "roles/run.invoker", "roles/iam.serviceAccountUser",
     "roles/iam.serviceAccountTokenCreator", "roles/secretmanager.secretAccessor",
@@ -34,7 +35,7 @@ ALLOWED_ROLES = {
 PROJECT_ROLES = {
     "function": ["roles/datastore.user", "roles/logging.logWriter"],
     "job": ["roles/datastore.user", "roles/logging.logWriter"],
-    "predictor": ["roles/datastore.user", "roles/logging.logWriter"],
+    "predictor": ["roles/datastore.viewer", "roles/logging.logWriter"],   # read-only: it faces the internet
 }
 
 
@@ -100,7 +101,7 @@ def test_terraform_matches_the_pinned_provider_schema(schema):
     ("modules/function/main.tf", "service_config[0].uri", "service_config[0].url", "exports no attribute `url`"),
     ("environments/production/pubsub.tf", "  topic                      = module.topics[each.value.topic].id\n", "",
      "required `topic` is missing"),
-    ("environments/production/jobs.tf", "  timeout_seconds       = each.value.timeout_seconds\n", "",
+    ("environments/production/jobs.tf", "  timeout_seconds    = each.value.timeout_seconds\n", "",
      "required variable `timeout_seconds` is not set"),
     ("environments/production/pubsub.tf", "dead_letter_topic_id", "dlq_id", "has no output `dlq_id`"),
     ("environments/production/main.tf", "var.kms_key_name", "var.kms_key", "`var.kms_key` is not a declared"),
@@ -202,7 +203,8 @@ def test_buckets_are_locked_down_and_jobs_only_create_objects():
     notification = resources[("google_storage_notification", "incoming")]
     assert unq(notification["object_name_prefix"]) == "incoming/" and "data-arrived" in notification["topic"]
     create = resources[("google_storage_bucket_iam_member", "create")]
-    assert unq(create["role"]) == "roles/storage.objectCreator" and create["for_each"] == "${local.jobs}"
+    assert unq(create["role"]) == "roles/storage.objectCreator" and create["for_each"] == "${local.writers}"
+    assert create["condition"][0]["expression"]   # never unconditioned: see SERVICE_ACCOUNT_GRANTS
 
 
 def test_functions_and_jobs_run_the_deployables_of_the_topology():
@@ -232,7 +234,9 @@ def test_each_dataset_has_its_predictor_service_before_its_first_model():
     assert 'replace("_", "-")' in (ROOT / "shared" / "tollgate" / "cloud" / "run.py").read_text()  # the same rule
     validation = [v for b in hcl2.load((ENV / "variables.tf").open())["variable"] for n, v in b.items()
                   if unq(n) == "datasets"][0]["validation"][0]
-    assert specs.DATASET_NAME.pattern.replace("(?:", "(") in validation["condition"]   # the same names
+    # the same names (RE2 has no lookahead: the length is checked apart)
+    assert specs.DATASET_NAME.pattern == r"(?=.{1,30}\Z)[a-z](?:_?[a-z0-9])*"
+    assert 'length(d) <= 30 && can(regex("^[a-z](_?[a-z0-9])*$", d))' in validation["condition"]
     assert predictors["image"] == "${local.predictor_env.TOLLGATE_PREDICTOR_IMAGE}"
     assert predictors["service_account_email"] == '${google_service_account.workload["predictor"].email}'
     spec_names = {specs.load(p).name for p in (ROOT / "datasets").glob("*.yaml")}
@@ -293,26 +297,58 @@ def test_every_filtered_and_ordered_firestore_query_has_its_index():
             assert f'collection("{collection}")' in body and all(f'"{f}"' in body for f, _ in fields), method
 
 
-# -- every service account's roles, against an allow-list kept here -------------------------------------------
-_BASE = {"roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer"}
-_LAUNCHER = _BASE | {"roles/run.jobsExecutorWithOverrides", "roles/run.invoker"}   # invoker: its own push
-_JOB = _BASE | {"roles/storage.objectCreator", "roles/pubsub.publisher"}
-_DEPLOYER = {"roles/run.developer", "roles/iam.serviceAccountUser"}
-SERVICE_ACCOUNT_ROLES = {
+# -- every service account's grants, against an allow-list kept here -------------------------------------------
+# A grant is (role, scope): scope None is unconditioned; a tuple of bucket prefixes is an IAM condition on the
+# object name (only those prefixes); "predictor-*" the condition on predictor services.
+def grants(*roles: str, scope=None) -> set:
+    return {(role, scope) for role in roles}
+
+
+_BASE = grants("roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer")
+_LAUNCHER = _BASE | grants("roles/run.jobsExecutorWithOverrides", "roles/run.invoker")   # invoker: its own push
+_JOB = _BASE | grants("roles/pubsub.publisher")
+_DEPLOYER = grants("roles/run.developer", scope="predictor-*") | grants("roles/iam.serviceAccountUser")
+SERVICE_ACCOUNT_GRANTS = {
     "ingest": _LAUNCHER, "launch-trainer": _LAUNCHER, "launch-evaluator": _LAUNCHER, "launch-monitor": _LAUNCHER,
-    "decider": _BASE | _DEPLOYER | {"roles/pubsub.publisher", "roles/run.invoker",
-                                    "roles/secretmanager.secretAccessor"},
-    "review": _BASE | _DEPLOYER | {"roles/pubsub.publisher"},   # HTTP: its callers are the reviewers
-    "review-expiry": _BASE | {"roles/pubsub.publisher", "roles/run.invoker"},
-    "validator": _JOB, "trainer": _JOB, "evaluator": _JOB,
-    "monitor": _JOB | _DEPLOYER | {"roles/pubsub.subscriber", "roles/secretmanager.secretAccessor"},
-    "predictor": _BASE | {"roles/pubsub.publisher"},
-    "function-build": {"roles/logging.logWriter", "roles/storage.objectViewer", "roles/artifactregistry.writer"},
+    "decider": _BASE | _DEPLOYER | grants("roles/pubsub.publisher", "roles/run.invoker",
+                                          "roles/secretmanager.secretAccessor"),
+    "review": _BASE | _DEPLOYER | grants("roles/pubsub.publisher"),   # HTTP: its callers are the reviewers
+    "review-expiry": _BASE | grants("roles/pubsub.publisher", "roles/run.invoker"),
+    "reconciler": _BASE | _DEPLOYER | grants("roles/pubsub.publisher", "roles/run.invoker", "roles/run.viewer",
+                                             "roles/secretmanager.secretAccessor"),
+    "validator": _JOB | grants("roles/storage.objectCreator", scope=("curated/", "quarantine/", "reports/")),
+    "trainer": _JOB | grants("roles/storage.objectCreator", scope=("models/", "reports/")),
+    "evaluator": _JOB | grants("roles/storage.objectCreator", scope=("reports/",)),
+    "monitor": _JOB | _DEPLOYER | grants("roles/pubsub.subscriber", "roles/secretmanager.secretAccessor")
+    | grants("roles/storage.objectCreator", scope=("predictions/", "labels/"))
+    | grants("roles/storage.objectUser", scope=("reports/monitoring/",)),
+    # the internet-facing predictor: reads its model and its registry record, publishes its log, nothing else
+    "predictor": grants("roles/datastore.viewer", "roles/logging.logWriter", "roles/pubsub.publisher",
+                        "roles/secretmanager.secretAccessor")
+    | grants("roles/storage.objectViewer", scope=("models/",)),
+    "function-build": grants("roles/logging.logWriter", "roles/storage.objectViewer", "roles/artifactregistry.writer"),
 }
+OBJECTS = "resource.name.startsWith(\\\"${local.objects}"
 
 
-def granted_roles(root: Path = TF) -> dict[str, set[str]]:
-    """Each Tollgate service account's roles, by evaluating every IAM grant's for_each over the topology
+def _scope(body: dict, for_each_scope) -> object:
+    """A grant's condition as a scope: the bucket prefixes it allows, or "predictor-*"."""
+    [condition] = body.get("condition") or [None]
+    if condition is None:
+        return None
+    expression = unq(condition["expression"])
+    if "local.predictor_services" in expression:
+        return "predictor-*"
+    if expression == ('${join(" || ", [for prefix in each.value : "resource.name.startsWith(\\"${local.objects}'
+                      '${prefix}\\")"])}'):
+        return for_each_scope
+    found = re.findall(r'startsWith\(\\"\$\{local\.objects\}([^"\\]+)\\"\)', expression)
+    assert found, expression
+    return tuple(found)
+
+
+def granted(root: Path = TF) -> dict[str, set]:
+    """Each Tollgate service account's grants, by evaluating every IAM grant's for_each over the topology
     (with the review webhook configured). Grants to people (var.*) and Google's agents are not ours."""
     topo = topology.load()
     kinds = {**{f: "function" for f in topo.functions}, **{j: "job" for j in topo.jobs}, "predictor": "predictor"}
@@ -321,48 +357,72 @@ def granted_roles(root: Path = TF) -> dict[str, set[str]]:
     deployers = {n for n, f in {**topo.functions, **topo.jobs}.items() if f.deploys_predictor}
     iam = locals_of(root / "environments" / "production" / "iam.tf")
     project_roles = {k: [unq(r) for r in v] for k, v in iam["project_roles"].items()}
-    # what each for_each iterates: (service account, role if the grant takes it from each.value)
+    # what each for_each iterates: (service account, role if the grant takes it from each.value, the scope
+    # of a condition built from each.value)
     for_each = {
-        "${local.project_grants}": [(sa, r) for sa, k in kinds.items() for r in project_roles[k]],
-        "${local.workloads}": [(sa, None) for sa in kinds],
-        "${local.jobs}": [(sa, None) for sa in topo.jobs],
-        "${local.publish_grants}": [(sa, None) for sa, topics in publishes.items() if topics],
-        "${toset(local.deployers)}": [(sa, None) for sa in deployers],
-        "${toset(local.webhook_users)}": [(sa, None) for sa, topics in publishes.items()
+        "${local.project_grants}": [(sa, r, None) for sa, k in kinds.items() for r in project_roles[k]],
+        "${local.workloads}": [(sa, None, None) for sa in kinds],
+        '${{for name, w in local.workloads : name => w if w.kind != "predictor"}}':
+            [(sa, None, None) for sa, k in kinds.items() if k != "predictor"],
+        "${local.jobs}": [(sa, None, None) for sa in topo.jobs],
+        "${local.writers}": [(sa, None, j.writes) for sa, j in topo.jobs.items() if j.writes],
+        "${local.updaters}": [(sa, None, j.updates) for sa, j in topo.jobs.items() if j.updates],
+        "${local.publish_grants}": [(sa, None, None) for sa, topics in publishes.items() if topics],
+        "${toset(local.deployers)}": [(sa, None, None) for sa in deployers],
+        "${toset(local.webhook_users)}": [(sa, None, None) for sa, topics in publishes.items()
                                           if {"review-requested", "alerts"} & set(topics)],
-        "${local.subscriptions}": [(s.reader, None) for s in topo.subscriptions.values()],
+        "${local.subscriptions}": [(s.reader, None, None) for s in topo.subscriptions.values()],
     }
     # ... and the locals say what this mirrors
     assert "local.project_roles[w.kind]" in iam["project_grants"] and "w.publishes" in iam["publish_grants"]
     assert "deploys_predictor" in iam["deployers"] and '"review-requested", "alerts"' in iam["webhook_users"]
-    roles: dict[str, set[str]] = {}
+    assert "j.writes" in iam["writers"] and "j.updates" in iam["updaters"] and "watches_jobs" in iam["job_watchers"]
+    found: dict[str, set] = {}
     for path, rtype, name, body in blocks("resource", root / "environments" / "production"):
         if not rtype.endswith("_iam_member"):
             continue
-        member, role = body["member"], unq(body["role"])
+        member, role = unq(body["member"]), unq(body["role"])
         workload = re.fullmatch(r"serviceAccount:\$\{google_service_account\.workload\[each\.(key|value\.sa|value\."
-                                r"reader)\]\.email\}", unq(member))
+                                r"reader)\]\.email\}", member)
+        one = re.fullmatch(r'serviceAccount:\$\{google_service_account\.workload\["([a-z-]+)"\]\.email\}', member)
         if "google_service_account.function_build.email" in member:
-            roles.setdefault("function-build", set()).add(role)
+            found.setdefault("function-build", set()).add((role, _scope(body, None)))
+        elif one:
+            assert "for_each" not in body, (path, name)
+            found.setdefault(one.group(1), set()).add((role, _scope(body, None)))
         elif workload:
             assert body["for_each"] in for_each, (path, name, body["for_each"])
-            for sa, each_role in for_each[body["for_each"]]:
-                roles.setdefault(sa, set()).add(each_role if role == "${each.value.role}" else role)
+            for sa, each_role, each_scope in for_each[body["for_each"]]:
+                found.setdefault(sa, set()).add((each_role if role == "${each.value.role}" else role,
+                                                 _scope(body, each_scope)))
         else:   # people named in variables, or Google's service agents
             assert re.search(r"each\.value|local\.(pubsub|scheduler)_agent|data\.google_storage_project", member), \
                 (path, name, member)
     modules = {name: body for _, _, name, body in blocks("module", root / "environments" / "production")}
     assert "local.launchers[each.key]" in modules["jobs"]["launchers"]   # jobsExecutorWithOverrides, per job
+    assert "local.job_watchers" in modules["jobs"]["viewers"]            # run.viewer, per job
     for fn in topo.functions.values():
         if fn.env.get("JOB"):
-            roles[fn.name].add("roles/run.jobsExecutorWithOverrides")
+            found[fn.name].add(("roles/run.jobsExecutorWithOverrides", None))
+        if fn.watches_jobs:
+            found[fn.name].add(("roles/run.viewer", None))
         if fn.trigger_topic:   # the push subscription's token is the function's own: it invokes itself
-            roles[fn.name].add("roles/run.invoker")
-    return roles
+            found[fn.name].add(("roles/run.invoker", None))
+    return found
 
 
 def check_service_accounts(root: Path) -> None:
-    assert granted_roles(root) == SERVICE_ACCOUNT_ROLES
+    found = granted(root)
+    assert found == SERVICE_ACCOUNT_GRANTS, {sa: (found.get(sa, set()) ^ g) for sa, g in
+                                             SERVICE_ACCOUNT_GRANTS.items() if found.get(sa) != g}
+
+
+def test_no_workload_may_write_specs_or_incoming():
+    """Specs say what runs; incoming/ is the users' own: only people (the deployer) write them."""
+    for sa, held in granted().items():
+        for role, scope in held:
+            if role in ("roles/storage.objectCreator", "roles/storage.objectUser", "roles/storage.objectAdmin"):
+                assert isinstance(scope, tuple) and not any(p.startswith(("specs/", "incoming/")) for p in scope), sa
 
 
 def test_each_service_account_holds_exactly_its_allow_listed_roles():
@@ -373,9 +433,13 @@ def test_each_service_account_holds_exactly_its_allow_listed_roles():
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    ("for_each = local.jobs\n", "for_each = local.workloads\n"),                 # every workload could write
+    ("for_each = local.writers\n", "for_each = local.updaters\n"),               # another job's prefixes
     ("for_each  = toset(local.webhook_users)", "for_each  = local.workloads"),   # everyone reads the secret
     ('role     = "roles/storage.objectViewer"', 'role     = "roles/storage.objectAdmin"'),
+    ('objects}models/', 'objects}'),                                              # the predictor reads everything
+    ('predictor = ["roles/datastore.viewer"', 'predictor = ["roles/datastore.user"'),   # and writes Firestore
+    ('Create objects under ${join(", ", each.value)}"\n    expression  = join(',             # no condition at all
+     'x"\n    expression  = join(" || ", ["true"]) == join('),
 ])
 def test_the_allow_list_catches_a_widened_grant(tmp_path, old, new):
     copy = mutated_copy(tmp_path, "environments/production/iam.tf", old, new)

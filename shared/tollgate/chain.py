@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollgate import log, policy, promotion
+from tollgate import log, outbox, policy, promotion
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
 from tollgate.cloud import state as st
@@ -150,7 +150,8 @@ def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.
         return _record(cloud, state, run, spec, policy.Decision(
             policy.REVIEW, f"the champion changed {MAX_REEVALUATIONS} times while this run was evaluated; "
                            "a person should decide once it settles"), force=True)
-    if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, reevaluations=count):
-        promotion.request_reevaluation(cloud, run)
+    event = promotion.reevaluation(run)
+    if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, events=(event,), reevaluations=count):
+        outbox.publish(cloud, state, [event])
         log.info("champion changed during evaluation; re-evaluating", run_id=run["run_id"])
     return "reevaluate"

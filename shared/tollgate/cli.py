@@ -123,6 +123,7 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "drift": (run.get("drift") or {}).get("verdict"),
         "source": run.get("source"), "quarantine": run.get("quarantine"), "error": run.get("error"),
         "deployment": run.get("deployment"), "review": run.get("review"), "decided_by": run.get("decided_by"),
+        "recoveries": run.get("recoveries") or [],
         "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
     }
 
@@ -320,7 +321,13 @@ def _print_run(run: dict[str, Any]) -> None:
                       + (f": {deployment['error']} (the decider retries it)"
                          if deployment.get("error") and deployment["status"] == "failed" else ""))
     if s.get("error"):
-        table.add_row("error", f"{s['error'].get('stage')}: {s['error'].get('message')}")
+        table.add_row("error", f"{s['error'].get('stage')}: {s['error'].get('message')}"
+                      + (f" (execution {s['error']['execution'].rsplit('/', 1)[-1]})"
+                         if s["error"].get("execution") else ""))
+    for r in s.get("recoveries") or []:
+        what = f"the {r['job']} step" if r.get("job") else f"the run waiting in {r.get('waiting')}"
+        table.add_row("recovered", f"{_when(r.get('at'))} UTC by the {r.get('by', 'reconciler')}: {r.get('action')} "
+                                   f"{what}, because {r.get('why')}")
     source = s.get("source") or {}
     if source.get("kind") == "retrain":
         table.add_row("source", f"retraining requested by the {source.get('requested_by')}: {source.get('reason')}")
@@ -770,6 +777,35 @@ def rollback_cmd(obj: Ctx, dataset: str, to_version: int | None, reason: str, ac
     Safe to repeat: right after a rollback, running it again finishes a deployment left half-done
     instead of going further back (name a version with --to for that)."""
     _move(obj, dataset, "rollback", actor, reason, to_version, as_json)
+
+
+@main.command("reconcile")
+@click.option("--grace", type=float, default=None, show_default="300, as scheduled",
+              help="Seconds a run may wait, or a deployment stay pending, before it counts as stranded.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def reconcile_cmd(obj: Ctx, grace: float | None, as_json: bool) -> None:
+    """One reconciler pass now (what the scheduled `reconcile-tick` runs every 5 minutes): publish outbox events,
+    relaunch or fail runs whose job execution failed, vanished or outlived its timeout, re-deliver lost events,
+    finish deployments left pending."""
+    from tollgate import reconciler
+
+    with console.status("comparing what Firestore says is in flight with what Cloud Run runs"):
+        report = reconciler.run(obj.cloud, obj.state, grace=reconciler.GRACE if grace is None
+                                else dt.timedelta(seconds=grace))
+    if as_json:
+        _dump(report)
+        return
+    out.print(f"outbox: {len(report['outbox'])} event(s) published" + (
+        f" ({', '.join(report['outbox'])})" if report["outbox"] else ""))
+    for r in report["runs"]:
+        out.print(f"run {r['run_id']}: [bold]{r['action']}[/] ({r.get('job') or r.get('waiting')}): {r.get('why')}",
+                  highlight=False)
+    for d in report["deployments"]:
+        out.print(f"dataset {d['dataset']}: [bold]{d['action']}[/]" + (f": {d['why']}" if d.get("why") else ""),
+                  highlight=False)
+    if not report["runs"] and not report["deployments"]:
+        out.print("nothing stranded")
 
 
 @main.command()

@@ -1,9 +1,15 @@
 """The chain's jobs: validate, train and evaluate one run (RUN_ID), each a Cloud Run job.
 
 Each job wires pure logic (validation, training, evaluation) to the adapters, and imports only what
-its step needs (scikit-learn is not loaded to validate): a job's cold start is paid on every run. A job that finds
-its work already done re-publishes its event, so a crash between "state written" and "event
-published" heals on retry.
+its step needs (scikit-learn is not loaded to validate): a job's cold start is paid on every run. A job's
+transition and the event that must follow it are written in one transaction (the outbox); the job then
+publishes the event, and if it is killed first the reconciler does. A job that finds its work already
+done re-publishes its event.
+
+Failures: a permanent one (the step cannot succeed whatever we retry: a model outside the allow-list, a
+batch that does not match its hash) marks the run failed at once; any other leaves the run to the job's
+next attempt (``max_retries`` in topology.yaml), and the last attempt marks it failed. A job killed
+outright (out of memory, SIGKILL) cannot mark anything: the reconciler finds its failed execution.
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from tollgate import artifacts, drift, log, reports, validation
+from tollgate import artifacts, drift, log, outbox, reports, validation
 from tollgate import spec as specs
 from tollgate.chain import StepFailed
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 from tollgate.events import envelope
+
+# Errors no retry can fix: the run is failed at once.
+PERMANENT = (StepFailed, artifacts.ArtifactError, specs.SpecError)
 
 
 # status while a job runs → (the event it publishes, the status once it is done)
@@ -44,7 +54,7 @@ def _open(cloud: Cloud, state: st.State, run_id: str, running: str) -> dict[str,
         return run
     topic, done = _STEPS[running]
     if run["status"] in st.ORDER and st.ORDER.index(run["status"]) >= st.ORDER.index(done):
-        cloud.publish(topic, envelope(topic, run_id=run_id, dataset=run["dataset"]))
+        cloud.publish(topic, envelope(topic, run_id=run_id, dataset=run["dataset"]))   # consumers are idempotent
         log.info("step already done; event re-published", run_id=run_id, topic=topic)
     else:
         log.info("not this job's turn; nothing to do", run_id=run_id, status=run["status"])
@@ -100,10 +110,11 @@ def validate(cloud: Cloud, state: st.State, run_id: str) -> str:
     if times.get("count"):
         curated.update(time_min=float(times["min"]), time_max=float(times["max"]))
     state.add_batch(spec.name, run_id, curated)
-    state.transition(run_id, (st.VALIDATING,), st.VALIDATED, curated=curated, validation=_compact(summary),
-                     message=result.message, drift=drift_verdict)
-    cloud.publish("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name, curated=curated,
-                                             drift=drift_verdict["verdict"]))
+    event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
+                                                    curated=curated, drift=drift_verdict["verdict"]))
+    if state.transition(run_id, (st.VALIDATING,), st.VALIDATED, events=(event,), curated=curated,
+                        validation=_compact(summary), message=result.message, drift=drift_verdict):
+        outbox.publish(cloud, state, [event])
     log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped,
              drift=drift_verdict["verdict"])
     return "validated"
@@ -186,41 +197,78 @@ def train(cloud: Cloud, state: st.State, run_id: str, task: int = 0, tasks: int 
     model = training.fit(train_df, spec, params)
     fit_seconds = time.monotonic() - fit_started
     blob = artifacts.dumps(model)
-    digest = artifacts.sha256(blob)
+    try:
+        artifacts.check(blob)   # the loaders would refuse it: say so now, not at the evaluator
+    except artifacts.ArtifactError as exc:
+        raise StepFailed(f"the trained {spec.estimator} model cannot be served: {exc} (model.params "
+                         f"{params} give a model outside the allow-list)") from exc
     prof = drift.profile(train_df, spec, seed=spec.training_seed)
     import sklearn
+    import skops
+
+    # Artifacts first, then the record: a crash at any point leaves no version or a whole one, and a retry
+    # converges on the same number (reserved for this run) and the same files.
+    version = state.reserve_version(spec.name, run_id)
+    blob = _write_or_adopt(cloud, artifact_object(spec.name, version), blob)
+    artifacts.check(blob)   # adopted bytes too
+    _write_or_adopt(cloud, f"models/{spec.name}/{version}/profile.json",
+                    orjson.dumps(prof, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str),
+                    "application/json")
+    digest = artifacts.sha256(blob)
 
     def record(version: int) -> dict[str, Any]:
         return {
-            "artifact": f"gs://{cloud.settings.bucket}/models/{spec.name}/{version}/model.skops",
+            "artifact": f"gs://{cloud.settings.bucket}/{artifact_object(spec.name, version)}",
             "sha256": digest, "estimator": spec.estimator, "params": params, "search": search, "metrics": metrics,
             "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
             "features": list(spec.features), "target": spec.target,
             "training_window": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window],
             "train_rows": int(len(train_df)), "holdout_rows": int(len(holdout)),
             "code_version": cloud.settings.code_version,
-            "libraries": {"scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
+            "libraries": {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "pandas": pd.__version__,
+                          "numpy": np.__version__},
             "fit_seconds": round(fit_seconds, 3), "seconds": round(time.monotonic() - started, 3),
         }
 
-    version = state.register_version(spec.name, run_id, record)
-    cloud.write_once(f"models/{spec.name}/{version}/model.skops", blob)
-    cloud.write_json_once(f"models/{spec.name}/{version}/profile.json", prof)
-    state.transition(run_id, (st.TRAINING,), st.TRAINED, challenger_version=version)
-    cloud.publish("model-trained", envelope("model-trained", run_id=run_id, dataset=spec.name, version=version))
+    state.register_version(spec.name, run_id, record)
+    event = outbox.Event("model-trained", envelope("model-trained", run_id=run_id, dataset=spec.name,
+                                                   version=version))
+    if state.transition(run_id, (st.TRAINING,), st.TRAINED, events=(event,), challenger_version=version):
+        outbox.publish(cloud, state, [event])
     log.info("challenger trained", run_id=run_id, version=version, train_rows=len(train_df),
              seconds=round(fit_seconds, 2), params=params)
     return "trained"
 
 
+def artifact_object(dataset: str, version: int) -> str:
+    """Where a version's model lives; the only object any loader reads for it."""
+    return f"models/{dataset}/{int(version)}/model.skops"
+
+
+def _write_or_adopt(cloud: Cloud, name: str, data: bytes, content_type: str = "application/octet-stream") -> bytes:
+    """Write an artifact of the run's reserved version once; if an earlier attempt of this run wrote it (and
+    crashed before registering), keep those bytes: skops files are not byte-for-byte reproducible, and only
+    this run's trainer may write under its reserved version."""
+    try:
+        cloud.write_once(name, data, content_type)
+        return data
+    except FileExistsError:
+        log.info("artifact written by an earlier attempt; adopting it", object=name)
+        return cloud.read_bytes(name)
+
+
 def load_model(cloud: Cloud, state: st.State, dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
-    """A registered model, hash-checked against its registry record before it is deserialised."""
+    """A registered model, read only from ``models/<dataset>/<version>/model.skops``, hash-checked against
+    its registry record and every node allow-listed before it is deserialised (artifacts.loads)."""
     record = state.get_version(dataset, version)
     if record is None:
         raise StepFailed(f"model {dataset} v{version} is not registered")
-    prefix = f"gs://{cloud.settings.bucket}/"
-    data = cloud.read_bytes(record["artifact"].removeprefix(prefix))
-    return artifacts.loads(data, record["sha256"]), record
+    name = artifact_object(dataset, version)
+    if record.get("artifact") != f"gs://{cloud.settings.bucket}/{name}":
+        raise artifacts.ArtifactError(f"the registry record of {dataset} v{version} names the artifact "
+                                      f"{record.get('artifact')!r}; Tollgate loads a version only from "
+                                      f"gs://{cloud.settings.bucket}/{name}")
+    return artifacts.loads(cloud.read_bytes(name), record["sha256"]), record
 
 
 def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
@@ -252,28 +300,45 @@ def evaluate(cloud: Cloud, state: st.State, run_id: str) -> str:
     cloud.write_json_once(f"{name}.json", report)
     cloud.write_once(f"{name}.html", reports.evaluation_html(report, y, scored, champion_scored).encode(),
                      "text/html; charset=utf-8")
-    state.transition(run_id, (st.EVALUATING,), st.EVALUATED, evaluation=result,
-                     evaluated_against=champion_version)
-    cloud.publish("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
+    event = outbox.Event("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
+    if state.transition(run_id, (st.EVALUATING,), st.EVALUATED, events=(event,), evaluation=result,
+                        evaluated_against=champion_version):
+        outbox.publish(cloud, state, [event])
     log.info("models evaluated", run_id=run_id, challenger=challenger_version, champion=champion_version,
              metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric))
     return "evaluated"
 
 
-def mark_failed(state: st.State, run_id: str, stage: str, message: str) -> None:
-    """A job gave up: the run ends as failed, with the stage and a message a person can act on."""
-    state.transition(run_id, (st.VALIDATING, st.TRAINING, st.EVALUATING), st.FAILED,
-                     error={"stage": stage, "message": message[:2000]})
+def mark_failed(state: st.State, run_id: str, stage: str, message: str, **detail: Any) -> bool:
+    """A step gave up: the run ends as failed, with the step and a message a person can act on."""
+    return state.transition(run_id, (st.VALIDATING, st.TRAINING, st.EVALUATING), st.FAILED,
+                            error={"stage": stage, "message": message[:2000], **detail})
+
+
+class Interrupted(Exception):
+    """Cloud Run sent SIGTERM (the task's timeout, or the execution was cancelled)."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted("the task was stopped by SIGTERM (its timeout passed, or the execution was cancelled)")
 
 
 def job_main(step: str) -> None:
-    """``__main__`` of a job: read the environment, run one step, exit non-zero on failure."""
+    """``__main__`` of a job: read the environment, run one step, exit non-zero on failure.
+
+    ``TOLLGATE_MAX_ATTEMPTS`` (the job's ``max_retries`` + 1, from topology.yaml in both worlds) says which
+    attempt is the last: only that one marks the run failed after a temporary error; a permanent error
+    marks it failed at once. SIGTERM is an error like any other."""
+    import signal
     import sys
     import traceback
 
     from tollgate.settings import Settings
 
+    signal.signal(signal.SIGTERM, _interrupt)
     run_id = os.environ.get("RUN_ID", "")
+    attempt = int(os.environ.get("CLOUD_RUN_TASK_ATTEMPT", "0"))
+    attempts = int(os.environ.get("TOLLGATE_MAX_ATTEMPTS", "1"))
     try:
         if not run_id:
             raise StepFailed("RUN_ID is not set; jobs are started by the pipeline with RUN_ID in their env")
@@ -285,12 +350,19 @@ def job_main(step: str) -> None:
         else:
             outcome = {"validate": validate, "evaluate": evaluate}[step](cloud, state, run_id)
         log.info(f"{step} finished", run_id=run_id, outcome=outcome)
-    except Exception as exc:
-        log.error(f"{step} failed: {exc}", run_id=run_id, stack=traceback.format_exc())
-        attempt = int(os.environ.get("CLOUD_RUN_TASK_ATTEMPT", "0"))
-        if run_id and attempt + 1 >= int(os.environ.get("TOLLGATE_MAX_ATTEMPTS", "1")):
+    except BaseException as exc:   # noqa: BLE001 -- a job's last word, whatever ended it
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        permanent = isinstance(exc, PERMANENT)
+        last = attempt + 1 >= attempts
+        log.error(f"{step} failed: {type(exc).__name__}: {exc}", run_id=run_id, attempt=attempt + 1,
+                  attempts=attempts, permanent=permanent, stack=traceback.format_exc())
+        if run_id and (permanent or last):
             try:
-                mark_failed(st.State(Cloud(Settings.from_env()).firestore), run_id, step, str(exc))
+                execution = os.environ.get("CLOUD_RUN_EXECUTION")
+                mark_failed(st.State(Cloud(Settings.from_env()).firestore), run_id, step,
+                            f"{type(exc).__name__}: {exc}" if not permanent else str(exc),
+                            attempt=attempt + 1, attempts=attempts, **({"execution": execution} if execution else {}))
             except Exception as inner:  # the original error is what matters; say both
                 log.error(f"could not mark the run failed: {inner}", run_id=run_id)
         sys.exit(1)

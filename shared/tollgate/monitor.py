@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from tollgate import log, monitoring, promotion, stages
+from tollgate import log, monitoring, outbox, promotion, stages
 from tollgate import spec as specs
 from tollgate.chain import spec_object
 from tollgate.cloud import Cloud
@@ -207,11 +207,12 @@ def request_retraining(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, r
                if k in latest}
     state.create_run(run_id, {"dataset": spec.name, "spec": spec.raw, "spec_sha256": spec.sha256,
                               "source": {"kind": "retrain", "requested_by": ACTOR, "reason": reason}})
-    state.transition(run_id, (st.RECEIVED,), st.VALIDATED, curated=curated,
-                     message=f"retraining requested by the monitor: {reason}",
-                     drift={"verdict": "none", "message": "retraining over curated data"})
-    cloud.publish("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name, curated=curated,
-                                             drift="none"))
+    event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
+                                                    curated=curated, drift="none"))
+    if state.transition(run_id, (st.RECEIVED,), st.VALIDATED, events=(event,), curated=curated,
+                        message=f"retraining requested by the monitor: {reason}",
+                        drift={"verdict": "none", "message": "retraining over curated data"}):
+        outbox.publish(cloud, state, [event])
     log.info("retraining requested", dataset=spec.name, run_id=run_id, reason=reason)
     return run_id
 

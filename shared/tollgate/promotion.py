@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from tollgate import log, stages
+from tollgate import log, outbox, stages
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
 from tollgate.cloud import state as st
@@ -126,7 +126,10 @@ def notify_webhook(state: st.State, review: dict[str, Any], payload: dict[str, A
 
 def post_webhook(text: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Post a Slack-compatible message (text, one section block, and ``tollgate``: the payload) to the
-    configured webhook; a failure is returned and logged, never raised."""
+    configured webhook; a failure is returned and logged, never raised.
+
+    The webhook URL is a secret (Slack's carries its token in the path): a failure is recorded and logged as
+    the exception's type and the HTTP status only, never the exception's text, which names the URL."""
     import requests
 
     url = os.environ.get(WEBHOOK_ENV)
@@ -135,19 +138,25 @@ def post_webhook(text: str, payload: dict[str, Any]) -> dict[str, Any]:
     body = {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
             "tollgate": payload}
     try:
-        response = requests.post(url, json=orjson.loads(orjson.dumps(body, default=str)), timeout=5)
-        response.raise_for_status()
-        return {"status": "sent", "at": st.now()}
+        response = requests.post(url, json=orjson.loads(orjson.dumps(body, default=str)), timeout=5,
+                                 allow_redirects=False)
     except requests.RequestException as exc:
-        log.warning(f"webhook failed: {exc}", run_id=payload.get("run_id"), alert_id=payload.get("alert_id"))
-        return {"status": "failed", "error": str(exc)[:300], "at": st.now()}
+        failure: dict[str, Any] = {"status": "failed", "error": type(exc).__name__}
+    else:
+        if 200 <= response.status_code < 300:
+            return {"status": "sent", "at": st.now()}
+        failure = {"status": "failed", "error": "HTTPError", "http_status": response.status_code}
+    log.warning("webhook failed", error=failure["error"], http_status=failure.get("http_status"),
+                run_id=payload.get("run_id"), alert_id=payload.get("alert_id"))
+    return {**failure, "at": st.now()}
 
 
 # -- runs: the decider's and the reviewer's decisions -----------------------------------------
-def request_reevaluation(cloud: Cloud, run: dict[str, Any]) -> None:
-    """Send a run (already moved back to `trained`) to the evaluator again: the champion changed."""
-    cloud.publish("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
-                                            version=run.get("challenger_version")))
+def reevaluation(run: dict[str, Any]) -> outbox.Event:
+    """The event that sends a run (moved back to `trained` in the same transaction) to the evaluator again:
+    the champion changed since it was evaluated."""
+    return outbox.Event("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
+                                                  version=run.get("challenger_version")))
 
 
 def finish_run(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:
@@ -183,8 +192,9 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
     if run is None or state.get_review(run_id) is None:
         raise ReviewError(404, f"no review for run {run_id}; list pending ones with `tollgate review list`")
     spec = specs.from_dict(run["spec"])
+    event = reevaluation(run)
     outcome, _ = state.resolve_review(run_id, action, actor, reason,
-                                      canary_percent=spec.deployment.canary_percent)
+                                      canary_percent=spec.deployment.canary_percent, stale_event=event)
     review = state.get_review(run_id) or {}
     fresh = state.get_run(run_id) or run
     if outcome == "closed" and action == "approve" and review.get("status") == "approved" and \
@@ -194,7 +204,7 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
         raise ReviewError(409, f"the review of run {run_id} is already {review.get('status')} "
                                f"(by {review.get('reviewer')}: {review.get('resolution')})")
     if outcome == "stale":
-        request_reevaluation(cloud, run)
+        outbox.publish(cloud, state, [event])
         raise ReviewError(409, f"the champion changed since run {run_id} was evaluated, so approving it "
                                f"would promote on stale evidence; the run is being re-evaluated "
                                f"({review.get('resolution')})")

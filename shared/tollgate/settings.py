@@ -26,6 +26,7 @@ class Settings:
     predictor_image: str = "predictor"
     predictor_service_account: str | None = None
     predictor_min_instances: int = 0
+    feedback_key_secret: str | None = None   # Secret Manager secret of the predictors' request-id key
     code_version: str = "dev"
 
     @classmethod
@@ -49,5 +50,6 @@ class Settings:
             predictor_image=env.get("TOLLGATE_PREDICTOR_IMAGE", "predictor"),
             predictor_service_account=env.get("TOLLGATE_PREDICTOR_SA") or None,
             predictor_min_instances=int(env.get("TOLLGATE_PREDICTOR_MIN_INSTANCES") or 0),
+            feedback_key_secret=env.get("TOLLGATE_FEEDBACK_KEY_SECRET") or None,
             code_version=env.get("TOLLGATE_CODE_VERSION", "dev"),
         )

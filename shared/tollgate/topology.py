@@ -25,6 +25,7 @@ class Function:
     env: dict[str, str]
     publishes: tuple[str, ...] = ()
     deploys_predictor: bool = False
+    watches_jobs: bool = False     # reads the jobs' executions (run.viewer on each job)
 
     @property
     def http(self) -> bool:
@@ -39,6 +40,14 @@ class Job:
     publishes: tuple[str, ...]
     timeout_seconds: int
     deploys_predictor: bool = False
+    max_retries: int = 1          # Cloud Run retries of a failed task (terraform's max_retries, the local API's)
+    writes: tuple[str, ...] = ()  # bucket prefixes where it may create objects
+    updates: tuple[str, ...] = () # bucket prefixes where it may also replace them
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts a task gets: what the job reads as TOLLGATE_MAX_ATTEMPTS to know its last one."""
+        return self.max_retries + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +102,8 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                                    trigger_topic=f.get("trigger_topic"),
                                    env={k: str(v) for k, v in (f.get("env") or {}).items()},
                                    publishes=tuple(f.get("publishes") or ()),
-                                   deploys_predictor=bool(f.get("deploys_predictor", False)))
+                                   deploys_predictor=bool(f.get("deploys_predictor", False)),
+                                   watches_jobs=bool(f.get("watches_jobs", False)))
     schedules = {
         name: Schedule(name=name, schedule=str(s["schedule"]), topic=s["topic"],
                        description=str(s.get("description", "")))
@@ -102,9 +112,20 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
     jobs = {
         name: Job(name=name, source=j["source"], command=list(j["command"]),
                   publishes=_topics(j.get("publishes")), timeout_seconds=int(j.get("timeout_seconds", 600)),
-                  deploys_predictor=bool(j.get("deploys_predictor", False)))
+                  deploys_predictor=bool(j.get("deploys_predictor", False)),
+                  max_retries=int(j.get("max_retries", 1)), writes=tuple(j.get("writes") or ()),
+                  updates=tuple(j.get("updates") or ()))
         for name, j in (raw.get("jobs") or {}).items()
     }
+    for job in jobs.values():
+        for prefix in job.writes + job.updates:
+            if not prefix.endswith("/") or prefix.split("/", 1)[0] in ("specs", "incoming", ""):
+                raise TopologyError(f"job {job.name!r}: {prefix!r} is not a prefix a job may write (a folder "
+                                    "ending in /; specs/ and incoming/ belong to people)")
+    for job in jobs.values():
+        if not 0 <= job.max_retries <= 10:
+            raise TopologyError(f"job {job.name!r}: max_retries {job.max_retries} is not between 0 and 10 "
+                                "(Cloud Run's range)")
     services = {
         name: Service(name=name, source=s["source"], command=list(s["command"]),
                       health_path=s.get("health_path", "/health"), publishes=tuple(s.get("publishes") or ()))

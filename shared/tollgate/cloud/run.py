@@ -32,14 +32,45 @@ def run_job(cloud: Cloud, job: str, env: dict[str, str], task_count: int | None 
     return operation.metadata.name
 
 
-def execution_state(cloud: Cloud, execution: str) -> str:
-    """"running", "succeeded" or "failed" for an execution name."""
-    ex = cloud.executions.get_execution(name=execution)
+def _state_of(ex: Any) -> str:
     if ex.failed_count or ex.cancelled_count:
         return "failed"
     if ex.completion_time and ex.succeeded_count >= max(ex.task_count, 1):
         return "succeeded"
     return "running"
+
+
+def execution_state(cloud: Cloud, execution: str) -> str:
+    """"running", "succeeded" or "failed" for an execution name."""
+    return _state_of(cloud.executions.get_execution(name=execution))
+
+
+def describe_execution(cloud: Cloud, execution: str) -> dict[str, Any] | None:
+    """An execution's state ("running", "succeeded", "failed"), start and end (aware datetimes or None) and
+    retries so far; None when Cloud Run does not know it (deleted, or a local cloud that restarted)."""
+    try:
+        ex = cloud.executions.get_execution(name=execution)
+    except NotFound:
+        return None
+    return {"state": _state_of(ex), "started": _when(ex.start_time) or _when(ex.create_time),
+            "completed": _when(ex.completion_time), "retried": int(ex.retried_count),
+            "failed_tasks": int(ex.failed_count)}
+
+
+def job_limits(cloud: Cloud, job: str) -> tuple[float, int]:
+    """(task timeout in seconds, max retries) as the job is deployed: how long an execution may run."""
+    template = cloud.jobs.get_job(name=f"{cloud.location}/jobs/{job}").template.template
+    timeout = template.timeout.total_seconds() if hasattr(template.timeout, "total_seconds") else 600.0
+    return float(timeout or 600.0), int(template.max_retries)
+
+
+def _when(value: Any) -> Any:
+    """A proto timestamp as an aware datetime (None when unset)."""
+    import datetime as dt
+
+    if value is None or not isinstance(value, dt.datetime) or value.timestamp() <= 0:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def service_id(dataset: str) -> str:
@@ -85,8 +116,11 @@ def create_service(cloud: Cloud, dataset: str, env: dict[str, str], revision: st
     env = {"DATASET": dataset, "GOOGLE_CLOUD_PROJECT": cloud.settings.project,
            "TOLLGATE_BUCKET": cloud.settings.bucket, **env}
     probe = run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/health"), period_seconds=2, failure_threshold=60)
-    container = run_v2.Container(image=cloud.settings.predictor_image, startup_probe=probe,
-                                 env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()])
+    variables = [run_v2.EnvVar(name=k, value=v) for k, v in env.items()]
+    if cloud.settings.feedback_key_secret:   # as terraform's modules/predictor gives it (locally: inherited)
+        variables.append(run_v2.EnvVar(name="TOLLGATE_FEEDBACK_KEY", value_source=run_v2.EnvVarSource(
+            secret_key_ref=run_v2.SecretKeySelector(secret=cloud.settings.feedback_key_secret, version="latest"))))
+    container = run_v2.Container(image=cloud.settings.predictor_image, startup_probe=probe, env=variables)
     template = run_v2.RevisionTemplate(revision=revision or "", containers=[container], scaling=run_v2.RevisionScaling(
         min_instance_count=cloud.settings.predictor_min_instances if pinned else 0))
     if cloud.settings.predictor_service_account:

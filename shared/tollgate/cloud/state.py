@@ -9,6 +9,7 @@ event changes nothing and two concurrent writers cannot both win.
     datasets/{dataset}/ledger/{entry}      append-only: decisions, review outcomes, canary moves, rollbacks
     reviews/{run_id}                       human reviews: pending → approved | rejected | expired | stale
     rejected_events/{message_id}           malformed events, recorded and acknowledged
+    outbox/{id}                            events written with the transaction they follow, until published
     monitoring/{dataset}                   cool-downs: last retraining request, last alert per version and kind
     monitoring/{dataset}/windows/{end}     the monitor's time series: one window per tick
     alerts/{alert_id}                      monitoring alerts (also published to the `alerts` topic)
@@ -23,6 +24,7 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 
 from tollgate import stages
+from tollgate.outbox import Event
 
 # Run statuses, in order. Terminal ones end a run.
 RECEIVED, VALIDATING, VALIDATED = "received", "validating", "validated"
@@ -62,8 +64,11 @@ class State:
         snap = self.run_ref(run_id).get()
         return snap.to_dict() if snap.exists else None
 
-    def transition(self, run_id: str, expect: tuple[str, ...], to: str, **fields: Any) -> bool:
-        """Move a run from one of ``expect`` to ``to``; False (nothing written) from any other status."""
+    def transition(self, run_id: str, expect: tuple[str, ...], to: str, *, events: tuple[Event, ...] = (),
+                   note: dict[str, Any] | None = None, **fields: Any) -> bool:
+        """Move a run from one of ``expect`` to ``to``; False (nothing written) from any other status.
+        ``events`` go into the outbox in the same transaction (the caller then publishes them: outbox.py);
+        ``note`` goes on the history entry (e.g. why the reconciler moved the run)."""
         ref = self.run_ref(run_id)
 
         @firestore.transactional
@@ -72,11 +77,29 @@ class State:
             if not snap.exists or snap.get("status") not in expect:
                 return False
             at = now()
+            self._outbox(tx, events, at)
             tx.update(ref, {**fields, "status": to, "updated_at": at,
-                            "history": firestore.ArrayUnion([{"status": to, "at": at}])})
+                            "history": firestore.ArrayUnion([{"status": to, "at": at, **(note or {})}])})
             return True
 
         return apply(self._transaction())
+
+    # -- the outbox (outbox.py) -------------------------------------------------------------
+    def _outbox(self, tx: firestore.Transaction, events: tuple[Event, ...] | list[Event], at: dt.datetime) -> None:
+        for event in events:
+            tx.create(self.db.collection("outbox").document(event.id),
+                      {"topic": event.topic, "payload": event.payload, "attributes": event.attributes,
+                       "run_id": event.payload.get("run_id"), "created_at": at})
+
+    def outbox(self, before: dt.datetime) -> list[Event]:
+        """Events written before ``before`` and not published yet, oldest first."""
+        found = [(d.get("created_at"), Event(d.get("topic"), d.get("payload"), d.get("attributes") or {}, d.id))
+                 for d in self.db.collection("outbox").where(
+                     filter=firestore.FieldFilter("created_at", "<", before)).stream()]
+        return [event for _, event in sorted(found, key=lambda pair: pair[0])]
+
+    def outbox_done(self, event_id: str) -> None:
+        self.db.collection("outbox").document(event_id).delete()
 
     def search_task_done(self, run_id: str, task: int, tasks: int) -> bool:
         """Record that search task ``task`` of ``tasks`` has written its results; True for exactly one
@@ -100,6 +123,36 @@ class State:
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Record facts that do not change the status (execution names, deployment progress)."""
         self.run_ref(run_id).update({**fields, "updated_at": now()})
+
+    def runs_in(self, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every run in one of ``statuses`` (the reconciler's in-flight runs: few at any time)."""
+        query = self.db.collection("runs").where(filter=firestore.FieldFilter("status", "in", list(statuses)))
+        return [d.to_dict() for d in query.stream()]
+
+    def recover_run(self, run_id: str, status: str, seen: dict[str, Any], to: str, recovery: dict[str, Any],
+                    events: tuple[Event, ...] = (), **fields: Any) -> bool:
+        """The reconciler's move: only if the run is still as it was judged (same status, same execution of
+        the step, same last update), so two reconcilers, or a reconciler and a late job, never both act."""
+        ref = self.run_ref(run_id)
+
+        @firestore.transactional
+        def apply(tx: firestore.Transaction) -> bool:
+            snap = ref.get(transaction=tx)
+            run = snap.to_dict() or {}
+            if not snap.exists or run.get("status") != status or run.get("updated_at") != seen.get("updated_at") \
+                    or (run.get("executions") or {}) != (seen.get("executions") or {}):
+                return False
+            at = now()
+            self._outbox(tx, events, at)
+            entry = {**recovery, "at": at, "by": "reconciler"}
+            changes = {**fields, "updated_at": at, "recoveries": firestore.ArrayUnion([entry])}
+            if to != status:
+                changes.update(status=to, history=firestore.ArrayUnion([{"status": to, "at": at,
+                                                                          "by": "reconciler"}]))
+            tx.update(ref, changes)
+            return True
+
+        return apply(self._transaction())
 
     def list_runs(self, limit: int = 20, dataset: str | None = None) -> list[dict[str, Any]]:
         query = self.db.collection("runs")
@@ -133,30 +186,43 @@ class State:
     def list_versions(self, dataset: str) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.dataset_ref(dataset).collection("versions").order_by("version").stream()]
 
-    def register_version(self, dataset: str, run_id: str, make_record: Callable[[int], dict[str, Any]]) -> int:
-        """Allocate the next version number and create its immutable record, in one transaction.
-
-        Idempotent per run: a retried trainer gets the version its run already registered.
-        Concurrent registrations get distinct, consecutive numbers.
-        """
+    def reserve_version(self, dataset: str, run_id: str) -> int:
+        """The version number of the run's challenger, allocated once per run in one transaction before any
+        artifact is written: concurrent trainings get distinct, consecutive numbers and a retried trainer
+        gets its run's number again. A run that never registers (it failed for good) leaves its number
+        unused."""
         ds_ref, run_ref = self.dataset_ref(dataset), self.run_ref(run_id)
 
         @firestore.transactional
         def apply(tx: firestore.Transaction) -> int:
             run = run_ref.get(transaction=tx)
             ds = ds_ref.get(transaction=tx)
-            if run.exists and run.to_dict().get("challenger_version"):
-                return int(run.get("challenger_version"))
+            reserved = (run.to_dict() or {}).get("reserved_version") if run.exists else None
+            if reserved:
+                return int(reserved)
             version = int((ds.to_dict() or {}).get("next_version", 1)) if ds.exists else 1
             tx.set(ds_ref, {"next_version": version + 1, "updated_at": now()}, merge=True)
-            tx.create(self.version_ref(dataset, version),
-                      {**make_record(version), "version": version, "dataset": dataset, "run_id": run_id,
-                       "registered_at": now()})
             if run.exists:
-                tx.update(run_ref, {"challenger_version": version, "updated_at": now()})
+                tx.update(run_ref, {"reserved_version": version, "updated_at": now()})
             return version
 
         return apply(self._transaction())
+
+    def register_version(self, dataset: str, run_id: str, make_record: Callable[[int], dict[str, Any]]) -> int:
+        """Create the immutable record of the run's (reserved) version; its artifacts are written already.
+
+        Idempotent per run: a retried trainer finds its record and gets its version again.
+        """
+        version = self.reserve_version(dataset, run_id)
+        try:
+            self.version_ref(dataset, version).create(
+                {**make_record(version), "version": version, "dataset": dataset, "run_id": run_id,
+                 "registered_at": now()})
+        except AlreadyExists:
+            pass
+        if self.get_run(run_id) is not None:
+            self.update_run(run_id, challenger_version=version)
+        return version
 
     def add_batch(self, dataset: str, run_id: str, curated: dict[str, Any]) -> None:
         """Register a curated batch for training windows (content-addressed: once per content)."""
@@ -241,13 +307,14 @@ class State:
 
         return apply(self._transaction())
 
-    def resolve_review(self, run_id: str, action: str, actor: str, reason: str, *,
-                       canary_percent: int = 0) -> tuple[str, dict[str, Any] | None]:
+    def resolve_review(self, run_id: str, action: str, actor: str, reason: str, *, canary_percent: int = 0,
+                       stale_event: Event | None = None) -> tuple[str, dict[str, Any] | None]:
         """Approve, reject or expire a pending review, in one transaction.
 
         "approved" promotes the challenger through the same pointer move as an automatic promotion,
         only if the champion is still the one it was judged against; otherwise the review is closed
-        as "stale" and the run goes back to be re-evaluated (the caller publishes that). A review past
+        as "stale" and the run goes back to be re-evaluated (``stale_event``, written to the outbox; the
+        caller publishes it). A review past
         its deadline can only expire. Returns (outcome, ledger entry or None): outcome is "approved",
         "rejected", "expired", "stale", "closed" (not pending any more) or "unknown".
         """
@@ -278,6 +345,7 @@ class State:
                                                      f"v{champion}; the run is re-evaluated"})
                 tx.update(run_ref, {"status": TRAINED, "review.status": "stale", "updated_at": at,
                                     "history": firestore.ArrayUnion([{"status": TRAINED, "at": at}])})
+                self._outbox(tx, [stale_event] if stale_event else [], at)   # back to the evaluator
                 return "stale", None
             after = current
             run_fields: dict[str, Any] = {"review.status": outcome, "review.reviewer": actor_,

@@ -9,11 +9,12 @@ locals {
     { predictor = { kind = "predictor", publishes = try(local.topology.services.predictor.publishes, []) } },
   )
 
-  # Firestore has no finer IAM than the project: runs, registry and ledger are read and written there.
+  # Firestore has no finer IAM than the project: runs, registry and ledger are read and written there. The
+  # internet-facing predictor only reads its model's registry record: read-only.
   project_roles = {
     function  = ["roles/datastore.user", "roles/logging.logWriter"]
     job       = ["roles/datastore.user", "roles/logging.logWriter"]
-    predictor = ["roles/datastore.user", "roles/logging.logWriter"]
+    predictor = ["roles/datastore.viewer", "roles/logging.logWriter"]
   }
   project_grants = merge([
     for name, w in local.workloads : { for role in local.project_roles[w.kind] : "${name} ${role}" => { sa = name, role = role } }
@@ -25,7 +26,9 @@ locals {
 
   deployers = concat([for name, f in local.functions : name if try(f.deploys_predictor, false)],
   [for name, j in local.jobs : name if try(j.deploys_predictor, false)])
-  launchers = { for job in keys(local.jobs) : job => [for name, f in local.functions : name if try(f.env.JOB, "") == job] }
+  # Functions that read the jobs' executions (the reconciler): run.viewer on each job.
+  job_watchers = [for name, f in local.functions : name if try(f.watches_jobs, false)]
+  launchers    = { for job in keys(local.jobs) : job => [for name, f in local.functions : name if try(f.env.JOB, "") == job] }
 
   # Who posts to the review webhook: the workloads that publish review requests or alerts.
   webhook_users = local.webhook ? [
@@ -52,20 +55,56 @@ resource "google_project_iam_member" "workload" {
   member   = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
 }
 
-# Everyone reads the bucket (specs, curated data, models); only jobs write, and only create:
-# artifacts are written once, nothing is overwritten or deleted.
+# The bucket, by prefix (IAM conditions on the object name). Every workload but the predictor reads it (specs,
+# curated data, models, reports; they list too); the internet-facing predictor reads models/ only. Jobs
+# create objects only under their topology `writes` (create-only: nothing is overwritten or deleted) and
+# replace them only under `updates`. Nobody but the deployer writes specs/ or incoming/.
+locals {
+  objects  = "projects/_/buckets/${local.bucket}/objects/"
+  writers  = { for name, j in local.jobs : name => j.writes if length(try(j.writes, [])) > 0 }
+  updaters = { for name, j in local.jobs : name => j.updates if length(try(j.updates, [])) > 0 }
+}
+
 resource "google_storage_bucket_iam_member" "read" {
-  for_each = local.workloads
+  for_each = { for name, w in local.workloads : name => w if w.kind != "predictor" }
   bucket   = google_storage_bucket.data.name
   role     = "roles/storage.objectViewer"
   member   = "serviceAccount:${google_service_account.workload[each.key].email}"
 }
 
+resource "google_storage_bucket_iam_member" "predictor_models" {
+  bucket = google_storage_bucket.data.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.workload["predictor"].email}"
+  condition {
+    title       = "models only"
+    description = "The predictor reads its model's artifact, nothing else"
+    expression  = "resource.name.startsWith(\"${local.objects}models/\")"
+  }
+}
+
 resource "google_storage_bucket_iam_member" "create" {
-  for_each = local.jobs
+  for_each = local.writers
   bucket   = google_storage_bucket.data.name
   role     = "roles/storage.objectCreator"
   member   = "serviceAccount:${google_service_account.workload[each.key].email}"
+  condition {
+    title       = "own prefixes only"
+    description = "Create objects under ${join(", ", each.value)}"
+    expression  = join(" || ", [for prefix in each.value : "resource.name.startsWith(\"${local.objects}${prefix}\")"])
+  }
+}
+
+resource "google_storage_bucket_iam_member" "update" {
+  for_each = local.updaters
+  bucket   = google_storage_bucket.data.name
+  role     = "roles/storage.objectUser"
+  member   = "serviceAccount:${google_service_account.workload[each.key].email}"
+  condition {
+    title       = "own updated prefixes only"
+    description = "Replace objects under ${join(", ", each.value)}"
+    expression  = join(" || ", [for prefix in each.value : "resource.name.startsWith(\"${local.objects}${prefix}\")"])
+  }
 }
 
 resource "google_pubsub_topic_iam_member" "publish" {
@@ -115,4 +154,12 @@ resource "google_secret_manager_secret_iam_member" "webhook" {
   secret_id = google_secret_manager_secret.review_webhook[0].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+# The key that signs the predictors' request ids (POST /feedback accepts labels only for ids it issued).
+resource "google_secret_manager_secret_iam_member" "feedback_key" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.feedback_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.workload["predictor"].email}"
 }

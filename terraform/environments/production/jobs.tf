@@ -1,5 +1,6 @@
 # Every topology job as a Cloud Run job, its image the Dockerfile target of the same name. Only the
-# functions whose `env.JOB` names a job may start it.
+# functions whose `env.JOB` names a job may start it; those that watch jobs (the reconciler) may read its
+# executions. TOLLGATE_MAX_ATTEMPTS tells each attempt whether it is the last (tollgate.jobs.job_main).
 
 module "jobs" {
   source   = "../../modules/job"
@@ -10,12 +11,15 @@ module "jobs" {
   name                  = each.key
   image                 = "${local.registry}/${each.key}:${var.image_tag}"
   service_account_email = google_service_account.workload[each.key].email
-  environment           = try(each.value.deploys_predictor, false) ? local.predictor_env : local.base_env
-  secret_environment    = contains(local.webhook_users, each.key) ? local.webhook_env : {}
-  timeout_seconds       = each.value.timeout_seconds
-  memory                = try(each.value.memory, "2Gi")
-  launchers             = [for f in local.launchers[each.key] : "serviceAccount:${google_service_account.workload[f].email}"]
-  labels                = var.labels
+  environment = merge(try(each.value.deploys_predictor, false) ? local.predictor_env : local.base_env,
+  { TOLLGATE_MAX_ATTEMPTS = tostring(try(each.value.max_retries, 1) + 1) })
+  secret_environment = contains(local.webhook_users, each.key) ? local.webhook_env : {}
+  timeout_seconds    = each.value.timeout_seconds
+  max_retries        = try(each.value.max_retries, 1)
+  memory             = try(each.value.memory, "2Gi")
+  launchers          = [for f in local.launchers[each.key] : "serviceAccount:${google_service_account.workload[f].email}"]
+  viewers            = [for f in local.job_watchers : "serviceAccount:${google_service_account.workload[f].email}"]
+  labels             = var.labels
 
   depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.webhook]
 }

@@ -27,6 +27,7 @@ locals {
     TOLLGATE_PREDICTOR_IMAGE         = "${local.registry}/predictor:${var.image_tag}"
     TOLLGATE_PREDICTOR_SA            = google_service_account.workload["predictor"].email
     TOLLGATE_PREDICTOR_MIN_INSTANCES = tostring(var.predictor_min_instances)
+    TOLLGATE_FEEDBACK_KEY_SECRET     = google_secret_manager_secret.feedback_key.secret_id
   })
 
   pubsub_agent    = "service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
@@ -116,4 +117,28 @@ resource "google_secret_manager_secret_version" "review_webhook" {
   count       = local.webhook ? 1 : 0
   secret      = google_secret_manager_secret.review_webhook[0].id
   secret_data = var.review_webhook_url
+}
+
+# The predictors' request-id key (TOLLGATE_FEEDBACK_KEY): random, made once, kept in Secret Manager. Every
+# revision of every predictor reads it, so a label can name a request any of them answered.
+resource "random_password" "feedback_key" {
+  length  = 48
+  special = false
+}
+
+resource "google_secret_manager_secret" "feedback_key" {
+  project   = var.project_id
+  secret_id = "tollgate-feedback-key"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "feedback_key" {
+  secret      = google_secret_manager_secret.feedback_key.id
+  secret_data = random_password.feedback_key.result
 }

@@ -15,6 +15,10 @@ terraform {
       source  = "hashicorp/archive"
       version = "2.7.1"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = "3.7.2"
+    }
   }
 }
 

@@ -56,3 +56,14 @@ resource "google_cloud_run_v2_job_iam_member" "launcher" {
   role     = "roles/run.jobsExecutorWithOverrides"
   member   = each.value
 }
+
+# Who may read the job's executions (the reconciler: has an execution failed, vanished, outlived its timeout?).
+resource "google_cloud_run_v2_job_iam_member" "viewer" {
+  for_each = toset(var.viewers)
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_job.job.name
+  role     = "roles/run.viewer"
+  member   = each.value
+}

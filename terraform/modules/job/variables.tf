@@ -45,9 +45,13 @@ variable "timeout_seconds" {
 }
 
 variable "max_retries" {
-  description = "Retries of a failed task; steps are idempotent, so a retry is safe."
+  description = "Retries of a failed task (topology `max_retries`); steps are idempotent, so a retry is safe."
   type        = number
   default     = 1
+  validation {
+    condition     = var.max_retries >= 0 && var.max_retries <= 10
+    error_message = "Cloud Run retries a task 0 to 10 times."
+  }
 }
 
 variable "memory" {
@@ -72,4 +76,10 @@ variable "labels" {
   description = "Labels for the job."
   type        = map(string)
   default     = {}
+}
+
+variable "viewers" {
+  description = "Members that may read the job's executions (the reconciler)."
+  type        = list(string)
+  default     = []
 }

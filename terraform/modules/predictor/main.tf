@@ -47,6 +47,18 @@ resource "google_cloud_run_v2_service" "predictor" {
           value = env.value
         }
       }
+      dynamic "env" {
+        for_each = var.secret_environment
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
 
       # Ready once the model is loaded and hash-checked (up to 2 minutes for a large forest).
       startup_probe {

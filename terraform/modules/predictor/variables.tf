@@ -38,6 +38,12 @@ variable "environment" {
   default     = {}
 }
 
+variable "secret_environment" {
+  description = "Environment variables read from Secret Manager at start: name => secret id (latest version); promotions keep them."
+  type        = map(string)
+  default     = {}
+}
+
 variable "ingress" {
   description = "Who can reach the service over the network; IAM (run.invoker) decides who may call it."
   type        = string
