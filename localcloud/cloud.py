@@ -255,8 +255,8 @@ class LocalCloud:
             self.attach()
             self.echo("part of the local cloud had stopped; restarting it (data is kept)")
             self.down(export=False)
-        check_prerequisites()
         self.specs()   # a spec that would be refused later stops `up` before anything starts
+        check_prerequisites()
         self.home.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
         self.ports = self._allocate_ports(saved.get("ports", {}))

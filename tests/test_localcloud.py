@@ -42,3 +42,22 @@ def test_every_part_gets_its_own_port_even_from_a_state_that_repeats_one(tmp_pat
     assert ports["pubsub"] == stale["pubsub"]                       # kept while free: URLs survive a restart
     assert sorted(ports[k] == repeated for k in functions[-2:]) == [False, True]
     assert len({lc.free_port() for _ in range(500)}) == 500         # never the same port twice in a process
+
+
+def test_up_refuses_a_spec_it_would_refuse_later_before_starting_anything(tmp_path):
+    import yaml
+
+    from localcloud.cloud import ROOT
+
+    specs_dir = tmp_path / "datasets"
+    specs_dir.mkdir()
+    raw = yaml.safe_load((ROOT / "datasets" / "chicago_taxi.yaml").read_text())
+    raw["rules"][0]["expr"] = "fare.apply(print) == 1"
+    (specs_dir / "chicago_taxi.yaml").write_text(yaml.safe_dump(raw))
+    local = lc.LocalCloud(tmp_path / "home", specs_dir=specs_dir, echo=lambda m: None)
+    with pytest.raises(lc.LocalCloudError, match=r"chicago_taxi.yaml: spec chicago_taxi: rules\[0\]"):
+        local.up()
+    assert local.parts == {}
+    (specs_dir / "chicago_taxi.yaml").write_text(yaml.safe_dump({**raw, "rules": [], "name": "taxi"}))
+    with pytest.raises(lc.LocalCloudError, match="the spec is named 'taxi'; name the file taxi.yaml"):
+        local.specs()
