@@ -788,8 +788,9 @@ def reconcile_cmd(obj: Ctx, grace: float | None, as_json: bool) -> None:
     """One reconciler pass now (what the scheduled `reconcile-tick` runs every 5 minutes): publish outbox events,
     relaunch or fail runs whose job execution failed, vanished or outlived its timeout, re-deliver lost events,
     finish deployments left pending."""
-    from tollgate import reconciler
+    from tollgate import log, reconciler
 
+    log.configure(stream=sys.stderr, min_severity="ERROR")   # what it repaired is printed below, once
     with console.status("comparing what Firestore says is in flight with what Cloud Run runs"):
         report = reconciler.run(obj.cloud, obj.state, grace=reconciler.GRACE if grace is None
                                 else dt.timedelta(seconds=grace))
