@@ -147,7 +147,7 @@ def test_canary_split_abort_promote_and_rollback(local_cloud, cloud, taxi, taxi_
     split = served_versions(url, 1000)
     assert set(split) == {1, 2} and 70 <= split[2] <= 130, split   # 10% ± 3% of 1,000 requests
     models = json.loads(tollgate(local_cloud, "models", dataset, "--json").stdout)
-    assert {m["version"]: m["stage"] for m in models} == {1: "champion", 2: "canary"}
+    assert {m["version"]: m["role"] for m in models} == {1: "champion", 2: "canary"}
 
     aborted = tollgate(local_cloud, "canary", "abort", dataset, "--reason", "p99 too high", "--actor", "ana")
     assert aborted.returncode == 0, aborted.stderr

@@ -42,7 +42,7 @@ def monitor_run(local_cloud, dataset: str, cloud=None, state=None) -> dict:
     when given the cloud and state (the same function, without a CLI start-up per tick)."""
     time.sleep(2.5)   # the predictor publishes its log every second
     if cloud is not None:
-        from tollgate import monitor
+        from tollgate.jobs import monitor
 
         return monitor.run(cloud, state, [dataset])
     done = tollgate(local_cloud, "monitor", "run", "--dataset", dataset, "--json")
@@ -121,7 +121,7 @@ def test_the_log_is_stored_once_and_decay_retrains_once(local_cloud, cloud, stat
                                                        unique):
     from google.cloud import pubsub_v1
 
-    from tollgate import monitor
+    from tollgate.jobs import monitor
 
     dataset = f"taxi_decay_{unique}"
     push_spec(local_cloud, taxi_spec, tmp_path, dataset, monitoring=MONITORING)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tollgate import drift, monitoring, serving
+from tollgate import drift, monitoring, inputs
 from tollgate import spec as specs
 
 START, END = pd.Timestamp("2026-11-22T10:00:00Z"), pd.Timestamp("2026-11-22T11:00:00Z")
@@ -232,39 +232,39 @@ def test_the_monitoring_section_of_a_spec_is_checked(taxi_spec):
 
 
 def test_feedback_bodies_are_checked(taxi_spec):
-    ids = serving.RequestIds(b"k" * 32)
+    ids = inputs.RequestIds(b"k" * 32)
     r1, r2 = ids.issue(), ids.issue()
-    assert serving.feedback_labels({"request_id": r1, "label": 12.5}, taxi_spec, None, ids) == [(r1, 0, 12.5)]
-    assert serving.feedback_labels({"labels": [{"request_id": r1, "row": 2, "label": 3}]}, taxi_spec, None, ids) == [
+    assert inputs.feedback_labels({"request_id": r1, "label": 12.5}, taxi_spec, None, ids) == [(r1, 0, 12.5)]
+    assert inputs.feedback_labels({"labels": [{"request_id": r1, "row": 2, "label": 3}]}, taxi_spec, None, ids) == [
         (r1, 2, 3.0)]
-    with pytest.raises(serving.BadRequest) as bad:
-        serving.feedback_labels({"labels": [{"row": -1, "label": "x"}, {"request_id": r2, "label": None}]},
+    with pytest.raises(inputs.BadRequest) as bad:
+        inputs.feedback_labels({"labels": [{"row": -1, "label": "x"}, {"request_id": r2, "label": None}]},
                                 taxi_spec, None, ids)
     assert bad.value.problems == [
         "labels[0].request_id: a non-empty string (the X-Request-Id of the prediction) is required",
         "labels[0].row: -1 is not a row index of a request (an integer from 0 to 999)",
         "labels[0].label: 'x' is not a finite number", "labels[1].label: None is not a finite number"]
-    with pytest.raises(serving.BadRequest, match="at most 2"):
-        serving.feedback_labels({"labels": [{"request_id": r1, "label": 1}] * 3}, taxi_spec, None, ids, max_labels=2)
+    with pytest.raises(inputs.BadRequest, match="at most 2"):
+        inputs.feedback_labels({"labels": [{"request_id": r1, "label": 1}] * 3}, taxi_spec, None, ids, max_labels=2)
 
 
 def test_feedback_only_for_request_ids_the_predictor_issued_with_bounded_rows_and_labels(taxi_spec):
-    ids, other = serving.RequestIds(b"k" * 32), serving.RequestIds(b"another deployment key")
+    ids, other = inputs.RequestIds(b"k" * 32), inputs.RequestIds(b"another deployment key")
     mine = ids.issue()
     nonce = mine.split(".")[0]
     forged = [other.issue(), nonce + "." + "0" * 32, "req-1", mine + "x", "a" * 200, mine.replace(".", "")]
-    with pytest.raises(serving.BadRequest) as bad:
-        serving.feedback_labels({"labels": [{"request_id": r, "label": 10.0} for r in forged]}, taxi_spec, None, ids)
+    with pytest.raises(inputs.BadRequest) as bad:
+        inputs.feedback_labels({"labels": [{"request_id": r, "label": 10.0} for r in forged]}, taxi_spec, None, ids)
     assert len(bad.value.problems) == len(forged)
     assert all("is not a request id this predictor issued" in p for p in bad.value.problems)
-    with pytest.raises(serving.BadRequest) as bad:
-        serving.feedback_labels({"labels": [{"request_id": mine, "row": 1000, "label": 10.0},
+    with pytest.raises(inputs.BadRequest) as bad:
+        inputs.feedback_labels({"labels": [{"request_id": mine, "row": 1000, "label": 10.0},
                                             {"request_id": mine, "row": 0, "label": 1e300},
                                             {"request_id": mine, "row": 0, "label": -5.0}]}, taxi_spec, None, ids)
     assert bad.value.problems == [
         "labels[0].row: 1000 is not a row index of a request (an integer from 0 to 999)",
         "labels[1].label: 1e+300 is outside the range [0, 1000] the spec declares for fare",
         "labels[2].label: -5.0 is outside the range [0, 1000] the spec declares for fare"]
-    with pytest.raises(serving.BadRequest, match=r"\{'a': 1\} is not one of the classes"):
-        serving.feedback_labels({"request_id": mine, "label": {"a": 1}},
+    with pytest.raises(inputs.BadRequest, match=r"\{'a': 1\} is not one of the classes"):
+        inputs.feedback_labels({"request_id": mine, "label": {"a": 1}},
                                 dataclasses.replace(taxi_spec, task="classification"), ["x"], ids)

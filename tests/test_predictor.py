@@ -12,7 +12,7 @@ import pytest
 from services.predictor import main as predictor
 from services.predictor.batching import MicroBatcher
 from tests.conftest import columns_of, model_dir, model_sha256
-from tests.test_serving import GOOD, tensor, v2_body
+from tests.test_inputs import GOOD, tensor, v2_body
 from tollgate import prepared
 
 

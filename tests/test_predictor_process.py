@@ -23,7 +23,7 @@ import requests
 from localcloud.cloud import free_port
 from tests.conftest import columns_of, model_sha256
 from tests.test_predictor import rows_of, taxi_model_dir  # noqa: F401 - the shared model directory fixture
-from tests.test_serving import GOOD
+from tests.test_inputs import GOOD
 from tollgate import prepared
 from tollgate.topology import ROOT
 

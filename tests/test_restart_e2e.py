@@ -45,11 +45,12 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
 
     # Lineage is listed, and an artifact altered after registration is refused by every loader.
     models = json.loads(tollgate(local_cloud, "models", dataset, "--json").stdout)
-    assert [(m["version"], m["stage"]) for m in models] == [(1, "champion")]
+    assert [(m["version"], m["role"]) for m in models] == [(1, "champion")]
     assert models[0]["cv"]["metric"] == "r2" and models[0]["cv"]["folds"] == 3 and models[0]["cv"]["score"] > 0.5
     history = json.loads(tollgate(local_cloud, "history", dataset, "--json").stdout)
     assert [(h["verdict"], h["serving_after"]) for h in history] == [("promote", {"version": 1, "canary": None})]
-    from tollgate import artifacts, jobs
+    from tollgate import artifacts, lifecycle
+    from tollgate.jobs import common
     from tollgate.cloud import Cloud
     from tollgate.cloud.state import State
     from tollgate.settings import Settings
@@ -59,7 +60,7 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     original = cloud.read_bytes(name)
     cloud.bucket.blob(name).upload_from_string(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(artifacts.ArtifactError, match="altered after registration"):
-        jobs.load_model(cloud, State(cloud.firestore), dataset, 1)
+        common.load_model(cloud, State(cloud.firestore), dataset, 1)
     from services.predictor.main import create_app
 
     predictor = create_app(dataset, 1, background=False)   # loads, fails, and never turns ready
@@ -69,4 +70,5 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     code, failed = drop(local_cloud, write_csv(taxi_period(taxi, "2015-07-01", "2016-01-01"), tmp_path / "c.csv"),
                         dataset=dataset)
     assert code == 1 and failed["status"] == "failed", failed
-    assert failed["error"]["stage"] == "evaluate" and "altered after registration" in failed["error"]["message"]
+    assert lifecycle.failed_step(failed["error"]) == "evaluator"
+    assert "altered after registration" in failed["error"]["message"]

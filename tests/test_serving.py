@@ -1,182 +1,127 @@
-"""Request checking: every problem named with its instance and field; nothing a client sends crashes it."""
+"""Serving pointers and how each action moves them (pure), the model-decided payload against its
+published JSON Schema, and "what served at time T" from a ledger."""
 
-from __future__ import annotations
+import datetime as dt
+import json
+from importlib import resources
 
-import math
-import struct
-
-import numpy as np
+import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from tollgate import serving
+from tollgate import events, serving
+from tollgate.serving import CANARY_ABORT, CANARY_PROMOTE, PROMOTE, ROLLBACK, MoveError, move, traffic
 
-GOOD = {"trip_miles": 2.5, "trip_seconds": 600, "trip_start_hour": 9, "trip_start_day": 3, "trip_start_month": 5,
-        "pickup_community_area": 8, "dropoff_community_area": 32, "pickup_latitude": 41.89,
-        "pickup_longitude": -87.63, "dropoff_latitude": 41.88, "dropoff_longitude": -87.62,
-        "payment_type": "Cash", "company": None}
+T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def checker(taxi_spec):
-    return serving.Checker(taxi_spec, max_instances=100)
+def apply(ds, action, **kw):
+    return {**ds, **move(ds, action, **kw)}
 
 
-def problems(fn, *args):
-    with pytest.raises(serving.BadRequest) as caught:
-        fn(*args)
-    return caught.value
+def test_first_promotion_takes_all_traffic_even_with_canary_on():
+    ds = apply({}, PROMOTE, version=1, percent=10, run_id="r1", at=T0)
+    assert ds["champion_version"] == 1 and ds["previous_version"] is None and ds["canary"] is None
+    assert traffic(ds) == [(1, 100)]
 
 
-def test_good_instances_become_columns(checker, taxi_spec):
-    cols = checker.instances({"instances": [GOOD, {**GOOD, "trip_seconds": None, "company": "Flash Cab"}],
-                              "parameters": {}})
-    assert cols.numeric.shape == (2, len(taxi_spec.numeric_features))
-    assert math.isnan(cols.numeric[1, taxi_spec.numeric_features.index("trip_seconds")])
-    assert cols.categorical[taxi_spec.categorical_features.index("company")] == [None, "Flash Cab"]
+def test_promotion_without_canary_moves_champion_to_previous():
+    ds = apply({"champion_version": 1}, PROMOTE, version=2)
+    assert (ds["champion_version"], ds["previous_version"], traffic(ds)) == (2, 1, [(2, 100)])
 
 
-def test_every_problem_is_listed_with_index_and_field(checker):
-    bad = problems(checker.instances, {"instances": [
-        GOOD,
-        {**GOOD, "trip_miles": "far", "colour": "red"},
-        {k: v for k, v in GOOD.items() if k != "payment_type"},
-        {**GOOD, "trip_start_hour": 25, "pickup_latitude": float("inf")},
-        {**GOOD, "payment_type": "Bitcoin", "trip_miles": True},
-        "not an object",
-    ]})
-    assert bad.status == 400
-    text = "\n".join(bad.problems)
-    for expected in ("instances[1].trip_miles: must be a finite number, got 'far'",
-                     "instances[1].colour: unknown field", "instances[2].payment_type: required",
-                     "instances[3].trip_start_hour: 25.0 is above the maximum 23",
-                     "instances[3].pickup_latitude: must be a finite number",
-                     "instances[4].payment_type: 'Bitcoin' is not one of", "instances[4].trip_miles: must be a finite",
-                     "instances[5]: must be an object"):
-        assert expected in text, text
-    assert "instances[0]" not in text
+def test_canary_lifecycle():
+    ds = apply({"champion_version": 1}, PROMOTE, version=2, percent=10, run_id="r2")
+    assert ds["champion_version"] == 1 and traffic(ds) == [(1, 90), (2, 10)]
+    assert serving.role_of(2, ds) == "canary" and serving.role_of(1, ds) == "champion"
+    assert serving.serving_summary(ds) == {"version": 1, "canary": {"version": 2, "percent": 10}}
+    # a newer promotion replaces the running canary
+    newer = apply(ds, PROMOTE, version=3, percent=10)
+    assert traffic(newer) == [(1, 90), (3, 10)]
+    aborted = apply(ds, CANARY_ABORT)
+    assert traffic(aborted) == [(1, 100)] and aborted["champion_version"] == 1
+    promoted = apply(ds, CANARY_PROMOTE)
+    assert (promoted["champion_version"], promoted["previous_version"]) == (2, 1)
+    assert traffic(promoted) == [(2, 100)] and promoted["serving"]["run_id"] == "r2"
+    with pytest.raises(MoveError, match="no canary"):
+        move(promoted, CANARY_PROMOTE)
+    with pytest.raises(MoveError, match="no canary"):
+        move(aborted, CANARY_ABORT)
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    ([GOOD], 400, "JSON object with an `instances` list"),
-    ({"instances": GOOD}, 400, "`instances` must be a list"),
-    ({"instances": []}, 400, "no instances"),
-    ({"instances": [GOOD] * 101}, 400, "101 instances, more than the limit of 100"),
-    ({"instances": [GOOD], "parameters": 3}, 400, "`parameters` must be an object"),
-    ({"instances": [GOOD], "extra": 1}, 400, "extra: unknown top-level field"),
-])
-def test_malformed_bodies(checker, body, status, fragment):
-    bad = problems(checker.instances, body)
-    assert bad.status == status and any(fragment in p for p in bad.problems), bad.problems
+def test_rollback_is_safe_to_repeat():
+    ds = apply(apply({}, PROMOTE, version=1), PROMOTE, version=2)
+    target = serving.rollback_target(ds, None)
+    assert target == 1
+    back = apply(ds, ROLLBACK, version=target)
+    assert (back["champion_version"], back["previous_version"]) == (1, 2)
+    # repeated: the same target again, and no change at all
+    assert serving.rollback_target(back, None) == 1
+    assert move(back, ROLLBACK, version=1) == {}
+    # --to goes anywhere; a rollback also ends a canary
+    canary = apply(back, PROMOTE, version=3, percent=10)
+    assert traffic(apply(canary, ROLLBACK, version=1)) == [(1, 100)]
+    assert traffic(apply(back, ROLLBACK, version=2)) == [(2, 100)]
 
 
-def test_problems_are_capped(checker):
-    bad = problems(checker.instances, {"instances": [{"trip_miles": "x"}] * 100})
-    assert len(bad.problems) == serving.MAX_PROBLEMS + 1 and bad.problems[-1].startswith("... and ")
+def test_rollback_needs_something_to_go_back_to():
+    with pytest.raises(MoveError, match="nothing serves"):
+        move({}, ROLLBACK, version=1)
+    with pytest.raises(MoveError, match="--to VERSION"):
+        serving.rollback_target({"champion_version": 1, "previous_version": None}, None)
 
 
-def tensor(name, data, datatype=None):
-    kind = datatype or ("BYTES" if name in ("payment_type", "company") else "FP64")
-    return {"name": name, "shape": [len(data)], "datatype": kind, "data": data}
+def entry(event, at, serving, canary=None, before=None, after=None, **extra):
+    return {"kind": "decision", "event": event, "verdict": event, "ledger_id": f"id-{event}-{at.minute}",
+            "dataset": "d", "run_id": "run-1", "actor": "auto", "reason": f"because {event}", "at": at,
+            "challenger_version": after, "champion_before": before, "champion_after": serving,
+            "serving_after": {"version": serving, "canary": canary}, **extra}
 
 
-def v2_body(rows):
-    return {"inputs": [tensor(name, [row[name] for row in rows]) for name in GOOD]}
+def test_serving_at_answers_what_served_and_why():
+    t = [T0 + dt.timedelta(minutes=m) for m in range(5)]
+    ledger = [entry("promote", t[0], 1, before=None, after=1),
+              entry("keep", t[1], 1, before=1, after=2),
+              entry("promote", t[2], 1, canary={"version": 3, "percent": 10}, before=1, after=3),
+              entry("canary-promote", t[3], 3, before=1, after=3),
+              entry("rollback", t[4], 1, before=3, after=1)]
+    assert serving.serving_at(ledger, t[0] - dt.timedelta(seconds=1)) is None
+    mid = serving.serving_at(ledger, t[1] + dt.timedelta(seconds=30))
+    assert mid["serving"]["version"] == 1 and mid["since"]["event"] == "promote" and mid["since"]["at"] == t[0]
+    trial = serving.serving_at(ledger, t[2])
+    assert trial["serving"]["canary"] == {"version": 3, "percent": 10} and trial["canary_since"]["at"] == t[2]
+    assert serving.serving_at(ledger, t[3])["since"]["event"] == "canary-promote"
+    last = serving.serving_at(ledger, t[4] + dt.timedelta(days=1))
+    assert last["serving"]["version"] == 1 and last["since"]["event"] == "rollback"
 
 
-def test_v2_tensors_match_instances(checker):
-    rows = [GOOD, {**GOOD, "trip_miles": 7.0, "company": "Flash Cab"}]
-    a, b = checker.tensors(v2_body(rows)), checker.instances({"instances": rows})
-    np.testing.assert_array_equal(a.numeric, b.numeric)
-    assert a.categorical == b.categorical
+SCHEMA = json.loads(resources.files("tollgate").joinpath("schemas/model-decided.v1.json").read_text())
 
 
-def test_v2_problems(checker):
-    body = v2_body([GOOD, GOOD])
-    body["inputs"][0]["data"] = [1.0, -3.0]                    # trip_miles below its minimum
-    body["inputs"][11]["datatype"] = "FP64"                     # payment_type must be BYTES
-    body["inputs"].append(tensor("colour", ["red", "blue"]))
-    del body["inputs"][2]                                       # trip_start_hour missing
-    text = "\n".join(problems(checker.tensors, body).problems)
-    assert "payment_type): datatype must be BYTES" in text and "(colour): unknown input" in text
-    assert "`trip_start_hour` is missing" in text
-    body = v2_body([GOOD, GOOD])
-    body["inputs"][0]["data"] = [1.0, -3.0]
-    body["inputs"][1]["data"] = ["x", 1.0]
-    text = "\n".join(problems(checker.tensors, body).problems)
-    assert "instances[1].trip_miles: -3 is below the minimum 0" in text
-    assert "instances[0].trip_seconds: must be a finite number, got 'x'" in text
-    body = v2_body([GOOD, GOOD])
-    body["inputs"][0]["shape"] = [3]
-    assert "shape [3] does not match 2 values" in problems(checker.tensors, body).problems[0]
+def test_model_decided_payloads_match_the_published_schema():
+    evaluation = {"metric": "r2", "holdout_rows": 900, "challenger": {"metrics": {"r2": 0.91}},
+                  "champion": {"metrics": {"r2": 0.88}},
+                  "difference": {"improvement": 0.03, "low": 0.01, "high": 0.05, "confidence": 0.95}}
+    decision = entry("promote", T0, 2, before=1, after=2, evaluation=evaluation, drift={"verdict": "warn"})
+    deployment = {"uri": "http://x", "traffic": [{"version": 2, "percent": 100, "revision": "predictor-d-v2"}]}
+    payload = events.decided_event(decision, deployment)
+    jsonschema.validate(payload, SCHEMA, format_checker=jsonschema.FormatChecker())
+    assert payload["evaluation"]["challenger"] == 0.91 and payload["at"] == "2026-11-01T00:00:00Z"
+    review = {**entry("approved", T0, 2, before=1, after=2), "kind": "review", "verdict": "promote", "actor": "ana"}
+    jsonschema.validate(events.decided_event(review), SCHEMA)
+    rollback = {**entry("rollback", T0, 1, before=2, after=1), "run_id": None}
+    jsonschema.validate(events.decided_event(rollback), SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):   # the schema is not a rubber stamp
+        jsonschema.validate({**payload, "serving": {"version": "two", "canary": None}}, SCHEMA)
 
 
-def test_v2_binary_tensors(checker):
-    """The binary tensor extension, as tritonclient sends it by default."""
-    header, chunks = {"inputs": []}, []
-    for name, value in GOOD.items():
-        if name in ("payment_type", "company"):
-            raw = (value or "Flash Cab").encode()
-            chunk, kind = struct.pack("<I", len(raw)) + raw, "BYTES"
-        else:
-            chunk, kind = np.asarray([value], dtype="<f4").tobytes(), "FP32"
-        header["inputs"].append({"name": name, "shape": [1, 1], "datatype": kind,
-                                 "parameters": {"binary_data_size": len(chunk)}})
-        chunks.append(chunk)
-    cols = checker.tensors(header, b"".join(chunks))
-    assert cols.numeric[0, 0] == pytest.approx(2.5) and cols.categorical[1] == ["Flash Cab"]
-    assert "does not fit" in problems(checker.tensors, header, b"".join(chunks)[:-3]).problems[0]
+def test_spec_deployment_and_review_settings(taxi_spec):
+    from tollgate import spec as specs
 
-
-# -- property-based: whatever arrives, the answer is columns or a BadRequest, never a crash ----------
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                       max_size=4),
-                           max_leaves=20)
-
-
-v2_tensors = st.fixed_dictionaries(
-    {"name": st.sampled_from([*GOOD, "other"]) | json_values},
-    optional={"shape": st.lists(st.integers(-1, 3), max_size=2) | json_values,
-              "datatype": st.sampled_from(["FP64", "FP32", "INT64", "BYTES", "BOOL"]) | json_values,
-              "data": st.lists(st.none() | st.floats() | st.integers() | st.text(max_size=3), max_size=3) | json_values,
-              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-2, 9)})
-              | json_values})
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=json_values | st.fixed_dictionaries({"instances": st.lists(
-    st.fixed_dictionaries({}, optional={k: json_values for k in GOOD}), max_size=5)})
-    | st.fixed_dictionaries({"inputs": st.lists(v2_tensors, max_size=14)}), binary=st.binary(max_size=16))
-def test_any_json_is_answered(checker, body, binary):
-    for check in (checker.instances, lambda b: checker.tensors(b, binary)):
-        try:
-            cols = check(body)
-        except serving.BadRequest as exc:
-            assert exc.problems and exc.status in (400, 413)
-        else:
-            assert len(cols) >= 1 and np.isfinite(cols.numeric[~np.isnan(cols.numeric)]).all()
-
-
-def instance_strategy(spec):
-    fields = {}
-    for name in spec.features:
-        column = spec.columns[name]
-        if name in spec.numeric_features:
-            value = st.floats(min_value=column.min if column.min is not None else -1e9,
-                              max_value=column.max if column.max is not None else 1e9, allow_nan=False)
-        else:
-            value = st.sampled_from(list(column.allowed)) if column.allowed else st.text(max_size=20)
-        fields[name] = (value | st.none()) if column.nullable else value
-    return st.fixed_dictionaries(fields)
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_every_valid_instance_is_accepted(checker, taxi_spec, data):
-    rows = data.draw(st.lists(instance_strategy(taxi_spec), min_size=1, max_size=10))
-    cols = checker.instances({"instances": rows})
-    assert len(cols) == len(rows)
-    again = checker.tensors(v2_body([{**GOOD, **row} for row in rows]))
-    np.testing.assert_array_equal(again.numeric, cols.numeric)
+    assert taxi_spec.deployment.canary_percent == 0 and taxi_spec.review.expire_after_hours == 72
+    raw = {**taxi_spec.raw, "deployment": {"canary_percent": 10}, "review": {"expire_after_hours": 0.5}}
+    parsed = specs.from_dict(raw)
+    assert parsed.deployment.canary_percent == 10 and parsed.review.expire_after_hours == 0.5
+    with pytest.raises(specs.SpecError, match="canary_percent"):
+        specs.from_dict({**raw, "deployment": {"canary_percent": 100}})
+    with pytest.raises(specs.SpecError, match="expire_after_hours"):
+        specs.from_dict({**raw, "review": {"expire_after_hours": 0}})

@@ -5,8 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tollgate import stages
-from tollgate.cloud import state as st
+from tollgate import serving
+from tollgate import lifecycle
 
 pytestmark = pytest.mark.emulator
 
@@ -17,11 +17,12 @@ def test_only_one_concurrent_transition_wins(state, unique):
     assert not state.create_run(run_id, {"dataset": f"ds-{unique}"})       # duplicate notification
     # EMULATORS.md: ≤ 5 writers; at the end of a busy session 5 once ran out of the emulator's retries
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda _: state.transition(run_id, (st.RECEIVED,), st.VALIDATING), range(3)))
+        results = list(pool.map(lambda _: state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.VALIDATING),
+                                range(3)))
     assert results.count(True) == 1
     run = state.get_run(run_id)
-    assert run["status"] == st.VALIDATING
-    assert [h["status"] for h in run["history"]] == [st.RECEIVED, st.VALIDATING]
+    assert run["status"] == lifecycle.VALIDATING
+    assert [h["status"] for h in run["history"]] == [lifecycle.RECEIVED, lifecycle.VALIDATING]
 
 
 def test_two_trainings_get_distinct_consecutive_versions(state, unique):
@@ -41,7 +42,7 @@ def test_two_trainings_get_distinct_consecutive_versions(state, unique):
 def evaluated_run(state, dataset, run_id):
     state.create_run(run_id, {"dataset": dataset})
     version = state.register_version(dataset, run_id, lambda v: {})
-    state.transition(run_id, (st.RECEIVED,), st.EVALUATED)
+    state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.EVALUATED)
     return version
 
 
@@ -50,7 +51,7 @@ def test_stale_decision_is_refused(state, unique):
     evaluated_run(state, dataset, run_id)
     state.dataset_ref(dataset).set({"champion_version": 7}, merge=True)    # another run promoted meanwhile
     assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=None)[0] == "stale"
-    assert state.get_run(run_id)["status"] == st.EVALUATED
+    assert state.get_run(run_id)["status"] == lifecycle.EVALUATED
     outcome, entry = state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7)
     assert outcome == "applied" and entry["champion_before"] == 7 and entry["champion_after"] == 1
     assert state.apply_decision(run_id, dataset, "promote", "r", {}, evaluated_against=7) == ("duplicate", None)
@@ -99,7 +100,7 @@ def test_review_is_approved_once_and_only_on_fresh_evidence(state, unique):
     assert kinds == [("decision", "review"), ("decision", "review"), ("review", "approved")]
     # the second review was judged against "no champion": stale now that the first was approved
     assert state.resolve_review(second, "approve", "ana", "ok") == ("stale", None)
-    assert state.get_run(second)["status"] == st.TRAINED          # sent back to be re-evaluated
+    assert state.get_run(second)["status"] == lifecycle.TRAINED          # sent back to be re-evaluated
     assert state.get_review(second)["status"] == "stale"
 
 
@@ -124,15 +125,15 @@ def test_serving_moves_are_recorded_and_checked(state, unique):
     ds = state.get_dataset(dataset)   # v1 champion (first models take all traffic), v3 replaced v2 as canary
     assert ds["champion_version"] == 1 and ds["canary"]["version"] == 3 and ds["canary"]["percent"] == 10
     assert ds["deployment"]["traffic"] == [{"version": 1, "percent": 90}, {"version": 3, "percent": 10}]
-    outcome, entry, after = state.move_serving(dataset, stages.CANARY_PROMOTE, "ana", "canary fine")
+    outcome, entry, after = state.move_serving(dataset, serving.CANARY_PROMOTE, "ana", "canary fine")
     assert outcome == "moved" and after["champion_version"] == 3 and entry["kind"] == "canary"
-    with pytest.raises(stages.MoveError, match="no canary"):
-        state.move_serving(dataset, stages.CANARY_ABORT, "ana", "x")
-    outcome, entry, after = state.move_serving(dataset, stages.ROLLBACK, "ana", "bad latency")
+    with pytest.raises(serving.MoveError, match="no canary"):
+        state.move_serving(dataset, serving.CANARY_ABORT, "ana", "x")
+    outcome, entry, after = state.move_serving(dataset, serving.ROLLBACK, "ana", "bad latency")
     assert outcome == "moved" and after["champion_version"] == 1 and entry["serving_after"]["version"] == 1
-    assert state.move_serving(dataset, stages.ROLLBACK, "ana", "again")[0] == "unchanged"   # safe to repeat
-    with pytest.raises(stages.MoveError, match="no version 9"):
-        state.move_serving(dataset, stages.ROLLBACK, "ana", "x", version=9)
+    assert state.move_serving(dataset, serving.ROLLBACK, "ana", "again")[0] == "unchanged"   # safe to repeat
+    with pytest.raises(serving.MoveError, match="no version 9"):
+        state.move_serving(dataset, serving.ROLLBACK, "ana", "x", version=9)
     generation = state.get_dataset(dataset)["deployment"]["generation"]
     assert not state.set_deployment(dataset, generation - 1, "done")    # an older deployment never overwrites
     assert state.set_deployment(dataset, generation, "done", uri="http://x")

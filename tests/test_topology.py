@@ -41,8 +41,7 @@ def test_http_functions_and_schedules(tmp_path):
 # Where each job's code writes to the bucket (the literal start of each object name), found by reading the code:
 # terraform grants create only under the topology's `writes` (and replace under `updates`), and the local cloud
 # has no IAM to catch a write outside them, so this test does.
-JOB_OF = {"validate": "validator", "train": "trainer", "evaluate": "evaluator", "drain": "monitor",
-          "monitor_dataset": "monitor"}
+JOBS = ("validator", "trainer", "evaluator", "monitor")   # tollgate/jobs/<job>.py; common.py: their helpers
 # storage calls that create or replace an object → the position of the object name among their arguments
 WRITES = {"write_once": 0, "write_json_once": 0, "write_file_once": 0, "copy_blob": 2, "upload_from_string": None}
 
@@ -82,23 +81,25 @@ def _leading_name(node) -> str | None:
 def code_writes() -> dict[str, set[str]]:
     import ast
 
+    trees = {name: ast.parse((ROOT / "shared" / "tollgate" / "jobs" / f"{name}.py").read_text())
+             for name in (*JOBS, "common")}
+    functions = {name: [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)] for name, tree in trees.items()}
+    everything = [f for fs in functions.values() for f in fs]
+    helpers = {f"{f.name}()": _prefixes(f.body[-1].value, {}) for f in everything
+               if isinstance(f.body[-1], ast.Return) and f.body[-1].value is not None}
+    writes = dict(WRITES)
+    writers = {}   # functions that write to an object named by their caller: checked at each call
+    for function in everything:
+        params = [a.arg for a in function.args.args]
+        for node in ast.walk(function):
+            name = getattr(getattr(node, "func", None), "attr", None)
+            if isinstance(node, ast.Call) and name in writes and writes[name] is not None \
+                    and _leading_name(node.args[writes[name]]) in params:
+                writers[function.name] = params.index(_leading_name(node.args[writes[name]]))
+    writes.update(writers)
     found: dict[str, set[str]] = {}
-    for module in ("jobs", "monitor"):
-        tree = ast.parse((ROOT / "shared" / "tollgate" / f"{module}.py").read_text())
-        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
-        helpers = {f"{f.name}()": _prefixes(f.body[-1].value, {}) for f in functions
-                   if isinstance(f.body[-1], ast.Return) and f.body[-1].value is not None}
-        writes = dict(WRITES)
-        writers = {}   # functions that write to an object named by their caller: checked at each call
-        for function in functions:
-            params = [a.arg for a in function.args.args]
-            for node in ast.walk(function):
-                name = getattr(getattr(node, "func", None), "attr", None)
-                if isinstance(node, ast.Call) and name in writes and writes[name] is not None \
-                        and _leading_name(node.args[writes[name]]) in params:
-                    writers[function.name] = params.index(_leading_name(node.args[writes[name]]))
-        writes.update(writers)
-        for function in functions:
+    for module, fs in functions.items():
+        for function in fs:
             names = {k: v for k, v in helpers.items() if v}
             for node in ast.walk(function):
                 if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -106,14 +107,13 @@ def code_writes() -> dict[str, set[str]]:
             for node in ast.walk(function):
                 call = getattr(getattr(node, "func", None), "attr", None) or getattr(getattr(node, "func", None),
                                                                                       "id", None)
-                if not isinstance(node, ast.Call) or call not in writes:
-                    continue
+                if not isinstance(node, ast.Call) or call not in writes or function.name in writers:
+                    continue   # a writer helper writes where its caller says
                 target = node.func.value.args[0] if call == "upload_from_string" else node.args[writes[call]]
-                if function.name in writers:
-                    continue   # it writes where its caller says
                 prefixes = _prefixes(target, names)
-                assert prefixes, f"{module}.{function.name}: cannot tell where line {node.lineno} writes"
-                found.setdefault(JOB_OF[function.name], set()).update(prefixes)
+                assert prefixes, f"jobs/{module}.{function.name}: cannot tell where line {node.lineno} writes"
+                assert module in JOBS, f"jobs/{module}.{function.name} writes: only a job's own module may"
+                found.setdefault(module, set()).update(prefixes)
     return found
 
 

@@ -16,9 +16,10 @@ import yaml
 from tests.conftest import taxi_period, write_csv
 from tests.hostile import crafted_artifact
 from tests.test_chain_e2e import tollgate
-from tollgate import artifacts, events, jobs, training, validation
+from tollgate import artifacts, events, training, validation
+from tollgate.jobs import common
 from tollgate.cloud import run as cloudrun
-from tollgate.cloud import state as st
+from tollgate import lifecycle
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ def wait_for_run(state, run_id: str, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = state.get_run(run_id)
-        if run and run["status"] in st.TERMINAL:
+        if run and run["status"] in lifecycle.TERMINAL:
             return run
         time.sleep(0.3)
     raise AssertionError(f"run {run_id} did not end: {state.get_run(run_id)}")
@@ -71,9 +72,9 @@ def test_hostile_and_misnamed_specs_are_refused_at_push_and_at_ingest(local_clou
 def register_model(cloud, state, dataset: str, run_id: str, spec, model_bytes: bytes) -> int:
     """A version whose artifact is ``model_bytes``, registered as the trainer registers one (its sha256 right)."""
     version = state.reserve_version(dataset, run_id)
-    cloud.write_once(jobs.artifact_object(dataset, version), model_bytes)
+    cloud.write_once(common.artifact_object(dataset, version), model_bytes)
     state.register_version(dataset, run_id, lambda v: {
-        "artifact": f"gs://{cloud.settings.bucket}/{jobs.artifact_object(dataset, v)}",
+        "artifact": f"gs://{cloud.settings.bucket}/{common.artifact_object(dataset, v)}",
         "sha256": artifacts.sha256(model_bytes), "estimator": spec.estimator, "spec": spec.raw, "task": spec.task,
         "features": list(spec.features), "target": spec.target, "metrics": {}})
     return version
@@ -99,14 +100,15 @@ def trained_run(cloud, state, taxi, spec_raw: dict, unique: str, model_bytes: by
     state.add_batch(spec.name, run_id, curated)
     model_bytes = model_bytes or artifacts.dumps(training.fit(clean, spec))
     version = register_model(cloud, state, spec.name, run_id, spec, model_bytes)
-    assert state.transition(run_id, (st.RECEIVED,), st.TRAINED, curated=curated, challenger_version=version)
+    assert state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.TRAINED, curated=curated,
+                            challenger_version=version)
     return run_id
 
 
 def evaluated_run(cloud, state, taxi, taxi_spec, dataset: str, unique: str) -> str:
     """A run in `evaluated` with a first model that clears the threshold: the decider would promote it."""
     run_id = trained_run(cloud, state, taxi, {**taxi_spec.raw, "name": dataset}, unique)
-    assert state.transition(run_id, (st.TRAINED,), st.EVALUATED, evaluated_against=None, evaluation={
+    assert state.transition(run_id, (lifecycle.TRAINED,), lifecycle.EVALUATED, evaluated_against=None, evaluation={
         "metric": "r2", "challenger": {"metrics": {"r2": 0.93}, "version": 1}, "champion": None, "difference": None,
         "holdout_rows": 300})
     return run_id
@@ -118,13 +120,13 @@ def test_a_crafted_artifact_with_its_correct_hash_is_refused_by_the_evaluator_an
     dataset = f"crafted_{unique}"
     run_id = trained_run(cloud, state, taxi, {**taxi_spec.raw, "name": dataset}, unique, crafted_artifact(marker))
     record = state.get_version(dataset, 1)
-    assert record["sha256"] == artifacts.sha256(cloud.read_bytes(jobs.artifact_object(dataset, 1)))
+    assert record["sha256"] == artifacts.sha256(cloud.read_bytes(common.artifact_object(dataset, 1)))
 
     from tollgate import chain
 
     assert chain.launch(cloud, state, run_id, "evaluator") == "started"   # the evaluator job, as a process
     run = wait_for_run(state, run_id)
-    assert run["status"] == st.FAILED and run["error"]["stage"] == "evaluate"
+    assert run["status"] == lifecycle.FAILED and run["error"]["step"] == "evaluator"
     assert "outside Tollgate's allow-list" in run["error"]["message"] and "builtins.eval" in run["error"]["message"]
     assert run["error"]["attempt"] == 1   # permanent: failed at once, not retried
 
@@ -153,7 +155,7 @@ def test_the_webhook_url_never_reaches_documents_logs_or_answers(local_cloud, cl
                 f"{failing.url}/services/{token}"):                            # an HTTP error
         monkeypatch.setenv(promotion.WEBHOOK_ENV, url)
         state.review_ref(run_id).update({"webhook": {}})
-        payload = promotion.decided_event(entry)
+        payload = events.decided_event(entry)
         assert promotion.notify_webhook(state, state.get_review(run_id), payload) == "failed"
         recorded = state.get_review(run_id)["webhook"]
         assert recorded["status"] == "failed" and token not in json.dumps(recorded, default=str)

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import taxi_period
-from tollgate import drift, events, jobs
-from tollgate.cloud import state as st
+from tollgate import drift, events
+from tollgate.jobs import validator
+from tollgate import lifecycle
 
 pytestmark = pytest.mark.emulator
 
@@ -39,7 +40,7 @@ def start_run(cloud, state, spec_raw: dict, name: str, content: bytes) -> str:
     state.create_run(run_id, {"dataset": spec_raw["name"], "spec": spec_raw,
                               "source": {"bucket": cloud.settings.bucket, "object": obj,
                                          "generation": blob.generation}})
-    assert state.transition(run_id, (st.RECEIVED,), st.VALIDATING)
+    assert state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.VALIDATING)
     return run_id
 
 
@@ -75,7 +76,7 @@ def test_each_bad_input_is_quarantined_with_its_reason(cloud, state, dataset, ta
     run_id = start_run(cloud, state, dataset, f"{reason}.csv", content)
     before = cloud.bucket.get_blob(f"direct/{dataset['name']}/{reason}.csv")
 
-    assert jobs.validate(cloud, state, run_id) == "rejected"
+    assert validator.run(cloud, state, run_id) == "rejected"
 
     run = state.get_run(run_id)
     assert (run["status"], run["reason"]) == ("rejected", reason)
@@ -99,7 +100,7 @@ def test_a_valid_batch_is_curated_once_with_its_counts_and_hash(cloud, state, da
     content = gzip.compress(csv_bytes(df))
     run_id = start_run(cloud, state, dataset, "trips.csv.gz", content)
 
-    assert jobs.validate(cloud, state, run_id) == "validated"
+    assert validator.run(cloud, state, run_id) == "validated"
 
     run = state.get_run(run_id)
     curated = run["curated"]
@@ -114,7 +115,7 @@ def test_a_valid_batch_is_curated_once_with_its_counts_and_hash(cloud, state, da
     assert run["drift"]["verdict"] == "none"                          # no champion yet
     assert curated["time_min"] <= curated["time_max"]
     # the job retried after it finished re-publishes and writes nothing new
-    assert jobs.validate(cloud, state, run_id) == "skipped"
+    assert validator.run(cloud, state, run_id) == "skipped"
     assert cloud.list_names(f"curated/{dataset['name']}/") == [curated["object"]]
 
 
@@ -131,7 +132,7 @@ def test_drift_is_judged_against_the_champion_profile(cloud, state, dataset, tax
     batch = taxi_period(taxi, *period) if period else year.iloc[len(year) // 2:]
     run_id = start_run(cloud, state, dataset, "batch.parquet", parquet_bytes(batch))
 
-    assert jobs.validate(cloud, state, run_id) == "validated"
+    assert validator.run(cloud, state, run_id) == "validated"
 
     run = state.get_run(run_id)
     assert run["drift"]["verdict"] == expected

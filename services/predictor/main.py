@@ -42,12 +42,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from services.predictor import openapi
 from services.predictor.batching import MicroBatcher
 from services.predictor.predlog import PredictionLog, pubsub_publisher
-from tollgate import log, serving
+from tollgate import log, inputs
 from tollgate.prepared import Columns, Outputs
 
 MAX_BODY_BYTES = int(os.environ.get("TOLLGATE_MAX_BODY_BYTES", 8 * 1024 * 1024))
 FEEDBACK_KEY_ENV = "TOLLGATE_FEEDBACK_KEY"   # signs request ids; a secret shared by the dataset's revisions
-MAX_INSTANCES = int(os.environ.get("TOLLGATE_MAX_INSTANCES", serving.MAX_INSTANCES))
+MAX_INSTANCES = int(os.environ.get("TOLLGATE_MAX_INSTANCES", inputs.MAX_INSTANCES))
 EXIT_ON_LOAD_FAILURE = "TOLLGATE_EXIT_ON_LOAD_FAILURE"   # set by gunicorn.conf.py
 
 
@@ -91,7 +91,7 @@ class Serving:
 
         self.dataset, self.version, self.record = dataset, version, record
         self.spec = specs.from_dict(record["spec"])
-        self.checker = serving.Checker(self.spec, MAX_INSTANCES)
+        self.checker = inputs.Checker(self.spec, MAX_INSTANCES)
         self.prepared = prepared.prepare(model, self.spec)
         self.classes = [str(c) for c in getattr(model, "classes_", [])] or None
         self.batcher = MicroBatcher(self.prepared.predict, on_batch=metrics.batch,
@@ -123,7 +123,7 @@ class Serving:
         self.predlog.close()
 
 
-def request_ids() -> serving.RequestIds:
+def request_ids() -> inputs.RequestIds:
     """The deployment's request-id signer; without a configured key, one of this process's own (labels are
     then accepted only for requests this instance answered)."""
     import secrets
@@ -132,8 +132,8 @@ def request_ids() -> serving.RequestIds:
     if len(key) < 16:
         log.warning(f"{FEEDBACK_KEY_ENV} is not set (or shorter than 16 characters): request ids are signed with "
                     "a key of this instance only, so POST /feedback accepts labels only for its own answers")
-        return serving.RequestIds(secrets.token_bytes(32))
-    return serving.RequestIds(key.encode())
+        return inputs.RequestIds(secrets.token_bytes(32))
+    return inputs.RequestIds(key.encode())
 
 
 def _publisher() -> Any:
@@ -170,9 +170,10 @@ def load(dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
             raise artifacts.ArtifactError(f"record.json in {storage_uri} gives sha256 {record.get('sha256')}, "
                                           f"the deployment {expected}: refusing both")
         return artifacts.loads(_read(storage_uri, "model.skops"), expected), record
-    from tollgate import jobs, runtime
+    from tollgate import runtime
+    from tollgate.jobs.common import load_model
 
-    return jobs.load_model(runtime.cloud(), runtime.state(), dataset, version)
+    return load_model(runtime.cloud(), runtime.state(), dataset, version)
 
 
 def _read(uri: str, name: str) -> bytes:
@@ -324,7 +325,7 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
         s.batcher.arrive()
         try:
             columns = decode(s)
-        except serving.BadRequest as exc:
+        except inputs.BadRequest as exc:
             s.batcher.leave()
             summary = "; ".join(exc.problems[:3]) + (f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3
                                                      else "")
@@ -343,7 +344,7 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
             try:   # NaN / Infinity literals, as tritonclient writes missing values: the standard library reads them
                 return json.loads(body)
             except (ValueError, RecursionError):
-                raise serving.BadRequest([f"the body is not valid JSON: {exc}"]) from None
+                raise inputs.BadRequest([f"the body is not valid JSON: {exc}"]) from None
 
     @app.post(os.environ.get("AIP_PREDICT_ROUTE", "/predict"))
     def vertex_predict() -> Response:
@@ -366,8 +367,8 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
         if s is None:
             return not_ready()
         try:
-            labels = serving.feedback_labels(parse(request.get_data()), s.spec, s.classes, ids, MAX_INSTANCES)
-        except serving.BadRequest as exc:
+            labels = inputs.feedback_labels(parse(request.get_data()), s.spec, s.classes, ids, MAX_INSTANCES)
+        except inputs.BadRequest as exc:
             return _error(exc.status, "invalid feedback: " + "; ".join(exc.problems[:3]), exc.problems)
         if not s.predlog.enabled:
             return _error(503, "feedback travels on the prediction log, which is off here "
@@ -402,9 +403,9 @@ def create_app(dataset: str | None = None, version: int | None = None, *, backgr
                 try:
                     length = int(header_length)
                 except ValueError:
-                    raise serving.BadRequest(["Inference-Header-Content-Length must be an integer"]) from None
+                    raise inputs.BadRequest(["Inference-Header-Content-Length must be an integer"]) from None
                 if not 0 < length <= len(data):
-                    raise serving.BadRequest([f"Inference-Header-Content-Length {length} is outside the "
+                    raise inputs.BadRequest([f"Inference-Header-Content-Length {length} is outside the "
                                               f"{len(data)}-byte body"])
                 body, binary = parse(data[:length]), data[length:]
             columns = s.checker.tensors(body, binary)

@@ -1,9 +1,10 @@
-"""Cloud Run job `trainer`: trains one run (RUN_ID in the environment), then publishes its event.
+"""Cloud Run job `trainer`: trains one run's challenger (RUN_ID in the environment), then publishes model-trained.
 
-Importable: `tollgate.jobs.train(cloud, state, run_id)` is what tests call.
+The job's code is `tollgate.jobs.trainer.run` (what tests and the CLI call); this entry point only reads the
+environment and maps the outcome to an exit code (tollgate.jobs.entry).
 """
 
 from tollgate.jobs import job_main
 
 if __name__ == "__main__":
-    job_main("train")
+    job_main("trainer")

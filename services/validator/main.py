@@ -1,9 +1,11 @@
-"""Cloud Run job `validator`: validates one run (RUN_ID in the environment), then publishes its event.
+"""Cloud Run job `validator`: validates one run's dropped file (RUN_ID in the environment), then publishes
+data-validated.
 
-Importable: `tollgate.jobs.validate(cloud, state, run_id)` is what tests call.
+The job's code is `tollgate.jobs.validator.run` (what tests and the CLI call); this entry point only reads the
+environment and maps the outcome to an exit code (tollgate.jobs.entry).
 """
 
 from tollgate.jobs import job_main
 
 if __name__ == "__main__":
-    job_main("validate")
+    job_main("validator")

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollgate import log, outbox, policy, promotion
+from tollgate import lifecycle, log, outbox, policy, promotion
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
-from tollgate.cloud import state as st
+from tollgate.cloud.state import State
 from tollgate.events import ObjectFinalized
 
-LAUNCH = {
-    "validator": (st.RECEIVED, st.VALIDATING),
-    "trainer": (st.VALIDATED, st.TRAINING),
-    "evaluator": (st.TRAINED, st.EVALUATING),
-}
 MAX_REEVALUATIONS = 3
 
 
-def spec_object(dataset: str) -> str:
-    return f"specs/{dataset}.yaml"
-
-
 # -- ingest + launch (functions) -------------------------------------------------------------
-def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
+def ingest(cloud: Cloud, state: State, obj: ObjectFinalized) -> str:
     """A finalized object under incoming/<dataset>/ becomes a run, and the validator starts."""
     dataset = obj.dataset
     if dataset is None:
@@ -42,10 +33,10 @@ def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
         return _reject_at_ingest(state, run_id, record, "bad_dataset_name",
                                  f"incoming/{dataset}/: {exc}; drop the file under a valid dataset's folder")
     try:
-        spec_text = cloud.read_bytes(spec_object(dataset)).decode()
+        spec_text = cloud.read_bytes(specs.object_name(dataset)).decode()
         spec = specs.loads(spec_text)
         if spec.name != dataset:
-            raise specs.SpecError(f"gs://{obj.bucket}/{spec_object(dataset)} is named {spec.name!r}, but a spec "
+            raise specs.SpecError(f"gs://{obj.bucket}/{specs.object_name(dataset)} is named {spec.name!r}, but a spec "
                                   f"governs only the incoming/<name>/ folder of its own name ({dataset!r}); "
                                   "upload it with `tollgate spec push FILE`, which names the object after the spec")
         record.update(spec=spec.raw, spec_sha256=spec.sha256)
@@ -58,7 +49,7 @@ def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
             raise  # temporary: let the event come back
         return _reject_at_ingest(
             state, run_id, record, "unknown_dataset",
-            f"no dataset spec at gs://{obj.bucket}/{spec_object(dataset)}; upload one with "
+            f"no dataset spec at gs://{obj.bucket}/{specs.object_name(dataset)}; upload one with "
             f"`tollgate spec push FILE` and drop the file again")
     created = state.create_run(run_id, record)
     log.info("run created" if created else "run exists (duplicate notification)", run_id=run_id,
@@ -66,16 +57,16 @@ def ingest(cloud: Cloud, state: st.State, obj: ObjectFinalized) -> str:
     return launch(cloud, state, run_id, "validator")
 
 
-def _reject_at_ingest(state: st.State, run_id: str, record: dict[str, Any], reason: str, message: str) -> str:
+def _reject_at_ingest(state: State, run_id: str, record: dict[str, Any], reason: str, message: str) -> str:
     if state.create_run(run_id, record):
-        state.transition(run_id, (st.RECEIVED,), st.REJECTED, reason=reason, message=message)
+        state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.REJECTED, reason=reason, message=message)
         log.warning("run rejected at ingest", run_id=run_id, reason=reason, detail=message)
     return "rejected"
 
 
-def launch(cloud: Cloud, state: st.State, run_id: str, job: str) -> str:
+def launch(cloud: Cloud, state: State, run_id: str, job: str) -> str:
     """Claim the run for ``job`` and start one execution; only the claim's winner starts it."""
-    expect, claim = LAUNCH[job]
+    expect, claim, _, _ = lifecycle.CLAIM[job]
     if not state.transition(run_id, (expect,), claim):
         return "duplicate"
     try:
@@ -93,10 +84,6 @@ def launch(cloud: Cloud, state: st.State, run_id: str, job: str) -> str:
     return "started"
 
 
-class StepFailed(Exception):
-    """A step cannot finish whatever we retry; the run is marked failed with this message."""
-
-
 def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence:
     ev = run["evaluation"]
     metric = spec.primary_metric
@@ -112,22 +99,22 @@ def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence
     )
 
 
-def decide(cloud: Cloud, state: st.State, run_id: str) -> str:
+def decide(cloud: Cloud, state: State, run_id: str) -> str:
     """Apply the policy to an evaluated run and make it take effect (promotion.py). A redelivered
     event for a decided run finishes what is left (a deployment that failed, the announcement)."""
     run = state.get_run(run_id)
     if run is None:
         return "unknown-run"
-    if run["status"] == st.DECIDED:
+    if run["status"] == lifecycle.DECIDED:
         return promotion.finish_run(cloud, state, run)
-    if run["status"] != st.EVALUATED:
+    if run["status"] != lifecycle.EVALUATED:
         return "skipped"
     spec = specs.from_dict(run["spec"])
     decision = policy.decide(spec.policy, evidence_of(run, spec))
     return _record(cloud, state, run, spec, decision)
 
 
-def _record(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.DatasetSpec,
+def _record(cloud: Cloud, state: State, run: dict[str, Any], spec: specs.DatasetSpec,
             decision: policy.Decision, force: bool = False) -> str:
     run_id = run["run_id"]
     inputs = {"evaluation": run["evaluation"], "thresholds": spec.raw.get("policy"),
@@ -144,14 +131,14 @@ def _record(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.Data
     return promotion.finish_run(cloud, state, state.get_run(run_id) or run)
 
 
-def _reevaluate(cloud: Cloud, state: st.State, run: dict[str, Any], spec: specs.DatasetSpec) -> str:
+def _reevaluate(cloud: Cloud, state: State, run: dict[str, Any], spec: specs.DatasetSpec) -> str:
     count = int(run.get("reevaluations", 0)) + 1
     if count > MAX_REEVALUATIONS:
         return _record(cloud, state, run, spec, policy.Decision(
             policy.REVIEW, f"the champion changed {MAX_REEVALUATIONS} times while this run was evaluated; "
                            "a person should decide once it settles"), force=True)
     event = promotion.reevaluation(run)
-    if state.transition(run["run_id"], (st.EVALUATED,), st.TRAINED, events=(event,), reevaluations=count):
+    if state.transition(run["run_id"], (lifecycle.EVALUATED,), lifecycle.TRAINED, events=(event,), reevaluations=count):
         outbox.publish(cloud, state, [event])
         log.info("champion changed during evaluation; re-evaluating", run_id=run["run_id"])
     return "reevaluate"

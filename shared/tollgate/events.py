@@ -1,4 +1,5 @@
-"""Events: parse Pub/Sub CloudEvents into plain values, and derive run ids. Pure."""
+"""Events: parse Pub/Sub CloudEvents into plain values, derive run ids, and make the payloads Tollgate publishes.
+Pure."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 from typing import Any
 
 import orjson
+
+from tollgate.jsonable import iso
 
 SCHEMA_VERSION = "1"
 
@@ -101,3 +104,26 @@ def stage_payload(message: Message) -> dict[str, Any]:
 def envelope(kind: str, **fields: Any) -> dict[str, Any]:
     """A versioned event payload; ``schema_version`` changes only when a field changes meaning."""
     return {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}
+
+
+def decided_event(entry: dict[str, Any], deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``model-decided`` payload for a ledger entry (schema_version 1: schemas/model-decided.v1.json)."""
+    evaluation = entry.get("evaluation") or {}
+    metric = evaluation.get("metric")
+    scores = None
+    if metric:
+        champion = evaluation.get("champion")
+        scores = {"metric": metric,
+                  "challenger": ((evaluation.get("challenger") or {}).get("metrics") or {}).get(metric),
+                  "champion": (champion.get("metrics") or {}).get(metric) if champion else None,
+                  "difference": evaluation.get("difference"), "holdout_rows": evaluation.get("holdout_rows")}
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "model-decided",
+        "event": entry["event"], "ledger_id": entry["ledger_id"], "dataset": entry["dataset"],
+        "run_id": entry.get("run_id"), "verdict": entry["verdict"], "actor": entry["actor"],
+        "reason": entry["reason"], "at": iso(entry["at"]),
+        "challenger_version": entry.get("challenger_version"), "champion_before": entry.get("champion_before"),
+        "champion_after": entry.get("champion_after"), "serving": entry["serving_after"],
+        "evaluation": scores, "drift": (entry.get("drift") or {}).get("verdict"),
+        "deployment": {"traffic": deployment["traffic"], "uri": deployment["uri"]} if deployment else None,
+    }

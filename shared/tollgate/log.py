@@ -1,22 +1,50 @@
-"""One structured-logging helper: a JSON object per line on stdout, as Cloud Logging reads it."""
+"""One structured-logging helper: a JSON object per line on stdout, as Cloud Logging reads it.
+
+Every line carries ``severity``, ``message`` and ``time``, the component (the function, job or service), the
+fields bound to the current context — a run id, an event id — and, where there is one, the Cloud Logging trace
+field, so that Logs Explorer shows a request's or a run's lines together:
+
+- functions and the predictor take the trace from the request (``traceparent`` or ``X-Cloud-Trace-Context``);
+- a run's jobs have no request: their trace is derived from the run id (``run_trace``), the same in every job of
+  the run.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+import hashlib
 import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
-_TRACE_HEADER = "X-Cloud-Trace-Context"
+TRACE_FIELD = "logging.googleapis.com/trace"
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 _config: dict[str, Any] = {"stream": None, "min": 20}
+_bound: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tollgate_log_fields", default={})
 
 
 def configure(stream: Any = None, min_severity: str = "INFO") -> None:
     """Where entries go (default stdout) and which: the CLI keeps stdout for its own output."""
     _config.update(stream=stream, min=_LEVELS[min_severity])
+
+
+def bind(**fields: Any) -> None:
+    """Add fields to every later line of this context (a job binds its run id once, for the whole process)."""
+    _bound.set({**_bound.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+@contextlib.contextmanager
+def context(**fields: Any) -> Iterator[None]:
+    """Fields on every line logged inside the block (one event, one request), then as before."""
+    token = _bound.set({**_bound.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
 
 
 def log(severity: str, message: str, **fields: Any) -> None:
@@ -31,6 +59,7 @@ def log(severity: str, message: str, **fields: Any) -> None:
     component = os.environ.get("K_SERVICE") or os.environ.get("CLOUD_RUN_JOB")
     if component:
         entry["component"] = component
+    entry.update(_bound.get())
     entry.update({k: v for k, v in fields.items() if v is not None})
     stream = _config["stream"] or sys.stdout
     stream.buffer.write(orjson.dumps(entry, default=str) + b"\n")
@@ -49,10 +78,25 @@ def error(message: str, **fields: Any) -> None:
     log("ERROR", message, **fields)
 
 
-def trace_field(headers: Any, project: str | None) -> dict[str, str]:
-    """The ``logging.googleapis.com/trace`` field for a request that carries a trace header."""
-    value = headers.get(_TRACE_HEADER) if headers is not None else None
-    if not value or not project:
+def _trace(project: str | None, trace_id: str | None) -> dict[str, str]:
+    if not project or not trace_id:
         return {}
-    trace_id = value.split("/", 1)[0]
-    return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}"}
+    return {TRACE_FIELD: f"projects/{project}/traces/{trace_id}"}
+
+
+def trace_field(headers: Any, project: str | None) -> dict[str, str]:
+    """The trace field for a request that carries a W3C ``traceparent`` (``00-<trace id>-<span>-<flags>``) or
+    Google's ``X-Cloud-Trace-Context`` (``<trace id>/<span>;o=1``); empty when it carries neither."""
+    if headers is None:
+        return {}
+    parent = headers.get("traceparent") or ""
+    parts = parent.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:
+        return _trace(project, parts[1])
+    value = headers.get("X-Cloud-Trace-Context") or ""
+    return _trace(project, value.split("/", 1)[0] or None)
+
+
+def run_trace(project: str | None, run_id: str | None) -> dict[str, str]:
+    """The trace field a run's jobs share: a 32-hex trace id derived from the run id."""
+    return _trace(project, hashlib.sha256(run_id.encode()).hexdigest()[:32] if run_id else None)

@@ -3,50 +3,43 @@
 Every way the serving model changes — an automatic promotion, an approved review, a canary
 promoted or aborted, a rollback — runs the same three steps:
 
-1. one Firestore transaction moves the serving pointers and appends to the ledger (state.py);
+1. one Firestore transaction moves the serving pointers and appends to the ledger (cloud/state, with the
+   rules of tollgate.decisions);
 2. ``converge`` makes the predictor's Cloud Run traffic match the pointers (idempotent: a
    deployment that failed half-way is finished by running it again);
-3. ``announce`` publishes the ledger entry as a ``model-decided`` event (schema in
-   docs/events.md), and a review request also goes to ``review-requested`` and the webhook.
+3. ``announce`` publishes the ledger entry as a ``model-decided`` event (the JSON Schema is
+   tollgate/schemas/model-decided.v1.json), and a review request also goes to ``review-requested``
+   and the webhook.
 
-The decider, the review function and the CLI all call this module.
+The decider, the review function, the monitor, the reconciler and the CLI all call this module. It raises
+domain errors (tollgate.errors); the review function maps them to HTTP statuses.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from typing import Any
 
 import orjson
 
-from tollgate import log, outbox, stages
+from tollgate import log, outbox, serving
 from tollgate import spec as specs
 from tollgate.cloud import Cloud, run as cloudrun
 from tollgate.cloud import state as st
-from tollgate.events import SCHEMA_VERSION, envelope
+from tollgate.errors import (DeploymentFailed, InvalidReview, ReviewClosed, ReviewExpired, ReviewNotFound,
+                             ReviewStale)
+from tollgate.events import decided_event, envelope
+from tollgate.jsonable import iso
 
 WEBHOOK_ENV = "TOLLGATE_REVIEW_WEBHOOK"   # Slack-compatible incoming webhook; on GCP from Secret Manager
 REVIEW_URL_ENV = "TOLLGATE_REVIEW_URL"
-
-
-class DeploymentFailed(RuntimeError):
-    """Cloud Run did not take the new traffic; Firestore says what should serve, so a retry finishes it."""
-
-
-class ReviewError(Exception):
-    """A review action that cannot be done; ``status`` is the HTTP status the review function answers."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- Cloud Run follows Firestore --------------------------------------------------------------
 def converge(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | None:
     """Make the predictor serve what the dataset's pointers say; record how it went."""
     ds = state.get_dataset(dataset)
-    targets = stages.traffic(ds)
+    targets = serving.traffic(ds)
     if not targets:
         return None
     generation = (ds.get("deployment") or {}).get("generation")
@@ -64,34 +57,6 @@ def converge(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | No
 
 
 # -- events -----------------------------------------------------------------------------------
-def _iso(value: Any) -> Any:
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if isinstance(value, dt.datetime) \
-        else value
-
-
-def decided_event(entry: dict[str, Any], deployment: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``model-decided`` payload for a ledger entry (docs/events.md, schema_version 1)."""
-    evaluation = entry.get("evaluation") or {}
-    metric = evaluation.get("metric")
-    scores = None
-    if metric:
-        champion = evaluation.get("champion")
-        scores = {"metric": metric,
-                  "challenger": ((evaluation.get("challenger") or {}).get("metrics") or {}).get(metric),
-                  "champion": (champion.get("metrics") or {}).get(metric) if champion else None,
-                  "difference": evaluation.get("difference"), "holdout_rows": evaluation.get("holdout_rows")}
-    return {
-        "schema_version": SCHEMA_VERSION, "kind": "model-decided",
-        "event": entry["event"], "ledger_id": entry["ledger_id"], "dataset": entry["dataset"],
-        "run_id": entry.get("run_id"), "verdict": entry["verdict"], "actor": entry["actor"],
-        "reason": entry["reason"], "at": _iso(entry["at"]),
-        "challenger_version": entry.get("challenger_version"), "champion_before": entry.get("champion_before"),
-        "champion_after": entry.get("champion_after"), "serving": entry["serving_after"],
-        "evaluation": scores, "drift": (entry.get("drift") or {}).get("verdict"),
-        "deployment": {"traffic": deployment["traffic"], "uri": deployment["uri"]} if deployment else None,
-    }
-
-
 def announce(cloud: Cloud, state: st.State, entry: dict[str, Any],
              deployment: dict[str, Any] | None = None) -> dict[str, Any]:
     """Publish the entry's model-decided event once its effect is deployed (at least once: a retry
@@ -118,7 +83,7 @@ def notify_webhook(state: st.State, review: dict[str, Any], payload: dict[str, A
             f"(run {payload['run_id']}): {payload['reason']}. {score}. "
             f"Approve or reject: `tollgate review show {payload['run_id']}`"
             + (f" or {where}/reviews/{payload['run_id']}" if where else "")
-            + f". Expires {_iso(review.get('expires_at'))}.")
+            + f". Expires {iso(review.get('expires_at'))}.")
     status = post_webhook(text, payload)
     state.review_ref(payload["run_id"]).update({"webhook": status})
     return status["status"]
@@ -185,12 +150,12 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
                    reason: str) -> dict[str, Any]:
     """Approve, reject or expire a review. An approval takes the automatic promotion's path."""
     if action not in ("approve", "reject", "expire"):
-        raise ReviewError(400, f"unknown action {action!r}: approve or reject")
+        raise InvalidReview(f"unknown action {action!r}: approve or reject")
     if action != "expire" and (not actor.strip() or not reason.strip()):
-        raise ReviewError(400, "a reviewer and a reason are required: they go into the decision ledger")
+        raise InvalidReview("a reviewer and a reason are required: they go into the decision ledger")
     run = state.get_run(run_id)
     if run is None or state.get_review(run_id) is None:
-        raise ReviewError(404, f"no review for run {run_id}; list pending ones with `tollgate review list`")
+        raise ReviewNotFound(f"no review for run {run_id}; list pending ones with `tollgate review list`")
     spec = specs.from_dict(run["spec"])
     event = reevaluation(run)
     outcome, _ = state.resolve_review(run_id, action, actor, reason,
@@ -201,23 +166,23 @@ def resolve_review(cloud: Cloud, state: st.State, run_id: str, action: str, acto
             (fresh.get("deployment") or {}).get("status") in ("pending", "failed"):
         outcome = "approved"   # approved before, its deployment did not finish: approving again retries it
     elif outcome == "closed":
-        raise ReviewError(409, f"the review of run {run_id} is already {review.get('status')} "
-                               f"(by {review.get('reviewer')}: {review.get('resolution')})")
+        raise ReviewClosed(f"the review of run {run_id} is already {review.get('status')} "
+                           f"(by {review.get('reviewer')}: {review.get('resolution')})")
     if outcome == "stale":
         outbox.publish(cloud, state, [event])
-        raise ReviewError(409, f"the champion changed since run {run_id} was evaluated, so approving it "
-                               f"would promote on stale evidence; the run is being re-evaluated "
-                               f"({review.get('resolution')})")
+        raise ReviewStale(f"the champion changed since run {run_id} was evaluated, so approving it "
+                          f"would promote on stale evidence; the run is being re-evaluated "
+                          f"({review.get('resolution')})")
     try:
         finish_run(cloud, state, fresh)
     except DeploymentFailed as exc:
-        raise ReviewError(502, f"{outcome} and recorded, but {exc}; approve again to retry the deployment") from exc
+        raise DeploymentFailed(f"{outcome} and recorded, but {exc}; approve again to retry the deployment") from exc
     if outcome == "expired" and action != "expire":
-        raise ReviewError(410, f"the review of run {run_id} expired at {_iso(review.get('expires_at'))}; "
-                               "the champion stays")
+        raise ReviewExpired(f"the review of run {run_id} expired at {iso(review.get('expires_at'))}; "
+                            "the champion stays")
     log.info("review resolved", run_id=run_id, outcome=outcome, actor=actor)
     return {"run_id": run_id, "outcome": outcome, "review": review,
-            "serving": stages.serving_summary(state.get_dataset(run["dataset"]))}
+            "serving": serving.serving_summary(state.get_dataset(run["dataset"]))}
 
 
 def expire_overdue(cloud: Cloud, state: st.State) -> list[str]:
@@ -227,7 +192,7 @@ def expire_overdue(cloud: Cloud, state: st.State) -> list[str]:
         try:
             resolve_review(cloud, state, run_id, "expire", "auto", "no decision before the review deadline")
             expired.append(run_id)
-        except ReviewError:   # resolved meanwhile
+        except (ReviewClosed, ReviewNotFound, ReviewExpired):   # resolved meanwhile
             pass
     return expired
 
@@ -242,25 +207,5 @@ def move(cloud: Cloud, state: st.State, dataset: str, action: str, actor: str, r
     if entry is not None:
         announce(cloud, state, entry, deployment)
     log.info("serving moved", dataset=dataset, action=action, outcome=outcome, actor=actor)
-    return {"outcome": outcome, "entry": entry, "serving": stages.serving_summary(after),
+    return {"outcome": outcome, "entry": entry, "serving": serving.serving_summary(after),
             "deployment": deployment}
-
-
-# -- history ----------------------------------------------------------------------------------
-def serving_at(ledger: list[dict[str, Any]], at: dt.datetime) -> dict[str, Any] | None:
-    """What served at ``at`` and the ledger entry that put it there (None: nothing served yet)."""
-    before = [e for e in ledger if e["at"] <= at and e.get("serving_after")]
-    if not before:
-        return None
-    serving = before[-1]["serving_after"]
-    if serving.get("version") is None:
-        return None
-    version = serving["version"]
-    since = next((e for e in reversed(before)
-                  if e.get("champion_after") == version and e.get("champion_before") != version), None)
-    canary = serving.get("canary")
-    canary_since = next((e for e in reversed(before) if canary and e["serving_after"].get("canary")
-                         and e["serving_after"]["canary"]["version"] == canary["version"]
-                         and e.get("event") in ("promote", "approved")), None) if canary else None
-    return {"at": at, "serving": serving, "since": since, "canary_since": canary_since,
-            "last_entry": before[-1]}

@@ -31,6 +31,7 @@ from typing import Any
 from tollgate import log, outbox, promotion
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
+from tollgate import lifecycle
 from tollgate.cloud import state as st
 from tollgate.events import envelope
 
@@ -39,10 +40,8 @@ GRACE = dt.timedelta(minutes=5)          # how long a run may wait, or a claim g
 OUTBOX_GRACE = dt.timedelta(seconds=60)  # a step publishes its own events within seconds of its commit
 KILL_MARGIN = dt.timedelta(seconds=30)   # Cloud Run's SIGTERM-to-SIGKILL and start-up, per attempt
 
-CLAIMED = {st.VALIDATING: ("validator", st.RECEIVED), st.TRAINING: ("trainer", st.VALIDATED),
-           st.EVALUATING: ("evaluator", st.TRAINED)}
-STEP = {"validator": "validate", "trainer": "train", "evaluator": "evaluate"}   # error.stage, as the jobs write it
-WAITING = (st.RECEIVED, st.VALIDATED, st.TRAINED, st.EVALUATED)
+# the status a step runs in → (the step, the status before its claim)
+CLAIMED = {running: (step, before) for step, (before, running, _, _) in lifecycle.CLAIM.items()}
 
 
 def run(cloud: Cloud, state: st.State, now: dt.datetime | None = None,
@@ -52,7 +51,7 @@ def run(cloud: Cloud, state: st.State, now: dt.datetime | None = None,
     report: dict[str, Any] = {"at": now.isoformat(), "outbox": outbox.flush(cloud, state, min(grace, OUTBOX_GRACE)),
                               "runs": [], "deployments": []}
     limits: dict[str, tuple[float, int]] = {}
-    for record in state.runs_in((*CLAIMED, *WAITING)):
+    for record in state.runs_in((*CLAIMED, *lifecycle.WAITING)):
         try:
             action = _claimed(cloud, state, record, now, grace, limits) if record["status"] in CLAIMED \
                 else _waiting(cloud, state, record, now, grace)
@@ -79,7 +78,7 @@ def run(cloud: Cloud, state: st.State, now: dt.datetime | None = None,
 def step_event(record: dict[str, Any], status: str) -> outbox.Event | None:
     """The event that moves a run on from ``status`` (what its next step's function listens to)."""
     run_id, dataset = record["run_id"], record.get("dataset")
-    if status == st.RECEIVED:
+    if status == lifecycle.RECEIVED:
         source = record.get("source") or {}
         if not source.get("object"):
             return None
@@ -88,14 +87,14 @@ def step_event(record: dict[str, Any], status: str) -> outbox.Event | None:
                             {"bucketId": source["bucket"], "objectId": source["object"],
                              "objectGeneration": str(source["generation"]), "eventType": "OBJECT_FINALIZE",
                              "payloadFormat": "JSON_API_V1"})
-    if status == st.VALIDATED:
+    if status == lifecycle.VALIDATED:
         return outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=dataset,
                                                        curated=record.get("curated"),
                                                        drift=(record.get("drift") or {}).get("verdict", "none")))
-    if status == st.TRAINED:
+    if status == lifecycle.TRAINED:
         return outbox.Event("model-trained", envelope("model-trained", run_id=run_id, dataset=dataset,
                                                       version=record.get("challenger_version")))
-    if status == st.EVALUATED:
+    if status == lifecycle.EVALUATED:
         return outbox.Event("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=dataset))
     return None
 
@@ -156,8 +155,8 @@ def _recover(cloud: Cloud, state: st.State, record: dict[str, Any], job: str, be
                + (f"; it was relaunched {relaunches} time(s) already" if relaunches else "")
                + f". Drop the file again to retry from the start (run {run_id})")
     recovery = {"job": job, "execution": execution, "why": why, "action": "failed"}
-    if not state.recover_run(run_id, status, record, st.FAILED, recovery,
-                             error={"stage": STEP[job], "message": message, "execution": execution,
+    if not state.recover_run(run_id, status, record, lifecycle.FAILED, recovery,
+                             error={"step": job, "message": message, "execution": execution,
                                     "by": "reconciler"}):
         return None
     log.error(f"reconciler: run {run_id} failed: {message}", run_id=run_id, job=job, execution=execution)
@@ -176,8 +175,9 @@ def _waiting(cloud: Cloud, state: st.State, record: dict[str, Any], now: dt.date
         message = (f"the run stopped in {status}: {why}"
                    + (f"; the event was published again {nudges} time(s)" if nudges else "")
                    + f". Drop the file again to retry from the start (run {run_id})")
-        if not state.recover_run(run_id, status, record, st.FAILED, {"waiting": status, "why": why, "action": "failed"},
-                                 error={"stage": status, "message": message, "by": "reconciler"}):
+        if not state.recover_run(run_id, status, record, lifecycle.FAILED,
+                                 {"waiting": status, "why": why, "action": "failed"},
+                                 error={"step": status, "message": message, "by": "reconciler"}):
             return None
         log.error(f"reconciler: run {run_id} failed: {message}", run_id=run_id)
         return {"run_id": run_id, "action": "failed", "waiting": status, "why": why}
@@ -205,7 +205,8 @@ def _deployment(cloud: Cloud, state: st.State, ds: dict[str, Any], now: dt.datet
     result = promotion.converge(cloud, state, name) if unsettled else None
     if entry is not None:
         record = state.get_run(entry["run_id"]) if entry.get("run_id") else None
-        if record is not None and record.get("status") == st.DECIDED and record.get("ledger_id") == entry["ledger_id"]:
+        decided = record is not None and record.get("status") == lifecycle.DECIDED
+        if decided and record.get("ledger_id") == entry["ledger_id"]:
             promotion.finish_run(cloud, state, record)   # the run's deployment, the event, a review request
         else:
             promotion.announce(cloud, state, entry, result)

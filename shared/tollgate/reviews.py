@@ -20,12 +20,15 @@ from typing import Any
 
 import orjson
 
-from tollgate import promotion
+from tollgate import errors, promotion
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 
 TOKEN_ENV = "TOLLGATE_REVIEW_TOKEN"
 STATUSES = ("pending", "approved", "rejected", "expired", "stale")
+# The core's errors as the API answers them.
+STATUS = {errors.InvalidReview: 400, errors.ReviewNotFound: 404, errors.ReviewClosed: 409, errors.ReviewStale: 409,
+          errors.ReviewExpired: 410, errors.DeploymentFailed: 502}
 
 
 class HttpError(Exception):
@@ -140,7 +143,7 @@ def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str
                                               str(request.get("reason") or ""))
             return 200, result, "application/json"
         raise HttpError(405 if len(parts) <= 3 else 404, f"{method} {path} is not part of the review API")
-    except promotion.ReviewError as exc:
-        return exc.status, {"error": str(exc)}, "application/json"
+    except (errors.ReviewError, errors.DeploymentFailed) as exc:
+        return STATUS[type(exc)], {"error": str(exc)}, "application/json"
     except HttpError as exc:
         return exc.status, {"error": str(exc)}, "application/json"

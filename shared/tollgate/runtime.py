@@ -15,6 +15,7 @@ from typing import Any, Callable
 from tollgate import events, log
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
+from tollgate.errors import StepFailed
 from tollgate.settings import Settings
 
 
@@ -38,11 +39,7 @@ def handle_event(cloud_event: Any, handler: Callable[[events.Message], str]) -> 
         log.warning(f"malformed event acknowledged: {exc}", event_id=message_id)
         state().record_rejected_event(message_id, "malformed", {"error": str(exc)})
         return "malformed"
-    except Exception as exc:
-        from tollgate.chain import StepFailed
-
-        if not isinstance(exc, StepFailed):
-            raise
+    except StepFailed as exc:
         log.error(f"step failed permanently: {exc}", event_id=message_id)
         return "failed"
     log.info("event handled", event_id=message_id, outcome=outcome)

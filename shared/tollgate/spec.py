@@ -38,6 +38,11 @@ MAX_LINE_BYTES = 1 * 2**20     # default longest line of a CSV batch
 MAX_COLUMNS = 1_000            # default most columns a batch's header may have
 
 
+def object_name(dataset: str) -> str:
+    """Where a dataset's spec lives in the bucket (what `tollgate spec push` writes, ingest reads)."""
+    return f"specs/{dataset}.yaml"
+
+
 def check_dataset_name(name: Any) -> str:
     """``name`` if it is a valid dataset name; otherwise a :class:`SpecError` that gives the pattern."""
     if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):

@@ -1,4 +1,4 @@
-"""The monitor job: the prediction log into storage, windows of live evidence, alerts, retraining
+"""Job `monitor`: the prediction log into storage, windows of live evidence, alerts, retraining
 requests and canary decisions. Runs on each `monitor-tick` (Cloud Scheduler on GCP, the local
 cloud's scheduler locally) and on demand (`tollgate monitor run`).
 
@@ -33,9 +33,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from tollgate import log, monitoring, outbox, promotion, stages
+from tollgate import lifecycle, log, monitoring, outbox, promotion, serving
 from tollgate import spec as specs
-from tollgate.chain import spec_object
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 from tollgate.events import envelope
@@ -209,7 +208,7 @@ def request_retraining(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, r
                               "source": {"kind": "retrain", "requested_by": ACTOR, "reason": reason}})
     event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
                                                     curated=curated, drift="none"))
-    if state.transition(run_id, (st.RECEIVED,), st.VALIDATED, events=(event,), curated=curated,
+    if state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.VALIDATED, events=(event,), curated=curated,
                         message=f"retraining requested by the monitor: {reason}",
                         drift={"verdict": "none", "message": "retraining over curated data"}):
         outbox.publish(cloud, state, [event])
@@ -221,7 +220,7 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
                     cache: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
     cache = {} if cache is None else cache
     ds = state.get_dataset(spec.name) or {}
-    serving = stages.serving_summary(ds)
+    pointers = serving.serving_summary(ds)
     m = spec.monitoring
     start = at - dt.timedelta(minutes=m.window_minutes)
     since = min(start, at - dt.timedelta(hours=m.label_window_hours))
@@ -232,23 +231,23 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     versions = sorted({int(v) for v in frame["model_version"]} | {int(v) for v in labelled["model_version"]})
     references = {v: _reference(cloud, spec.name, v, cache) for v in versions}
     result = monitoring.window(frame, spec, references, pd.Timestamp(start), pd.Timestamp(at), unmatched, labelled)
-    result["serving"] = serving
+    result["serving"] = pointers
     actions: dict[str, Any] = {"alerts": [], "retraining": None, "canary": None}
-    for alert in monitoring.judge(result, spec, serving):
+    for alert in monitoring.judge(result, spec, pointers):
         if _alert(cloud, state, alert, spec, at):
             actions["alerts"].append(alert)
-        stable = (serving or {}).get("version")
+        stable = (pointers or {}).get("version")
         if alert["retrain"] and alert["version"] == stable and actions["retraining"] is None:
             actions["retraining"] = request_retraining(cloud, state, spec, alert["message"], at)
-    canary = (serving or {}).get("canary")
+    canary = (pointers or {}).get("canary")
     if canary:
         trial = (ds.get("canary") or {}).get("since")   # labels from before the canary compare other times
         evidence = labelled[labelled["time"] >= pd.Timestamp(trial)] if trial is not None else labelled
-        verdict = monitoring.canary_verdict(evidence, spec, result, serving["version"], canary["version"])
+        verdict = monitoring.canary_verdict(evidence, spec, result, pointers["version"], canary["version"])
         actions["canary"] = {"verdict": verdict["verdict"], "reason": verdict["reason"],
                              "evidence": _plain(verdict["evidence"])}
         if verdict["verdict"] in ("promote", "rollback"):
-            action = stages.CANARY_PROMOTE if verdict["verdict"] == "promote" else stages.CANARY_ABORT
+            action = serving.CANARY_PROMOTE if verdict["verdict"] == "promote" else serving.CANARY_ABORT
             moved = promotion.move(cloud, state, spec.name, action, ACTOR, verdict["reason"])
             actions["canary"]["outcome"] = moved["outcome"]
     result["actions"] = actions
@@ -281,7 +280,7 @@ def run(cloud: Cloud, state: st.State, datasets: list[str] | None = None,
         name = ds["name"]
         if (datasets and name not in datasets) or ds.get("champion_version") is None:
             continue
-        spec = specs.loads(cloud.read_bytes(spec_object(name)).decode())
+        spec = specs.loads(cloud.read_bytes(specs.object_name(name)).decode())
         results[name] = monitor_dataset(cloud, state, spec, at, cache)
     log.info("monitor tick", drained=drained, datasets=sorted(results))
     return {"at": at.isoformat(), "drained": drained, "datasets": results}

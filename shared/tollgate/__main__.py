@@ -1,0 +1,5 @@
+"""`python -m tollgate`: the `tollgate` command."""
+
+from tollgate.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""`tollgate status | reconcile`: what serves where, and repairing what a crash left in flight."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import click
+
+from tollgate.cli import render, views
+from tollgate.cli.app import main
+from tollgate.cli.output import console, dump
+from tollgate.cli.target import Target
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(obj: Target, as_json: bool) -> None:
+    """What serves where: predictor URL per dataset, champions, recent runs."""
+    from tollgate.cloud import run as cloudrun
+
+    datasets = []
+    for ds in obj.state.list_datasets():
+        champion = ds.get("champion_version")
+        record = obj.state.get_version(ds["name"], champion) if champion else None
+        service = cloudrun.get_service(obj.cloud, ds["name"]) if champion else None
+        datasets.append(views.dataset_status(ds, obj.state.get_run(record["run_id"]) if record else None,
+                                             service.uri if service else None,
+                                             len(obj.state.list_reviews("pending", ds["name"]))))
+    payload = views.status(obj.cloud.settings.project, obj.cloud.settings.bucket, datasets,
+                           obj.state.list_runs(limit=10))
+    if as_json:
+        dump(payload)
+        return
+    render.status(payload)
+
+
+@main.command("reconcile")
+@click.option("--grace", type=float, default=None, show_default="300, as scheduled",
+              help="Seconds a run may wait, or a deployment stay pending, before it counts as stranded.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def reconcile_cmd(obj: Target, grace: float | None, as_json: bool) -> None:
+    """One reconciler pass now (what the scheduled `reconcile-tick` runs every 5 minutes): publish outbox events,
+    relaunch or fail runs whose job execution failed, vanished or outlived its timeout, re-deliver lost events,
+    finish deployments left pending."""
+    from tollgate import log, reconciler
+
+    log.configure(stream=sys.stderr, min_severity="ERROR")   # what it repaired is printed below, once
+    with console.status("comparing what Firestore says is in flight with what Cloud Run runs"):
+        report = reconciler.run(obj.cloud, obj.state, grace=reconciler.GRACE if grace is None
+                                else dt.timedelta(seconds=grace))
+    if as_json:
+        dump(report)
+        return
+    render.reconciled(report)

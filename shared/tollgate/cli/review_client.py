@@ -1,0 +1,57 @@
+"""The CLI's client of the `review` HTTP function: it speaks to it as a browser or a bot would, with the local
+token or, on GCP, an identity token for the function's URL (Cloud Run IAM checks it)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from tollgate.cli.target import Target
+
+
+class ReviewClient:
+    def __init__(self, target: Target) -> None:
+        target.settings()   # the local cloud's env names the function's URL and token
+        url = os.environ.get("TOLLGATE_REVIEW_URL")
+        if not url:
+            raise click.ClickException("the review function's URL is unknown: set TOLLGATE_REVIEW_URL "
+                                       "(terraform output review_url), or start the local cloud with `make up`")
+        self.url = url.rstrip("/")
+
+    def _token(self) -> str:
+        if os.environ.get("TOLLGATE_REVIEW_TOKEN"):
+            return os.environ["TOLLGATE_REVIEW_TOKEN"]
+        try:   # GCP: an identity token for the function's URL
+            import google.auth.transport.requests
+            from google.oauth2 import id_token
+
+            return id_token.fetch_id_token(google.auth.transport.requests.Request(), self.url)
+        except Exception:
+            import subprocess
+
+            try:
+                done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
+            except FileNotFoundError:
+                raise click.ClickException(f"no identity token for {self.url}: install the gcloud CLI and run "
+                                           "`gcloud auth login`, or use a service account's credentials") from None
+            if done.returncode != 0:
+                raise click.ClickException(f"no identity token for {self.url}: {done.stderr.strip()}") from None
+            return done.stdout.strip()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            response = requests.request(method, f"{self.url}{path}", timeout=330,
+                                        headers={"Authorization": f"Bearer {self._token()}"}, **kwargs)
+        except requests.RequestException as exc:
+            raise click.ClickException(f"the review function at {self.url} did not answer: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]
+            except (ValueError, KeyError):
+                message = response.text[:500]
+            raise click.ClickException(f"{response.status_code}: {message}")
+        return response.json()

@@ -1,0 +1,169 @@
+"""`tollgate drop | runs | run show | report`: dropping data and following its runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tollgate import lifecycle
+from tollgate.cli import render, views
+from tollgate.cli.app import main
+from tollgate.cli.output import console, dump, out
+from tollgate.cli.target import Target
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dataset", required=True, help="The dataset the file belongs to (its spec's name).")
+@click.option("--name", help="Object name under incoming/DATASET/ (default: the file's name).")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@click.option("--timeout", default=900, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+def drop(obj: Target, path: Path, dataset: str, name: str | None, wait: bool, as_json: bool, timeout: int) -> None:
+    """Upload a data file to gs://BUCKET/incoming/DATASET/, which starts a run.
+
+    With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed
+    (or its promotion could not be deployed).
+    """
+    from tollgate import spec as specs
+    from tollgate.events import run_id as derive_run_id
+
+    try:
+        specs.check_dataset_name(dataset)
+    except specs.SpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dataset") from None
+    object_name = f"incoming/{dataset}/{name or path.name}"
+    blob = obj.cloud.upload_file(path, object_name)
+    run_id = derive_run_id(obj.cloud.settings.bucket, object_name, blob.generation)
+    console.print(f"dropped {path} → gs://{obj.cloud.settings.bucket}/{object_name} (generation "
+                  f"{blob.generation}); run {run_id}")
+    if not wait:
+        if as_json:
+            dump({"run_id": run_id, "status": "dropped", "object": object_name, "generation": blob.generation})
+        return
+    run = wait_for_run(obj, run_id, timeout)
+    if as_json:
+        dump(views.run_summary(run))
+    else:
+        render.run(run)
+    deployed = (run.get("deployment") or {}).get("status") != "failed"
+    sys.exit(0 if run.get("status") == lifecycle.DECIDED and deployed else 1)
+
+
+def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the run until it ends (a promotion: until deployed), showing its progress. A job execution that
+    failed without a word (killed) is said once: the reconciler relaunches it, so the wait goes on."""
+    deadline = time.monotonic() + timeout
+    last = None
+    said: set[str] = set()
+    with console.status("waiting for the notification…") as status:
+        while time.monotonic() < deadline:
+            run = obj.state.get_run(run_id)
+            if run is not None:
+                if run["status"] != last:
+                    last = run["status"]
+                    progress = lifecycle.PROGRESS.get(last, last)
+                    status.update(f"run {run_id}: {progress}")
+                    console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/] {progress}", highlight=False)
+                if run["status"] in lifecycle.TERMINAL and (run["status"] != lifecycle.DECIDED or _deployed(run)):
+                    return run
+                execution = _failed_execution(obj, run)
+                if execution and execution not in said:
+                    said.add(execution)
+                    console.print(f"[yellow]the execution {execution.rsplit('/', 1)[-1]} of this step failed without "
+                                  "marking the run (killed?): the reconciler relaunches the step on its next pass "
+                                  "(every 5 minutes), or now with `tollgate reconcile`[/]", highlight=False)
+            time.sleep(0.5)
+    raise click.ClickException(f"run {run_id} did not finish within {timeout}s (status: {last}); "
+                               f"follow it with `tollgate run show {run_id}`")
+
+
+def _deployed(run: dict[str, Any]) -> bool:
+    return run.get("decision") != "promote" or (run.get("deployment") or {}).get("status") in ("done", "failed")
+
+
+def _failed_execution(obj: Target, run: dict[str, Any]) -> str | None:
+    """The execution of the run's current step, if it ended in failure and the run still waits on it."""
+    from tollgate.cloud import run as cloudrun
+
+    step = lifecycle.STEP_OF.get(run["status"])
+    execution = (run.get("executions") or {}).get(step) if step else None
+    if not execution:
+        return None
+    try:
+        failed = cloudrun.execution_state(obj.cloud, execution) == "failed"
+    except Exception:  # the execution is unknown (e.g. the local cloud restarted): the reconciler sees to it
+        return None
+    return execution if failed and (obj.state.get_run(run["run_id"]) or run)["status"] == run["status"] else None
+
+
+@main.command("runs")
+@click.option("--dataset", help="Only this dataset's runs.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def runs_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    records = obj.state.list_runs(limit=limit, dataset=dataset)
+    if as_json:
+        dump([views.run_summary(r) for r in records])
+        return
+    render.runs(records)
+
+
+@main.group("run")
+def run_group() -> None:
+    """One run."""
+
+
+@run_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--wait", is_flag=True, help="Follow the run until it ends first (exit 1 if it was rejected or failed).")
+@click.option("--timeout", default=900, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+def run_show(obj: Target, run_id: str, as_json: bool, wait: bool, timeout: int) -> None:
+    """Show a run: status, decision, metrics, failed checks, recoveries."""
+    run = obj.existing_run(run_id)
+    if wait:
+        run = wait_for_run(obj, run_id, timeout)
+    if as_json:
+        dump(views.run_detail(run))
+    else:
+        render.run(run)
+    if wait and run.get("status") != lifecycle.DECIDED:
+        sys.exit(1)
+
+
+@main.command("report")
+@click.argument("run_id")
+@click.option("--kind", type=click.Choice(["validation", "evaluation"]), default="validation",
+              show_default=True, help="Which of the run's reports.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML (default: ./<run_id>-<kind>.html).")
+@click.option("--open", "open_browser", is_flag=True, help="Open it in the default browser.")
+@click.pass_obj
+def report_cmd(obj: Target, run_id: str, kind: str, output: Path | None, open_browser: bool) -> None:
+    """Write a run's HTML report (reports/<run_id>/<kind>.html in the bucket) to a local file."""
+    from google.api_core.exceptions import NotFound
+
+    obj.existing_run(run_id)
+    name = f"reports/{run_id}/{kind}.html"
+    try:
+        html = obj.cloud.read_bytes(name)
+    except NotFound:
+        raise click.ClickException(f"gs://{obj.cloud.settings.bucket}/{name} does not exist (yet): the run has not "
+                                   f"reached that step; check it with `tollgate run show {run_id}`") from None
+    output = output or Path(f"{run_id}-{kind}.html")
+    output.write_bytes(html)
+    out.print(f"wrote {output} ({len(html) / 1024:.0f} KiB) from gs://{obj.cloud.settings.bucket}/{name}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(output.resolve().as_uri())

@@ -1,0 +1,69 @@
+"""Which cloud a command talks to: the running local cloud (``.tollgate/state.json``, or ``$TOLLGATE_HOME``), or
+else (and with ``TOLLGATE_TARGET=gcp``) the project in ``GOOGLE_CLOUD_PROJECT`` with the bucket in
+``TOLLGATE_BUCKET``; and the clients for it, made on first use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from tollgate.settings import Settings, SettingsError
+
+
+def home() -> Path:
+    """The local cloud's folder: ``$TOLLGATE_HOME``, ``./.tollgate`` if it exists, or the repository's."""
+    if os.environ.get("TOLLGATE_HOME"):
+        return Path(os.environ["TOLLGATE_HOME"])
+    from tollgate.topology import ROOT
+
+    local = Path.cwd() / ".tollgate"
+    return local if local.exists() else ROOT / ".tollgate"
+
+
+def local_cloud(echo: Callable[[str], None] | None = None) -> Any:
+    from localcloud.cloud import LocalCloud
+
+    return LocalCloud(home(), echo=echo or (lambda m: None))
+
+
+class Target:
+    """Settings and clients for the target: the running local cloud, or the environment's project."""
+
+    def __init__(self) -> None:
+        self._cloud: Any = None
+        self._state: Any = None
+
+    def settings(self) -> Settings:
+        local = local_cloud()
+        if os.environ.get("TOLLGATE_TARGET") != "gcp" and local.running():
+            local.attach()
+            os.environ.update(local.env())
+        try:
+            return Settings.from_env()
+        except SettingsError as exc:
+            raise click.ClickException(f"no local cloud is running (start one with `make up`) and {exc}") from exc
+
+    @property
+    def cloud(self) -> Any:
+        if self._cloud is None:
+            from tollgate.cloud import Cloud
+
+            self._cloud = Cloud(self.settings())
+        return self._cloud
+
+    @property
+    def state(self) -> Any:
+        if self._state is None:
+            from tollgate.cloud.state import State
+
+            self._state = State(self.cloud.firestore)
+        return self._state
+
+    def existing_run(self, run_id: str) -> dict[str, Any]:
+        run = self.state.get_run(run_id)
+        if run is None:
+            raise click.ClickException(f"no run {run_id}; list runs with `tollgate runs`")
+        return run

@@ -1,0 +1,138 @@
+"""What each `tollgate` command shows, as plain data: the ``--json`` payloads, and what the tables render. Pure:
+records in (runs, versions, ledger entries, windows as Firestore returns them), dicts out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from tollgate import lifecycle, serving
+
+
+def when(value: Any) -> str:
+    """A time as people read it in tables: UTC, to the second."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+def held_out_score(run: dict[str, Any] | None) -> tuple[str | None, float | None]:
+    """(primary metric, the challenger's score on its run's held-out rows), as the evaluator recorded them."""
+    ev = (run or {}).get("evaluation") or {}
+    metric = ev.get("metric")
+    return metric, ((ev.get("challenger") or {}).get("metrics") or {}).get(metric)
+
+
+def error(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A failed run's error with the step it failed in (``step``: older runs wrote ``stage``)."""
+    if not record:
+        return None
+    return {**{k: v for k, v in record.items() if k != "stage"}, "step": lifecycle.failed_step(record)}
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """The run record as `drop --json`, `runs --json` and `run show --json` print it."""
+    ev = run.get("evaluation") or {}
+    metric, challenger_score = held_out_score(run)
+    return {
+        "run_id": run["run_id"], "dataset": run.get("dataset"), "status": run.get("status"),
+        "decision": run.get("decision"), "reason": run.get("reason"), "message": run.get("message"),
+        "model_version": run.get("model_version"), "challenger_version": run.get("challenger_version"),
+        "champion_version": run.get("evaluated_against"),
+        "challenger_metric": challenger_score,
+        "champion_metric": (((ev.get("champion") or {}).get("metrics") or {}).get(metric)
+                            if ev.get("champion") else None),
+        "metric": metric, "difference": ev.get("difference"),
+        "rows_in": (run.get("validation") or {}).get("rows_in"),
+        "rows_out": (run.get("validation") or {}).get("rows_out"),
+        "drift": (run.get("drift") or {}).get("verdict"),
+        "source": run.get("source"), "quarantine": run.get("quarantine"), "error": error(run.get("error")),
+        "deployment": run.get("deployment"), "review": run.get("review"), "decided_by": run.get("decided_by"),
+        "recoveries": run.get("recoveries") or [],
+        "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
+    }
+
+
+def run_detail(run: dict[str, Any]) -> dict[str, Any]:
+    """`run show --json`: the summary, and the validation, evaluation, history and executions behind it."""
+    return {**run_summary(run), "validation": run.get("validation"), "evaluation": run.get("evaluation"),
+            "history": run.get("history"), "executions": run.get("executions")}
+
+
+def model_rows(ds: dict[str, Any], versions: list[dict[str, Any]],
+               runs: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """`models --json`: each version with its role, held-out and cross-validated metric, lineage summary."""
+    rows = []
+    for v in versions:
+        run = runs.get(v["run_id"])
+        metric, value = held_out_score(run)
+        rows.append({"version": v["version"], "role": serving.role_of(v["version"], ds, run), "run_id": v["run_id"],
+                     "metric": metric, "value": value, "cv": (v.get("metrics") or {}).get("cv"),
+                     "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
+                     "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
+                     "registered_at": v.get("registered_at"), "code_version": v.get("code_version")})
+    return rows
+
+
+def model_record(record: dict[str, Any], role: str) -> dict[str, Any]:
+    """`model show`: the whole registry record (without the spec it was trained under) and its role."""
+    return {**{k: v for k, v in record.items() if k != "spec"}, "role": role}
+
+
+def serving_text(pointers: dict[str, Any] | None) -> str:
+    """What serves, in words: ``v3 90% + canary v4 10%``."""
+    if not pointers or pointers.get("version") is None:
+        return "nothing"
+    canary = pointers.get("canary")
+    if canary:
+        return f"v{pointers['version']} {100 - canary['percent']}% + canary v{canary['version']} {canary['percent']}%"
+    return f"v{pointers['version']}"
+
+
+def history_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`history --json`: the ledger, oldest first."""
+    return [{"at": e.get("at"), "ledger_id": e.get("ledger_id"), "kind": e.get("kind", "decision"),
+             "event": e.get("event", e.get("verdict")), "verdict": e.get("verdict"), "run_id": e.get("run_id"),
+             "actor": e.get("actor"), "challenger_version": e.get("challenger_version"),
+             "champion_before": e.get("champion_before"), "serving_after": e.get("serving_after"),
+             "reason": e.get("reason")} for e in entries]
+
+
+def dataset_status(ds: dict[str, Any], champion_run: dict[str, Any] | None, predictor_url: str | None,
+                   pending_reviews: int) -> dict[str, Any]:
+    """One dataset in `status --json`: its champion, traffic, deployment, reviews and predictor URL."""
+    champion = ds.get("champion_version")
+    metric, score = held_out_score(champion_run)
+    return {"dataset": ds["name"], "predictor_url": predictor_url,
+            "champion": {"version": champion, "metric": metric, "value": score} if champion else None,
+            "serving": ds.get("serving"), "canary": ds.get("canary"), "deployment": ds.get("deployment"),
+            "pending_reviews": pending_reviews}
+
+
+def status(project: str, bucket: str, datasets: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`status --json`. ``predictor_url`` at the top is kept for older scripts: the first dataset's; use each
+    dataset's own."""
+    return {"bucket": f"gs://{bucket}", "project": project,
+            "predictor_url": next((d["predictor_url"] for d in datasets if d["predictor_url"]), None),
+            "datasets": datasets, "recent_runs": [run_summary(r) for r in runs]}
+
+
+def window_actions(window: dict[str, Any], brief: bool = False) -> list[str]:
+    """What a monitoring window did, in words: its alerts, a retraining request, a canary verdict (``brief``:
+    without the reasons, for a trend table)."""
+    actions = window.get("actions") or {}
+    said = [a["kind"] if brief else f"alert {a['kind']}: {a['message']}" for a in actions.get("alerts") or []]
+    if actions.get("retraining"):
+        run_id = actions["retraining"]
+        said.append(f"retrain {run_id}" if brief else f"retraining requested: run {run_id}")
+    if actions.get("canary"):
+        canary = actions["canary"]
+        said.append(f"canary {canary['verdict']}" + ("" if brief else f": {canary['reason']}"))
+    return said
+
+
+def recovery(r: dict[str, Any]) -> str:
+    """One repair the reconciler made to a run, in words."""
+    what = f"the {r['job']} step" if r.get("job") else f"the run waiting in {r.get('waiting')}"
+    return (f"{when(r.get('at'))} UTC by the {r.get('by', 'reconciler')}: {r.get('action')} {what}, "
+            f"because {r.get('why')}")

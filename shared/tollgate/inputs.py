@@ -1,0 +1,362 @@
+"""Request checking for the predictor: instances against the dataset spec's features. Pure.
+
+Two request shapes reach the same checks and become the same :class:`Columns`:
+
+* Vertex AI: ``{"instances": [{feature: value, ...}, ...], "parameters": {...}}``;
+* Open Inference Protocol v2: ``{"inputs": [{"name": feature, "shape": [n], "datatype": "FP64",
+  "data": [...]}, ...]}``, with the binary tensor extension (``Inference-Header-Content-Length``).
+
+Every problem is listed with the instance index and the field, up to ``MAX_PROBLEMS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import struct
+from typing import Any
+
+import numpy as np
+
+from tollgate.prepared import Columns
+from tollgate.spec import DatasetSpec
+
+MAX_INSTANCES = 1000
+MAX_PROBLEMS = 50
+MAX_REQUEST_ID = 128   # characters of a request id a label may name
+
+_NUMBERS = {float, int, type(None)}
+V2_NUMERIC = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",
+              "INT8": "<i1", "UINT64": "<u8", "UINT32": "<u4", "UINT16": "<u2", "UINT8": "<u1"}
+
+
+class BadRequest(ValueError):
+    """The request cannot be answered as sent; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, problems: list[str], status: int = 400) -> None:
+        if len(problems) > MAX_PROBLEMS:
+            problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more problems"]
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        self.status = status
+
+
+class Checker:
+    """The spec's feature rules, compiled once per model."""
+
+    def __init__(self, spec: DatasetSpec, max_instances: int = MAX_INSTANCES) -> None:
+        self.spec = spec
+        self.max_instances = max_instances
+        self.numeric = [(name, spec.columns[name].nullable, spec.columns[name].min, spec.columns[name].max)
+                        for name in spec.numeric_features]
+        self.categorical = [(name, spec.columns[name].nullable,
+                             frozenset(spec.columns[name].allowed) if spec.columns[name].allowed else None)
+                            for name in spec.categorical_features]
+        self.known = frozenset(spec.features) | {spec.target}
+
+    # -- one value ---------------------------------------------------------------------------
+    @staticmethod
+    def _number(where: str, value: Any, nullable: bool, low: float | None, high: float | None,
+                problems: list[str]) -> float:
+        if value is None:
+            if not nullable:
+                problems.append(f"{where}: required")
+            return math.nan
+        if type(value) is bool or not isinstance(value, (int, float)):
+            problems.append(f"{where}: must be a finite number, got {value!r:.80}")
+            return math.nan
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            problems.append(f"{where}: must be a finite number, got {value!r}")
+            return math.nan
+        if low is not None and value < low:
+            problems.append(f"{where}: {value} is below the minimum {low}")
+        elif high is not None and value > high:
+            problems.append(f"{where}: {value} is above the maximum {high}")
+        return value
+
+    @staticmethod
+    def _category(where: str, value: Any, nullable: bool, allowed: frozenset[str] | None,
+                  problems: list[str]) -> Any:
+        if value is None:
+            if not nullable:
+                problems.append(f"{where}: required")
+            return None
+        if not isinstance(value, str):
+            problems.append(f"{where}: must be a string, got {value!r:.80}")
+        elif allowed is not None and value not in allowed:
+            problems.append(f"{where}: {value!r:.80} is not one of {', '.join(sorted(allowed))}")
+        return value
+
+    def _count(self, n: int) -> None:
+        if n == 0:
+            raise BadRequest(["no instances: send at least one"])
+        if n > self.max_instances:
+            raise BadRequest([f"{n} instances, more than the limit of {self.max_instances} per request: "
+                              "split the request"])
+
+    # -- Vertex AI ---------------------------------------------------------------------------
+    def instances(self, body: Any) -> Columns:
+        """Check a ``{"instances": [{feature: value, ...}, ...]}`` body; every problem is listed."""
+        if not isinstance(body, dict):
+            raise BadRequest(["the body must be a JSON object with an `instances` list"])
+        unexpected = set(body) - {"instances", "parameters"}
+        instances = body.get("instances")
+        if not isinstance(instances, list):
+            raise BadRequest(["`instances` must be a list of objects keyed by feature name"]
+                             + [f"{key}: unknown top-level field (expected instances, parameters)"
+                                for key in sorted(unexpected)])
+        if "parameters" in body and not isinstance(body["parameters"], dict):
+            raise BadRequest(["`parameters` must be an object"])
+        self._count(len(instances))
+        problems: list[str] = [f"{key}: unknown top-level field (expected instances, parameters)"
+                               for key in sorted(unexpected)]
+        n = len(instances)
+        numeric = np.empty((n, len(self.numeric)), dtype="float64")
+        categorical: list[list[Any]] = [[None] * n for _ in self.categorical]
+        known = self.known
+        for i, inst in enumerate(instances):
+            if type(inst) is not dict:
+                problems.append(f"instances[{i}]: must be an object keyed by feature name, got {inst!r:.80}")
+                continue
+            if len(inst) > len(known) or not known.issuperset(inst):
+                for key in inst:
+                    if key not in known:
+                        problems.append(f"instances[{i}].{key}: unknown field "
+                                        f"(features: {', '.join(self.spec.features)})")
+            row = numeric[i]
+            for j, (name, nullable, low, high) in enumerate(self.numeric):
+                value = inst.get(name)
+                if type(value) is float and low is not None and high is not None and low <= value <= high:
+                    row[j] = value   # the common case, checked in one comparison
+                else:
+                    row[j] = self._number(f"instances[{i}].{name}", value, nullable, low, high, problems)
+            for j, (name, nullable, allowed) in enumerate(self.categorical):
+                value = inst.get(name)
+                if type(value) is str and (allowed is None or value in allowed):
+                    categorical[j][i] = value
+                else:
+                    categorical[j][i] = self._category(f"instances[{i}].{name}", value, nullable, allowed, problems)
+        if problems:
+            raise BadRequest(problems)
+        return Columns(numeric, categorical)
+
+    # -- Open Inference Protocol v2 ----------------------------------------------------------
+    def tensors(self, body: Any, binary: bytes = b"") -> Columns:
+        """Check a v2 ``inputs`` body: one named input per feature, all of the same length."""
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+            raise BadRequest(["the body must be a JSON object with a non-empty `inputs` list "
+                              "(one input per feature, named after it)"])
+        problems: list[str] = []
+        data: dict[str, list[Any] | np.ndarray] = {}
+        numeric_names = {name for name, *_ in self.numeric}
+        offset = 0
+        for k, tensor in enumerate(body["inputs"]):
+            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+                problems.append(f"inputs[{k}]: must be an object with a `name`, `shape`, `datatype` and `data`")
+                continue
+            name, datatype = tensor["name"], tensor.get("datatype")
+            where = f"inputs[{k}] ({name})"
+            if not isinstance(datatype, str):
+                problems.append(f"{where}: `datatype` must be a string such as FP64 or BYTES")
+                continue
+            parameters = tensor.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                problems.append(f"{where}: `parameters` must be an object")
+                continue
+            size = parameters.get("binary_data_size")
+            if name not in self.known:
+                problems.append(f"{where}: unknown input (features: {', '.join(self.spec.features)})")
+            elif name in data:
+                problems.append(f"{where}: given more than once")
+            if size is not None:
+                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                    raise BadRequest([f"{where}: binary_data_size {size!r} does not fit the {len(binary)} "
+                                      "bytes after the JSON header"])
+                chunk, offset = binary[offset:offset + size], offset + size
+                if name not in self.known:
+                    continue
+                try:
+                    values: Any = _decode_binary(chunk, datatype)
+                except ValueError as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+            else:
+                if name not in self.known:
+                    continue
+                values = tensor.get("data")
+                if not isinstance(values, list):
+                    problems.append(f"{where}: `data` must be a list")
+                    continue
+                if values and isinstance(values[0], list):
+                    values = [v for row in values for v in (row if isinstance(row, list) else [row])]
+            shape = tensor.get("shape")
+            if not (isinstance(shape, list) and all(isinstance(d, int) for d in shape)
+                    and math.prod(shape) == len(values) and shape and shape[0] == len(values)):
+                problems.append(f"{where}: shape {shape!r} does not match {len(values)} values "
+                                f"(expected [{len(values)}] or [{len(values)}, 1])")
+            if name in numeric_names and datatype not in V2_NUMERIC:
+                problems.append(f"{where}: datatype must be one of {', '.join(V2_NUMERIC)}, got {datatype!r}")
+            elif name in self.spec.categorical_features and datatype != "BYTES":
+                problems.append(f"{where}: datatype must be BYTES, got {datatype!r}")
+            data[name] = values
+        missing = [name for name in self.spec.features if name not in data]
+        problems += [f"inputs: `{name}` is missing (one input per feature)" for name in missing]
+        if problems:
+            raise BadRequest(problems)
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise BadRequest([f"inputs have different lengths: {sorted(lengths)}"])
+        n = lengths.pop()
+        self._count(n)
+        numeric = np.empty((n, len(self.numeric)), dtype="float64")
+        for j, (name, nullable, low, high) in enumerate(self.numeric):
+            numeric[:, j] = self._number_column(name, data[name], nullable, low, high, problems)
+        categorical = []
+        for name, nullable, allowed in self.categorical:
+            values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data[name]]
+            if not (all(type(v) is str for v in values) and (allowed is None or allowed.issuperset(values))):
+                values = [self._category(f"instances[{i}].{name}", v, nullable, allowed, problems)
+                          for i, v in enumerate(values)]
+            categorical.append(values)
+        if problems:
+            raise BadRequest(problems)
+        return Columns(numeric, categorical)
+
+    def _number_column(self, name: str, values: Any, nullable: bool, low: float | None, high: float | None,
+                       problems: list[str]) -> np.ndarray:
+        """One numeric input checked as a whole (NaN or null = missing); every bad index is listed."""
+        column: np.ndarray | None = None
+        if isinstance(values, np.ndarray):
+            column = values.astype("float64")
+        elif set(map(type, values)) <= _NUMBERS:
+            try:
+                column = np.asarray(values, dtype="float64")
+            except OverflowError:
+                column = None
+        if column is None:   # strings, booleans, huge integers: one message per value
+            return np.asarray([self._number(f"instances[{i}].{name}",
+                                            None if isinstance(v, float) and math.isnan(v) else v,
+                                            nullable, low, high, problems) for i, v in enumerate(values)])
+        with np.errstate(invalid="ignore"):
+            fine = np.isfinite(column)
+            if low is not None:
+                fine &= column >= low
+            if high is not None:
+                fine &= column <= high
+            if nullable:
+                fine |= np.isnan(column)
+        if fine.all():
+            return column
+        missing = np.isnan(column)
+        bad = [(i, "required") for i in np.flatnonzero(missing)] if not nullable else []
+        bad += [(i, f"must be a finite number, got {column[i]!r}") for i in np.flatnonzero(np.isinf(column))]
+        with np.errstate(invalid="ignore"):
+            if low is not None:
+                bad += [(i, f"{column[i]:g} is below the minimum {low}") for i in np.flatnonzero(column < low)]
+            if high is not None:
+                bad += [(i, f"{column[i]:g} is above the maximum {high}")
+                        for i in np.flatnonzero((column > high) & np.isfinite(column))]
+        problems += [f"instances[{i}].{name}: {why}" for i, why in sorted(bad)]
+        return column
+
+
+def _decode_binary(chunk: bytes, datatype: Any) -> Any:
+    """One input of the binary tensor extension: little-endian values, or length-prefixed BYTES."""
+    if datatype in V2_NUMERIC:
+        dtype = np.dtype(V2_NUMERIC[datatype])
+        if len(chunk) % dtype.itemsize:
+            raise ValueError(f"{len(chunk)} bytes is not a whole number of {datatype} values")
+        return np.frombuffer(chunk, dtype=dtype)
+    if datatype == "BYTES":
+        values, offset = [], 0
+        while offset < len(chunk):
+            if offset + 4 > len(chunk):
+                raise ValueError("truncated BYTES element length")
+            (length,) = struct.unpack_from("<I", chunk, offset)
+            offset += 4
+            if offset + length > len(chunk):
+                raise ValueError("truncated BYTES element")
+            values.append(chunk[offset:offset + length])
+            offset += length
+        return values
+    raise ValueError(f"unsupported datatype {datatype!r}")
+
+
+class RequestIds:
+    """Request ids the predictor issues and later recognises: ``<nonce>.<HMAC-SHA256(key, nonce)>``.
+
+    Every response carries one in ``X-Request-Id`` (a caller's own header is not taken as the id). Labels
+    sent to ``POST /feedback`` are accepted only for ids that verify, so a caller cannot attach evidence to
+    requests the predictor never answered. The key is the deployment's (``TOLLGATE_FEEDBACK_KEY``: a
+    Secret Manager secret on GCP, made by `tollgate up` locally), shared by every revision of a dataset."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the request-id key must have at least 16 bytes")
+        self.key = key
+
+    def _mac(self, nonce: str) -> str:
+        return hmac.new(self.key, nonce.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def issue(self) -> str:
+        nonce = secrets.token_hex(16)
+        return f"{nonce}.{self._mac(nonce)}"
+
+    def verify(self, request_id: str) -> bool:
+        nonce, dot, mac = request_id.partition(".")
+        return bool(dot) and len(nonce) == 32 and hmac.compare_digest(mac, self._mac(nonce))
+
+
+def feedback_labels(body: Any, spec: DatasetSpec, classes: list[str] | None, ids: RequestIds,
+                    max_labels: int = MAX_INSTANCES) -> list[tuple[str, int, Any]]:
+    """(request id, row, label) triples from a ``POST /feedback`` body; every problem is listed.
+
+    Each label must name a request id this deployment issued and a row such a request can have (below the
+    instances limit); a regression label must be a finite number within the target column's declared
+    range, a classification label one of the model's classes."""
+    items = body.get("labels", [body]) if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise BadRequest(['the body must be {"labels": [{"request_id": ..., "row": 0, "label": ...}, ...]} '
+                          'or one such label object'])
+    if len(items) > max_labels:
+        raise BadRequest([f"{len(items)} labels in one request; at most {max_labels}"])
+    target = spec.columns[spec.target]
+    out, problems = [], []
+    for i, item in enumerate(items):
+        where = f"labels[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        request_id, row, label = item.get("request_id"), item.get("row", 0), item.get("label")
+        if not isinstance(request_id, str) or not request_id:
+            problems.append(f"{where}.request_id: a non-empty string (the X-Request-Id of the prediction) is required")
+        elif len(request_id) > MAX_REQUEST_ID or not ids.verify(request_id):
+            problems.append(f"{where}.request_id: {request_id[:80]!r} is not a request id this predictor issued "
+                            "(send the X-Request-Id of the prediction's response)")
+        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < max_labels:
+            problems.append(f"{where}.row: {row!r} is not a row index of a request (an integer from 0 to "
+                            f"{max_labels - 1})")
+        if spec.task == "regression":
+            if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label):
+                problems.append(f"{where}.label: {label!r:.80} is not a finite number")
+                continue
+            label = float(label)
+            if (target.min is not None and label < target.min) or (target.max is not None and label > target.max):
+                problems.append(f"{where}.label: {label} is outside the range [{target.min}, {target.max}] the spec "
+                                f"declares for {spec.target}")
+                continue
+        else:
+            if label is None or isinstance(label, (dict, list)) or (classes and str(label) not in classes):
+                problems.append(f"{where}.label: {label!r:.80} is not one of the classes {classes}")
+                continue
+            label = str(label)
+        out.append((request_id, row, label))
+    if problems:
+        raise BadRequest(problems)
+    return out

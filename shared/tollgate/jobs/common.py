@@ -1,0 +1,79 @@
+"""What the chain's jobs share: opening the run a job was started for, reading curated batches and registered
+models (hash-checked, allow-listed), and writing a version's artifacts once."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pandas as pd
+
+from tollgate import artifacts, lifecycle, log
+from tollgate.cloud import Cloud
+from tollgate.cloud.state import State
+from tollgate.errors import StepFailed
+from tollgate.events import envelope
+
+
+def open_run(cloud: Cloud, state: State, run_id: str, step: str) -> dict[str, Any] | None:
+    """The run, if ``step`` holds it (its status is the step's running status); otherwise None, after
+    re-publishing the step's event when its work is already done (a crash between "state written" and "event
+    published" heals; consumers are idempotent)."""
+    run = state.get_run(run_id)
+    if run is None:
+        raise StepFailed(f"run {run_id} does not exist")
+    _, running, _, topic = lifecycle.CLAIM[step]
+    if run["status"] == running:
+        return run
+    if lifecycle.done(run["status"], step):
+        cloud.publish(topic, envelope(topic, run_id=run_id, dataset=run["dataset"]))
+        log.info("step already done; event re-published", run_id=run_id, topic=topic)
+    else:
+        log.info("not this job's turn; nothing to do", run_id=run_id, status=run["status"])
+    return None
+
+
+def champion_profile(cloud: Cloud, state: State, dataset: str) -> tuple[int | None, dict[str, Any] | None]:
+    """(champion version, the reference profile stored beside it); (None, None) before the first champion."""
+    champion = (state.get_dataset(dataset) or {}).get("champion_version")
+    if champion is None:
+        return None, None
+    return int(champion), cloud.read_json(f"models/{dataset}/{int(champion)}/profile.json")
+
+
+def load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
+    data = cloud.read_bytes(batch["object"], generation=batch["generation"])
+    if artifacts.sha256(data) != batch["sha256"]:
+        raise StepFailed(f"curated batch {batch['object']} does not match its recorded sha256")
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def artifact_object(dataset: str, version: int) -> str:
+    """Where a version's model lives; the only object any loader reads for it."""
+    return f"models/{dataset}/{int(version)}/model.skops"
+
+
+def write_or_adopt(cloud: Cloud, name: str, data: bytes, content_type: str = "application/octet-stream") -> bytes:
+    """Write an artifact of the run's reserved version once; if an earlier attempt of this run wrote it (and
+    crashed before registering), keep those bytes: skops files are not byte-for-byte reproducible, and only
+    this run's trainer may write under its reserved version."""
+    try:
+        cloud.write_once(name, data, content_type)
+        return data
+    except FileExistsError:
+        log.info("artifact written by an earlier attempt; adopting it", object=name)
+        return cloud.read_bytes(name)
+
+
+def load_model(cloud: Cloud, state: State, dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
+    """A registered model, read only from ``models/<dataset>/<version>/model.skops``, hash-checked against
+    its registry record and every node allow-listed before it is deserialised (artifacts.loads)."""
+    record = state.get_version(dataset, version)
+    if record is None:
+        raise StepFailed(f"model {dataset} v{version} is not registered")
+    name = artifact_object(dataset, version)
+    if record.get("artifact") != f"gs://{cloud.settings.bucket}/{name}":
+        raise artifacts.ArtifactError(f"the registry record of {dataset} v{version} names the artifact "
+                                      f"{record.get('artifact')!r}; Tollgate loads a version only from "
+                                      f"gs://{cloud.settings.bucket}/{name}")
+    return artifacts.loads(cloud.read_bytes(name), record["sha256"]), record

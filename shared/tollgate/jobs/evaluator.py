@@ -1,0 +1,49 @@
+"""Job `evaluator`: score the challenger and the champion on the same held-out rows of the run's batch
+(RUN_ID), with the paired-bootstrap interval of the gain and per-slice metrics; reports/<run>/evaluation.*."""
+
+from __future__ import annotations
+
+from tollgate import lifecycle, log, outbox, reports
+from tollgate import spec as specs
+from tollgate.cloud import Cloud
+from tollgate.cloud.state import State
+from tollgate.events import envelope
+from tollgate.jobs.common import load_batch, load_model, open_run
+
+
+def run(cloud: Cloud, state: State, run_id: str) -> str:
+    from tollgate import evaluation, training
+
+    record = open_run(cloud, state, run_id, lifecycle.EVALUATOR)
+    if record is None:
+        return "skipped"
+    spec = specs.from_dict(record["spec"])
+    newest = load_batch(cloud, record["curated"])
+    _, holdout = training.split_newest(newest, spec)
+    y = training.target(holdout, spec)
+    features = training.features_frame(holdout, spec)
+    challenger_version = int(record["challenger_version"])
+    challenger, _ = load_model(cloud, state, spec.name, challenger_version)
+    champion_version = state.get_dataset(spec.name).get("champion_version")
+    scored = evaluation.score(challenger, features, spec.task)
+    champion_scored = None
+    if champion_version is not None:
+        champion, _ = load_model(cloud, state, spec.name, int(champion_version))
+        champion_scored = evaluation.score(champion, features, spec.task)
+    result = evaluation.compare(holdout, y, scored, champion_scored, spec)
+    result["challenger"]["version"] = challenger_version
+    if result["champion"] is not None:
+        result["champion"]["version"] = int(champion_version)
+    attempt = int(record.get("reevaluations", 0))
+    name = f"reports/{run_id}/evaluation" + (f"-{attempt}" if attempt else "")
+    report = {"run_id": run_id, "dataset": spec.name, "data": record["curated"], **result}
+    cloud.write_json_once(f"{name}.json", report)
+    cloud.write_once(f"{name}.html", reports.evaluation_html(report, y, scored, champion_scored).encode(),
+                     "text/html; charset=utf-8")
+    event = outbox.Event("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
+    if state.transition(run_id, (lifecycle.EVALUATING,), lifecycle.EVALUATED, events=(event,), evaluation=result,
+                        evaluated_against=champion_version):
+        outbox.publish(cloud, state, [event])
+    log.info("models evaluated", run_id=run_id, challenger=challenger_version, champion=champion_version,
+             metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric))
+    return "evaluated"

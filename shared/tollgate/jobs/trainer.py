@@ -1,0 +1,129 @@
+"""Job `trainer`: fit the challenger of a run on its training window and register it (RUN_ID).
+
+With a hyperparameter search in the spec, the execution's tasks (CLOUD_RUN_TASK_INDEX / _COUNT) each score their
+share of the candidates by cross-validation; the task that completes the set fits the best one. Artifacts are
+written before the version record, under a version number reserved for the run: a crash at any point leaves
+no version or a whole one, and a retry converges.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from tollgate import artifacts, drift, lifecycle, log, outbox
+from tollgate import spec as specs
+from tollgate.cloud import Cloud
+from tollgate.cloud.state import State
+from tollgate.errors import StepFailed
+from tollgate.events import envelope
+from tollgate.jobs.common import artifact_object, load_batch, open_run, write_or_adopt
+
+
+def training_window(state: State, spec: specs.DatasetSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Curated batches the run trains on, oldest first, ending with the run's own batch. Batches a
+    reviewer rejected stay out of every later window."""
+    mine = record["curated"]["sha256"]
+    batches = [b for b in state.list_batches(spec.name) if not b.get("excluded") or b["sha256"] == mine]
+    cut = next((i for i, b in enumerate(batches) if b["sha256"] == mine), None)
+    if cut is None:
+        raise StepFailed(f"the run's batch {mine} is not registered for dataset {spec.name}")
+    window = batches[: cut + 1]
+    if spec.training_window == "last_n" and spec.training_last_n > 0:
+        window = window[-spec.training_last_n:]
+    elif spec.training_window == "days" and "time_max" in window[-1]:
+        since = window[-1]["time_max"] - spec.training_days * 86400
+        window = [b for b in window[:-1] if b.get("time_max", since) >= since] + window[-1:]
+    return window
+
+
+def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) -> str:
+    """Train the challenger. With a search in the spec, each of the execution's ``tasks`` scores its
+    share of the candidates by cross-validation and writes them to reports/<run>/search/; the task
+    that completes the set fits the best candidate and registers it."""
+    from tollgate import training
+
+    record = open_run(cloud, state, run_id, lifecycle.TRAINER)
+    if record is None:
+        return "skipped"
+    spec = specs.from_dict(record["spec"])
+    started = time.monotonic()
+    window = training_window(state, spec, record)
+    frames = [load_batch(cloud, b) for b in window]
+    newest_train, holdout = training.split_newest(frames[-1], spec)
+    train_df = pd.concat(frames[:-1] + [newest_train], ignore_index=True)
+    search = None
+    params = dict(spec.model_params)
+    if spec.search is not None:
+        tasks = max(tasks, 1)
+        mine = f"reports/{run_id}/search/task-{task}.json"
+        if cloud.read_json(mine) is None:
+            scored = [{"candidate": i, **training.cross_validate(train_df, spec, candidate)}
+                      for i, candidate in enumerate(training.candidates(spec)) if i % tasks == task]
+            cloud.write_json_once(mine, {"run_id": run_id, "task": task, "tasks": tasks, "results": scored})
+            log.info("search candidates scored", run_id=run_id, task=task, candidates=len(scored))
+        if not state.search_task_done(run_id, task, tasks):
+            return "searched"
+        parts = [cloud.read_json(f"reports/{run_id}/search/task-{i}.json") or {} for i in range(tasks)]
+        results = sorted((r for part in parts for r in part.get("results", [])), key=lambda r: r["candidate"])
+        best = max(results, key=lambda r: (r["score"], -r["candidate"]))
+        params = best["params"]
+        search = {"scorer": best["scorer"], "folds": spec.search.folds, "tasks": tasks, "best": best["candidate"],
+                  "candidates": [{k: r[k] for k in ("candidate", "params", "score", "std")} for r in results]}
+    elif task:
+        return "skipped"    # without a search, task 0 trains alone
+    if search is None:      # the registry records a cross-validated score for every version
+        cv = training.cross_validate(train_df, spec, params)
+    else:
+        cv = next(r for r in results if r["candidate"] == search["best"])
+    metrics = {"cv": {"metric": spec.primary_metric, "scorer": cv["scorer"], "score": cv["score"],
+                      "std": cv["std"], "folds": len(cv["folds"])}}
+    fit_started = time.monotonic()
+    model = training.fit(train_df, spec, params)
+    fit_seconds = time.monotonic() - fit_started
+    blob = artifacts.dumps(model)
+    try:
+        artifacts.check(blob)   # the loaders would refuse it: say so now, not at the evaluator
+    except artifacts.ArtifactError as exc:
+        raise StepFailed(f"the trained {spec.estimator} model cannot be served: {exc} (model.params "
+                         f"{params} give a model outside the allow-list)") from exc
+    prof = drift.profile(train_df, spec, seed=spec.training_seed)
+    import sklearn
+    import skops
+
+    # Artifacts first, then the record: a crash at any point leaves no version or a whole one, and a retry
+    # converges on the same number (reserved for this run) and the same files.
+    version = state.reserve_version(spec.name, run_id)
+    blob = write_or_adopt(cloud, artifact_object(spec.name, version), blob)
+    artifacts.check(blob)   # adopted bytes too
+    write_or_adopt(cloud, f"models/{spec.name}/{version}/profile.json",
+                    orjson.dumps(prof, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str),
+                    "application/json")
+    digest = artifacts.sha256(blob)
+
+    def record(version: int) -> dict[str, Any]:
+        return {
+            "artifact": f"gs://{cloud.settings.bucket}/{artifact_object(spec.name, version)}",
+            "sha256": digest, "estimator": spec.estimator, "params": params, "search": search, "metrics": metrics,
+            "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
+            "features": list(spec.features), "target": spec.target,
+            "training_window": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window],
+            "train_rows": int(len(train_df)), "holdout_rows": int(len(holdout)),
+            "code_version": cloud.settings.code_version,
+            "libraries": {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "pandas": pd.__version__,
+                          "numpy": np.__version__},
+            "fit_seconds": round(fit_seconds, 3), "seconds": round(time.monotonic() - started, 3),
+        }
+
+    state.register_version(spec.name, run_id, record)
+    event = outbox.Event("model-trained", envelope("model-trained", run_id=run_id, dataset=spec.name,
+                                                   version=version))
+    if state.transition(run_id, (lifecycle.TRAINING,), lifecycle.TRAINED, events=(event,), challenger_version=version):
+        outbox.publish(cloud, state, [event])
+    log.info("challenger trained", run_id=run_id, version=version, train_rows=len(train_df),
+             seconds=round(fit_seconds, 2), params=params)
+    return "trained"

@@ -1,0 +1,80 @@
+"""Job `validator`: hold a run's dropped file against its dataset spec and the champion's data (RUN_ID).
+
+Reads the object straight from the bucket in chunks (tollgate.validation); a valid batch is written once to
+``curated/<dataset>/<sha256>.parquet``, a rejected one is copied to ``quarantine/<dataset>/<run_id>/`` with its
+reason. Imports no scikit-learn: a job's cold start is paid on every run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tollgate import artifacts, drift, lifecycle, log, outbox, reports, validation
+from tollgate import spec as specs
+from tollgate.cloud import Cloud
+from tollgate.cloud.state import State
+from tollgate.events import envelope
+from tollgate.jobs.common import champion_profile, open_run
+
+
+def run(cloud: Cloud, state: State, run_id: str) -> str:
+    """Validate the run's batch; \"validated\", \"rejected\" or \"skipped\" (not this job's turn)."""
+    record = open_run(cloud, state, run_id, lifecycle.VALIDATOR)
+    if record is None:
+        return "skipped"
+    spec = specs.from_dict(record["spec"])
+    src = record["source"]
+    filename = src["object"].rsplit("/", 1)[-1]
+    champion, reference = champion_profile(cloud, state, spec.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        curated_file = Path(tmp) / "curated.parquet"
+        reader, size = cloud.open_read(src["object"], generation=src["generation"])
+        with reader:
+            result = validation.validate_file(reader, spec, curated_file, reference=reference, size=size)
+        summary = result.summary()
+        report = {"run_id": run_id, "dataset": spec.name, "source": src,
+                  "reference": {"champion_version": champion} if reference else None, **summary}
+        cloud.write_json_once(f"reports/{run_id}/validation.json", report)
+        cloud.write_once(f"reports/{run_id}/validation.html", reports.validation_html(report, reference).encode(),
+                         "text/html; charset=utf-8")
+        drift_verdict = {"verdict": result.drift["verdict"], "message": result.drift.get("message", "")}
+        if result.status == "rejected":
+            quarantine = f"quarantine/{spec.name}/{run_id}/"
+            src_blob = cloud.bucket.blob(src["object"], generation=src["generation"])
+            if not cloud.bucket.get_blob(quarantine + filename):
+                cloud.bucket.copy_blob(src_blob, cloud.bucket, quarantine + filename,
+                                       source_generation=src["generation"], if_generation_match=0)
+            cloud.write_json_once(quarantine + "reason.json", {"run_id": run_id, "reason": result.reason,
+                                                               "message": result.message, "source": src,
+                                                               "checks": summary["checks"]})
+            state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.REJECTED, reason=result.reason,
+                             message=result.message, validation=_compact(summary), quarantine=quarantine,
+                             drift=drift_verdict)
+            log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
+            return "rejected"
+        digest = artifacts.file_sha256(curated_file)
+        name = f"curated/{spec.name}/{digest}.parquet"
+        generation = cloud.write_file_once(name, curated_file)
+    curated = {"object": name, "generation": generation, "sha256": digest, "rows": result.rows_out}
+    times = (result.profile or {}).get("columns", {}).get(spec.time_column or "", {})
+    if times.get("count"):
+        curated.update(time_min=float(times["min"]), time_max=float(times["max"]))
+    state.add_batch(spec.name, run_id, curated)
+    event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
+                                                    curated=curated, drift=drift_verdict["verdict"]))
+    if state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.VALIDATED, events=(event,), curated=curated,
+                        validation=_compact(summary), message=result.message, drift=drift_verdict):
+        outbox.publish(cloud, state, [event])
+    log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped,
+             drift=drift_verdict["verdict"])
+    return "validated"
+
+
+def _compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """The validation summary as stored on the run: examples trimmed, drift scores without samples,
+    no profile (validation.json has everything)."""
+    checks = [{**c, "examples": c["examples"][:3]} for c in summary["checks"]]
+    return {**{k: v for k, v in summary.items() if k != "profile"}, "checks": checks,
+            "drift": drift.summary(summary["drift"])}
