@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import struct
+from functools import partial
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.predictor import oip
 from tollgate import inputs
 
 GOOD = {"trip_miles": 2.5, "trip_seconds": 600, "trip_start_hour": 9, "trip_start_day": 3, "trip_start_month": 5,
@@ -88,7 +90,7 @@ def v2_body(rows):
 
 def test_v2_tensors_match_instances(checker):
     rows = [GOOD, {**GOOD, "trip_miles": 7.0, "company": "Flash Cab"}]
-    a, b = checker.tensors(v2_body(rows)), checker.instances({"instances": rows})
+    a, b = oip.tensors(checker, v2_body(rows)), checker.instances({"instances": rows})
     np.testing.assert_array_equal(a.numeric, b.numeric)
     assert a.categorical == b.categorical
 
@@ -99,18 +101,18 @@ def test_v2_problems(checker):
     body["inputs"][11]["datatype"] = "FP64"                     # payment_type must be BYTES
     body["inputs"].append(tensor("colour", ["red", "blue"]))
     del body["inputs"][2]                                       # trip_start_hour missing
-    text = "\n".join(problems(checker.tensors, body).problems)
+    text = "\n".join(problems(partial(oip.tensors, checker), body).problems)
     assert "payment_type): datatype must be BYTES" in text and "(colour): unknown input" in text
     assert "`trip_start_hour` is missing" in text
     body = v2_body([GOOD, GOOD])
     body["inputs"][0]["data"] = [1.0, -3.0]
     body["inputs"][1]["data"] = ["x", 1.0]
-    text = "\n".join(problems(checker.tensors, body).problems)
+    text = "\n".join(problems(partial(oip.tensors, checker), body).problems)
     assert "instances[1].trip_miles: -3 is below the minimum 0" in text
     assert "instances[0].trip_seconds: must be a finite number, got 'x'" in text
     body = v2_body([GOOD, GOOD])
     body["inputs"][0]["shape"] = [3]
-    assert "shape [3] does not match 2 values" in problems(checker.tensors, body).problems[0]
+    assert "shape [3] does not match 2 values" in problems(partial(oip.tensors, checker), body).problems[0]
 
 
 def test_v2_binary_tensors(checker):
@@ -125,9 +127,9 @@ def test_v2_binary_tensors(checker):
         header["inputs"].append({"name": name, "shape": [1, 1], "datatype": kind,
                                  "parameters": {"binary_data_size": len(chunk)}})
         chunks.append(chunk)
-    cols = checker.tensors(header, b"".join(chunks))
+    cols = oip.tensors(checker, header, b"".join(chunks))
     assert cols.numeric[0, 0] == pytest.approx(2.5) and cols.categorical[1] == ["Flash Cab"]
-    assert "does not fit" in problems(checker.tensors, header, b"".join(chunks)[:-3]).problems[0]
+    assert "does not fit" in problems(partial(oip.tensors, checker), header, b"".join(chunks)[:-3]).problems[0]
 
 
 # -- property-based: whatever arrives, the answer is columns or a BadRequest, never a crash ----------
@@ -151,7 +153,7 @@ v2_tensors = st.fixed_dictionaries(
     st.fixed_dictionaries({}, optional={k: json_values for k in GOOD}), max_size=5)})
     | st.fixed_dictionaries({"inputs": st.lists(v2_tensors, max_size=14)}), binary=st.binary(max_size=16))
 def test_any_json_is_answered(checker, body, binary):
-    for check in (checker.instances, lambda b: checker.tensors(b, binary)):
+    for check in (checker.instances, lambda b: oip.tensors(checker, b, binary)):
         try:
             cols = check(body)
         except inputs.BadRequest as exc:
@@ -179,5 +181,5 @@ def test_every_valid_instance_is_accepted(checker, taxi_spec, data):
     rows = data.draw(st.lists(instance_strategy(taxi_spec), min_size=1, max_size=10))
     cols = checker.instances({"instances": rows})
     assert len(cols) == len(rows)
-    again = checker.tensors(v2_body([{**GOOD, **row} for row in rows]))
+    again = oip.tensors(checker, v2_body([{**GOOD, **row} for row in rows]))
     np.testing.assert_array_equal(again.numeric, cols.numeric)

@@ -11,6 +11,7 @@ import pytest
 
 from services.predictor import main as predictor
 from services.predictor.batching import MicroBatcher
+from services.predictor.config import PredictorConfig
 from tests.conftest import columns_of, model_dir, model_sha256
 from tests.test_inputs import GOOD, tensor, v2_body
 from tollgate import prepared
@@ -21,14 +22,18 @@ def taxi_model_dir(taxi_model, taxi_spec, tmp_path_factory):
     return model_dir(taxi_model, taxi_spec, tmp_path_factory.mktemp("model"))
 
 
+def config(dataset: str, version: int, folder=None, **overrides) -> PredictorConfig:
+    """A revision's settings as a test gives them: the model from ``folder`` (AIP_STORAGE_URI, its hash pinned),
+    no prediction log, nothing read from os.environ."""
+    env = {"DATASET": dataset, "MODEL_VERSION": str(version), "TOLLGATE_PREDICTION_LOG": "off", **overrides}
+    if folder is not None:
+        env.update(AIP_STORAGE_URI=str(folder), TOLLGATE_MODEL_SHA256=model_sha256(folder))
+    return PredictorConfig.from_env(env)
+
+
 @pytest.fixture(scope="module")
 def client(taxi_model_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIP_STORAGE_URI", str(taxi_model_dir))
-        mp.setenv("TOLLGATE_MODEL_SHA256", model_sha256(taxi_model_dir))
-        mp.setenv("TOLLGATE_PREDICTION_LOG", "off")
-        app = predictor.create_app("chicago_taxi", 3, background=False)
-    return app.test_client()
+    return predictor.create_app(config("chicago_taxi", 3, taxi_model_dir), background=False).test_client()
 
 
 def rows_of(df, spec):
@@ -121,15 +126,12 @@ def test_metrics_count_requests_errors_latency_and_batches(client):
     assert 'tollgate_predictor_model_info{dataset="chicago_taxi",model_version="3",path="prepared"} 1.0' in text
 
 
-def test_a_model_that_fails_to_load_never_turns_ready(taxi_model, taxi_spec, tmp_path, monkeypatch):
+def test_a_model_that_fails_to_load_never_turns_ready(taxi_model, taxi_spec, tmp_path):
     folder = model_dir(taxi_model, taxi_spec, tmp_path / "m")
     blob = bytearray((folder / "model.skops").read_bytes())
     blob[-100] ^= 0xFF   # altered after registration
     (folder / "model.skops").write_bytes(bytes(blob))
-    monkeypatch.setenv("AIP_STORAGE_URI", str(folder))
-    monkeypatch.setenv("TOLLGATE_MODEL_SHA256", model_sha256(folder))
-    monkeypatch.setenv("TOLLGATE_PREDICTION_LOG", "off")
-    client = predictor.create_app("chicago_taxi", 3, background=False).test_client()
+    client = predictor.create_app(config("chicago_taxi", 3, folder), background=False).test_client()
     for path in ("/health", "/v2/health/ready", "/metadata"):
         response = client.get(path)
         assert response.status_code == 503 and "failed to load" in response.json["error"]
@@ -138,7 +140,7 @@ def test_a_model_that_fails_to_load_never_turns_ready(taxi_model, taxi_spec, tmp
     assert client.get("/v2/health/live").status_code == 200   # alive, not ready: the revision never serves
 
 
-def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_path, monkeypatch):
+def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_path):
     from sklearn.datasets import load_breast_cancer
 
     from tollgate import spec as specs, training
@@ -149,11 +151,8 @@ def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_p
     frame = data.data.rename(columns=lambda c: c.replace(" ", "_"))
     frame["diagnosis"] = np.asarray(data.target_names)[data.target]
     model = training.fit(frame, spec)
-    folder = model_dir(model, spec, tmp_path / "m")
-    monkeypatch.setenv("AIP_STORAGE_URI", str(folder))
-    monkeypatch.setenv("TOLLGATE_MODEL_SHA256", model_sha256(folder))
-    monkeypatch.setenv("TOLLGATE_PREDICTION_LOG", "off")
-    client = predictor.create_app("breast_cancer", 1, background=False).test_client()
+    client = predictor.create_app(config("breast_cancer", 1, model_dir(model, spec, tmp_path / "m")),
+                                  background=False).test_client()
     rows = frame.drop(columns="diagnosis").head(3).to_dict("records")
     body = client.post("/predict", json={"instances": rows}).json
     assert body["predictions"] == list(model.predict(frame.head(3)))   # a JSON list of labels, not its repr
@@ -163,11 +162,10 @@ def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_p
     assert v2["outputs"][0]["data"] == body["predictions"]
 
 
-def test_before_the_first_model_the_service_is_healthy_and_says_what_to_do(monkeypatch):
+def test_before_the_first_model_the_service_is_healthy_and_says_what_to_do():
     """The revision terraform creates (DATASET, no MODEL_VERSION) passes its startup probe; nothing else."""
-    monkeypatch.setenv("TOLLGATE_BUCKET", "acme-tollgate")
-    monkeypatch.delenv("MODEL_VERSION", raising=False)
-    client = predictor.create_app("chicago_taxi").test_client()
+    client = predictor.create_app(PredictorConfig.from_env({"DATASET": "chicago_taxi",
+                                                            "TOLLGATE_BUCKET": "acme-tollgate"})).test_client()
     assert client.get("/health").json == {"status": "awaiting-model", "dataset": "chicago_taxi",
                                           "model_version": None}
     assert client.get("/v2/health/live").status_code == 200
@@ -177,7 +175,7 @@ def test_before_the_first_model_the_service_is_healthy_and_says_what_to_do(monke
         assert response.status_code == 503, path
         assert "gs://acme-tollgate/incoming/chicago_taxi/" in response.json["error"]
     with pytest.raises(RuntimeError, match="DATASET must be set"):
-        predictor.create_app("")
+        PredictorConfig.from_env({})
 
 
 def test_micro_batcher_batches_concurrent_requests_and_returns_each_its_own(taxi_model, taxi_spec, taxi_clean):

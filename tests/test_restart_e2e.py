@@ -61,9 +61,11 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     cloud.bucket.blob(name).upload_from_string(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(artifacts.ArtifactError, match="altered after registration"):
         common.load_model(cloud, State(cloud.firestore), dataset, 1)
+    from services.predictor.config import PredictorConfig
     from services.predictor.main import create_app
 
-    predictor = create_app(dataset, 1, background=False)   # loads, fails, and never turns ready
+    predictor = create_app(PredictorConfig.from_env(DATASET=dataset, MODEL_VERSION="1"),
+                           background=False)   # loads, fails, and never turns ready
     ready = predictor.test_client().get("/v2/health/ready")
     assert ready.status_code == 503 and "altered after registration" in ready.json["error"], ready.json
     # the evaluator job refuses it too: the next batch's run fails at evaluation and says why

@@ -1,12 +1,10 @@
-"""Request checking for the predictor: instances against the dataset spec's features. Pure.
+"""What the predictor accepts: instances against the dataset spec's features, feedback labels, and the request
+ids it issues. Pure.
 
-Two request shapes reach the same checks and become the same :class:`Columns`:
-
-* Vertex AI: ``{"instances": [{feature: value, ...}, ...], "parameters": {...}}``;
-* Open Inference Protocol v2: ``{"inputs": [{"name": feature, "shape": [n], "datatype": "FP64",
-  "data": [...]}, ...]}``, with the binary tensor extension (``Inference-Header-Content-Length``).
-
-Every problem is listed with the instance index and the field, up to ``MAX_PROBLEMS``.
+The spec's feature rules (:class:`Checker`) are applied to both request shapes, which become the same
+:class:`Columns`: Vertex AI's ``{"instances": [{feature: value, ...}, ...]}`` here, and the Open Inference
+Protocol's v2 tensors in services/predictor/oip.py, which calls the same column checks. Every problem is listed
+with the instance index and the field, up to ``MAX_PROBLEMS``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import hashlib
 import hmac
 import math
 import secrets
-import struct
 from typing import Any
 
 import numpy as np
@@ -28,8 +25,6 @@ MAX_PROBLEMS = 50
 MAX_REQUEST_ID = 128   # characters of a request id a label may name
 
 _NUMBERS = {float, int, type(None)}
-V2_NUMERIC = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",
-              "INT8": "<i1", "UINT64": "<u8", "UINT32": "<u4", "UINT16": "<u2", "UINT8": "<u1"}
 
 
 class BadRequest(ValueError):
@@ -58,7 +53,7 @@ class Checker:
 
     # -- one value ---------------------------------------------------------------------------
     @staticmethod
-    def _number(where: str, value: Any, nullable: bool, low: float | None, high: float | None,
+    def number(where: str, value: Any, nullable: bool, low: float | None, high: float | None,
                 problems: list[str]) -> float:
         if value is None:
             if not nullable:
@@ -81,7 +76,7 @@ class Checker:
         return value
 
     @staticmethod
-    def _category(where: str, value: Any, nullable: bool, allowed: frozenset[str] | None,
+    def category(where: str, value: Any, nullable: bool, allowed: frozenset[str] | None,
                   problems: list[str]) -> Any:
         if value is None:
             if not nullable:
@@ -93,7 +88,7 @@ class Checker:
             problems.append(f"{where}: {value!r:.80} is not one of {', '.join(sorted(allowed))}")
         return value
 
-    def _count(self, n: int) -> None:
+    def count(self, n: int) -> None:
         if n == 0:
             raise BadRequest(["no instances: send at least one"])
         if n > self.max_instances:
@@ -113,7 +108,7 @@ class Checker:
                                 for key in sorted(unexpected)])
         if "parameters" in body and not isinstance(body["parameters"], dict):
             raise BadRequest(["`parameters` must be an object"])
-        self._count(len(instances))
+        self.count(len(instances))
         problems: list[str] = [f"{key}: unknown top-level field (expected instances, parameters)"
                                for key in sorted(unexpected)]
         n = len(instances)
@@ -135,100 +130,18 @@ class Checker:
                 if type(value) is float and low is not None and high is not None and low <= value <= high:
                     row[j] = value   # the common case, checked in one comparison
                 else:
-                    row[j] = self._number(f"instances[{i}].{name}", value, nullable, low, high, problems)
+                    row[j] = self.number(f"instances[{i}].{name}", value, nullable, low, high, problems)
             for j, (name, nullable, allowed) in enumerate(self.categorical):
                 value = inst.get(name)
                 if type(value) is str and (allowed is None or value in allowed):
                     categorical[j][i] = value
                 else:
-                    categorical[j][i] = self._category(f"instances[{i}].{name}", value, nullable, allowed, problems)
+                    categorical[j][i] = self.category(f"instances[{i}].{name}", value, nullable, allowed, problems)
         if problems:
             raise BadRequest(problems)
         return Columns(numeric, categorical)
 
-    # -- Open Inference Protocol v2 ----------------------------------------------------------
-    def tensors(self, body: Any, binary: bytes = b"") -> Columns:
-        """Check a v2 ``inputs`` body: one named input per feature, all of the same length."""
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-            raise BadRequest(["the body must be a JSON object with a non-empty `inputs` list "
-                              "(one input per feature, named after it)"])
-        problems: list[str] = []
-        data: dict[str, list[Any] | np.ndarray] = {}
-        numeric_names = {name for name, *_ in self.numeric}
-        offset = 0
-        for k, tensor in enumerate(body["inputs"]):
-            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-                problems.append(f"inputs[{k}]: must be an object with a `name`, `shape`, `datatype` and `data`")
-                continue
-            name, datatype = tensor["name"], tensor.get("datatype")
-            where = f"inputs[{k}] ({name})"
-            if not isinstance(datatype, str):
-                problems.append(f"{where}: `datatype` must be a string such as FP64 or BYTES")
-                continue
-            parameters = tensor.get("parameters") or {}
-            if not isinstance(parameters, dict):
-                problems.append(f"{where}: `parameters` must be an object")
-                continue
-            size = parameters.get("binary_data_size")
-            if name not in self.known:
-                problems.append(f"{where}: unknown input (features: {', '.join(self.spec.features)})")
-            elif name in data:
-                problems.append(f"{where}: given more than once")
-            if size is not None:
-                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                    raise BadRequest([f"{where}: binary_data_size {size!r} does not fit the {len(binary)} "
-                                      "bytes after the JSON header"])
-                chunk, offset = binary[offset:offset + size], offset + size
-                if name not in self.known:
-                    continue
-                try:
-                    values: Any = _decode_binary(chunk, datatype)
-                except ValueError as exc:
-                    problems.append(f"{where}: {exc}")
-                    continue
-            else:
-                if name not in self.known:
-                    continue
-                values = tensor.get("data")
-                if not isinstance(values, list):
-                    problems.append(f"{where}: `data` must be a list")
-                    continue
-                if values and isinstance(values[0], list):
-                    values = [v for row in values for v in (row if isinstance(row, list) else [row])]
-            shape = tensor.get("shape")
-            if not (isinstance(shape, list) and all(isinstance(d, int) for d in shape)
-                    and math.prod(shape) == len(values) and shape and shape[0] == len(values)):
-                problems.append(f"{where}: shape {shape!r} does not match {len(values)} values "
-                                f"(expected [{len(values)}] or [{len(values)}, 1])")
-            if name in numeric_names and datatype not in V2_NUMERIC:
-                problems.append(f"{where}: datatype must be one of {', '.join(V2_NUMERIC)}, got {datatype!r}")
-            elif name in self.spec.categorical_features and datatype != "BYTES":
-                problems.append(f"{where}: datatype must be BYTES, got {datatype!r}")
-            data[name] = values
-        missing = [name for name in self.spec.features if name not in data]
-        problems += [f"inputs: `{name}` is missing (one input per feature)" for name in missing]
-        if problems:
-            raise BadRequest(problems)
-        lengths = {len(v) for v in data.values()}
-        if len(lengths) != 1:
-            raise BadRequest([f"inputs have different lengths: {sorted(lengths)}"])
-        n = lengths.pop()
-        self._count(n)
-        numeric = np.empty((n, len(self.numeric)), dtype="float64")
-        for j, (name, nullable, low, high) in enumerate(self.numeric):
-            numeric[:, j] = self._number_column(name, data[name], nullable, low, high, problems)
-        categorical = []
-        for name, nullable, allowed in self.categorical:
-            values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data[name]]
-            if not (all(type(v) is str for v in values) and (allowed is None or allowed.issuperset(values))):
-                values = [self._category(f"instances[{i}].{name}", v, nullable, allowed, problems)
-                          for i, v in enumerate(values)]
-            categorical.append(values)
-        if problems:
-            raise BadRequest(problems)
-        return Columns(numeric, categorical)
-
-    def _number_column(self, name: str, values: Any, nullable: bool, low: float | None, high: float | None,
+    def number_column(self, name: str, values: Any, nullable: bool, low: float | None, high: float | None,
                        problems: list[str]) -> np.ndarray:
         """One numeric input checked as a whole (NaN or null = missing); every bad index is listed."""
         column: np.ndarray | None = None
@@ -240,7 +153,7 @@ class Checker:
             except OverflowError:
                 column = None
         if column is None:   # strings, booleans, huge integers: one message per value
-            return np.asarray([self._number(f"instances[{i}].{name}",
+            return np.asarray([self.number(f"instances[{i}].{name}",
                                             None if isinstance(v, float) and math.isnan(v) else v,
                                             nullable, low, high, problems) for i, v in enumerate(values)])
         with np.errstate(invalid="ignore"):
@@ -264,28 +177,6 @@ class Checker:
                         for i in np.flatnonzero((column > high) & np.isfinite(column))]
         problems += [f"instances[{i}].{name}: {why}" for i, why in sorted(bad)]
         return column
-
-
-def _decode_binary(chunk: bytes, datatype: Any) -> Any:
-    """One input of the binary tensor extension: little-endian values, or length-prefixed BYTES."""
-    if datatype in V2_NUMERIC:
-        dtype = np.dtype(V2_NUMERIC[datatype])
-        if len(chunk) % dtype.itemsize:
-            raise ValueError(f"{len(chunk)} bytes is not a whole number of {datatype} values")
-        return np.frombuffer(chunk, dtype=dtype)
-    if datatype == "BYTES":
-        values, offset = [], 0
-        while offset < len(chunk):
-            if offset + 4 > len(chunk):
-                raise ValueError("truncated BYTES element length")
-            (length,) = struct.unpack_from("<I", chunk, offset)
-            offset += 4
-            if offset + length > len(chunk):
-                raise ValueError("truncated BYTES element")
-            values.append(chunk[offset:offset + length])
-            offset += length
-        return values
-    raise ValueError(f"unsupported datatype {datatype!r}")
 
 
 class RequestIds:
