@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -49,8 +48,11 @@ class Killer:
             time.sleep(0.02)
 
 
-def drop_and_leave(local_cloud, path: Path, dataset: str) -> str:
-    """`tollgate drop` without --wait: nobody follows the run."""
+def drop_and_leave(local_cloud, taxi, taxi_spec, tmp_path, dataset: str) -> str:
+    """A dataset of its own and a batch for it, dropped with `tollgate drop` without --wait: nobody follows
+    the run."""
+    push_spec(local_cloud, taxi_spec, tmp_path, dataset)
+    path = write_csv(taxi_period(taxi, "2014-01-01", "2014-07-01"), tmp_path / "batch.csv")
     done = tollgate(local_cloud, "drop", str(path), "--dataset", dataset, "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["run_id"]
@@ -84,10 +86,7 @@ def reconcile(local_cloud) -> dict:
 
 def test_a_trainer_killed_on_every_attempt_is_relaunched_and_the_run_decides(local_cloud, cloud, state, taxi,
                                                                              taxi_spec, tmp_path, unique):
-    dataset = f"killed_{unique}"
-    push_spec(local_cloud, taxi_spec, tmp_path, dataset)
-    run_id = drop_and_leave(local_cloud, write_csv(taxi_period(taxi, "2014-01-01", "2014-07-01"),
-                                                   tmp_path / "batch.csv"), dataset)
+    run_id = drop_and_leave(local_cloud, taxi, taxi_spec, tmp_path, f"killed_{unique}")
     killer = Killer(run_id, "trainer", times=2)   # both attempts of its first execution (max_retries 1)
     execution = failed_execution(cloud, state, run_id, "trainer")
     killer.stop.set()
@@ -108,10 +107,7 @@ def test_a_trainer_killed_on_every_attempt_is_relaunched_and_the_run_decides(loc
 
 def test_a_step_that_keeps_dying_fails_with_a_reason_naming_its_execution(local_cloud, cloud, state, taxi,
                                                                          taxi_spec, tmp_path, unique):
-    dataset = f"doomed_{unique}"
-    push_spec(local_cloud, taxi_spec, tmp_path, dataset)
-    run_id = drop_and_leave(local_cloud, write_csv(taxi_period(taxi, "2014-01-01", "2014-07-01"),
-                                                   tmp_path / "batch.csv"), dataset)
+    run_id = drop_and_leave(local_cloud, taxi, taxi_spec, tmp_path, f"doomed_{unique}")
     killer = Killer(run_id, "evaluator", times=None)
     try:
         seen = None

@@ -1,18 +1,21 @@
 """Function `review` (HTTP): human review of decisions (API in tollgate/reviews.py).
 Function `review-expiry` (topic review-tick, on a schedule): expire overdue reviews."""
 
+import os
+
 import functions_framework
 import orjson
 from flask import Response
 
-from tollgate import events, promotion, reviews, runtime
+from tollgate import events, log, promotion, reviews, runtime
 
 
 @functions_framework.http
 def review(request):
-    status, payload, content_type = reviews.handle(
-        runtime.cloud(), runtime.state(), request.method, request.path, dict(request.args), request.get_data(),
-        request.headers.get("Authorization"), request.host_url.rstrip("/"))
+    with log.context(**log.trace_field(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))):
+        status, payload, content_type = reviews.handle(
+            runtime.cloud(), runtime.state(), request.method, request.path, dict(request.args), request.get_data(),
+            request.headers.get("Authorization"), request.host_url.rstrip("/"))
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=str)
     return Response(body, status=status, content_type=content_type)
 

@@ -10,6 +10,7 @@ Retries are decided on purpose:
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 from tollgate import events, log
@@ -30,17 +31,31 @@ def state() -> State:
 
 
 def handle_event(cloud_event: Any, handler: Callable[[events.Message], str]) -> str:
+    """Run ``handler`` on the event's Pub/Sub message; what it returns is acknowledged. Its log lines carry the
+    event id and the request's trace. Returns "malformed" or "failed" for what is acknowledged unhandled; any
+    other exception propagates (the function answers 500 and the event comes back)."""
     message_id = ""
-    try:
-        message = events.pubsub_message(cloud_event)
-        message_id = message.message_id
-        outcome = handler(message)
-    except events.MalformedEvent as exc:
-        log.warning(f"malformed event acknowledged: {exc}", event_id=message_id)
-        state().record_rejected_event(message_id, "malformed", {"error": str(exc)})
-        return "malformed"
-    except StepFailed as exc:
-        log.error(f"step failed permanently: {exc}", event_id=message_id)
-        return "failed"
-    log.info("event handled", event_id=message_id, outcome=outcome)
-    return outcome
+    with log.context(**_request_trace()):
+        try:
+            message = events.pubsub_message(cloud_event)
+            message_id = message.message_id
+            with log.context(event_id=message_id):
+                outcome = handler(message)
+        except events.MalformedEvent as exc:
+            log.warning(f"malformed event acknowledged: {exc}", event_id=message_id)
+            state().record_rejected_event(message_id, "malformed", {"error": str(exc)})
+            return "malformed"
+        except StepFailed as exc:
+            log.error(f"step failed permanently: {exc}", event_id=message_id)
+            return "failed"
+        log.info("event handled", event_id=message_id, outcome=outcome)
+        return outcome
+
+
+def _request_trace() -> dict[str, str]:
+    """The Cloud Logging trace of the request that delivered the event (traceparent / X-Cloud-Trace-Context)."""
+    from flask import has_request_context, request
+
+    if not has_request_context():
+        return {}
+    return log.trace_field(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
