@@ -15,7 +15,8 @@ def test_only_one_concurrent_transition_wins(state, unique):
     run_id = f"run-{unique}"
     assert state.create_run(run_id, {"dataset": f"ds-{unique}"})
     assert not state.create_run(run_id, {"dataset": f"ds-{unique}"})       # duplicate notification
-    # EMULATORS.md: ≤ 5 writers; at the end of a busy session 5 once ran out of the emulator's retries
+    # the Firestore emulator times out contended transactions (20 writers on one document: 1 commits); at the
+    # end of a busy session even 5 once ran out of its retries
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.VALIDATING),
                                 range(3)))
@@ -64,7 +65,8 @@ def test_stale_decision_is_refused(state, unique):
 
 def test_concurrent_promotions_against_one_champion_cannot_both_win(state, unique):
     """Three runs judged against the same champion decide at once: one promotes, the others are
-    told their evidence is stale (EMULATORS.md: at most five writers on one document)."""
+    told their evidence is stale (three: the Firestore emulator loses contended transactions beyond a few
+    writers on one document)."""
     dataset = f"ds-{unique}"
     runs = [f"run-{unique}-{i}" for i in range(3)]
     for run_id in runs:

@@ -1,4 +1,4 @@
-"""The decision policy (ARCHITECTURE.md), pure and table-tested.
+"""The decision policy (docs/architecture.md, "The chain"), pure and table-tested.
 
     if challenger > champion and challenger > threshold: promote challenger
     elif champion > threshold:                           keep champion

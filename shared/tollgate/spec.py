@@ -1,4 +1,8 @@
-"""Dataset specs: the declaration that drives validation, training, evaluation and the policy."""
+"""Dataset specs: the declaration that drives validation, training, evaluation and the policy.
+
+Longer than the other modules on purpose: every section a spec may have, its defaults and its checks are here
+together, so that one file answers "what can a spec say?" (the rule language itself is tollgate.rules).
+"""
 
 from __future__ import annotations
 
