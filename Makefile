@@ -43,8 +43,8 @@ test: lint check-terraform ## lint, terraform checks, then unit, emulator and en
 test-unit: setup $(PROVIDER_SCHEMA) ## only the fast unit tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not e2e"
 
-lint: setup ## ruff (pyflakes and syntax errors) on all Python code
-	$(BIN)/ruff check --select F,E9,E501 --line-length 120 shared functions services localcloud tests examples benchmarks
+lint: setup ## ruff (pyflakes, syntax errors, line length, sorted imports) on all Python code
+	$(BIN)/ruff check --select F,E9,E501,I --line-length 120 shared functions services localcloud tests examples benchmarks
 
 CHECKOV := .tools/checkov
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import requests
-
 from tollgate import topology as topo
 
 ROOT = topo.ROOT
@@ -416,8 +415,8 @@ class LocalCloud:
         """The bucket and the specs of ``specs_dir`` (a spec already there, e.g. pushed since, is kept)."""
         checked = self.specs()
         with _env(self.env()):
-            from google.cloud import storage
             from google.auth.credentials import AnonymousCredentials
+            from google.cloud import storage
 
             client = storage.Client(project=self.project, credentials=AnonymousCredentials())
             bucket = client.bucket(self.bucket)

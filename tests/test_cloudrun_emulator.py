@@ -2,7 +2,6 @@
 
 import pytest
 from google.api_core.exceptions import FailedPrecondition, NotFound
-
 from tollgate.cloud import run as cloudrun
 
 pytestmark = pytest.mark.emulator

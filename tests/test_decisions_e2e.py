@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import taxi_period, write_csv
 from localcloud import runapi
+from tests.conftest import taxi_period, write_csv
 from tests.test_chain_e2e import INSTANCE, drop, tollgate
 
 pytestmark = pytest.mark.e2e

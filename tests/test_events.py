@@ -4,7 +4,6 @@ import base64
 
 import orjson
 import pytest
-
 from tollgate import events
 
 

@@ -8,8 +8,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-
-from tollgate import drift, monitoring, inputs
+from tollgate import drift, inputs, monitoring
 from tollgate import spec as specs
 
 START, END = pd.Timestamp("2026-11-22T10:00:00Z"), pd.Timestamp("2026-11-22T11:00:00Z")

@@ -50,9 +50,9 @@ def test_down_and_up_keep_runs_models_and_serving_version(local_cloud, taxi, tmp
     history = json.loads(tollgate(local_cloud, "history", dataset, "--json").stdout)
     assert [(h["verdict"], h["serving_after"]) for h in history] == [("promote", {"version": 1, "canary": None})]
     from tollgate import artifacts, lifecycle
-    from tollgate.jobs import common
     from tollgate.cloud import Cloud
     from tollgate.cloud.state import State
+    from tollgate.jobs import common
     from tollgate.settings import Settings
 
     cloud = Cloud(Settings.from_env())

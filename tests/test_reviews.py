@@ -3,7 +3,6 @@
 import base64
 
 import orjson
-
 from tollgate import reviews
 
 

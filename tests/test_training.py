@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from tollgate import artifacts, evaluation, training, validation
+
 from tests.conftest import taxi_period
 
 

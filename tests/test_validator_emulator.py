@@ -11,11 +11,10 @@ import json
 import orjson
 import pandas as pd
 import pytest
+from tollgate import drift, events, lifecycle
+from tollgate.jobs import validator
 
 from tests.conftest import taxi_period
-from tollgate import drift, events
-from tollgate.jobs import validator
-from tollgate import lifecycle
 
 pytestmark = pytest.mark.emulator
 

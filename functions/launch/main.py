@@ -5,7 +5,6 @@
 import os
 
 import functions_framework
-
 from tollgate import chain, events, runtime
 from tollgate.cloud import run as cloudrun
 

@@ -80,7 +80,7 @@ def file_sha256(path: Path) -> str:
 
 
 def dumps(model: Any) -> bytes:
-    import skops.io as sio   # here, not at the top: hashing must not pay for importing scikit-learn
+    import skops.io as sio  # here, not at the top: hashing must not pay for importing scikit-learn
 
     return sio.dumps(model)
 

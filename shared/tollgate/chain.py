@@ -11,7 +11,8 @@ from typing import Any
 
 from tollgate import lifecycle, log, outbox, policy, promotion
 from tollgate import spec as specs
-from tollgate.cloud import Cloud, run as cloudrun
+from tollgate.cloud import Cloud
+from tollgate.cloud import run as cloudrun
 from tollgate.cloud.state import State
 from tollgate.events import ObjectFinalized
 

@@ -186,7 +186,7 @@ def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
 
 
 def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
-    from scipy import stats   # imported where used: jobs that only profile (the trainer) start ~1 s sooner
+    from scipy import stats  # imported where used: jobs that only profile (the trainer) start ~1 s sooner
 
     ref_bins = np.asarray(ref["counts"] + [ref["nulls"]], dtype=float)
     cur_bins = np.asarray(cur["counts"] + [cur["nulls"]], dtype=float)

@@ -24,10 +24,10 @@ import orjson
 
 from tollgate import log, outbox, serving
 from tollgate import spec as specs
-from tollgate.cloud import Cloud, run as cloudrun
+from tollgate.cloud import Cloud
+from tollgate.cloud import run as cloudrun
 from tollgate.cloud import state as st
-from tollgate.errors import (DeploymentFailed, InvalidReview, ReviewClosed, ReviewExpired, ReviewNotFound,
-                             ReviewStale)
+from tollgate.errors import DeploymentFailed, InvalidReview, ReviewClosed, ReviewExpired, ReviewNotFound, ReviewStale
 from tollgate.events import decided_event, envelope
 from tollgate.jsonable import iso
 

@@ -28,10 +28,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tollgate import log, outbox, promotion
+from tollgate import lifecycle, log, outbox, promotion
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
-from tollgate import lifecycle
 from tollgate.cloud import state as st
 from tollgate.events import envelope
 

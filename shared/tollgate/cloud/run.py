@@ -20,7 +20,7 @@ def run_job(cloud: Cloud, job: str, env: dict[str, str], task_count: int | None 
 
     Does not wait for the execution: functions must stay quick (long work belongs in jobs).
     """
-    from google.cloud import run_v2   # ~0.5 s to import: only the callers that start or deploy pay it
+    from google.cloud import run_v2  # ~0.5 s to import: only the callers that start or deploy pay it
 
     overrides = run_v2.RunJobRequest.Overrides(
         container_overrides=[run_v2.RunJobRequest.Overrides.ContainerOverride(
