@@ -44,7 +44,7 @@ test-unit: setup $(PROVIDER_SCHEMA) ## only the fast unit tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not e2e"
 
 lint: setup ## ruff (pyflakes, syntax errors, line length, sorted imports) on all Python code
-	$(BIN)/ruff check --select F,E9,E501,I --line-length 120 shared functions services localcloud tests examples benchmarks
+	$(BIN)/ruff check shared functions services localcloud tests examples benchmarks   # rules: pyproject.toml
 
 CHECKOV := .tools/checkov
 

@@ -34,10 +34,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from localcloud.cloud import free_port  # noqa: E402
 from tollgate import artifacts, training, validation  # noqa: E402
 from tollgate import spec as specs  # noqa: E402
-
-from localcloud.cloud import free_port  # noqa: E402
 
 TAXI = ROOT / "examples" / "data" / "chicago_taxi" / "chicago_taxi_trips.csv"
 MLSERVER = ROOT / ".bench" / "mlserver" / "bin" / "mlserver"

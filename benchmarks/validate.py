@@ -66,6 +66,7 @@ def generate(rows: int, seed: int = 7) -> Path:
 def inputs() -> dict:
     """What both sides get: the dataset spec and a champion's reference profile (2013–2014 trips)."""
     import pandas as pd
+
     from tollgate import drift
     from tollgate import spec as specs
 

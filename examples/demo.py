@@ -294,6 +294,7 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     """Live traffic with late labels, windows of realised R², an alert when it decays, and the
     retraining request it starts."""
     from google.cloud import storage
+
     from tollgate import spec as specs
     from tollgate import validation
 
@@ -370,12 +371,11 @@ def trust_boundaries(local: LocalCloud, wide: dict[str, str], url: str) -> bool:
 def killed_and_recovered(label: str, path: Path, dataset: str, wide: dict[str, str]) -> dict | None:
     """Drop a batch and walk away; its trainer is SIGKILLed on every attempt, as an out-of-memory kill would do.
     Nothing could mark the run failed: the reconciler finds the failed execution and relaunches the step."""
+    from localcloud import runapi
     from tollgate.cloud import Cloud
     from tollgate.cloud import run as cloudrun
     from tollgate.cloud.state import State
     from tollgate.settings import Settings
-
-    from localcloud import runapi
 
     console.print(f"[bold]▶ {label}[/]  dropping {path.name} and walking away; its trainer is killed with SIGKILL "
                   "on every attempt (an out-of-memory kill)", highlight=False)

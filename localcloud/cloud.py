@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import requests
+
 from tollgate import topology as topo
 
 ROOT = topo.ROOT

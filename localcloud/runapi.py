@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
-from tollgate import topology as topo
 from werkzeug.serving import make_server
 
 from localcloud.cloud import free_port
+from tollgate import topology as topo
 
 ROOT = topo.ROOT
 EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"

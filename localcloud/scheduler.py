@@ -15,6 +15,7 @@ import threading
 import orjson
 from croniter import croniter
 from google.cloud import pubsub_v1
+
 from tollgate import log
 from tollgate import topology as topo
 from tollgate.events import envelope

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from tollgate import spec as specs
 from tollgate.topology import ROOT
 
@@ -146,6 +147,7 @@ def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:
     """A model directory as Vertex AI's AIP_STORAGE_URI holds it: model.skops + its registry record. The
     deployment gives its hash (TOLLGATE_MODEL_SHA256): ``model_sha256(folder)``."""
     import orjson
+
     from tollgate import artifacts
 
     blob = artifacts.dumps(model)

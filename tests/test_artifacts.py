@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from tollgate import artifacts, training
-from tollgate import spec as specs
 
 from tests.hostile import OLD_PREFIXES, crafted_artifact
+from tollgate import artifacts, training
+from tollgate import spec as specs
 
 RAW = {
     "name": "tiny", "task": "regression", "target": "y",

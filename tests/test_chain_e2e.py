@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from tollgate import events
 
 from tests.conftest import taxi_period, write_csv
+from tollgate import events
 
 pytestmark = pytest.mark.e2e
 
@@ -190,9 +190,8 @@ def test_a_malformed_message_is_recorded_and_acknowledged(first_run, local_cloud
 
 
 def test_a_classification_dataset_runs_the_same_chain(first_run, local_cloud, cloud, tmp_path):
-    from tollgate.cloud import run as cloudrun
-
     from examples.breast_cancer import make_batches
+    from tollgate.cloud import run as cloudrun
 
     first, second = make_batches(tmp_path)
     # `up` made the service before any model, as terraform does on GCP: healthy, refusing with a hint

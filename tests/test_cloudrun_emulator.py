@@ -2,6 +2,7 @@
 
 import pytest
 from google.api_core.exceptions import FailedPrecondition, NotFound
+
 from tollgate.cloud import run as cloudrun
 
 pytestmark = pytest.mark.emulator

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tollgate import drift, reports, validation
 
 from tests.conftest import taxi_period
+from tollgate import drift, reports, validation
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 
 import pandas as pd
 import pytest
-from tollgate import evaluation, reports, training, validation
-from tollgate import spec as specs
-from tollgate.topology import ROOT
 
 from examples.breast_cancer import make_batches
 from tests.conftest import taxi_period
+from tollgate import evaluation, reports, training, validation
+from tollgate import spec as specs
+from tollgate.topology import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import base64
 
 import orjson
 import pytest
+
 from tollgate import events
 
 

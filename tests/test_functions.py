@@ -14,6 +14,7 @@ from typing import Any
 
 import functions_framework
 import pytest
+
 from tollgate import events, runtime, topology
 from tollgate.errors import StepFailed
 from tollgate.topology import ROOT

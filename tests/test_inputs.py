@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tollgate import inputs
 
 from services.predictor import oip
+from tollgate import inputs
 
 GOOD = {"trip_miles": 2.5, "trip_seconds": 600, "trip_start_hour": 9, "trip_start_day": 3, "trip_start_month": 5,
         "pickup_community_area": 8, "dropoff_community_area": 32, "pickup_latitude": 41.89,

@@ -120,6 +120,7 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
 def test_the_log_is_stored_once_and_decay_retrains_once(local_cloud, cloud, state, taxi, taxi_spec, tmp_path,
                                                        unique):
     from google.cloud import pubsub_v1
+
     from tollgate.jobs import monitor
 
     dataset = f"taxi_decay_{unique}"

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+
 from tollgate import drift, inputs, monitoring
 from tollgate import spec as specs
 

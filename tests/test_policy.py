@@ -1,6 +1,7 @@
 """The decision policy, table-tested: every branch, first model, ties, noise-level wins, drift, small holdouts."""
 
 import pytest
+
 from tollgate.policy import KEEP, PROMOTE, REVIEW, Evidence, decide
 from tollgate.spec import Policy
 

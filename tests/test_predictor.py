@@ -8,13 +8,13 @@ import threading
 import numpy as np
 import orjson
 import pytest
-from tollgate import prepared
 
 from services.predictor import main as predictor
 from services.predictor.batching import MicroBatcher
 from services.predictor.config import PredictorConfig
 from tests.conftest import columns_of, model_dir, model_sha256
 from tests.test_inputs import GOOD, tensor, v2_body
+from tollgate import prepared
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +142,7 @@ def test_a_model_that_fails_to_load_never_turns_ready(taxi_model, taxi_spec, tmp
 
 def test_classification_answers_labels_and_probabilities_on_both_contracts(tmp_path):
     from sklearn.datasets import load_breast_cancer
+
     from tollgate import spec as specs
     from tollgate import training
     from tollgate.topology import ROOT
@@ -212,9 +213,8 @@ def test_a_malformed_item_never_stops_the_prediction_log():
     """One record that cannot be serialised is dropped and counted; the thread goes on publishing."""
     import time
 
-    from tollgate.prepared import Columns, Outputs
-
     from services.predictor.predlog import PredictionLog
+    from tollgate.prepared import Columns, Outputs
 
     published, lost = [], []
     predlog = PredictionLog(lambda: (lambda data, attributes: published.append(orjson.loads(data))), "chicago_taxi",

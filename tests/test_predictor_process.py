@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from tollgate import prepared
-from tollgate.topology import ROOT
 
 from localcloud.cloud import free_port
 from tests.conftest import columns_of, model_sha256
 from tests.test_inputs import GOOD
 from tests.test_predictor import rows_of, taxi_model_dir  # noqa: F401 - the shared model directory fixture
+from tollgate import prepared
+from tollgate.topology import ROOT
 
 BIN = Path(sys.executable).parent
 

@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.conftest import columns_of
 from tollgate import prepared, training
 from tollgate import spec as specs
 from tollgate.topology import ROOT
-
-from tests.conftest import columns_of
 
 
 def test_taxi_predictions_are_the_registered_models(taxi_model, taxi_spec, taxi_clean):

@@ -15,13 +15,13 @@ import time
 
 import pytest
 import requests
-from tollgate import lifecycle
-from tollgate.cloud import run as cloudrun
 
 from localcloud import runapi
 from tests.conftest import taxi_period, write_csv
 from tests.test_chain_e2e import INSTANCE, tollgate
 from tests.test_decisions_e2e import predictor_url, push_spec
+from tollgate import lifecycle
+from tollgate.cloud import run as cloudrun
 
 pytestmark = pytest.mark.e2e
 

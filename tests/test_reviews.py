@@ -3,6 +3,7 @@
 import base64
 
 import orjson
+
 from tollgate import reviews
 
 

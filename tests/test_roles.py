@@ -1,6 +1,7 @@
 """A version's role is derived from the dataset's pointers and its run (pure)."""
 
 import pytest
+
 from tollgate.serving import role_of
 
 DATASET = {"champion_version": 3, "previous_version": 2, "canary": {"version": 6, "percent": 10}}

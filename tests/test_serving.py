@@ -7,6 +7,7 @@ from importlib import resources
 
 import jsonschema
 import pytest
+
 from tollgate import events, serving
 from tollgate.serving import CANARY_ABORT, CANARY_PROMOTE, PROMOTE, ROLLBACK, MoveError, move, traffic
 

@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tollgate import spec as specs
 from tollgate.cloud import run as cloudrun
 

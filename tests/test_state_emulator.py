@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tollgate import lifecycle, serving
 
 pytestmark = pytest.mark.emulator

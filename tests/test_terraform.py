@@ -13,11 +13,11 @@ from typing import Any
 import hcl2
 import orjson
 import pytest
-from tollgate import topology
-from tollgate.topology import ROOT
 
 from tests import provider_schema
 from tests.provider_schema import strings, unq
+from tollgate import topology
+from tollgate.topology import ROOT
 
 TF = ROOT / "terraform"
 ENV = TF / "environments" / "production"

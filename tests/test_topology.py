@@ -1,6 +1,7 @@
 """The one topology file: consistent, and every declared function and job has its code."""
 
 import pytest
+
 from tollgate import topology
 from tollgate.topology import ROOT
 

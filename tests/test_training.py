@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from tollgate import artifacts, evaluation, training, validation
 
 from tests.conftest import taxi_period
+from tollgate import artifacts, evaluation, training, validation
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import time
 import pytest
 import requests
 import yaml
-from tollgate import artifacts, events, lifecycle, training, validation
-from tollgate.cloud import run as cloudrun
-from tollgate.jobs import common
 
 from tests.conftest import taxi_period, write_csv
 from tests.hostile import crafted_artifact
 from tests.test_chain_e2e import tollgate
+from tollgate import artifacts, events, lifecycle, training, validation
+from tollgate.cloud import run as cloudrun
+from tollgate.jobs import common
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,10 @@ import json
 import orjson
 import pandas as pd
 import pytest
-from tollgate import drift, events, lifecycle
-from tollgate.jobs import validator
 
 from tests.conftest import taxi_period
+from tollgate import drift, events, lifecycle
+from tollgate.jobs import validator
 
 pytestmark = pytest.mark.emulator
 

@@ -1,6 +1,7 @@
 """Function `decider`: apply the decision policy to an evaluated run, record it, deploy on promotion."""
 
 import functions_framework
+
 from tollgate import chain, events, runtime
 
 

@@ -1,6 +1,7 @@
 """Function `ingest`: a GCS OBJECT_FINALIZE notification under incoming/<dataset>/ becomes a run."""
 
 import functions_framework
+
 from tollgate import chain, events, runtime
 
 

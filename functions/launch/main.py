@@ -5,6 +5,7 @@
 import os
 
 import functions_framework
+
 from tollgate import chain, events, runtime
 from tollgate.cloud import run as cloudrun
 

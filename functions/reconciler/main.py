@@ -3,6 +3,7 @@
 runs waiting for a lost event, deployments left pending."""
 
 import functions_framework
+
 from tollgate import events, reconciler, runtime
 
 

@@ -6,6 +6,7 @@ import os
 import functions_framework
 import orjson
 from flask import Response
+
 from tollgate import events, log, promotion, reviews, runtime
 
 

@@ -19,12 +19,12 @@ first promotion — the service is healthy and answers every other route 503 wit
 from __future__ import annotations
 
 from flask import Flask, Response
-from tollgate import log
 
 from services.predictor import oip, operations, vertex, web
 from services.predictor.config import PredictorConfig
 from services.predictor.metrics import Metrics
 from services.predictor.model import Holder
+from tollgate import log
 
 
 def create_app(config: PredictorConfig | None = None, *, background: bool = True) -> Flask:

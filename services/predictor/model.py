@@ -11,14 +11,14 @@ import time
 from typing import Any
 
 import orjson
-from tollgate import inputs, log
-from tollgate.jsonable import iso
 
 from services.predictor import openapi
 from services.predictor.batching import MicroBatcher
 from services.predictor.config import PredictorConfig
 from services.predictor.metrics import Metrics
 from services.predictor.predlog import PredictionLog, pubsub_publisher
+from tollgate import inputs, log
+from tollgate.jsonable import iso
 
 
 class Loaded:

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, g, request
-from tollgate.inputs import BadRequest, Checker
-from tollgate.prepared import Columns
 
 from services.predictor.config import PredictorConfig
 from services.predictor.metrics import Metrics
 from services.predictor.model import Holder, Loaded
 from services.predictor.web import error, json_response, log_prediction, needs_model, parse, readiness, run_model
+from tollgate.inputs import BadRequest, Checker
+from tollgate.prepared import Columns
 
 # v2 datatypes of numeric inputs → their little-endian numpy dtype (binary tensor extension)
 DATATYPES = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",

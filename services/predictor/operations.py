@@ -8,12 +8,12 @@ import time
 
 from flask import Blueprint, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from tollgate import inputs
 
 from services.predictor.config import PredictorConfig
 from services.predictor.metrics import Metrics
 from services.predictor.model import Holder, Loaded
 from services.predictor.web import error, json_response, needs_model, parse, readiness
+from tollgate import inputs
 
 
 def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics, ids: inputs.RequestIds) -> Blueprint:

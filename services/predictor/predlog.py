@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable
 
 import orjson
+
 from tollgate import log
 from tollgate.prepared import Columns, Outputs
 

@@ -10,13 +10,13 @@ from typing import Any, Callable
 
 import orjson
 from flask import Flask, Response, g, request
-from tollgate import inputs, log
-from tollgate.jsonable import default
-from tollgate.prepared import Columns, Outputs
 
 from services.predictor.config import PredictorConfig
 from services.predictor.metrics import Metrics
 from services.predictor.model import Holder, Loaded
+from tollgate import inputs, log
+from tollgate.jsonable import default
+from tollgate.prepared import Columns, Outputs
 
 # The routes whose answers go on the prediction log (a refused request counts toward the error rate).
 PREDICTION_ENDPOINTS = {"vertex.predict", "oip.infer"}
