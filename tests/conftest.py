@@ -73,7 +73,8 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook):
     Its functions post review requests to the session's webhook receiver."""
     from localcloud.cloud import LocalCloud
 
-    os.environ["TOLLGATE_REVIEW_WEBHOOK"] = webhook.url
+    saved = {"TOLLGATE_REVIEW_WEBHOOK": os.environ.get("TOLLGATE_REVIEW_WEBHOOK")}
+    os.environ["TOLLGATE_REVIEW_WEBHOOK"] = webhook.url   # the functions it starts inherit it
     home = tmp_path_factory.mktemp("tollgate-home")
     # the monitor and the reconciler run when a test says so (`tollgate monitor run`, `tollgate reconcile`): a
     # scheduled tick could otherwise promote another test's canary, or repair what a test breaks on purpose
@@ -81,7 +82,7 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook):
                        echo=lambda m: None, paused_schedules=("monitor", "reconcile"))
     cloud.up()
     env = cloud.env()
-    saved = {k: os.environ.get(k) for k in env}
+    saved.update({k: os.environ.get(k) for k in env})
     os.environ.update(env)
     try:
         yield cloud
