@@ -29,7 +29,6 @@ import hashlib
 import io
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 
@@ -38,6 +37,7 @@ from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 from tollgate.events import envelope
+from tollgate.jsonable import plain
 
 SUBSCRIPTION = "predictions-monitor"
 ACTOR = "monitor"
@@ -179,7 +179,7 @@ def _alert(cloud: Cloud, state: st.State, alert: dict[str, Any], spec: specs.Dat
     if not state.claim_cooldown(spec.name, key, dt.timedelta(minutes=spec.monitoring.alert_cooldown_minutes), at):
         return False
     alert_id = hashlib.sha256(f"{spec.name}:{key}:{at.isoformat()}".encode()).hexdigest()[:20]
-    alert = _plain(alert)
+    alert = plain(alert)
     state.add_alert(alert_id, {**alert, "at": at})
     cloud.publish("alerts", envelope("alert", alert_id=alert_id, at=at.isoformat(), alert=alert),
                   dataset=spec.name, kind=alert["kind"])
@@ -245,13 +245,13 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
         evidence = labelled[labelled["time"] >= pd.Timestamp(trial)] if trial is not None else labelled
         verdict = monitoring.canary_verdict(evidence, spec, result, pointers["version"], canary["version"])
         actions["canary"] = {"verdict": verdict["verdict"], "reason": verdict["reason"],
-                             "evidence": _plain(verdict["evidence"])}
+                             "evidence": plain(verdict["evidence"])}
         if verdict["verdict"] in ("promote", "rollback"):
             action = serving.CANARY_PROMOTE if verdict["verdict"] == "promote" else serving.CANARY_ABORT
             moved = promotion.move(cloud, state, spec.name, action, ACTOR, verdict["reason"])
             actions["canary"]["outcome"] = moved["outcome"]
     result["actions"] = actions
-    state.record_window(spec.name, _plain(result))
+    state.record_window(spec.name, plain(result))
     try:
         from tollgate import reports
 
@@ -261,12 +261,6 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     except Exception as exc:   # the window is recorded; a report that failed to draw is only logged
         log.warning("monitoring report not written", dataset=spec.name, error=f"{type(exc).__name__}: {exc}"[:300])
     return result
-
-
-def _plain(value: Any) -> Any:
-    """Firestore takes no numpy scalars and no NaN-free guarantees: round-trip through JSON."""
-    return orjson.loads(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
-                                     default=lambda v: None if isinstance(v, float) and np.isnan(v) else str(v)))
 
 
 def run(cloud: Cloud, state: st.State, datasets: list[str] | None = None,
