@@ -1,7 +1,9 @@
 """Evaluation (pure): both models on the same rows, slices, classification metrics and the HTML report."""
 
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
 from examples.breast_cancer import make_batches
 from tests.conftest import taxi_period
@@ -71,3 +73,33 @@ def test_the_same_window_gives_byte_identical_classifier_outputs(cancer):
     x = training.features_frame(first, spec)
     one, two = training.fit(first, spec), training.fit(first, spec)
     assert one.predict_proba(x).tobytes() == two.predict_proba(x).tobytes()
+
+
+def _matrix_bootstrap(y, models, metric, resamples, seed):
+    """The bootstrap as one (resamples, rows) index matrix: what the blocked one must reproduce."""
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    scorer = {"f1": lambda t, p: skm.f1_score(t, p, average="macro"),
+              "roc_auc": skm.roc_auc_score,
+              "log_loss": lambda t, p: skm.log_loss(t, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0])}
+    if metric in scorer:
+        return np.array([[scorer[metric](y[i], p[i]) for i in idx] for p in models])
+    return np.stack([evaluation.metric_values(y[idx], p[idx], metric) for p in models])
+
+
+@pytest.mark.parametrize("metric", ["r2", "rmse", "mae", "accuracy", "f1", "roc_auc", "log_loss"])
+def test_the_blocked_bootstrap_draws_the_same_resamples_as_the_index_matrix(metric, monkeypatch):
+    rng = np.random.default_rng(4)
+    n = 601
+    if metric in ("r2", "rmse", "mae"):
+        y = rng.normal(loc=50, size=n)   # far from 0: the sums of squares must not cancel
+        models = [y + rng.normal(scale=s, size=n) for s in (0.3, 0.6)]
+    elif metric in ("accuracy", "f1"):
+        y = rng.choice(list("abc"), size=n)
+        models = [np.where(rng.random(n) < q, y, "a") for q in (0.7, 0.4)]
+    else:
+        y = (rng.random(n) < 0.4).astype(float)
+        models = [np.clip(y * 0.5 + rng.random(n) * 0.5, 0, 1), rng.random(n)]
+    monkeypatch.setattr(evaluation, "BLOCK_DRAWS", 5 * n)   # 5 resamples a block: 31 blocks, the last short
+    blocked = evaluation.bootstrap_values(y, models, metric, 153, seed=7)
+    assert blocked.shape == (2, 153)
+    np.testing.assert_allclose(blocked, _matrix_bootstrap(y, models, metric, 153, 7), rtol=1e-9, atol=1e-12)

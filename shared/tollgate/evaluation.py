@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from sklearn import metrics as skm
@@ -61,12 +61,23 @@ def classification_metrics(y: np.ndarray, labels: np.ndarray, proba: np.ndarray 
     return out
 
 
-def _auc(positive: np.ndarray, p: np.ndarray) -> float:
-    return skm.roc_auc_score(positive, p) if 0 < positive.sum() < len(positive) else 0.5
+def _auc(positive: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    present = positive if sample_weight is None else positive[sample_weight > 0]
+    if not 0 < present.sum() < len(present):
+        return 0.5
+    return skm.roc_auc_score(positive, p, sample_weight=sample_weight)
 
 
-def _log_loss(positive: np.ndarray, p: np.ndarray) -> float:
-    return skm.log_loss(positive, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0])
+def _log_loss(positive: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    return skm.log_loss(positive, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0], sample_weight=sample_weight)
+
+
+def _f1(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    return skm.f1_score(y, p, average="macro", sample_weight=sample_weight)
+
+
+# Metrics that are not a weighted sum of per-row terms: scored once per resample, with its row counts as weights.
+_SCORERS: dict[str, Callable[..., float]] = {"f1": _f1, "roc_auc": _auc, "log_loss": _log_loss}
 
 
 def metric_values(y: np.ndarray, p: np.ndarray, metric: str) -> Any:
@@ -76,16 +87,75 @@ def metric_values(y: np.ndarray, p: np.ndarray, metric: str) -> Any:
     if metric != "f1":
         raise ValueError(f"{metric} needs probabilities, not labels")
     if y.ndim == 1:
-        return float(skm.f1_score(y, p, average="macro"))
-    return np.array([skm.f1_score(a, b, average="macro") for a, b in zip(y, p)])
+        return float(_f1(y, p))
+    return np.array([_f1(a, b) for a, b in zip(y, p)])
+
+
+BLOCK_DRAWS = 4_000_000     # bootstrap draws held at once: 32 MB of indices and as much of counts
+
+
+def resample_counts(n: int, resamples: int, seed: int | np.random.Generator) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of ``n`` rows as blocks of row counts, shape (k, n): resample r counts how
+    often it drew each row. The draws are exactly those of one (resamples, n) index matrix from
+    ``default_rng(seed)`` (numpy draws them in the same order in blocks), held a block at a time, so
+    memory is O(n) whatever the number of resamples. ``seed`` may be a Generator, which goes on from
+    where it is."""
+    rng = np.random.default_rng(seed)
+    block = max(1, BLOCK_DRAWS // max(n, 1))
+    for start in range(0, resamples, block):
+        k = min(block, resamples - start)
+        idx = rng.integers(0, n, size=(k, n))
+        idx += (np.arange(k) * n)[:, None]
+        yield np.bincount(idx.ravel(), minlength=k * n).reshape(k, n)
+
+
+def _weighted(metric: str, y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The metric of each resample of a block of row counts, from per-row terms computed once."""
+    n = len(y)
+    if metric == "accuracy":
+        hit = (y == p).astype("float64")
+        return lambda w: w @ hit / n
+    if metric in ("rmse", "mae", "r2"):
+        err = y.astype("float64") - p.astype("float64")
+        if metric == "mae":
+            loss = np.abs(err)
+            return lambda w: w @ loss / n
+        sq = err ** 2
+        if metric == "rmse":
+            return lambda w: np.sqrt(w @ sq / n)
+        centred = y.astype("float64") - y.astype("float64").mean()   # R² is shift-invariant; centring keeps
+        centred_sq = centred ** 2                                       # the sums of squares accurate
+
+        def r2(w: np.ndarray) -> np.ndarray:
+            ss_tot = w @ centred_sq - (w @ centred) ** 2 / n
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(ss_tot > 0, 1 - (w @ sq) / ss_tot, 0.0)
+        return r2
+    scorer = _SCORERS[metric]
+
+    def each(w: np.ndarray) -> np.ndarray:
+        out = np.empty(len(w))
+        for i, counts in enumerate(w):
+            drawn = counts > 0
+            out[i] = scorer(y[drawn], p[drawn], sample_weight=counts[drawn])
+        return out
+    return each
+
+
+def bootstrap_values(y: np.ndarray, predictions: list[np.ndarray], metric: str, resamples: int,
+                     seed: int | np.random.Generator) -> np.ndarray:
+    """The metric of each model's ``predictions`` on each bootstrap resample of the rows, the same
+    resamples for every model (paired): shape (models, resamples). O(rows) memory."""
+    scorers = [_weighted(metric, y, p) for p in predictions]
+    blocks = [np.stack([score(counts) for score in scorers]) for counts in resample_counts(len(y), resamples, seed)]
+    return np.concatenate(blocks, axis=1) if blocks else np.empty((len(predictions), 0))
 
 
 def bootstrap_interval(y: np.ndarray, p: np.ndarray, metric: str, resamples: int, confidence: float,
                        seed: int) -> tuple[float, float]:
     """The percentile bootstrap interval of one model's metric on rows ``y``/``p``."""
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(metric_values(y[idx], p[idx], metric), [alpha, 1 - alpha])
+    low, high = np.quantile(bootstrap_values(y, [p], metric, resamples, seed)[0], [alpha, 1 - alpha])
     return float(low), float(high)
 
 
@@ -108,21 +178,12 @@ class PairedDifference:
 def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, metric: str,
                      resamples: int, confidence: float, seed: int) -> PairedDifference:
     """Resample rows with replacement; each resample scores both models on the same rows."""
-    n = len(y)
     higher = METRICS[metric]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+    a, b = bootstrap_values(y, [challenger, champion], metric, resamples, seed)
     if metric in _VECTOR:
-        fn = _VECTOR[metric]
-        a = fn(y[idx], challenger[idx])
-        b = fn(y[idx], champion[idx])
-        point_a, point_b = float(fn(y, challenger)), float(fn(y, champion))
+        point_a, point_b = float(_VECTOR[metric](y, challenger)), float(_VECTOR[metric](y, champion))
     else:
-        scorer = {"f1": lambda t, p: skm.f1_score(t, p, average="macro"),
-                  "roc_auc": _auc, "log_loss": _log_loss}[metric]
-        a = np.array([scorer(y[i], challenger[i]) for i in idx])
-        b = np.array([scorer(y[i], champion[i]) for i in idx])
-        point_a, point_b = float(scorer(y, challenger)), float(scorer(y, champion))
+        point_a, point_b = float(_SCORERS[metric](y, challenger)), float(_SCORERS[metric](y, champion))
     diffs = (a - b) if higher else (b - a)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha])

@@ -206,9 +206,8 @@ def _interval_of_difference(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np
     point_a = evaluation.metric_values(ya, a, metric)
     point_b = evaluation.metric_values(yb, b, metric)
     resamples = spec.bootstrap_resamples
-    ia = rng.integers(0, len(a), size=(resamples, len(a)))
-    ib = rng.integers(0, len(b), size=(resamples, len(b)))
-    diffs = evaluation.metric_values(ya[ia], a[ia], metric) - evaluation.metric_values(yb[ib], b[ib], metric)
+    diffs = (evaluation.bootstrap_values(ya, [a], metric, resamples, rng)[0]
+             - evaluation.bootstrap_values(yb, [b], metric, resamples, rng)[0])
     sign = 1.0 if METRICS[metric] else -1.0
     alpha = (1 - spec.policy.confidence) / 2
     low, high = np.quantile(sign * diffs, [alpha, 1 - alpha])
