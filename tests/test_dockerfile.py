@@ -46,7 +46,7 @@ DEPLOYER_ROLE_FOR = {
     "google_project_iam_": "roles/resourcemanager.projectIamAdmin",
     "google_secret_manager_": "roles/secretmanager.admin", "google_cloud_scheduler_": "roles/cloudscheduler.admin",
     "google_artifact_registry_": "roles/artifactregistry.admin", "google_firestore_": "roles/datastore.owner",
-    "google_project_service": "roles/serviceusage.serviceUsageAdmin",
+    "google_project_service": "roles/serviceusage.serviceUsageAdmin", "google_bigquery_": "roles/bigquery.admin",
 }
 
 

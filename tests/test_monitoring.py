@@ -1,30 +1,90 @@
-"""Monitoring logic without a cloud: labels joined to logged predictions, windows per version,
-alerts by the spec's thresholds, canary verdicts, and the spec's `monitoring` section."""
+"""Monitoring without a cloud: the prediction log and labels written as the drain writes them, read
+back in SQL by DuckDB (tollgate.warehouse), windows per version, alerts by the spec's thresholds,
+canary verdicts, and the spec's `monitoring` section."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 
 from tollgate import drift, inputs, monitoring
 from tollgate import spec as specs
+from tollgate.jobs.monitor import label_records
+from tollgate.warehouse import engines, queries, tables
 
 START, END = pd.Timestamp("2026-11-22T10:00:00Z"), pd.Timestamp("2026-11-22T11:00:00Z")
+_messages = itertools.count()
 
 
 def logged(rows: pd.DataFrame, spec, predictions, version, prefix, status=200, latency=2.0) -> pd.DataFrame:
-    """Rows as the monitor reads them back from predictions/<dataset>/<date>/*.parquet."""
+    """The log's records of ``rows`` answered by ``version`` (ten rows a request), spread over the window."""
     frame = pd.DataFrame({
         "request_id": [f"{prefix}-{i // 10}" for i in range(len(rows))], "row": [i % 10 for i in range(len(rows))],
         "time": pd.date_range(START, END, periods=len(rows) + 2)[1:-1], "model_version": version,
         "status": status, "latency_ms": latency, "prediction": np.asarray(predictions, dtype="float64"),
     })
-    for name in spec.features:
-        frame[monitoring.FEATURE + name] = rows[name].to_numpy()
+    frame["features"] = rows[list(spec.features)].to_dict("records") if len(rows) else []
     return frame
+
+
+def failures(status: int, n: int, prefix: str, version: int = 1) -> pd.DataFrame:
+    return pd.DataFrame({"request_id": [f"{prefix}-{i}" for i in range(n)], "row": 0,
+                         "time": START + pd.Timedelta(1, "s"), "model_version": version, "status": status,
+                         "latency_ms": 1.0})
+
+
+def _pull_of(spec, frame: pd.DataFrame, prefix: str) -> tables.Pull:
+    pull = tables.Pull()
+    records = [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+               for r in frame.assign(time=frame["time"].map(pd.Timestamp.isoformat)).to_dict("records")]
+    for i in range(0, len(records), 500):
+        part = records[i:i + 500]
+        pull.add({"schema": tables.PREDICTIONS_SCHEMA, "dataset": spec.name, "records": part}, f"{prefix}{i}",
+                 pd.Timestamp(part[0]["time"]).to_pydatetime() + pd.Timedelta(1, "s"))
+    return pull
+
+
+class Log:
+    """A warehouse in a folder, written through the drain's own code (``tables.Pull``)."""
+
+    def __init__(self, root, spec) -> None:
+        self.root, self.spec = root, spec
+        self.warehouse = engines.DuckDB(pafs.LocalFileSystem(), str(root), memory_limit="256MB")
+
+    def _write(self, pull: tables.Pull) -> None:
+        for name, _, data, _ in pull.files():
+            path = self.root / tables.ROOT / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    def predictions(self, frame: pd.DataFrame, redeliver: bool = False) -> "Log":
+        """Publish the records 500 a message, each message a second after its last record; with
+        ``redeliver``, the message ids are the frame's own (a second call delivers them again)."""
+        self._write(_pull_of(self.spec, frame, "p" if redeliver else f"p{next(_messages)}-"))
+        return self
+
+    def labels(self, frame: pd.DataFrame, at=END) -> "Log":
+        """A labels file as the monitor publishes it."""
+        pull = tables.Pull()
+        records = label_records(frame, self.spec, pd.Timestamp(at).isoformat(), 0)
+        for i in range(0, len(records), 500):
+            pull.add({"schema": tables.LABELS_SCHEMA, "dataset": self.spec.name, "records": records[i:i + 500]},
+                     f"l{next(_messages)}", pd.Timestamp(at).to_pydatetime())
+        self._write(pull)
+        return self
+
+    def observe(self, start=START, label_start=START) -> monitoring.Observed:
+        return queries.observe(self.warehouse, self.spec, start.to_pydatetime(), END.to_pydatetime(),
+                               label_start.to_pydatetime())
+
+    def window(self, references, start=START, label_start=START) -> tuple[monitoring.Observed, dict]:
+        observed = self.observe(start, label_start)
+        return observed, monitoring.window(observed, self.spec, references, start, END)
 
 
 @pytest.fixture(scope="module")
@@ -44,45 +104,72 @@ def labels_of(frame: pd.DataFrame, fares) -> pd.DataFrame:
     return pd.DataFrame({"request_id": frame["request_id"], "row": frame["row"], "fare": np.asarray(fares)})
 
 
-def test_labels_join_by_request_and_row_and_unknown_ids_are_counted(traffic, taxi_spec):
+def test_labels_join_by_request_and_row_and_unknown_ids_are_counted(traffic, taxi_spec, tmp_path):
     rows, predictions = traffic
     frame = logged(rows, taxi_spec, predictions, 1, "a")
     labels = labels_of(frame, rows["fare"]).iloc[:600]
     stranger = pd.DataFrame({"request_id": ["nobody-1", "nobody-2"], "row": [0, 0], "fare": [3.0, 4.0]})
-    joined, unmatched = monitoring.join_labels(frame, pd.concat([labels, stranger]), taxi_spec)
-    assert unmatched == 2
-    assert joined["label"].notna().sum() == 600
-    assert np.array_equal(joined["label"].iloc[:600].to_numpy(), rows["fare"].iloc[:600].to_numpy())
-    # a later label for the same prediction wins; no label file means no labels
-    again = pd.concat([labels.iloc[:1].assign(fare=99.0), labels.iloc[:1].assign(fare=42.0)])
-    assert monitoring.join_labels(frame, again, taxi_spec)[0]["label"].iloc[0] == 42.0
-    none, count = monitoring.join_labels(frame, pd.DataFrame(), taxi_spec)
-    assert count == 0 and none["label"].isna().all()
+    log = Log(tmp_path, taxi_spec).predictions(frame).labels(pd.concat([labels, stranger]),
+                                                             at=END - pd.Timedelta(10, "min"))
+    observed = log.observe()
+    assert observed.unmatched_labels == 2 and len(observed.labelled) == 600
+    joined = observed.labelled.sort_values("time")
+    assert np.array_equal(joined["label"].to_numpy(), rows["fare"].iloc[:600].to_numpy(dtype="float64"))
+    assert np.array_equal(joined["prediction"].to_numpy(), predictions[:600])   # floats round-trip exactly
+    # a later label for the same prediction wins (a later file, or a later row of one file)
+    log.labels(labels.iloc[:1].assign(fare=99.0), at=END - pd.Timedelta(2, "min"))
+    log.labels(pd.concat([labels.iloc[:1].assign(fare=41.0), labels.iloc[:1].assign(fare=42.0)]),
+               at=END - pd.Timedelta(1, "min"))
+    first = log.observe().labelled.sort_values("time")
+    assert first["label"].iloc[0] == 42.0 and len(first) == 600
+    # no label file means no labels
+    none = Log(tmp_path / "none", taxi_spec).predictions(frame).observe()
+    assert none.unmatched_labels == 0 and none.labelled.empty
 
 
-def test_labels_join_on_declared_id_columns(traffic, taxi_spec):
+def test_a_redelivered_message_is_counted_once(traffic, taxi_spec, tmp_path):
+    """The drain never reads stored files: a message pulled again is written again (the same file when
+    pulled with the same others, another delivery otherwise), and every query counts it once."""
+    rows, predictions = traffic
+    frame = logged(rows, taxi_spec, predictions, 1, "a")
+    log = Log(tmp_path, taxi_spec).predictions(frame, redeliver=True).labels(labels_of(frame, rows["fare"]))
+    # the same messages again, this time pulled with another one: a second delivery of each
+    again = _pull_of(taxi_spec, frame, "p")
+    late = failures(400, 1, "late").assign(time=START.isoformat()).to_dict("records")
+    again.add({"schema": tables.PREDICTIONS_SCHEMA, "dataset": taxi_spec.name, "records": late}, "extra",
+              (START + pd.Timedelta(2, "s")).to_pydatetime())
+    log._write(again)
+    files = log.warehouse.files(tables.PREDICTIONS, taxi_spec.name, START.to_pydatetime(),
+                                (END + pd.Timedelta(1, "h")).to_pydatetime())
+    _, result = log.window({})
+    v1 = result["versions"]["1"]
+    assert len(files) == 2   # the first delivery and the second
+    assert v1["requests"] == 101 and v1["rows"] == 1000 and v1["labels"] == 1000 and v1["client_errors"] == 1
+
+
+def test_labels_join_on_declared_id_columns(traffic, taxi_spec, tmp_path):
     rows, predictions = traffic
     spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(id_columns=("trip_seconds", "trip_miles")))
-    frame = logged(rows, spec, predictions, 1, "a").drop_duplicates(
-        subset=[monitoring.FEATURE + "trip_seconds", monitoring.FEATURE + "trip_miles"]).reset_index(drop=True)
-    keys = monitoring.features_of(frame)[["trip_seconds", "trip_miles"]]
-    labels = keys.assign(fare=np.arange(len(keys), dtype=float))
-    joined, unmatched = monitoring.join_labels(frame, labels, spec)
-    assert unmatched == 0 and np.array_equal(joined["label"].to_numpy(), np.arange(len(keys), dtype=float))
+    unique = rows.drop_duplicates(subset=["trip_seconds", "trip_miles"]).reset_index(drop=True)
+    frame = logged(unique, spec, predictions[unique.index], 1, "a")
+    labels = unique[["trip_seconds", "trip_miles"]].astype({"trip_seconds": "int64"}).assign(
+        fare=np.arange(len(unique), dtype=float))   # integers in the file, floats in the log: the same trip
+    observed = Log(tmp_path, spec).predictions(frame).labels(labels).observe()
+    assert observed.unmatched_labels == 0
+    assert sorted(observed.labelled["label"]) == list(np.arange(len(unique), dtype=float))
 
 
-def test_an_empty_window_has_no_versions_and_raises_nothing(taxi_spec):
-    empty = pd.DataFrame(columns=list(monitoring.META))
-    result = monitoring.window(empty, taxi_spec, {}, START, END)
+def test_an_empty_window_has_no_versions_and_raises_nothing(taxi_spec, tmp_path):
+    _, result = Log(tmp_path, taxi_spec).window({})
     assert result["versions"] == {} and result["requests"] == 0
     assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
 
 
-def test_realised_metric_and_decay_alert(traffic, taxi_spec, reference):
+def test_realised_metric_and_decay_alert(traffic, taxi_spec, reference, tmp_path):
     rows, predictions = traffic
     frame = logged(rows, taxi_spec, predictions, 1, "a")
-    good, _ = monitoring.join_labels(frame, labels_of(frame, rows["fare"]), taxi_spec)
-    result = monitoring.window(good, taxi_spec, {1: reference}, START, END)
+    _, result = Log(tmp_path / "good", taxi_spec).predictions(frame).labels(labels_of(frame, rows["fare"])).window(
+        {1: reference})
     v1 = result["versions"]["1"]
     assert v1["requests"] == 100 and v1["rows"] == 1000 and v1["labels"] == 1000 and v1["error_rate"] == 0
     r = v1["realised"]
@@ -91,8 +178,8 @@ def test_realised_metric_and_decay_alert(traffic, taxi_spec, reference):
     assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
 
     # fares rise 60% (a tariff change the model never saw): the realised R² falls below the threshold
-    decayed, _ = monitoring.join_labels(frame, labels_of(frame, rows["fare"] * 1.6), taxi_spec)
-    result = monitoring.window(decayed, taxi_spec, {1: reference}, START, END)
+    _, result = Log(tmp_path / "decayed", taxi_spec).predictions(frame).labels(
+        labels_of(frame, rows["fare"] * 1.6)).window({1: reference})
     [alert] = monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})
     assert alert["kind"] == "decay" and alert["retrain"] and alert["threshold"] == taxi_spec.policy.threshold
     assert "below 0.7" in alert["message"] and result["versions"]["1"]["realised"]["high"] < 0.7
@@ -100,43 +187,37 @@ def test_realised_metric_and_decay_alert(traffic, taxi_spec, reference):
     assert monitoring.judge(result, taxi_spec, {"version": 2, "canary": None}) == []
 
 
-def test_late_labels_count_over_the_label_window_and_traffic_over_the_window(traffic, taxi_spec, reference):
+def test_late_labels_count_over_the_label_window_and_traffic_over_the_window(traffic, taxi_spec, reference,
+                                                                             tmp_path):
     """Labels that arrive after their predictions left the traffic window still measure the version;
     a version with labels but no traffic in the window is judged on them."""
     rows, predictions = traffic
-    frame, _ = monitoring.join_labels(logged(rows, taxi_spec, predictions, 1, "a"),
-                                      labels_of(logged(rows, taxi_spec, predictions, 1, "a"), rows["fare"]), taxi_spec)
-    recent = frame[frame["time"] >= START + pd.Timedelta(30, "min")]
-    result = monitoring.window(recent, taxi_spec, {1: reference}, START + pd.Timedelta(30, "min"), END,
-                               labelled=monitoring.labelled_rows(frame))
+    frame = logged(rows, taxi_spec, predictions, 1, "a")
+    log = Log(tmp_path, taxi_spec).predictions(frame).labels(labels_of(frame, rows["fare"]))
+    later = START + pd.Timedelta(30, "min")
+    _, result = log.window({1: reference}, start=later)
     v1 = result["versions"]["1"]
-    assert v1["requests"] == recent["request_id"].nunique() < 100 and v1["labels"] == 1000
+    recent = frame[frame["time"] >= later]
+    assert v1["requests"] == recent.loc[recent["row"] == 0, "request_id"].nunique() < 100 and v1["labels"] == 1000
     assert v1["realised"]["rows"] == 1000
-    quiet = monitoring.window(frame.iloc[:0], taxi_spec, {1: reference}, START, END,
-                              labelled=monitoring.labelled_rows(frame))
+    _, quiet = log.window({1: reference}, start=END - pd.Timedelta(1, "s"))
     assert quiet["versions"]["1"]["requests"] == 0 and quiet["versions"]["1"]["realised"]["rows"] == 1000
 
 
-def test_too_few_labels_give_no_verdict(traffic, taxi_spec, reference):
+def test_too_few_labels_give_no_verdict(traffic, taxi_spec, reference, tmp_path):
     rows, predictions = traffic
     frame = logged(rows, taxi_spec, predictions, 1, "a")
-    few, _ = monitoring.join_labels(frame, labels_of(frame, rows["fare"] * 3).iloc[:10], taxi_spec)
-    result = monitoring.window(few, taxi_spec, {1: reference}, START, END)
+    _, result = Log(tmp_path, taxi_spec).predictions(frame).labels(
+        labels_of(frame, rows["fare"] * 3).iloc[:10]).window({1: reference})
     assert result["versions"]["1"]["labels"] == 10 and result["versions"]["1"]["realised"] is None
     assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
 
 
-def failures(status: int, n: int, prefix: str, version: int = 1) -> pd.DataFrame:
-    return pd.DataFrame({"request_id": [f"{prefix}-{i}" for i in range(n)], "row": 0,
-                         "time": START + pd.Timedelta(1, "s"), "model_version": version, "status": status,
-                         "latency_ms": 1.0})
-
-
-def test_error_rate_and_latency_slos(traffic, taxi_spec, reference):
+def test_error_rate_and_latency_slos(traffic, taxi_spec, reference, tmp_path):
     rows, predictions = traffic
     ok = logged(rows, taxi_spec, predictions, 1, "a", latency=1500.0)
     frame = pd.concat([ok, failures(500, 10, "crash"), failures(400, 30, "bad")], ignore_index=True)
-    result = monitoring.window(frame, taxi_spec, {1: reference}, START, END)
+    _, result = Log(tmp_path, taxi_spec).predictions(frame).window({1: reference})
     v1 = result["versions"]["1"]
     assert v1["requests"] == 140 and v1["errors"] == 10 and v1["client_errors"] == 30 and v1["rows"] == 1000
     assert v1["error_rate"] == 10 / 140
@@ -145,76 +226,77 @@ def test_error_rate_and_latency_slos(traffic, taxi_spec, reference):
     assert "failed with a server error" in next(a for a in alerts if a["kind"] == "slo_error_rate")["message"]
 
 
-def test_a_callers_bad_requests_never_breach_the_slo_or_roll_back_a_canary(traffic, taxi_spec, reference):
+def canary_window(traffic, spec, reference, canary_predictions, root, n_canary=300, extra=None, latency=None):
+    """Stable v1 and canary v2 on the same traffic, every prediction labelled; (observed, result)."""
+    rows, predictions = traffic
+    stable = logged(rows.iloc[n_canary:], spec, predictions[n_canary:], 1, "s")
+    canary = logged(rows.iloc[:n_canary], spec, canary_predictions[:n_canary], 2, "c")
+    if latency:
+        stable, canary = stable.assign(latency_ms=latency[1]), canary.assign(latency_ms=latency[0])
+    log = Log(root, spec).predictions(pd.concat([stable, canary] + ([extra] if extra is not None else []),
+                                                ignore_index=True))
+    log.labels(pd.concat([labels_of(stable, rows["fare"].iloc[n_canary:]),
+                          labels_of(canary, rows["fare"].iloc[:n_canary])]))
+    return log.window({1: reference, 2: reference})
+
+
+def test_a_callers_bad_requests_never_breach_the_slo_or_roll_back_a_canary(traffic, taxi_spec, reference, tmp_path):
     """Anyone who may call the predictor can send 4xx-provoking requests; they are reported, not counted."""
     rows, predictions = traffic
     ok = logged(rows, taxi_spec, predictions, 1, "a")
-    result = monitoring.window(pd.concat([ok, failures(400, 500, "junk")], ignore_index=True), taxi_spec,
-                               {1: reference}, START, END)
+    _, result = Log(tmp_path / "junk", taxi_spec).predictions(
+        pd.concat([ok, failures(400, 500, "junk")], ignore_index=True)).window({1: reference})
     assert result["versions"]["1"]["client_errors"] == 500 and result["versions"]["1"]["error_rate"] == 0
     assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
 
     spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(canary_min_requests=20))
-    frame, _ = canary_window(traffic, spec, reference, predictions)
-    flooded = pd.concat([frame, failures(422, 400, "flood", version=2)], ignore_index=True)
-    result = monitoring.window(flooded, spec, {1: reference, 2: reference}, START, END)
-    verdict = monitoring.canary_verdict(flooded, spec, result, stable=1, canary=2)
+    observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / "flood",
+                                     extra=failures(422, 400, "flood", version=2))
+    verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
     assert verdict["verdict"] == "promote" and result["versions"]["2"]["client_errors"] == 400, verdict
 
 
-def test_severe_input_drift_asks_for_retraining(traffic, taxi_spec, reference):
+def test_severe_input_drift_asks_for_retraining(traffic, taxi_spec, reference, tmp_path):
     rows, predictions = traffic
     shifted = rows.assign(trip_seconds=rows["trip_seconds"] / 60)   # an upstream export switched to minutes
-    frame = logged(shifted, taxi_spec, predictions, 1, "a")
-    result = monitoring.window(frame, taxi_spec, {1: reference}, START, END)
+    _, result = Log(tmp_path, taxi_spec).predictions(logged(shifted, taxi_spec, predictions, 1, "a")).window(
+        {1: reference})
     assert result["versions"]["1"]["drift"]["verdict"] == "severe"
     [alert] = monitoring.judge(result, taxi_spec, {"version": 1, "canary": None})
     assert alert["kind"] == "drift" and alert["retrain"] and "trip_seconds" in alert["message"]
 
 
-def canary_window(traffic, spec, reference, canary_predictions, n_canary=300):
-    rows, predictions = traffic
-    stable = logged(rows.iloc[n_canary:], spec, predictions[n_canary:], 1, "s")
-    canary = logged(rows.iloc[:n_canary], spec, canary_predictions[:n_canary], 2, "c")
-    frame = pd.concat([stable, canary], ignore_index=True)
-    frame, _ = monitoring.join_labels(frame, pd.concat([labels_of(stable, rows["fare"].iloc[n_canary:]),
-                                                        labels_of(canary, rows["fare"].iloc[:n_canary])]), spec)
-    return frame, monitoring.window(frame, spec, {1: reference, 2: reference}, START, END)
-
-
-def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spec, reference):
+def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spec, reference, tmp_path):
     thresholds = specs.Monitoring(canary_min_requests=20, canary_max_metric_drop=0.02)
     spec = dataclasses.replace(taxi_spec, monitoring=thresholds)
     rows, predictions = traffic
     degraded = np.full(len(predictions), float(np.mean(predictions)))   # predicts the mean fare for every trip
-    frame, result = canary_window(traffic, spec, reference, degraded)
-    verdict = monitoring.canary_verdict(frame, spec, result, stable=1, canary=2)
+    observed, result = canary_window(traffic, spec, reference, degraded, tmp_path / "worse")
+    verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
     assert verdict["verdict"] == "rollback" and "realised r2 worse" in verdict["reason"], verdict
     assert verdict["evidence"]["metric"]["high"] < -0.02
 
-    frame, result = canary_window(traffic, spec, reference, predictions)
-    verdict = monitoring.canary_verdict(frame, spec, result, stable=1, canary=2)
+    observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / "good")
+    verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
     assert verdict["verdict"] == "promote", verdict
     assert verdict["evidence"]["metric"]["low"] >= -0.02 and "realised metric" in verdict["reason"]
 
 
-def test_a_slow_canary_is_rolled_back_but_sub_millisecond_noise_is_not(traffic, taxi_spec, reference):
+def test_a_slow_canary_is_rolled_back_but_sub_millisecond_noise_is_not(traffic, taxi_spec, reference, tmp_path):
     spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(canary_min_requests=20))
     rows, predictions = traffic
-    frame, _ = canary_window(traffic, spec, reference, predictions)
-    canary = frame["model_version"] == 2
     for canary_ms, stable_ms, slow in ((4.0, 1.0, False), (120.0, 2.0, True)):
-        timed = frame.assign(latency_ms=np.where(canary, canary_ms, stable_ms))
-        result = monitoring.window(timed, spec, {1: reference, 2: reference}, START, END)
-        verdict = monitoring.canary_verdict(timed, spec, result, stable=1, canary=2)
+        observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / str(canary_ms),
+                                         latency=(canary_ms, stable_ms))
+        verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
         assert verdict["evidence"]["p99_ms"] == {"canary": canary_ms, "stable": stable_ms}
         assert (verdict["verdict"] == "rollback" and "p99 latency 120 ms" in verdict["reason"]) == slow, verdict
 
 
-def test_a_canary_waits_for_enough_traffic(traffic, taxi_spec, reference):
+def test_a_canary_waits_for_enough_traffic(traffic, taxi_spec, reference, tmp_path):
     rows, predictions = traffic
-    frame, result = canary_window(traffic, taxi_spec, reference, predictions, n_canary=100)   # 10 requests
-    verdict = monitoring.canary_verdict(frame, taxi_spec, result, stable=1, canary=2)
+    observed, result = canary_window(traffic, taxi_spec, reference, predictions, tmp_path, n_canary=100)
+    verdict = monitoring.canary_verdict(observed.labelled, taxi_spec, result, stable=1, canary=2)
     assert verdict["verdict"] == "wait" and "needs 200 requests" in verdict["reason"]
 
 
@@ -229,6 +311,11 @@ def test_the_monitoring_section_of_a_spec_is_checked(taxi_spec):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minutes": 0}})
     with pytest.raises(specs.SpecError, match="id_columns: trip_id are not features"):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"id_columns": ["trip_id"]}})
+    odd = {**taxi_spec.raw, "columns": {**taxi_spec.raw["columns"], "a') OR ('1": {"type": "float"}},
+           "features": {**taxi_spec.raw["features"],
+                         "numeric": [*taxi_spec.raw["features"]["numeric"], "a') OR ('1"]}}
+    with pytest.raises(specs.SpecError, match="id columns must be named with letters"):
+        specs.from_dict({**odd, "monitoring": {"id_columns": ["a') OR ('1"]}})
 
 
 def test_feedback_bodies_are_checked(taxi_spec):

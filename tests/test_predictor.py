@@ -221,7 +221,8 @@ def test_a_malformed_item_never_stops_the_prediction_log():
                             3, (("trip_miles",), ("company",)), max_delay=0.05,
                             on_lost=lambda n, why: lost.append((n, why)))
     row = Columns(np.array([[1.5]]), [["Flash Cab"]])
-    predlog.record("bad", time.time(), row, Outputs(np.array([object()], dtype=object)), 0.001)
+    unwritable = Columns(np.array([[1.5]]), [[object()]])   # a feature value JSON cannot hold
+    predlog.record("bad", time.time(), unwritable, Outputs(np.array([9.5])), 0.001)
     predlog.record("good", time.time(), row, Outputs(np.array([9.5])), 0.001)
     time.sleep(0.3)
     predlog.record("later", time.time(), row, Outputs(np.array([7.0])), 0.001)

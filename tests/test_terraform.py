@@ -30,6 +30,8 @@ ALLOWED_ROLES = {
     "roles/run.developer", "roles/run.invoker", "roles/iam.serviceAccountUser",
     "roles/iam.serviceAccountTokenCreator", "roles/secretmanager.secretAccessor",
     "roles/artifactregistry.writer",   # only the function build account, on the function images' repository
+    "roles/bigquery.dataViewer",       # warehouse readers, on the warehouse dataset
+    "roles/bigquery.dataEditor",       # the Pub/Sub agent, on the two tables its BigQuery subscriptions write
 }
 # Project-level roles per kind of workload (Firestore has no finer IAM than the project).
 PROJECT_ROLES = {
@@ -319,8 +321,10 @@ SERVICE_ACCOUNT_GRANTS = {
     "validator": _JOB | grants("roles/storage.objectCreator", scope=("curated/", "quarantine/", "reports/")),
     "trainer": _JOB | grants("roles/storage.objectCreator", scope=("models/", "reports/")),
     "evaluator": _JOB | grants("roles/storage.objectCreator", scope=("reports/",)),
-    "monitor": _JOB | _DEPLOYER | grants("roles/pubsub.subscriber", "roles/secretmanager.secretAccessor")
-    | grants("roles/storage.objectCreator", scope=("predictions/", "labels/"))
+    # the monitor queries the warehouse (BigQuery subscriptions write it: no pull subscription on GCP)
+    "monitor": _JOB | _DEPLOYER | grants("roles/secretmanager.secretAccessor", "roles/bigquery.jobUser",
+                                         "roles/bigquery.readSessionUser", "roles/bigquery.dataViewer")
+    | grants("roles/storage.objectCreator", scope=("warehouse/",))
     | grants("roles/storage.objectUser", scope=("reports/monitoring/",)),
     # the internet-facing predictor: reads its model and its registry record, publishes its log, nothing else
     "predictor": grants("roles/datastore.viewer", "roles/logging.logWriter", "roles/pubsub.publisher",
@@ -371,7 +375,12 @@ def granted(root: Path = TF) -> dict[str, set]:
         "${toset(local.deployers)}": [(sa, None, None) for sa in deployers],
         "${toset(local.webhook_users)}": [(sa, None, None) for sa, topics in publishes.items()
                                           if {"review-requested", "alerts"} & set(topics)],
-        "${local.subscriptions}": [(s.reader, None, None) for s in topo.subscriptions.values()],
+        "${local.subscriptions}": [(s.reader, None, None) for s in topo.subscriptions.values() if not s.local_only],
+        "${toset(local.warehouse_readers)}": [(sa, None, None) for sa, j in topo.jobs.items() if j.warehouse],
+        "${{for pair in setproduct(local.warehouse_readers, [\"roles/bigquery.jobUser\", "
+        "\"roles/bigquery.readSessionUser\"]) : \"${pair[0]} ${pair[1]}\" => {sa = pair[0], role = pair[1]}}}":
+            [(sa, role, None) for sa, j in topo.jobs.items() if j.warehouse
+             for role in ("roles/bigquery.jobUser", "roles/bigquery.readSessionUser")],
     }
     # ... and the locals say what this mirrors
     assert "local.project_roles[w.kind]" in iam["project_grants"] and "w.publishes" in iam["publish_grants"]
@@ -445,3 +454,27 @@ def test_the_allow_list_catches_a_widened_grant(tmp_path, old, new):
     copy = mutated_copy(tmp_path, "environments/production/iam.tf", old, new)
     with pytest.raises(AssertionError):
         check_service_accounts(copy)
+
+
+def test_the_warehouse_tables_are_the_ones_the_code_reads_and_the_subscriptions_fill_them_by_kind():
+    """BigQuery's tables have the record fields tollgate.warehouse writes locally and queries everywhere;
+    each BigQuery subscription takes the messages whose `kind` attribute names its table (what the predictor
+    and the monitor set), expires with the retention, and only the monitor reads them."""
+    from tollgate.warehouse import tables
+
+    warehouse = locals_of(TF / "environments" / "production" / "bigquery.tf")
+    fields = {table: tuple((unq(name), unq(kind)) for name, kind in records)
+              for table, records in warehouse["warehouse_records"].items()}
+    assert fields == tables.RECORD_FIELDS
+    resources = {(rtype, name): body for _, rtype, name, body in blocks("resource", TF / "environments" / "production")}
+    subscription = resources[("google_pubsub_subscription", "warehouse")]
+    assert unq(subscription["filter"]) == 'attributes.kind = \\"${each.key}\\"'
+    [config] = subscription["bigquery_config"]
+    assert config["use_table_schema"] and config["write_metadata"] and config["drop_unknown_fields"]
+    [partitioning] = resources[("google_bigquery_table", "warehouse")]["time_partitioning"]
+    assert unq(partitioning["field"]) == "publish_time" and unq(partitioning["type"]) == "HOUR"
+    assert resources[("google_bigquery_table", "warehouse")]["require_partition_filter"]
+    predlog = (ROOT / "services" / "predictor" / "predlog.py").read_text()
+    assert '"kind": kind' in predlog and '_publish_chunks(SCHEMA, "predictions"' in predlog
+    assert 'kind=tables.LABELS' in (ROOT / "shared" / "tollgate" / "jobs" / "monitor.py").read_text()
+    assert {j.name for j in topology.load().jobs.values() if j.warehouse} == {"monitor"}

@@ -62,6 +62,10 @@ def _prefixes(node, names: dict[str, set[str]]) -> set[str]:
         return _prefixes(node.body, names) | _prefixes(node.orelse, names)
     if isinstance(node, ast.Name):
         return names.get(node.id, set())
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "tables":
+        from tollgate.warehouse import tables  # a constant of the warehouse's layout: tables.ROOT
+
+        return {getattr(tables, node.attr)}
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):   # a helper such as artifact_object()
         return names.get(node.func.id + "()", set())
     return set()

@@ -5,13 +5,15 @@ turns what is queued into messages of up to ``max_rows`` predictions, published 
 and bounded outstanding bytes. When the queue is full or Pub/Sub fails, the predictions are
 counted as lost (``tollgate_prediction_log_lost_total``), never hidden and never in the way.
 
-Message: JSON ``{"schema": "tollgate.predictions/v1", "dataset", "model_version",
+Message: JSON ``{"schema": "tollgate.predictions/v2", "dataset", "model_version",
 "records": [{"request_id", "row", "time", "model_version", "status", "features", "prediction",
 ["probabilities"], "latency_ms"}]}``, attributes ``dataset``, ``model_version`` and ``kind``
-(``predictions``). A request answered with a 4xx/5xx is one record with its ``status`` and no
-features (the monitor's error rate). Ground truth sent to ``POST /feedback`` travels the same way
-as ``{"schema": "tollgate.labels/v1", "dataset", "records": [{"request_id", "row", "label",
-"time"}]}`` (``kind`` ``labels``).
+(``predictions``): one row of the warehouse's ``predictions`` table (tollgate.warehouse.tables), so
+``features`` and ``probabilities`` are JSON text and ``prediction`` the value's text. A request
+answered with a 4xx/5xx is one record with its ``status`` and no features (the monitor's error
+rate). Ground truth sent to ``POST /feedback`` travels the same way as ``{"schema":
+"tollgate.labels/v2", "dataset", "records": [{"request_id", "row", "label", "time", "seq"}]}``
+(``kind`` ``labels``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import orjson
 
 from tollgate import log
 from tollgate.prepared import Columns, Outputs
+from tollgate.warehouse.tables import LABELS_SCHEMA, PREDICTIONS_SCHEMA, json_text, text
 
-SCHEMA = "tollgate.predictions/v1"
-LABELS_SCHEMA = "tollgate.labels/v1"
+SCHEMA = PREDICTIONS_SCHEMA
 
 
 class PredictionLog:
@@ -133,8 +135,8 @@ class PredictionLog:
         kind, request_id, at, payload, latency, status = item
         when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
         if kind == "labels":
-            labels.extend([{"request_id": rid, "row": row, "label": label, "time": when}
-                           for rid, row, label in payload])
+            labels.extend([{"request_id": rid, "row": row, "label": text(label), "time": when, "seq": i}
+                           for i, (rid, row, label) in enumerate(payload)])
             return
         if kind == "error":
             records.append({"request_id": request_id, "row": 0, "time": when, "model_version": self.version,
@@ -147,10 +149,11 @@ class PredictionLog:
             features = {name: _number(columns.numeric[i, j]) for j, name in enumerate(self.numeric)}
             features.update({name: columns.categorical[j][i] for j, name in enumerate(self.categorical)})
             record = {"request_id": request_id, "row": i, "time": when, "model_version": self.version,
-                      "status": status, "features": features, "prediction": outputs.predictions[i],
+                      "status": status, "features": json_text(features),
+                      "prediction": text(outputs.predictions[i]),
                       "latency_ms": round(latency * 1000, 3)}
             if probabilities is not None:
-                record["probabilities"] = probabilities[i]
+                record["probabilities"] = json_text(probabilities[i])
             built.append(record)
         orjson.dumps(built, option=orjson.OPT_SERIALIZE_NUMPY)   # what cannot be serialised fails here, alone
         records.extend(built)

@@ -1,14 +1,15 @@
-"""Monitoring: what live traffic says about each serving version. Pure: frames in, dicts out.
+"""Monitoring: what live traffic says about each serving version. Pure: observations in, dicts out.
 
-A *window* is the prediction log of one dataset over the last ``monitoring.window_minutes``
-(``predictions/<dataset>/<date>/*.parquet``, written by the monitor job from the `predictions`
-topic) joined with whatever late labels arrived for it. Per model version it gives:
+A *window* is what the warehouse observed of one dataset (tollgate.warehouse.queries.observe): over
+the last ``monitoring.window_minutes`` of the prediction log, per model version, its traffic and a
+seeded sample of its answered rows; over the last ``label_window_hours``, the predictions that have a
+label (late labels: files under ``labels/<dataset>/`` or ``POST /feedback``). Per model version it gives:
 
 - traffic: requests, rows, error rate and latency percentiles. Only server errors (5xx) count toward the
   error rate (the SLO and canary verdicts): a client's bad requests (4xx) are the caller's doing — anyone
   who can call the predictor could send them to make a canary look broken — so they are reported apart,
   as ``client_errors``;
-- drift: the window's inputs and predictions profiled on the bins of the version's training
+- drift: the sample's inputs and predictions profiled on the bins of the version's training
   profile and compared exactly as the validator compares a batch (``drift.compare``); the
   prediction column is compared with the training target;
 - realised metrics where labels exist: the dataset's metrics with a bootstrap confidence interval
@@ -20,6 +21,7 @@ and ``canary_verdict`` compares a canary with the stable version on the same win
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -28,63 +30,27 @@ import pandas as pd
 from tollgate import drift, evaluation
 from tollgate.spec import METRICS, DatasetSpec
 
-FEATURE = "feature."          # prediction-log columns that hold the request's features
-META = ("request_id", "row", "time", "model_version", "status", "latency_ms", "prediction")
-MAX_SAMPLE = 20_000           # rows profiled per version and window (seeded sample beyond)
+MAX_SAMPLE = 20_000           # rows profiled per version and window (a seeded sample of its answered rows)
 
 
-def features_of(frame: pd.DataFrame) -> pd.DataFrame:
-    """The feature columns of a prediction-log frame, under their own names."""
-    cols = [c for c in frame.columns if c.startswith(FEATURE)]
-    return frame[cols].rename(columns=lambda c: c[len(FEATURE):])
+@dataclasses.dataclass
+class Observed:
+    """What the warehouse returned for one window (bounded: aggregates, samples, labelled pairs)."""
+    traffic: dict[int, dict[str, Any]]        # version → requests, ok_rows, errors, client_errors, latency_ms
+    samples: dict[int, pd.DataFrame]         # version → feature columns and the prediction (target's name)
+    labelled: pd.DataFrame                   # model_version, time, prediction, label: answered and labelled
+    unmatched_labels: int = 0                # labels that name no logged prediction (kept, counted)
 
-
-def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
-    """Predictions with a ``label`` column where ground truth is known, and how many labels matched
-    no logged prediction (unknown request ids: kept, counted, never an error).
-
-    Labels carry ``request_id`` (and ``row``, default 0) or the spec's ``monitoring.id_columns``;
-    the label itself is in the target column (or ``label``). A later label for the same key wins."""
-    out = predictions.copy()
-    out["label"] = np.nan if spec.task == "regression" else None
-    if labels is None or labels.empty:
-        return out, 0
-    labels = labels.copy()
-    if spec.target in labels:   # files name it after the target; feedback calls it `label`
-        labels["label"] = (labels["label"].combine_first(labels[spec.target]) if "label" in labels
-                           else labels[spec.target])
-    if "label" not in labels:
-        return out, 0
-    labels = labels[labels["label"].notna()]
-    if "request_id" in labels:
-        keys = ["request_id", "row"]
-        labels = labels.assign(row=labels["row"] if "row" in labels else 0)
-        labels["row"] = pd.to_numeric(labels["row"], errors="coerce").fillna(0).astype("int64")
-        labels["request_id"] = labels["request_id"].astype(str)
-        left = out[keys]
-    elif spec.monitoring.id_columns and all(c in labels for c in spec.monitoring.id_columns):
-        keys = list(spec.monitoring.id_columns)
-        left = features_of(out)[keys]
-    else:
-        return out, len(labels)
-    labels = labels.drop_duplicates(subset=keys, keep="last")[keys + ["label"]]
-    merged = left.reset_index(drop=True).merge(labels, on=keys, how="left", validate="many_to_one")
-    out["label"] = merged["label"].to_numpy()
-    matched = labels.merge(left.drop_duplicates(), on=keys, how="inner")
-    return out, int(len(labels) - len(matched))
-
-
-def _latency(frame: pd.DataFrame) -> dict[str, float | None]:
-    per_request = frame.drop_duplicates("request_id")["latency_ms"].to_numpy(dtype="float64")
-    if not per_request.size:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.quantile(per_request, [0.5, 0.95, 0.99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+    @classmethod
+    def empty(cls) -> "Observed":
+        return cls({}, {}, pd.DataFrame({"model_version": pd.Series(dtype="int64"),
+                                         "time": pd.Series(dtype="datetime64[us, UTC]"),
+                                         "prediction": pd.Series(dtype=object), "label": pd.Series(dtype=object)}))
 
 
 def live_metric(spec: DatasetSpec) -> str:
     """The metric judged on live labels: the primary one, or accuracy when the primary needs the
-    probabilities (ROC AUC, log loss): the log carries them, the monitor does not store them yet."""
+    probabilities (ROC AUC, log loss): the log carries them, the monitor does not judge them yet."""
     return "accuracy" if spec.primary_metric in ("roc_auc", "log_loss") else spec.primary_metric
 
 
@@ -102,37 +68,29 @@ def realised(y: np.ndarray, predictions: np.ndarray, spec: DatasetSpec, seed: in
             "confidence": spec.policy.confidence, "metrics": values}
 
 
-def labelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The answered predictions that have a label."""
-    return frame[frame["label"].notna() & (frame["status"] < 400)] if "label" in frame else frame.iloc[:0]
+_NO_TRAFFIC = {"requests": 0, "ok_rows": 0, "errors": 0, "client_errors": 0,
+               "latency_ms": {"p50": None, "p95": None, "p99": None}}
 
 
-def version_window(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any] | None,
-                   labelled: pd.DataFrame | None = None, seed: int = 0) -> dict[str, Any]:
-    """Traffic and drift of one version's rows in a window; realised metrics on ``labelled`` (its
-    labelled predictions over the label window; by default those of ``frame``)."""
-    ok = frame[frame["status"] < 400]
-    requests = int(frame["request_id"].nunique())
-    errors = int(frame.loc[frame["status"] >= 500, "request_id"].nunique())
-    client_errors = int(frame.loc[(frame["status"] >= 400) & (frame["status"] < 500), "request_id"].nunique())
-    labelled = labelled_rows(frame) if labelled is None else labelled
-    out: dict[str, Any] = {"requests": requests, "rows": int(len(ok)), "errors": errors,
-                           "client_errors": client_errors,
-                           "error_rate": errors / requests if requests else None, "latency_ms": _latency(frame),
-                           "labels": int(len(labelled))}
+def version_window(traffic: dict[str, Any] | None, sample: pd.DataFrame | None, labelled: pd.DataFrame,
+                   spec: DatasetSpec, reference: dict[str, Any] | None, seed: int = 0) -> dict[str, Any]:
+    """One version: its traffic and the drift of its ``sample`` in the window; realised metrics on its
+    ``labelled`` predictions over the label window."""
+    t = traffic or _NO_TRAFFIC
+    requests = t["requests"]
+    out: dict[str, Any] = {"requests": requests, "rows": t["ok_rows"], "errors": t["errors"],
+                           "client_errors": t["client_errors"],
+                           "error_rate": t["errors"] / requests if requests else None,
+                           "latency_ms": dict(t["latency_ms"]), "labels": int(len(labelled))}
     out["realised"] = (realised(labelled["label"].to_numpy(), labelled["prediction"].to_numpy(), spec, seed)
                        if len(labelled) >= spec.monitoring.min_labels else None)
-    if ok.empty:
+    if sample is None or sample.empty:
         out.update(drift={"verdict": "none", "reason": "no_traffic", "features": []}, prediction_drift=None)
         return out
-    sample = ok.sample(MAX_SAMPLE, random_state=seed) if len(ok) > MAX_SAMPLE else ok
-    table = features_of(sample)
-    table[spec.target] = (pd.to_numeric(sample["prediction"], errors="coerce") if spec.task == "regression"
-                          else sample["prediction"].astype(str)).to_numpy()
     if reference and reference.get("format") == drift.FORMAT:
-        builder = drift.ProfileBuilder(drift.profiled_columns(spec), reference, sample_size=min(len(table), 2_000),
+        builder = drift.ProfileBuilder(drift.profiled_columns(spec), reference, sample_size=min(len(sample), 2_000),
                                        seed=seed)
-        builder.add(table)
+        builder.add(sample)
         compared = drift.summary(drift.compare(reference, builder.result(), spec.drift))
     else:
         compared = drift.compare(reference, {"columns": {}}, spec.drift)
@@ -145,20 +103,19 @@ def version_window(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, 
     return out
 
 
-def window(frame: pd.DataFrame, spec: DatasetSpec, references: dict[int, dict[str, Any] | None],
-           start: pd.Timestamp, end: pd.Timestamp, unmatched_labels: int = 0,
-           labelled: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The whole window: one entry per version that answered in it or has labelled predictions in
-    ``labelled`` (the label window; by default the labelled rows of ``frame``). Empty: none."""
-    labelled = labelled_rows(frame) if labelled is None else labelled
+def window(observed: Observed, spec: DatasetSpec, references: dict[int, dict[str, Any] | None],
+           start: pd.Timestamp, end: pd.Timestamp) -> dict[str, Any]:
+    """The whole window: one entry per version that answered in it or has labelled predictions in the
+    label window. Empty: none."""
+    labelled = observed.labelled
     versions = {}
-    for version in sorted({int(v) for v in frame["model_version"]} | {int(v) for v in labelled["model_version"]}):
-        versions[str(version)] = version_window(frame[frame["model_version"] == version], spec,
-                                                references.get(version),
-                                                labelled[labelled["model_version"] == version])
+    for version in sorted(set(observed.traffic) | {int(v) for v in labelled["model_version"]}):
+        versions[str(version)] = version_window(observed.traffic.get(version), observed.samples.get(version),
+                                                labelled[labelled["model_version"] == version], spec,
+                                                references.get(version))
     return {"dataset": spec.name, "start": start.isoformat(), "end": end.isoformat(),
-            "requests": int(frame["request_id"].nunique()) if len(frame) else 0,
-            "unmatched_labels": unmatched_labels, "versions": versions}
+            "requests": sum(t["requests"] for t in observed.traffic.values()),
+            "unmatched_labels": int(observed.unmatched_labels), "versions": versions}
 
 
 def judge(result: dict[str, Any], spec: DatasetSpec, serving: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -214,11 +171,11 @@ def _interval_of_difference(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np
     return float(sign * (point_a - point_b)), float(low), float(high)
 
 
-def canary_verdict(frame: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any], stable: int,
+def canary_verdict(labelled: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any], stable: int,
                    canary: int) -> dict[str, Any]:
     """``promote``, ``rollback`` or ``wait``, with the evidence, for a canary against the stable
-    version: traffic from ``result`` (the same window), realised metrics from the labelled rows of
-    ``frame`` (the monitor passes those logged since the canary started)."""
+    version: traffic from ``result`` (the same window), realised metrics from the ``labelled``
+    predictions (``Observed.labelled``; the monitor passes those logged since the canary started)."""
     m = spec.monitoring
     c, s = result["versions"].get(str(canary)), result["versions"].get(str(stable))
     evidence: dict[str, Any] = {"stable": stable, "canary": canary, "window": [result["start"], result["end"]],
@@ -236,7 +193,6 @@ def canary_verdict(frame: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any
     if cp is not None and sp is not None and cp > max(m.canary_max_latency_ratio * sp, m.canary_latency_floor_ms):
         worse.append(f"p99 latency {cp:.0f} ms against {sp:.0f} ms")
     evidence["prediction_drift"] = c.get("prediction_drift")
-    labelled = labelled_rows(frame)
     on_c = labelled[labelled["model_version"] == canary]
     on_s = labelled[labelled["model_version"] == stable]
     decided_by_labels = len(on_c) >= m.min_labels and len(on_s) >= m.min_labels

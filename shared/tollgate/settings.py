@@ -28,12 +28,18 @@ class Settings:
     predictor_min_instances: int = 0
     feedback_key_secret: str | None = None   # Secret Manager secret of the predictors' request-id key
     code_version: str = "dev"
+    warehouse: str = "bigquery"              # "bigquery", or "duckdb" over the bucket's Parquet (the local cloud)
+    bigquery_dataset: str = "tollgate"       # the BigQuery dataset of the prediction log and labels
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> "Settings":
         env = dict(os.environ if env is None else env)
         env.update({k.upper(): v for k, v in overrides.items() if v is not None})
         project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT")
+        warehouse = env.get("TOLLGATE_WAREHOUSE") or ("duckdb" if env.get("STORAGE_EMULATOR_HOST") else "bigquery")
+        if warehouse not in ("bigquery", "duckdb"):
+            raise SettingsError(f"TOLLGATE_WAREHOUSE={warehouse!r}: use bigquery (Google Cloud) or duckdb (the "
+                                "bucket's Parquet, as the local cloud does)")
         missing = [name for name, value in (("GOOGLE_CLOUD_PROJECT", project),
                                              ("TOLLGATE_BUCKET", env.get("TOLLGATE_BUCKET")))
                    if not value]
@@ -52,4 +58,6 @@ class Settings:
             predictor_min_instances=int(env.get("TOLLGATE_PREDICTOR_MIN_INSTANCES") or 0),
             feedback_key_secret=env.get("TOLLGATE_FEEDBACK_KEY_SECRET") or None,
             code_version=env.get("TOLLGATE_CODE_VERSION", "dev"),
+            warehouse=warehouse,
+            bigquery_dataset=env.get("TOLLGATE_BIGQUERY_DATASET", "tollgate"),
         )

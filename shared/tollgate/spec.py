@@ -39,6 +39,7 @@ DATASET_NAME = re.compile(r"(?=.{1,30}\Z)[a-z](?:_?[a-z0-9])*")
 DATASET_NAME_RULE = ("1 to 30 characters: lowercase letters, digits and single underscores, starting with a "
                      "letter and not ending with an underscore (e.g. chicago_taxi)")
 MAX_LINE_BYTES = 1 * 2**20     # default longest line of a CSV batch
+ID_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")   # monitoring.id_columns: JSON paths in SQL
 MAX_COLUMNS = 1_000            # default most columns a batch's header may have
 
 
@@ -309,6 +310,10 @@ def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
     missing = [c for c in monitoring.id_columns if c not in features]
     if missing:
         raise SpecError(f"{where}.id_columns: {', '.join(missing)} are not features (labels are joined on them)")
+    awkward = [c for c in monitoring.id_columns if not ID_COLUMN.fullmatch(c)]
+    if awkward:   # they become JSON paths in the warehouse's SQL
+        raise SpecError(f"{where}.id_columns: {', '.join(map(repr, awkward))}: id columns must be named with "
+                        "letters, digits and underscores, not starting with a digit")
     return monitoring
 
 

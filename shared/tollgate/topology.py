@@ -43,6 +43,7 @@ class Job:
     max_retries: int = 1          # Cloud Run retries of a failed task (terraform's max_retries, the local API's)
     writes: tuple[str, ...] = ()  # bucket prefixes where it may create objects
     updates: tuple[str, ...] = () # bucket prefixes where it may also replace them
+    warehouse: str | None = None  # "read": queries the warehouse (BigQuery job user, data viewer of its dataset)
 
     @property
     def max_attempts(self) -> int:
@@ -76,6 +77,7 @@ class Subscription:
     reader: str
     ack_deadline_seconds: int = 60
     retention: str = "604800s"
+    local_only: bool = False      # the local cloud's stand-in for a managed service (terraform skips it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,10 +116,13 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                   publishes=_topics(j.get("publishes")), timeout_seconds=int(j.get("timeout_seconds", 600)),
                   deploys_predictor=bool(j.get("deploys_predictor", False)),
                   max_retries=int(j.get("max_retries", 1)), writes=tuple(j.get("writes") or ()),
-                  updates=tuple(j.get("updates") or ()))
+                  updates=tuple(j.get("updates") or ()), warehouse=j.get("warehouse"))
         for name, j in (raw.get("jobs") or {}).items()
     }
     for job in jobs.values():
+        if job.warehouse not in (None, "read"):
+            raise TopologyError(f"job {job.name!r}: warehouse: {job.warehouse!r}; the only access a job takes is "
+                                "`read` (the tables are written by BigQuery subscriptions and load jobs)")
         for prefix in job.writes + job.updates:
             if not prefix.endswith("/") or prefix.split("/", 1)[0] in ("specs", "incoming", ""):
                 raise TopologyError(f"job {job.name!r}: {prefix!r} is not a prefix a job may write (a folder "
@@ -155,7 +160,8 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
     subscriptions = {
         name: Subscription(name=name, topic=s["topic"], reader=s["reader"],
                            ack_deadline_seconds=int(s.get("ack_deadline_seconds", 60)),
-                           retention=str(s.get("retention", "604800s")))
+                           retention=str(s.get("retention", "604800s")),
+                           local_only=bool(s.get("local_only", False)))
         for name, s in (raw.get("subscriptions") or {}).items()
     }
     for sub in subscriptions.values():

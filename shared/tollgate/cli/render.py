@@ -205,9 +205,17 @@ def status(payload: dict[str, Any]) -> None:
 
 
 def monitor_tick(result: dict[str, Any], bucket: str) -> None:
+    for name, f in (result.get("label_files") or {}).items():
+        if f["files"] or f["skipped"]:
+            out.print(f"{name}: published {f['labels']} labels from {f['files']} new labels file(s)"
+                      + (f"; {f['skipped']} file(s) skipped (see the monitor's log)" if f["skipped"] else ""))
     d = result["drained"]
-    out.print(f"stored {d['predictions']} predictions and {d['labels']} labels from {d['messages']} messages"
-              + (f" ({d['malformed']} malformed, skipped)" if d["malformed"] else ""))
+    if d is None:
+        out.print("the prediction log is in BigQuery (written by its subscriptions)")
+    else:
+        out.print(f"stored {d['predictions']} predictions and {d['labels']} labels from {d['messages']} messages "
+                  f"in {d['files']} warehouse file(s)" + (f" ({d['malformed']} malformed, skipped)"
+                                                          if d["malformed"] else ""))
     for name, w in result["datasets"].items():
         said = window_actions(w)
         out.print(f"[bold]{name}[/]: {w['requests']} requests in the window; "

@@ -45,6 +45,15 @@ class Cloud:
 
         return pubsub_v1.PublisherClient()
 
+    @functools.cached_property
+    def warehouse(self):  # type: ignore[no-untyped-def]
+        """The prediction log and labels in SQL: BigQuery, or DuckDB over the bucket's Parquet locally."""
+        from tollgate.warehouse import engines
+
+        if self.settings.warehouse == "duckdb":
+            return engines.DuckDB.on_bucket(self.settings.bucket, os.environ.get("STORAGE_EMULATOR_HOST"))
+        return engines.BigQuery(self.settings.project, self.settings.bigquery_dataset)
+
     def _run_client_kwargs(self) -> dict[str, Any]:
         if not self.settings.cloud_run_endpoint:
             return {}

@@ -1,24 +1,27 @@
-"""Job `monitor`: the prediction log into storage, windows of live evidence, alerts, retraining
-requests and canary decisions. Runs on each `monitor-tick` (Cloud Scheduler on GCP, the local
-cloud's scheduler locally) and on demand (`tollgate monitor run`).
+"""Job `monitor`: labels and the prediction log into the warehouse, windows of live evidence, alerts,
+retraining requests and canary decisions. Runs on each `monitor-tick` (Cloud Scheduler on GCP, the
+local cloud's scheduler locally) and on demand (`tollgate monitor run`).
 
 One tick:
 
-1. **Drain** the `predictions-monitor` pull subscription: predictions go to
-   ``predictions/<dataset>/<date>/<id>.parquet``, labels sent to ``POST /feedback`` to
-   ``labels/<dataset>/feedback/<date>/<id>.parquet``. Each record keeps its Pub/Sub message id and
-   records whose message is already stored are skipped, so a redelivered batch is stored once;
-   messages are acknowledged only after their file is written.
-2. Per dataset that serves: the **window** (``monitoring.window_minutes``) of logged predictions,
-   and the realised metrics of those of the last ``label_window_hours`` that have labels (the
-   label files under ``labels/<dataset>/`` written in that time, CSV or Parquet, keyed by request
-   id and row, or by ``monitoring.id_columns``), judged per version (monitoring.py), stored in
-   Firestore (``monitoring/<dataset>/windows``) and drawn in ``reports/monitoring/<dataset>/latest.html``.
-3. **Alerts** (SLO breach, severe drift, decay) go to Firestore, the `alerts` topic and the review
+1. **Label files** dropped under ``labels/<dataset>/`` (CSV or Parquet, keyed by ``request_id`` and
+   ``row``, or by the spec's ``monitoring.id_columns``; the label in the target's column or ``label``)
+   are read in chunks and published once each (name and generation are recorded in Firestore) as label
+   records on the `predictions` topic, where ``POST /feedback`` sends its labels too.
+2. **Drain** (the local cloud; on Google Cloud, BigQuery subscriptions write the tables): the
+   `predictions-monitor` pull subscription into the warehouse's Parquet partitions, one file per
+   table, dataset and partition of each pull, acknowledged once written. Memory is bounded by one pull;
+   stored files are never read back: a redelivered message is written again and counted once by the
+   queries (tollgate.warehouse).
+3. Per dataset that serves: the **window** (``monitoring.window_minutes``) of logged predictions and
+   the labelled predictions of the last ``label_window_hours``, observed in SQL
+   (tollgate.warehouse.queries) and judged per version (monitoring.py), stored in Firestore
+   (``monitoring/<dataset>/windows``) and drawn in ``reports/monitoring/<dataset>/latest.html``.
+4. **Alerts** (SLO breach, severe drift, decay) go to Firestore, the `alerts` topic and the review
    webhook, at most once per version and kind per ``alert_cooldown_minutes``; decay and severe drift
    of the stable version also request a **retraining** run over the latest curated batch, at most
    once per ``retrain_cooldown_hours``.
-4. A running **canary** is promoted or rolled back on the window's evidence, through the same code
+5. A running **canary** is promoted or rolled back on the window's evidence, through the same code
    path as `tollgate canary promote|abort` (a ledger entry whose actor is ``monitor``).
 """
 
@@ -26,8 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import pandas as pd
@@ -38,133 +40,127 @@ from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 from tollgate.events import envelope
 from tollgate.jsonable import plain
+from tollgate.warehouse import queries, tables
 
 SUBSCRIPTION = "predictions-monitor"
 ACTOR = "monitor"
-MAX_PULL = 1_000
+MAX_PULL = 1_000              # messages per pull: what one drain step holds in memory
+LABEL_CHUNK = 50_000          # rows of a labels file read at once
+LABELS_PER_MESSAGE = 500      # label records per message (as the predictor sends them)
+LABEL_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
-def _date(value: str) -> str:
-    return value[:10]
-
-
-def _frame(records: list[dict[str, Any]], message_id: str) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        row = {k: r.get(k) for k in ("request_id", "row", "time", "model_version", "status", "latency_ms",
-                                     "prediction", "label")}
-        for name, value in (r.get("features") or {}).items():
-            row[monitoring.FEATURE + name] = value
-        row["message_id"] = message_id
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _stored_message_ids(cloud: Cloud, prefix: str) -> set[str]:
-    ids: set[str] = set()
-    for name in cloud.list_names(prefix):
-        if name.endswith(".parquet"):
-            ids.update(pd.read_parquet(io.BytesIO(cloud.read_bytes(name)), columns=["message_id"])["message_id"])
-    return ids
-
-
-def _store(cloud: Cloud, prefix: str, frames: list[pd.DataFrame], seen: dict[str, set[str]] | None = None) -> int:
-    """Write the records not stored yet under ``prefix`` as one Parquet file; returns rows written.
-    ``seen`` keeps each prefix's stored message ids across the pulls of one drain (read once)."""
-    seen = {} if seen is None else seen
-    if prefix not in seen:
-        seen[prefix] = _stored_message_ids(cloud, prefix)
-    frame = pd.concat(frames, ignore_index=True)
-    frame = frame[~frame["message_id"].isin(seen[prefix])].dropna(axis=1, how="all")
-    if frame.empty:
-        return 0
-    for column in ("row", "model_version", "status"):
-        if column in frame:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").fillna(0).astype("int64")
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
-    name = hashlib.sha256("\n".join(sorted(set(frame["message_id"]))).encode()).hexdigest()[:20]
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    cloud.write_once(f"{prefix}{name}.parquet", buffer.getvalue())
-    seen[prefix].update(frame["message_id"])
-    return int(len(frame))
-
-
-def drain(cloud: Cloud, max_messages: int = 50_000) -> dict[str, int]:
+def drain(cloud: Cloud, max_messages: int = 1_000_000, max_pull: int = MAX_PULL) -> dict[str, int]:
     """Store what the prediction log published since the last tick; ack only what is stored."""
     from google.cloud import pubsub_v1
 
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(cloud.settings.project, SUBSCRIPTION)
-    counts = {"messages": 0, "predictions": 0, "labels": 0, "malformed": 0}
-    seen: dict[str, set[str]] = {}
+    counts = {"messages": 0, "files": 0, tables.PREDICTIONS: 0, tables.LABELS: 0, "malformed": 0}
     try:
         while counts["messages"] < max_messages:
-            response = subscriber.pull(subscription=path, max_messages=MAX_PULL, timeout=10)
-            received = response.received_messages
+            received = subscriber.pull(subscription=path, max_messages=max_pull, timeout=30).received_messages
             if not received:
                 break
-            groups: dict[str, list[pd.DataFrame]] = {}
+            pull = tables.Pull()
             for m in received:
                 counts["messages"] += 1
                 try:
-                    payload = orjson.loads(m.message.data)
-                    kind = "labels" if payload.get("schema", "").startswith("tollgate.labels/") else "predictions"
-                    dataset, records = str(payload["dataset"]), payload["records"]
-                    for date in sorted({_date(r["time"]) for r in records}):
-                        part = [r for r in records if _date(r["time"]) == date]
-                        prefix = (f"labels/{dataset}/feedback/{date}/" if kind == "labels"
-                                  else f"predictions/{dataset}/{date}/")
-                        groups.setdefault(prefix, []).append(_frame(part, m.message.message_id))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    pull.add(orjson.loads(m.message.data), m.message.message_id, m.message.publish_time)
+                except (orjson.JSONDecodeError, tables.MalformedMessage) as exc:
                     counts["malformed"] += 1   # acknowledged: redelivery would not make it readable
                     log.warning("malformed prediction-log message skipped", message_id=m.message.message_id,
                                 error=f"{type(exc).__name__}: {exc}"[:300])
-            for prefix, frames in groups.items():
-                written = _store(cloud, prefix, frames, seen)
-                counts["labels" if prefix.startswith("labels/") else "predictions"] += written
+            for name, table, data, rows in pull.files():
+                cloud.write_once(f"{tables.ROOT}{name}", data)
+                counts["files"] += 1
+                counts[table] += rows
             subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in received])
     finally:
         subscriber.close()
     return counts
 
 
-def _read_table(cloud: Cloud, name: str) -> pd.DataFrame | None:
-    data = cloud.read_bytes(name)
-    try:
-        if name.endswith(".parquet"):
-            return pd.read_parquet(io.BytesIO(data))
-        if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(io.BytesIO(data), compression="infer" if name.endswith(".gz") else None)
-    except Exception as exc:   # a broken labels file is skipped and said, never fatal for the tick
-        log.warning("labels file skipped", object=name, error=f"{type(exc).__name__}: {exc}"[:300])
-    return None
+def _chunks(cloud: Cloud, blob: Any) -> Iterator[pd.DataFrame]:
+    """A labels file, ``LABEL_CHUNK`` rows at a time, streamed from the bucket."""
+    reader, _ = cloud.open_read(blob.name, blob.generation)
+    with reader:
+        if blob.name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(reader).iter_batches(batch_size=LABEL_CHUNK):
+                yield batch.to_pandas()
+        else:
+            yield from pd.read_csv(reader, chunksize=LABEL_CHUNK, dtype={"request_id": str},
+                                   compression="gzip" if blob.name.endswith(".gz") else None)
 
 
-def load_predictions(cloud: Cloud, dataset: str, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """Logged predictions of ``dataset`` with ``start <= time < end``, one row per (request, row)."""
-    frames = []
-    day = start.date()
-    while day <= end.date():
-        for name in cloud.list_names(f"predictions/{dataset}/{day.isoformat()}/"):
-            if name.endswith(".parquet"):
-                frames.append(pd.read_parquet(io.BytesIO(cloud.read_bytes(name))))
-        day += dt.timedelta(days=1)
-    if not frames:
-        return pd.DataFrame(columns=list(monitoring.META))
-    frame = pd.concat(frames, ignore_index=True)
-    frame = frame[(frame["time"] >= pd.Timestamp(start)) & (frame["time"] < pd.Timestamp(end))]
-    return frame.drop_duplicates(subset=["request_id", "row", "status"]).reset_index(drop=True)
+def label_records(chunk: pd.DataFrame, spec: specs.DatasetSpec, at: str, first: int) -> list[dict[str, Any]]:
+    """A chunk of a labels file as label records: keyed by request id and row, or by the id columns;
+    rows without a label are left out. Values are written as the predictor logs them (numbers as
+    floats, categories as text), so that the id columns match its features exactly."""
+    label = chunk["label"] if "label" in chunk else chunk.get(spec.target)
+    if label is None:
+        raise ValueError(f"no label column: name it {spec.target!r} (the target) or 'label'")
+    if "label" in chunk and spec.target in chunk:
+        label = chunk["label"].combine_first(chunk[spec.target])
+    ids = spec.monitoring.id_columns
+    by_request = "request_id" in chunk
+    if not by_request and not (ids and all(c in chunk for c in ids)):
+        raise ValueError("neither a request_id column nor the spec's monitoring.id_columns "
+                         f"({', '.join(ids) or 'none declared'})")
+    rows = pd.to_numeric(chunk["row"], errors="coerce").fillna(0).astype("int64") if "row" in chunk else None
+    numeric = set(spec.numeric_features)
+    out = []
+    for i, value in enumerate(label.tolist()):
+        value = tables.text(float(value) if spec.task == "regression" and value is not None else value)
+        if value is None:
+            continue
+        record: dict[str, Any] = {"row": int(rows.iloc[i]) if rows is not None else 0, "label": value, "time": at,
+                                  "seq": first + i}
+        if by_request:
+            record["request_id"] = str(chunk["request_id"].iloc[i])
+        else:
+            keys = {c: chunk[c].iloc[i] for c in ids}
+            record["keys"] = orjson.dumps({c: (None if pd.isna(v) else float(v) if c in numeric else str(v))
+                                           for c, v in keys.items()}).decode()
+        out.append(record)
+    return out
 
 
-def load_labels(cloud: Cloud, dataset: str, since: dt.datetime | None = None) -> pd.DataFrame:
-    """Every label file under ``labels/<dataset>/`` written since ``since`` (older ones are for
-    predictions that left the label window), oldest first, so that a later label for a key wins."""
-    blobs = [b for b in cloud.storage.list_blobs(cloud.settings.bucket, prefix=f"labels/{dataset}/")
-             if since is None or b.updated is None or b.updated >= since]
-    blobs.sort(key=lambda b: (b.updated or dt.datetime.min.replace(tzinfo=dt.timezone.utc), b.name))
-    frames = [f for b in blobs if (f := _read_table(cloud, b.name)) is not None]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def ingest_label_files(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, since: dt.datetime) -> dict[str, int]:
+    """Publish the label records of each labels file of ``spec``'s dataset not published yet (written
+    since ``since``); a broken file is recorded with its reason and skipped, never fatal for the tick."""
+    counts = {"files": 0, "labels": 0, "skipped": 0}
+    for blob in cloud.storage.list_blobs(cloud.settings.bucket, prefix=f"labels/{spec.name}/"):
+        if not blob.name.endswith(LABEL_SUFFIXES) or (blob.updated is not None and blob.updated < since):
+            continue
+        key = hashlib.sha256(f"{blob.name}#{blob.generation}".encode()).hexdigest()[:32]
+        if state.label_file_seen(spec.name, key):
+            continue
+        at = (blob.updated or st.now()).isoformat()
+        published, futures, error = 0, [], None
+        try:
+            for chunk in _chunks(cloud, blob):
+                records = label_records(chunk, spec, at, published)
+                for i in range(0, len(records), LABELS_PER_MESSAGE):
+                    part = records[i:i + LABELS_PER_MESSAGE]
+                    data = orjson.dumps({"schema": tables.LABELS_SCHEMA, "dataset": spec.name, "records": part})
+                    futures.append(cloud.publisher.publish(cloud.topic_path(tables.PREDICTIONS), data,
+                                                           dataset=spec.name, kind=tables.LABELS))
+                published += len(chunk)
+            for future in futures:
+                future.result(timeout=60)
+        except (ValueError, KeyError, OSError) as exc:   # a broken file: said and skipped
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("labels file skipped", object=blob.name, error=error)
+            counts["skipped"] += 1
+        else:
+            counts["files"] += 1
+            counts["labels"] += published
+        state.record_label_file(spec.name, key, {"object": blob.name, "generation": int(blob.generation),
+                                                 "rows": published, "error": error})
+    return counts
 
 
 def _reference(cloud: Cloud, dataset: str, version: int, cache: dict[tuple[str, int], Any]) -> Any:
@@ -223,14 +219,12 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     pointers = serving.serving_summary(ds)
     m = spec.monitoring
     start = at - dt.timedelta(minutes=m.window_minutes)
-    since = min(start, at - dt.timedelta(hours=m.label_window_hours))
-    everything, unmatched = monitoring.join_labels(load_predictions(cloud, spec.name, since, at),
-                                                   load_labels(cloud, spec.name, since), spec)
-    frame = everything[everything["time"] >= pd.Timestamp(start)]
-    labelled = monitoring.labelled_rows(everything)
-    versions = sorted({int(v) for v in frame["model_version"]} | {int(v) for v in labelled["model_version"]})
+    label_start = at - dt.timedelta(hours=m.label_window_hours)
+    observed = queries.observe(cloud.warehouse, spec, start, at, label_start)
+    labelled = observed.labelled
+    versions = sorted(set(observed.traffic) | {int(v) for v in labelled["model_version"]})
     references = {v: _reference(cloud, spec.name, v, cache) for v in versions}
-    result = monitoring.window(frame, spec, references, pd.Timestamp(start), pd.Timestamp(at), unmatched, labelled)
+    result = monitoring.window(observed, spec, references, pd.Timestamp(start), pd.Timestamp(at))
     result["serving"] = pointers
     actions: dict[str, Any] = {"alerts": [], "retraining": None, "canary": None}
     for alert in monitoring.judge(result, spec, pointers):
@@ -265,16 +259,21 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
 
 def run(cloud: Cloud, state: st.State, datasets: list[str] | None = None,
         at: dt.datetime | None = None) -> dict[str, Any]:
-    """One tick: drain the log, then judge every dataset that has a serving version."""
+    """One tick: publish new label files, drain the log (locally), then judge every dataset that has a
+    serving version."""
     at = at or st.now()
-    drained = drain(cloud)
-    results: dict[str, Any] = {}
-    cache: dict[tuple[str, int], Any] = {}
+    serving_specs = {}
     for ds in state.list_datasets():
         name = ds["name"]
         if (datasets and name not in datasets) or ds.get("champion_version") is None:
             continue
-        spec = specs.loads(cloud.read_bytes(specs.object_name(name)).decode())
+        serving_specs[name] = specs.loads(cloud.read_bytes(specs.object_name(name)).decode())
+    labels = {name: ingest_label_files(cloud, state, spec, at - dt.timedelta(hours=spec.monitoring.label_window_hours))
+              for name, spec in serving_specs.items()}
+    drained = drain(cloud) if cloud.warehouse.engine == "duckdb" else None
+    results: dict[str, Any] = {}
+    cache: dict[tuple[str, int], Any] = {}
+    for name, spec in serving_specs.items():
         results[name] = monitor_dataset(cloud, state, spec, at, cache)
-    log.info("monitor tick", drained=drained, datasets=sorted(results))
-    return {"at": at.isoformat(), "drained": drained, "datasets": results}
+    log.info("monitor tick", drained=drained, label_files=labels, datasets=sorted(results))
+    return {"at": at.isoformat(), "drained": drained, "label_files": labels, "datasets": results}

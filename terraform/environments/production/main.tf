@@ -5,11 +5,12 @@ locals {
   root     = abspath("${path.module}/../../..")
   topology = yamldecode(file(coalesce(var.topology_file, "${local.root}/topology.yaml")))
 
-  topics        = local.topology.topics
-  functions     = local.topology.functions
-  jobs          = local.topology.jobs
-  schedules     = try(local.topology.schedules, {})
-  subscriptions = try(local.topology.subscriptions, {})
+  topics    = local.topology.topics
+  functions = local.topology.functions
+  jobs      = local.topology.jobs
+  schedules = try(local.topology.schedules, {})
+  # pull subscriptions a job reads on Google Cloud (`local_only` ones stand in locally for a managed service)
+  subscriptions = { for name, s in try(local.topology.subscriptions, {}) : name => s if !try(s.local_only, false) }
 
   bucket   = coalesce(var.bucket_name, "${var.project_id}-tollgate")
   webhook  = var.review_webhook_url != ""
@@ -17,10 +18,12 @@ locals {
 
   # What every workload needs to find the project (Settings.from_env).
   base_env = {
-    GOOGLE_CLOUD_PROJECT  = var.project_id
-    TOLLGATE_BUCKET       = local.bucket
-    TOLLGATE_REGION       = var.region
-    TOLLGATE_CODE_VERSION = var.image_tag
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    TOLLGATE_BUCKET           = local.bucket
+    TOLLGATE_REGION           = var.region
+    TOLLGATE_CODE_VERSION     = var.image_tag
+    TOLLGATE_WAREHOUSE        = "bigquery"
+    TOLLGATE_BIGQUERY_DATASET = var.bigquery_dataset
   }
   # What a workload that deploys the predictor rolls each new model revision from (functions get it all).
   predictor_env = merge(local.base_env, {
@@ -40,7 +43,7 @@ data "google_project" "project" {
 
 resource "google_project_service" "apis" {
   for_each = toset([
-    "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
+    "artifactregistry.googleapis.com", "bigquery.googleapis.com", "bigquerystorage.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com", "firestore.googleapis.com", "iam.googleapis.com", "pubsub.googleapis.com",
     "run.googleapis.com", "secretmanager.googleapis.com", "storage.googleapis.com",
   ])

@@ -138,3 +138,25 @@ variable "predictor_deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "bigquery_dataset" {
+  description = "The BigQuery dataset of the warehouse (the prediction log and labels)."
+  type        = string
+  default     = "tollgate"
+}
+
+variable "bigquery_location" {
+  description = "Where the warehouse's BigQuery dataset lives (a region such as us-central1, or US / EU)."
+  type        = string
+  default     = "US"
+}
+
+variable "prediction_log_retention_days" {
+  description = "Days the prediction log and labels are kept in BigQuery (partition expiry); at least the longest monitoring.label_window_hours."
+  type        = number
+  default     = 90
+  validation {
+    condition     = var.prediction_log_retention_days >= 8
+    error_message = "At least 8 days: the default label window is 7 days."
+  }
+}

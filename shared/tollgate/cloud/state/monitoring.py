@@ -41,6 +41,14 @@ class Monitoring(Base):
             return True
         return apply(self._transaction())
 
+    def label_file_seen(self, dataset: str, key: str) -> bool:
+        """Whether a labels file (``key``: its name and generation) was published already."""
+        return self.monitoring_ref(dataset).collection("label_files").document(key).get().exists
+
+    def record_label_file(self, dataset: str, key: str, info: dict[str, Any]) -> None:
+        """A labels file published (or skipped, with its ``error``): never read again."""
+        self.monitoring_ref(dataset).collection("label_files").document(key).set({**info, "at": now()})
+
     def add_alert(self, alert_id: str, alert: dict[str, Any]) -> bool:
         try:
             self.db.collection("alerts").document(alert_id).create({**alert, "alert_id": alert_id})

@@ -1,0 +1,125 @@
+"""The two warehouse engines behind one interface: ``query(query, **params) -> pyarrow.Table``.
+
+- :class:`DuckDB` (the local cloud, tests, benchmarks): an embedded engine over the drain's Parquet
+  files in any pyarrow filesystem (the bucket through the GCS API, or a folder). Each query opens only
+  the hour partitions of its publish-time interval, streams them (DuckDB pushes the projection and the
+  filters into the Parquet scan), and runs within ``memory_limit``, spilling to a temporary folder
+  beyond it.
+- :class:`BigQuery` (Google Cloud): the same query text in BigQuery's own dialect, over the tables the
+  BigQuery subscriptions write, with typed query parameters; results come back as Arrow through the
+  BigQuery Storage Read API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import tempfile
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from tollgate.warehouse import sql, tables
+
+
+class Warehouse:
+    """Run a :class:`~tollgate.warehouse.sql.Query` with its parameters; the result as an Arrow table."""
+
+    engine = "abstract"
+
+    def query(self, query: sql.Query, **params: Any) -> pa.Table:
+        raise NotImplementedError
+
+
+class DuckDB(Warehouse):
+    engine = "duckdb"
+
+    def __init__(self, filesystem: pafs.FileSystem, root: str, *, memory_limit: str = "512MB",
+                 threads: int | None = None, temp_directory: str | None = None) -> None:
+        self.filesystem, self.root = filesystem, root.rstrip("/")
+        self.memory_limit, self.threads = memory_limit, threads or min(os.cpu_count() or 1, 4)
+        self.temp_directory = temp_directory or os.path.join(tempfile.gettempdir(), "tollgate-duckdb")
+
+    @classmethod
+    def on_bucket(cls, bucket: str, emulator_host: str | None = None, **kwargs: Any) -> "DuckDB":
+        """Over ``gs://bucket`` through the GCS API (fake-gcs-server when ``emulator_host`` is given)."""
+        if emulator_host:
+            scheme, _, host = emulator_host.rpartition("://")
+            filesystem = pafs.GcsFileSystem(anonymous=True, endpoint_override=host, scheme=scheme or "http",
+                                            retry_time_limit=dt.timedelta(seconds=30))
+        else:
+            filesystem = pafs.GcsFileSystem()
+        return cls(filesystem, bucket, **kwargs)
+
+    def files(self, table: str, dataset: str, since: dt.datetime, until: dt.datetime) -> list[str]:
+        """The Parquet files of ``table`` for ``dataset`` that can hold rows published in ``[since, until)``."""
+        found = []
+        for prefix in tables.partitions(table, dataset, since, until):
+            selector = pafs.FileSelector(f"{self.root}/{tables.ROOT}{prefix}", allow_not_found=True)
+            found += sorted(i.path for i in self.filesystem.get_file_info(selector)
+                            if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+        return found
+
+    def _source(self, table: str, dataset: str, since: dt.datetime, until: dt.datetime) -> Any:
+        paths = self.files(table, dataset, since, until)
+        if not paths:
+            return tables.ROW_SCHEMAS[table].empty_table()
+        return pads.dataset(paths, schema=tables.ROW_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
+
+    def query(self, query: sql.Query, **params: Any) -> pa.Table:
+        import duckdb
+
+        bound = sql.bind(query, params)
+        os.makedirs(self.temp_directory, exist_ok=True)
+        con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
+                                     "temp_directory": self.temp_directory})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for table in query.tables:
+                con.register(f"{table}_files", self._source(table, bound["dataset"], bound["since"], bound["until"]))
+            return con.execute(query.text("duckdb"), bound).fetch_arrow_table()
+        finally:
+            con.close()
+
+
+_BIGQUERY_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (str, "STRING"), (dt.datetime, "TIMESTAMP"))
+
+
+def bigquery_parameter(name: str, value: Any) -> Any:
+    """A typed BigQuery query parameter for a Python value."""
+    from google.cloud import bigquery
+
+    for kind, type_name in _BIGQUERY_TYPES:
+        if isinstance(value, kind):
+            return bigquery.ScalarQueryParameter(name, type_name, value)
+    raise sql.QueryError(f"parameter {name}: no BigQuery type for {type(value).__name__}")
+
+
+class BigQuery(Warehouse):
+    engine = "bigquery"
+
+    def __init__(self, project: str, dataset: str, location: str | None = None, client: Any = None) -> None:
+        self.project, self.dataset, self.location = project, dataset, location
+        self._client = client
+
+    @functools.cached_property
+    def client(self) -> Any:
+        from google.cloud import bigquery
+
+        return self._client or bigquery.Client(project=self.project, location=self.location)
+
+    @property
+    def qualified(self) -> dict[str, str]:
+        return {table: f"{self.project}.{self.dataset}.{table}" for table in tables.TABLES}
+
+    def query(self, query: sql.Query, **params: Any) -> pa.Table:
+        from google.cloud import bigquery
+
+        bound = sql.bind(query, params)
+        config = bigquery.QueryJobConfig(query_parameters=[bigquery_parameter(k, v) for k, v in bound.items()],
+                                         labels={"tollgate_query": query.name.replace("_", "-")})
+        job = self.client.query(query.text("bigquery", self.qualified), job_config=config)
+        return job.result().to_arrow(create_bqstorage_client=True)
