@@ -70,10 +70,13 @@ $(GE_VENV)/.installed: benchmarks/requirements-ge.in benchmarks/constraints-ge.t
 	$(GE_VENV)/bin/pip install --quiet -r benchmarks/requirements-ge.in -c benchmarks/constraints-ge.txt
 	@touch $@
 
-bench: bench-validate bench-train bench-serve ## every benchmark, numbers side by side with the tools we compare against
+bench: bench-validate bench-train bench-serve bench-scale ## every benchmark, numbers side by side with the tools we compare against
 
 bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
 	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
+
+bench-scale: setup ## the data plane at volume: monitor tick over 18M predictions, drain, bootstrap (data in .bench/scale)
+	$(BIN)/python benchmarks/scale.py $(if $(RATE),--rate $(RATE)) $(if $(HISTORY),--history $(HISTORY))
 
 bench-train: setup ## training and evaluation time of each estimator on the full taxi data
 	$(BIN)/python benchmarks/train.py
@@ -100,7 +103,7 @@ REGION ?= us-central1
 # leave without roles). It creates and grants everything terraform/ declares, so it holds admin roles on
 # exactly those services; only people allowed to act as it can deploy.
 DEPLOYER = tollgate-deployer@$(PROJECT).iam.gserviceaccount.com
-DEPLOYER_ROLES = roles/artifactregistry.admin roles/cloudfunctions.admin roles/cloudscheduler.admin \
+DEPLOYER_ROLES = roles/artifactregistry.admin roles/bigquery.admin roles/cloudfunctions.admin roles/cloudscheduler.admin \
   roles/datastore.owner roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/logging.logWriter \
   roles/pubsub.admin roles/resourcemanager.projectIamAdmin roles/run.admin roles/secretmanager.admin \
   roles/serviceusage.serviceUsageAdmin roles/storage.admin
@@ -124,5 +127,6 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (C
 	  --service-account projects/$(PROJECT)/serviceAccounts/$(DEPLOYER) \
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$$(git rev-parse HEAD) .
 
-.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve wrk deploy \
+.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve bench-scale \
+	wrk deploy \
 	check-terraform

@@ -1,5 +1,5 @@
-"""The monitoring loop on the local cloud: the predictor's log drained into storage once even when
-redelivered, late labels joined (files and POST /feedback, unknown ids counted), a window with no
+"""The monitoring loop on the local cloud: the predictor's log drained into the warehouse and counted once
+even when redelivered, late labels joined (files and POST /feedback, unknown ids counted), a window with no
 traffic, decay alerts with a retraining cool-down, canaries the monitor rolls back or promotes
 on live evidence, recorded in `tollgate history`, and a monitor-tick message running the monitor job."""
 
@@ -116,7 +116,7 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
     assert "<img" in report and "realised r2" in report
 
 
-def test_the_log_is_stored_once_and_decay_retrains_once(local_cloud, cloud, state, taxi, taxi_spec, tmp_path,
+def test_a_redelivered_log_counts_once_and_decay_retrains_once(local_cloud, cloud, state, taxi, taxi_spec, tmp_path,
                                                        unique):
     from google.cloud import pubsub_v1
 

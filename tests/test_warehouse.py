@@ -83,10 +83,16 @@ def test_labels_join_by_request_and_by_id_columns_and_the_latest_label_wins(ware
 
 
 def test_a_sample_is_seeded_bounded_and_of_answered_rows_only(warehouse):
-    one = warehouse.query(queries.SAMPLE, **_window(version=1, seed=0, limit=4)).to_pylist()
-    assert len(one) == 4 and one == warehouse.query(queries.SAMPLE, **_window(version=1, seed=0, limit=4)).to_pylist()
-    every = warehouse.query(queries.SAMPLE, **_window(version=1, seed=7, limit=100)).to_pylist()
-    assert len(every) == 6 and {r["prediction"] for r in every} == {"10.0", "11.0"}   # the 500 is not answered
+    everything = 1_000_000
+    one = warehouse.query(queries.SAMPLE, **_window(version=1, seed=0, limit=4, per_million=everything)).to_pylist()
+    assert len(one) == 4
+    assert one == warehouse.query(queries.SAMPLE, **_window(version=1, seed=0, limit=4,
+                                                            per_million=everything)).to_pylist()
+    every = warehouse.query(queries.SAMPLE, **_window(version=1, seed=7, limit=100, per_million=everything))
+    assert every.num_rows == 6 and set(every.column("prediction").to_pylist()) == {"10.0", "11.0"}   # no 500
+    some = warehouse.query(queries.SAMPLE, **_window(version=1, seed=7, limit=100, per_million=400_000))
+    assert 0 < some.num_rows < every.num_rows   # about 40% of them, filtered while scanning
+    assert queries.sample_rate(10_000) == everything and queries.sample_rate(18_000_000) == 1389
 
 
 def test_a_query_reads_only_the_partitions_of_its_interval(warehouse, tmp_path):

@@ -2,9 +2,9 @@
 
 - :class:`DuckDB` (the local cloud, tests, benchmarks): an embedded engine over the drain's Parquet
   files in any pyarrow filesystem (the bucket through the GCS API, or a folder). Each query opens only
-  the hour partitions of its publish-time interval, streams them (DuckDB pushes the projection and the
-  filters into the Parquet scan), and runs within ``memory_limit``, spilling to a temporary folder
-  beyond it.
+  the hour partitions of its publish-time interval and reads them with DuckDB's own Parquet reader
+  (projection and filters pushed into the scan; other filesystems than a folder reach it through
+  fsspec), within ``memory_limit``, spilling to a temporary folder beyond it.
 - :class:`BigQuery` (Google Cloud): the same query text in BigQuery's own dialect, over the tables the
   BigQuery subscriptions write, with typed query parameters; results come back as Arrow through the
   BigQuery Storage Read API.
@@ -19,7 +19,6 @@ import tempfile
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from tollgate.warehouse import sql, tables
@@ -63,11 +62,18 @@ class DuckDB(Warehouse):
                             if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
         return found
 
-    def _source(self, table: str, dataset: str, since: dt.datetime, until: dt.datetime) -> Any:
+    def _relation(self, con: Any, table: str, dataset: str, since: dt.datetime, until: dt.datetime) -> Any:
         paths = self.files(table, dataset, since, until)
         if not paths:
-            return tables.ROW_SCHEMAS[table].empty_table()
-        return pads.dataset(paths, schema=tables.ROW_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
+            return con.from_arrow(tables.ROW_SCHEMAS[table].empty_table())
+        if not isinstance(self.filesystem, pafs.LocalFileSystem):
+            from fsspec.implementations.arrow import ArrowFSWrapper
+
+            wrapped = ArrowFSWrapper(self.filesystem)
+            con.register_filesystem(wrapped)
+            protocol = wrapped.protocol if isinstance(wrapped.protocol, str) else wrapped.protocol[0]
+            paths = [f"{protocol}://{p}" for p in paths]
+        return con.read_parquet(paths)
 
     def query(self, query: sql.Query, **params: Any) -> pa.Table:
         import duckdb
@@ -75,11 +81,12 @@ class DuckDB(Warehouse):
         bound = sql.bind(query, params)
         os.makedirs(self.temp_directory, exist_ok=True)
         con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
-                                     "temp_directory": self.temp_directory})
+                                     "temp_directory": self.temp_directory, "preserve_insertion_order": False})
         try:
             con.execute("SET TimeZone = 'UTC'")
             for table in query.tables:
-                con.register(f"{table}_files", self._source(table, bound["dataset"], bound["since"], bound["until"]))
+                relation = self._relation(con, table, bound["dataset"], bound["since"], bound["until"])
+                relation.create_view(f"{table}_files")
             return con.execute(query.text("duckdb"), bound).fetch_arrow_table()
         finally:
             con.close()

@@ -11,6 +11,7 @@ clock skew and retries); labels published in the label window ``[label_start, en
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import numpy as np
@@ -39,11 +40,15 @@ GROUP BY model_version
 ORDER BY model_version
 """)
 
-SAMPLE = Query("sample", """
+# A seeded sample: the rows whose hash falls in the lowest @per_million of its range (a Bernoulli sample
+# the engine filters while it scans, so only those rows' features are kept), then the @limit lowest.
+_HASH = "FARM_FINGERPRINT(CONCAT(request_id, '#', CAST(`row` AS STRING), '#', CAST(@seed AS STRING)))"
+SAMPLE = Query("sample", f"""
 SELECT features, prediction
 FROM prediction_rows
 WHERE time >= @start AND time < @end AND model_version = @version AND status < 400
-ORDER BY FARM_FINGERPRINT(CONCAT(request_id, '#', CAST(`row` AS STRING), '#', CAST(@seed AS STRING)))
+  AND ABS(MOD({_HASH}, 1000000)) < @per_million
+ORDER BY {_HASH}
 LIMIT @limit
 """)
 
@@ -89,6 +94,12 @@ WHERE p.time >= @label_start AND p.time < @end
 """)
 
 
+def sample_rate(rows: int, limit: int = monitoring.MAX_SAMPLE) -> int:
+    """Per million, the share of ``rows`` that keeps about 1.25 × ``limit`` of them (all when there are few):
+    enough that fewer than ``limit`` survive only with negligible probability."""
+    return 1_000_000 if rows <= limit else min(1_000_000, math.ceil(1.25 * limit * 1_000_000 / rows))
+
+
 def values(array: pa.ChunkedArray | pa.Array, spec: DatasetSpec) -> np.ndarray:
     """Predictions or labels (text in the tables) as the task's values: floats or class names."""
     if spec.task == "regression":
@@ -117,9 +128,9 @@ def observe(warehouse: Warehouse, spec: DatasetSpec, start: dt.datetime, end: dt
         latency = {f"p{q}": (float(quantiles[q]) if len(quantiles) > q and quantiles[q] is not None else None)
                    for q in (50, 95, 99)}
         traffic[int(row.pop("model_version"))] = {**{k: int(v) for k, v in row.items()}, "latency_ms": latency}
-    samples = {version: _sample_frame(warehouse.query(SAMPLE, since=start - SLACK, start=start, version=version,
-                                                      seed=seed, limit=monitoring.MAX_SAMPLE, **common), spec)
-               for version, t in traffic.items() if t["ok_rows"]}
+    samples = {version: _sample_frame(warehouse.query(
+        SAMPLE, since=start - SLACK, start=start, version=version, seed=seed, limit=monitoring.MAX_SAMPLE,
+        per_million=sample_rate(t["ok_rows"]), **common), spec) for version, t in traffic.items() if t["ok_rows"]}
     labels_window = {"since": label_start - SLACK, "label_start": label_start, **common}
     pairs = [warehouse.query(LABELLED, **labels_window)]
     if spec.monitoring.id_columns:

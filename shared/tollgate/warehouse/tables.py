@@ -142,7 +142,7 @@ class Pull:
     """The rows of one pull from the prediction log, grouped into the files they are written to: one per
     table, dataset and partition, named by its messages (``delivery``), so that the same messages pulled
     again in the same grouping make the same file (stored once), and in another grouping another
-    delivery, which the relations skip."""
+    delivery, which the relations skip. Each message is held as Arrow columns from the moment it is read."""
 
     def __init__(self) -> None:
         self._groups: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -150,12 +150,16 @@ class Pull:
     def add(self, payload: Any, message_id: str, publish_time: dt.datetime) -> tuple[str, int]:
         """Add one message; (table, records). ``MalformedMessage`` leaves the pull unchanged."""
         table, dataset, columns = message_rows(payload, message_id, publish_time)
+        schema = ROW_SCHEMAS[table]
+        try:
+            batch = pa.RecordBatch.from_pydict(columns, schema=pa.schema([f for f in schema if f.name != "delivery"]))
+        except (pa.ArrowException, OverflowError) as exc:
+            raise MalformedMessage(f"{type(exc).__name__}: {exc}"[:300]) from exc
         group = self._groups.setdefault((table, dataset, partition(table, dataset, publish_time)),
-                                        {"ids": [], "columns": {name: [] for name in columns}})
+                                        {"ids": [], "batches": []})
         group["ids"].append(message_id)
-        for name, values in columns.items():
-            group["columns"][name].extend(values)
-        return table, len(columns["message_id"])
+        group["batches"].append(batch)
+        return table, batch.num_rows
 
     def files(self) -> list[tuple[str, str, bytes, int]]:
         """(object name under ``ROOT``, table, Parquet bytes, rows) of each file of the pull."""
@@ -167,11 +171,9 @@ class Pull:
         out = []
         for (table, _, folder), group in sorted(self._groups.items()):
             delivery = hashlib.sha256("\n".join(sorted(group["ids"])).encode()).hexdigest()[:24]
-            n = len(group["columns"]["message_id"])
-            arrays = {**group["columns"], "delivery": [delivery] * n}
-            frame = pa.Table.from_pydict({name: arrays[name] for name in ROW_SCHEMAS[table].names},
-                                         schema=ROW_SCHEMAS[table])
+            rows = pa.Table.from_batches(group["batches"])
+            rows = rows.append_column("delivery", pa.array([delivery] * rows.num_rows, pa.string()))
             buffer = io.BytesIO()
-            pq.write_table(frame, buffer, compression="zstd")
-            out.append((f"{folder}{delivery}.parquet", table, buffer.getvalue(), n))
+            pq.write_table(rows.select(ROW_SCHEMAS[table].names), buffer, compression="zstd")
+            out.append((f"{folder}{delivery}.parquet", table, buffer.getvalue(), rows.num_rows))
         return out
