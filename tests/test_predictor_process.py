@@ -196,15 +196,16 @@ def test_predictions_are_logged_to_the_predictions_topic(local_cloud, cloud, tax
             pulled = subscriber.pull(subscription=path, max_messages=10, timeout=5)
             for message in pulled.received_messages:
                 payload = json.loads(message.message.data)
-                assert payload["schema"] == "tollgate.predictions/v1" and message.message.attributes["dataset"]
+                assert payload["schema"] == "tollgate.predictions/v2" and message.message.attributes["dataset"]
                 records += payload["records"]
             if pulled.received_messages:
                 subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in pulled.received_messages])
         metrics = requests.get(f"{url}/metrics", timeout=5).text
     assert sorted({r["request_id"] for r in records}) == sorted(ids) and len(records) == 4
     record = records[0]
-    assert record["model_version"] == 3 and record["features"]["trip_miles"] == 2.5
-    assert record["features"]["company"] is None and record["prediction"] > 0 and record["latency_ms"] > 0
+    features = json.loads(record["features"])   # JSON text: a column of the warehouse's predictions table
+    assert record["model_version"] == 3 and features["trip_miles"] == 2.5
+    assert features["company"] is None and float(record["prediction"]) > 0 and record["latency_ms"] > 0
     assert "tollgate_prediction_log_published_total 4.0" in metrics
 
 
