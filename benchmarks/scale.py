@@ -14,10 +14,14 @@ from the real Chicago taxi trips:
   messages; Pub/Sub and GCS themselves are left out. Peak RSS after the first pull and after the last.
 - **evaluator**: the paired bootstrap (1,000 resamples) of 1,000,000 held-out rows, and the index-matrix
   bootstrap it replaced on 100,000 (at 1,000,000 rows its matrix alone is 8 GB).
-- **trainer** and **burst**: not measured yet (issue #18's later steps: the curated table and the lease).
+- **trainer**: a window of 20 curated batches of 1,000,000 trips each (20,000,000 rows) with ``max_rows``
+  2,000,000 (the issue's figure) and 1,000,000 (the default): the window read batch by batch and sampled
+  (``jobs.trainer.training_rows``), one fit of the spec's model and the training profile (the
+  cross-validation's fits, on smaller folds, are left out for time).
+- **burst**: not measured yet (the training lease is a later step).
 
 Last line: ``scale monitor=<s>s/<MiB>MiB drain=<s>s trainer=<MiB>MiB evaluator=<MiB>MiB burst_trainings=<n>``,
-then ``monitor_history=<s>s/<MiB>MiB`` (``n/a`` for what is not measured yet).
+then ``monitor_history=<s>s/<MiB>MiB trainer_default=<MiB>MiB`` (``n/a`` for what is not measured yet).
 """
 
 from __future__ import annotations
@@ -204,6 +208,52 @@ def child_monitor() -> dict:
             "alerts": [a["kind"] for a in alerts], "canary": verdict["verdict"]}
 
 
+CURATED_BATCHES, CURATED_ROWS = 20, 1_000_000
+
+
+def generate_curated(say) -> list[dict]:
+    """Curated batches as the validator writes them: validated trips (drawn with replacement), Parquet."""
+    import hashlib
+
+    folder = BENCH / "curated"
+    marker = folder / "batches.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    spec = specs.load(ROOT / "datasets" / "chicago_taxi.yaml")
+    trips = _trips(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = []
+    for i in range(CURATED_BATCHES):
+        pick = np.random.default_rng(20_000 + i).integers(0, trips.num_rows, size=CURATED_ROWS)
+        path = folder / f"batch-{i:02d}.parquet"
+        pq.write_table(trips.take(pa.array(pick)), path, compression="zstd")
+        batches.append({"object": str(path), "generation": 1, "rows": CURATED_ROWS,
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        say(f"  curated: batch {i + 1}/{CURATED_BATCHES}")
+    marker.write_text(json.dumps(batches))
+    return batches
+
+
+def child_trainer(max_rows: int) -> dict:
+    import dataclasses
+
+    from tollgate import drift, training
+    from tollgate.jobs.trainer import training_rows
+
+    spec = dataclasses.replace(specs.load(ROOT / "datasets" / "chicago_taxi.yaml"), training_max_rows=max_rows)
+    window = json.loads((BENCH / "curated" / "batches.json").read_text())
+    started = time.perf_counter()
+    train, holdout, sampling = training_rows(lambda b: pd.read_parquet(b["object"]), spec, window)
+    read_seconds = time.perf_counter() - started
+    read_peak = peak_mib()
+    model = training.fit(train, spec)
+    drift.profile(train, spec, seed=spec.training_seed)
+    del model
+    return {"seconds": time.perf_counter() - started, "read_seconds": read_seconds, "peak_mib": peak_mib(),
+            "peak_after_reading_mib": read_peak, "train_rows": len(train), "holdout_rows": len(holdout),
+            "rows_available": sampling["rows_available"]}
+
+
 def child_drain(records: int) -> dict:
     import orjson
 
@@ -290,6 +340,11 @@ def main() -> int:
     console.print(f"monitor tick with {args.history}× history outside the window: {monitor_history}")
     drain = run_child("drain", "1500000")
     console.print(f"drain: {drain}")
+    generate_curated(console.print)
+    trainer = run_child("trainer", "2000000")
+    console.print(f"trainer: {trainer}")
+    trainer_default = run_child("trainer", "1000000")
+    console.print(f"trainer with the default max_rows: {trainer_default}")
     evaluator = run_child("evaluator", "1000000", "blocks")
     before = run_child("evaluator", "100000", "matrix")
     after_small = run_child("evaluator", "100000", "blocks")
@@ -309,11 +364,17 @@ def main() -> int:
                   f"{evaluator['peak_mib']:.0f}", "< 1024 MiB", "index matrix: 8 GB, cannot run")
     table.add_row("… at 100,000 rows", "both ways", f"{after_small['seconds']:.1f} vs {before['seconds']:.1f}",
                   f"{after_small['peak_mib']:.0f} vs {before['peak_mib']:.0f}", "", "the matrix (measured)")
-    table.add_row("trainer", "20,000,000 curated rows", "-", "-", "< 3072 MiB", "not measured yet (step 2)")
+    table.add_row("trainer (read + sample, fit, profile)", f"{trainer['rows_available']:,} rows → "
+                  f"{trainer['train_rows']:,}", f"{trainer['seconds']:.1f} (reading {trainer['read_seconds']:.1f})",
+                  f"{trainer['peak_mib']:.0f} (after reading {trainer['peak_after_reading_mib']:.0f})",
+                  "< 3072 MiB", "every batch concatenated: ~2M rows fit in 4 GiB")
+    table.add_row("… max_rows 1,000,000 (the default)", f"→ {trainer_default['train_rows']:,}",
+                  f"{trainer_default['seconds']:.1f}", f"{trainer_default['peak_mib']:.0f}", "", "")
     table.add_row("burst", "50 files at once", "-", "-", "≤ 3 trainings", "not measured yet (step 3)")
     console.print(table)
     print(f"scale monitor={monitor['seconds']:.1f}s/{monitor['peak_mib']:.0f}MiB drain={drain['seconds']:.1f}s "
-          f"trainer=n/a evaluator={evaluator['peak_mib']:.0f}MiB burst_trainings=n/a "
+          f"trainer={trainer['peak_mib']:.0f}MiB evaluator={evaluator['peak_mib']:.0f}MiB burst_trainings=n/a "
+          f"trainer_default={trainer_default['peak_mib']:.0f}MiB "
           f"monitor_history={monitor_history['seconds']:.1f}s/{monitor_history['peak_mib']:.0f}MiB")
     return 0
 
@@ -325,6 +386,8 @@ if __name__ == "__main__":
             result = child_monitor()
         elif what == "drain":
             result = child_drain(int(sys.argv[3]))
+        elif what == "trainer":
+            result = child_trainer(int(sys.argv[3]))
         else:
             result = child_evaluator(int(sys.argv[3]), sys.argv[4] == "matrix")
         print(json.dumps(result, default=str))

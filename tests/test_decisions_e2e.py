@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
 import json
 import threading
 import time
@@ -296,7 +297,10 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
               review={"expire_after_hours": 1 / 3600})
     code, third = drop(local_cloud, batches[2], dataset=dataset)
     assert code == 0 and third["decision"] == "review", third
-    window = [b["sha256"] for b in state.get_version(dataset, third["challenger_version"])["training_window"]]
+    lineage = state.get_version(dataset, third["challenger_version"])["training_window"]   # a manifest, by digest
+    manifest = cloud.read_bytes(lineage["manifest"].split("/", 3)[3])
+    assert hashlib.sha256(manifest).hexdigest() == lineage["sha256"] and lineage["batches"] == 2
+    window = [b["sha256"] for b in json.loads(manifest)["batches"]]
     assert state.get_run(second["run_id"])["curated"]["sha256"] not in window     # the rejected batch stays out
     assert state.get_run(first["run_id"])["curated"]["sha256"] in window
     time.sleep(1.5)

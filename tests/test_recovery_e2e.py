@@ -71,7 +71,7 @@ def wait_for(predicate, timeout: float = 240, what: str = "") -> object:
 def failed_execution(cloud, state, run_id: str, job: str, after: str | None = None) -> str:
     """Wait until the run's execution of ``job`` (other than ``after``) has failed; returns its name."""
     def check():
-        execution = (state.get_run(run_id).get("executions") or {}).get(job)
+        execution = ((state.get_run(run_id) or {}).get("executions") or {}).get(job)   # ingest creates the run
         if execution and execution != after and cloudrun.execution_state(cloud, execution) == "failed":
             return execution
         return None

@@ -1,10 +1,12 @@
 """Training and evaluation (pure): deterministic holdout, byte-identical predictions, paired bootstrap."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import taxi_period
 from tollgate import artifacts, evaluation, training, validation
+from tollgate import spec as specs
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,38 @@ def test_search_candidates_and_cross_validation_are_deterministic(clean_2013, ta
     assert first == again and len(first["folds"]) == 2 and first["scorer"] == "r2"
     with pytest.raises(specs.SpecError, match="folds"):
         specs.from_dict({**raw, "model": {"search": {"folds": 1, "grid": {"max_iter": [1]}}}})
+
+
+def test_a_window_larger_than_max_rows_is_sampled_batch_by_batch_and_the_same_every_time(taxi_spec):
+    import dataclasses
+
+    from tollgate.jobs.trainer import training_rows
+
+    rng = np.random.default_rng(0)
+    sizes = (4000, 3000, 2000)
+    batches = {f"{i:064x}": pd.DataFrame({"x": rng.normal(size=n), "batch": i}) for i, n in enumerate(sizes)}
+    window = [{"sha256": sha, "rows": len(frame)} for sha, frame in batches.items()]
+    read = []
+
+    def load(batch):
+        read.append(batch["sha256"])
+        return batches[batch["sha256"]]
+
+    spec = dataclasses.replace(taxi_spec, training_max_rows=3_000)
+    train, holdout, sampling = training_rows(load, spec, window)
+    assert read == [window[-1]["sha256"], window[0]["sha256"], window[1]["sha256"]]   # one batch at a time
+    assert len(holdout) == 600 and sampling["rows_available"] == 4000 + 3000 + 1400
+    assert sampling["sampled"] and abs(len(train) - 3000) < 200                       # about max_rows
+    assert train["batch"].value_counts().sort_index().tolist() == pytest.approx([1428, 1071, 500], rel=0.15)
+    again, _, _ = training_rows(load, spec, window)
+    pd.testing.assert_frame_equal(train, again)                                         # seeded
+    assert not set(holdout["x"]) & set(train["x"])                                     # held-out rows stay out
+    everything, _, unsampled = training_rows(load, dataclasses.replace(taxi_spec, training_max_rows=10**6), window)
+    assert len(everything) == 8400 and not unsampled["sampled"]
+
+
+def test_max_rows_is_a_positive_whole_number(taxi_spec):
+    assert specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 500}}).training_max_rows == 500
+    assert taxi_spec.training_max_rows == 1_000_000
+    with pytest.raises(specs.SpecError, match="max_rows must be a positive whole number"):
+        specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 0}})

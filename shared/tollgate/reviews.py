@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from tollgate import errors, promotion
+from tollgate import errors, promotion, serving
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 
@@ -86,7 +86,7 @@ def evidence(cloud: Cloud, state: st.State, review: dict[str, Any], base_url: st
                    for c in validation.get("checks") or []],
         "challenger_model": {"version": review["challenger_version"], "estimator": version.get("estimator"),
                              "train_rows": version.get("train_rows"), "cv": (version.get("metrics") or {}).get("cv"),
-                             "training_batches": len(version.get("training_window") or [])},
+                             "training_batches": serving.training_batches(version)},
         "source": run.get("source"),
         "reports": reports,
     }

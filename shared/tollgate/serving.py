@@ -125,3 +125,10 @@ def serving_at(ledger: list[dict[str, Any]], at: dt.datetime) -> dict[str, Any] 
                          and e.get("event") in ("promote", "approved")), None) if canary else None
     return {"at": at, "serving": serving, "since": since, "canary_since": canary_since,
             "last_entry": before[-1]}
+
+
+def training_batches(version: dict[str, Any]) -> int:
+    """How many curated batches a registered version trained on (its window manifest's count; versions
+    registered before manifests kept the list itself)."""
+    window = version.get("training_window")
+    return len(window) if isinstance(window, list) else int((window or {}).get("batches") or 0)

@@ -195,6 +195,7 @@ class DatasetSpec:
     training_window: str = "all"
     training_last_n: int = 0
     training_days: float = 0.0
+    training_max_rows: int = 1_000_000   # more rows in the window: a seeded sample of this many is trained on
     slices: tuple[str, ...] = ()
     training_seed: int = 42
     primary_metric: str = "r2"
@@ -334,7 +335,7 @@ def _rule(raw: Any, i: int, columns: dict[str, Column], where: str) -> Rule:
 def _positive_int(raw: dict[str, Any], key: str, default: int, where: str) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(f"{where}: {key} must be a positive whole number of bytes or columns, not {value!r}")
+        raise SpecError(f"{where}: {key} must be a positive whole number, not {value!r}")
     return value
 
 
@@ -434,6 +435,7 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         search=_search(model.get("search"), f"{where}: model.search"),
         training_window=window, training_last_n=int(training.get("last_n", 0)),
         training_days=float(training.get("days", 0)), slices=slices,
+        training_max_rows=_positive_int(training, "max_rows", 1_000_000, f"{where}: training"),
         training_seed=int(training.get("seed", 42)),
         primary_metric=primary, holdout_fraction=holdout_fraction,
         bootstrap_resamples=int(evaluation.get("bootstrap_resamples", 1000)),

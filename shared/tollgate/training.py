@@ -37,6 +37,14 @@ def holdout_mask(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
+def sample_mask(n_rows: int, fraction: float, seed: int, batch: str) -> np.ndarray:
+    """The rows of one curated batch kept when a training window is sampled down to ``fraction``: a
+    seeded choice per batch (its sha256), so the same window and seed always train on the same rows."""
+    if fraction >= 1:
+        return np.ones(n_rows, dtype=bool)
+    return np.random.default_rng([seed, int(batch[:16], 16)]).random(n_rows) < fraction
+
+
 def split_newest(newest: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training part, evaluation part) of the newest batch."""
     mask = holdout_mask(len(newest), spec.holdout_fraction, spec.evaluation_seed)

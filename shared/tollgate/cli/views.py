@@ -69,7 +69,7 @@ def model_rows(ds: dict[str, Any], versions: list[dict[str, Any]],
         rows.append({"version": v["version"], "role": serving.role_of(v["version"], ds, run), "run_id": v["run_id"],
                      "metric": metric, "value": value, "cv": (v.get("metrics") or {}).get("cv"),
                      "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
-                     "batches": len(v.get("training_window") or []), "sha256": v.get("sha256"),
+                     "batches": serving.training_batches(v), "sha256": v.get("sha256"),
                      "registered_at": v.get("registered_at"), "code_version": v.get("code_version")})
     return rows
 

@@ -9,7 +9,7 @@ no version or a whole one, and a retry converges.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -41,6 +41,36 @@ def training_window(state: State, spec: specs.DatasetSpec, record: dict[str, Any
     return window
 
 
+def training_rows(load: Callable[[dict[str, Any]], pd.DataFrame], spec: specs.DatasetSpec,
+                  window: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(training rows, held-out rows, how they were sampled): the window's batches but the newest one's held-out
+    rows; when they number more than ``training.max_rows``, a seeded sample of about that many, drawn batch by
+    batch as ``load`` reads each, so memory holds the sample and one batch, never the whole window."""
+    from tollgate import training
+
+    newest_train, holdout = training.split_newest(load(window[-1]), spec)
+    available = sum(int(b.get("rows") or 0) for b in window[:-1]) + len(newest_train)
+    fraction = min(1.0, spec.training_max_rows / available) if available else 1.0
+    parts = []
+    for batch in window[:-1]:
+        frame = load(batch)
+        parts.append(frame.loc[training.sample_mask(len(frame), fraction, spec.training_seed, batch["sha256"])])
+        del frame
+    parts.append(newest_train.loc[training.sample_mask(len(newest_train), fraction, spec.training_seed,
+                                                       window[-1]["sha256"])])
+    train = pd.concat(parts, ignore_index=True)
+    return train, holdout, {"max_rows": spec.training_max_rows, "rows_available": int(available),
+                            "fraction": round(fraction, 6), "sampled": fraction < 1}
+
+
+def window_manifest(dataset: str, version: int, run_id: str, window: list[dict[str, Any]]) -> bytes:
+    """The training window of a version as a JSON object in the bucket (any number of batches; Firestore keeps
+    its digest and where it is)."""
+    return orjson.dumps({"dataset": dataset, "version": version, "run_id": run_id,
+                         "batches": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window]},
+                        option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+
 def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) -> str:
     """Train the challenger. With a search in the spec, each of the execution's ``tasks`` scores its
     share of the candidates by cross-validation and writes them to reports/<run>/search/; the task
@@ -53,9 +83,7 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     spec = specs.from_dict(record["spec"])
     started = time.monotonic()
     window = training_window(state, spec, record)
-    frames = [load_batch(cloud, b) for b in window]
-    newest_train, holdout = training.split_newest(frames[-1], spec)
-    train_df = pd.concat(frames[:-1] + [newest_train], ignore_index=True)
+    train_df, holdout, sampling = training_rows(lambda batch: load_batch(cloud, batch), spec, window)
     search = None
     params = dict(spec.model_params)
     if spec.search is not None:
@@ -104,6 +132,9 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
                     orjson.dumps(prof, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str),
                     "application/json")
     digest = artifacts.sha256(blob)
+    manifest_object = f"models/{spec.name}/{version}/window.json"
+    manifest = write_or_adopt(cloud, manifest_object, window_manifest(spec.name, version, run_id, window),
+                              "application/json")
 
     def record(version: int) -> dict[str, Any]:
         return {
@@ -111,8 +142,10 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
             "sha256": digest, "estimator": spec.estimator, "params": params, "search": search, "metrics": metrics,
             "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
             "features": list(spec.features), "target": spec.target,
-            "training_window": [{k: b[k] for k in ("object", "generation", "sha256", "rows")} for b in window],
-            "train_rows": int(len(train_df)), "holdout_rows": int(len(holdout)),
+            "training_window": {"manifest": f"gs://{cloud.settings.bucket}/{manifest_object}",
+                                "sha256": artifacts.sha256(manifest), "batches": len(window),
+                                "newest": window[-1]["sha256"]},
+            "train_rows": int(len(train_df)), "holdout_rows": int(len(holdout)), "sampling": sampling,
             "code_version": cloud.settings.code_version,
             "libraries": {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "pandas": pd.__version__,
                           "numpy": np.__version__},
