@@ -329,6 +329,7 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
         done = cli(wide, "monitor", "run", note="what the scheduler's monitor-tick runs every 5 minutes")
         if done.returncode != 0:
             return False
+    warehouse_traffic(local)
     windows = json.loads(subprocess.run([TOLLGATE, "monitor", "chicago_taxi", "--json"], env=env,
                                         stdout=subprocess.PIPE, text=True, check=True).stdout)["windows"]
     retraining = next((w["actions"]["retraining"] for w in reversed(windows) if w["end"] > started
@@ -343,6 +344,29 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     done = cli(wide, "run", "show", retraining, "--wait",
                note="the retraining the monitor asked for: the chain over the latest curated batch")
     return done.returncode == 0
+
+
+def warehouse_traffic(local: LocalCloud) -> None:
+    """The prediction log is a table: the monitor's own traffic query over the last hour, on DuckDB over the
+    bucket's Parquet here (the same SQL runs on BigQuery on Google Cloud)."""
+    from tollgate.cloud import Cloud
+    from tollgate.settings import Settings
+    from tollgate.warehouse import queries
+
+    cloud = Cloud(Settings.from_env())
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = cloud.warehouse.query(queries.TRAFFIC, dataset="chicago_taxi", since=now - dt.timedelta(hours=1),
+                                 until=now, start=now - dt.timedelta(hours=1), end=now).to_pylist()
+    table = Table(title=f"the prediction log in SQL: the last hour of chicago_taxi ({cloud.warehouse.engine} over "
+                        f"gs://{local.bucket}/warehouse/; BigQuery on Google Cloud)")
+    for col in ("version", "requests", "rows answered", "server errors", "client errors", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        q = r["latency_quantiles"] or []
+        p50, p99 = (f"{q[i]:.1f}" if len(q) > i and q[i] is not None else "-" for i in (50, 99))
+        table.add_row(str(r["model_version"]), str(r["requests"]), str(r["ok_rows"]), str(r["errors"]),
+                      str(r["client_errors"]), p50, p99)
+    console.print(table)
 
 
 def trust_boundaries(local: LocalCloud, wide: dict[str, str], url: str) -> bool:
