@@ -474,6 +474,9 @@ def test_the_warehouse_tables_are_the_ones_the_code_reads_and_the_subscriptions_
     [partitioning] = resources[("google_bigquery_table", "warehouse")]["time_partitioning"]
     assert unq(partitioning["field"]) == "publish_time" and unq(partitioning["type"]) == "HOUR"
     assert resources[("google_bigquery_table", "warehouse")]["require_partition_filter"]
+    columns = re.findall(r'name = "(\w+)", type = "(\w+)"', resources[("google_bigquery_table", "warehouse")]["schema"])
+    assert {"message_id", "publish_time"} <= {name for name, _ in columns}       # the subscription's metadata
+    assert set(tables.MESSAGE_FIELDS) <= set(columns)                             # the message's own fields
     predlog = (ROOT / "services" / "predictor" / "predlog.py").read_text()
     assert '"kind": kind' in predlog and '_publish_chunks(SCHEMA, "predictions"' in predlog
     assert 'kind=tables.LABELS' in (ROOT / "shared" / "tollgate" / "jobs" / "monitor.py").read_text()

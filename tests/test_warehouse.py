@@ -144,4 +144,7 @@ def test_a_malformed_message_is_refused_whole():
     pull = tables.Pull()
     with pytest.raises(tables.MalformedMessage):
         pull.add({"dataset": "taxi", "records": "everything"}, "x", T0)
+    for dataset in ("../../models/taxi", "Taxi", 7, None):   # a dataset names a folder: never a path
+        with pytest.raises(tables.MalformedMessage):
+            pull.add({"dataset": dataset, "records": [_prediction("r", 0, 1)]}, "x", T0)
     assert pull.files() == []

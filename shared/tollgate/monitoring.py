@@ -41,12 +41,6 @@ class Observed:
     labelled: pd.DataFrame                   # model_version, time, prediction, label: answered and labelled
     unmatched_labels: int = 0                # labels that name no logged prediction (kept, counted)
 
-    @classmethod
-    def empty(cls) -> "Observed":
-        return cls({}, {}, pd.DataFrame({"model_version": pd.Series(dtype="int64"),
-                                         "time": pd.Series(dtype="datetime64[us, UTC]"),
-                                         "prediction": pd.Series(dtype=object), "label": pd.Series(dtype=object)}))
-
 
 def live_metric(spec: DatasetSpec) -> str:
     """The metric judged on live labels: the primary one, or accuracy when the primary needs the

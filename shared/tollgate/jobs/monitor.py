@@ -109,28 +109,30 @@ def label_records(chunk: pd.DataFrame, spec: specs.DatasetSpec, at: str, first: 
     if not by_request and not (ids and all(c in chunk for c in ids)):
         raise ValueError("neither a request_id column nor the spec's monitoring.id_columns "
                          f"({', '.join(ids) or 'none declared'})")
-    rows = pd.to_numeric(chunk["row"], errors="coerce").fillna(0).astype("int64") if "row" in chunk else None
+    rows = (pd.to_numeric(chunk["row"], errors="coerce").fillna(0).astype("int64").tolist() if "row" in chunk
+            else [0] * len(chunk))
     numeric = set(spec.numeric_features)
+    if by_request:
+        keys = [{"request_id": str(r)} for r in chunk["request_id"].tolist()]
+    else:
+        values = {c: [None if pd.isna(v) else float(v) if c in numeric else str(v) for v in chunk[c].tolist()]
+                  for c in ids}
+        keys = [{"keys": orjson.dumps({c: values[c][i] for c in ids}).decode()} for i in range(len(chunk))]
     out = []
     for i, value in enumerate(label.tolist()):
         value = tables.text(float(value) if spec.task == "regression" and value is not None else value)
-        if value is None:
-            continue
-        record: dict[str, Any] = {"row": int(rows.iloc[i]) if rows is not None else 0, "label": value, "time": at,
-                                  "seq": first + i}
-        if by_request:
-            record["request_id"] = str(chunk["request_id"].iloc[i])
-        else:
-            keys = {c: chunk[c].iloc[i] for c in ids}
-            record["keys"] = orjson.dumps({c: (None if pd.isna(v) else float(v) if c in numeric else str(v))
-                                           for c, v in keys.items()}).decode()
-        out.append(record)
+        if value is not None:
+            out.append({"row": rows[i], "label": value, "time": at, "seq": first + i, **keys[i]})
     return out
 
 
 def ingest_label_files(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, since: dt.datetime) -> dict[str, int]:
     """Publish the label records of each labels file of ``spec``'s dataset not published yet (written
-    since ``since``); a broken file is recorded with its reason and skipped, never fatal for the tick."""
+    since ``since``); a broken file is recorded with its reason and skipped, never fatal for the tick. When
+    publishing fails, the tick fails and the next one publishes the file again (a later copy of a label
+    changes nothing: the latest per prediction counts)."""
+    from google.api_core.exceptions import NotFound
+
     counts = {"files": 0, "labels": 0, "skipped": 0}
     for blob in cloud.storage.list_blobs(cloud.settings.bucket, prefix=f"labels/{spec.name}/"):
         if not blob.name.endswith(LABEL_SUFFIXES) or (blob.updated is not None and blob.updated < since):
@@ -151,7 +153,7 @@ def ingest_label_files(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, s
                 published += len(chunk)
             for future in futures:
                 future.result(timeout=60)
-        except (ValueError, KeyError, OSError) as exc:   # a broken file: said and skipped
+        except (ValueError, KeyError, OSError, NotFound) as exc:   # a broken (or vanished) file: said and skipped
             error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("labels file skipped", object=blob.name, error=error)
             counts["skipped"] += 1

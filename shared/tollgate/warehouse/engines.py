@@ -62,30 +62,31 @@ class DuckDB(Warehouse):
                             if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
         return found
 
-    def _relation(self, con: Any, table: str, dataset: str, since: dt.datetime, until: dt.datetime) -> Any:
-        paths = self.files(table, dataset, since, until)
-        if not paths:
-            return con.from_arrow(tables.ROW_SCHEMAS[table].empty_table())
-        if not isinstance(self.filesystem, pafs.LocalFileSystem):
-            from fsspec.implementations.arrow import ArrowFSWrapper
-
-            wrapped = ArrowFSWrapper(self.filesystem)
-            con.register_filesystem(wrapped)
-            protocol = wrapped.protocol if isinstance(wrapped.protocol, str) else wrapped.protocol[0]
-            paths = [f"{protocol}://{p}" for p in paths]
-        return con.read_parquet(paths)
-
-    def query(self, query: sql.Query, **params: Any) -> pa.Table:
+    def _connect(self) -> tuple[Any, str]:
+        """A DuckDB connection that reads this filesystem, and the prefix its paths take there."""
         import duckdb
 
-        bound = sql.bind(query, params)
         os.makedirs(self.temp_directory, exist_ok=True)
         con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
                                      "temp_directory": self.temp_directory, "preserve_insertion_order": False})
+        con.execute("SET TimeZone = 'UTC'")
+        if isinstance(self.filesystem, pafs.LocalFileSystem):
+            return con, ""
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        wrapped = ArrowFSWrapper(self.filesystem)   # DuckDB's own reader, through the GCS API
+        con.register_filesystem(wrapped)
+        protocol = wrapped.protocol if isinstance(wrapped.protocol, str) else wrapped.protocol[0]
+        return con, f"{protocol}://"
+
+    def query(self, query: sql.Query, **params: Any) -> pa.Table:
+        bound = sql.bind(query, params)
+        con, prefix = self._connect()
         try:
-            con.execute("SET TimeZone = 'UTC'")
             for table in query.tables:
-                relation = self._relation(con, table, bound["dataset"], bound["since"], bound["until"])
+                paths = self.files(table, bound["dataset"], bound["since"], bound["until"])
+                relation = (con.read_parquet([prefix + p for p in paths]) if paths
+                            else con.from_arrow(tables.ROW_SCHEMAS[table].empty_table()))
                 relation.create_view(f"{table}_files")
             return con.execute(query.text("duckdb"), bound).fetch_arrow_table()
         finally:

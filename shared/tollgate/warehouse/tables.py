@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from tollgate.spec import SpecError, check_dataset_name
+
 ROOT = "warehouse/"            # the local tables' folder in the bucket
 PREDICTIONS, LABELS = "predictions", "labels"
 TABLES = (PREDICTIONS, LABELS)
@@ -92,7 +94,8 @@ def message_rows(payload: Any, message_id: str, publish_time: dt.datetime) -> tu
     they are written to names it); ``MalformedMessage`` when it is not a prediction-log message (v1 and
     v2 are both read)."""
     try:
-        kind, dataset, records = kind_of(payload), str(payload["dataset"]), payload["records"]
+        # the dataset names a folder of the bucket: only a valid dataset name, never a path
+        kind, dataset, records = kind_of(payload), check_dataset_name(payload["dataset"]), payload["records"]
         if not isinstance(records, list):
             raise TypeError("records is not a list")
         columns: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMAS[kind].names if name != "delivery"}
@@ -118,7 +121,7 @@ def message_rows(payload: Any, message_id: str, publish_time: dt.datetime) -> tu
                 columns["probabilities"].append(json_text(r.get("probabilities")))
                 columns["features"].append(json_text(r.get("features")))
         return kind, dataset, columns
-    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONEncodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONEncodeError, SpecError) as exc:
         raise MalformedMessage(f"{type(exc).__name__}: {exc}"[:300]) from exc
 
 
