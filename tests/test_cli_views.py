@@ -34,6 +34,16 @@ def test_a_failed_runs_error_names_its_step_whatever_it_was_stored_as():
     assert views.run_summary(new)["error"] == {"step": "trainer", "message": "OOM", "execution": "e"}
 
 
+def test_a_queued_run_says_behind_whom_and_a_superseded_run_by_whom():
+    queued = {"run_id": "run-2", "status": "queued", "queued_behind": "run-1"}
+    assert views.run_summary(queued)["queued_behind"] == "run-1"
+    # once it trains or ends, the run it waited for is history, not its state
+    assert views.run_summary({**queued, "status": "superseded", "superseded_by": "run-3"})["queued_behind"] is None
+    assert views.run_summary({**queued, "status": "superseded", "superseded_by": "run-3"})["superseded_by"] == "run-3"
+    # `--wait` followed it to the run that trained on its batch
+    assert views.run_summary({**EVALUATED, "followed_from": "run-2"})["followed_from"] == "run-2"
+
+
 def test_model_rows_give_each_version_its_role():
     ds = {"champion_version": 3, "previous_version": 2, "canary": {"version": 4, "percent": 10}}
     versions = [{"version": v, "run_id": f"run-{v}", "metrics": {"cv": {"score": 0.9}}, "training_window": [1, 2]}

@@ -131,3 +131,43 @@ def test_cooldowns(last, open_):
 ])
 def test_search_finisher(done, finisher, task, expected):
     assert lifecycle.search_finisher(done, finisher, task, 3) == expected
+
+
+# -- the training slot --------------------------------------------------------------------------------
+def queued_run(run_id, sha, minute):
+    return {"run_id": run_id, "status": lifecycle.QUEUED, "curated": {"sha256": sha},
+            "created_at": AT + dt.timedelta(minutes=minute)}
+
+
+def test_slot_is_free_only_when_nobody_trains():
+    training = {"run_id": "a", "status": lifecycle.TRAINING}
+    assert decisions.slot_free(None, None, "b", lifecycle.TERMINAL)
+    assert decisions.slot_free({"run_id": "b"}, None, "b", lifecycle.TERMINAL)              # its own
+    assert not decisions.slot_free({"run_id": "a"}, training, "b", lifecycle.TERMINAL)
+    assert not decisions.slot_free({"run_id": "a"}, {**training, "status": lifecycle.EVALUATED}, "b",
+                                   lifecycle.TERMINAL)                                   # not decided yet
+    assert decisions.slot_free({"run_id": "a"}, {**training, "status": lifecycle.FAILED}, "b", lifecycle.TERMINAL)
+    assert decisions.slot_free({"run_id": "a"}, None, "b", lifecycle.TERMINAL)              # the holder is gone
+
+
+def test_the_newest_batch_trains_and_covers_the_older_ones():
+    # batches registered in the order x, y, z; the runs were created in another order
+    order = {"x": AT, "y": AT + dt.timedelta(seconds=1), "z": AT + dt.timedelta(seconds=2)}
+    queued = [queued_run("r-z", "z", 0), queued_run("r-x", "x", 1), queued_run("r-y", "y", 2)]
+    assert decisions.next_training(queued, order) == "r-z"
+    chosen = queued[0]
+    assert sorted(decisions.covered(chosen, queued, order)) == ["r-x", "r-y"]
+    # a run of the same content created earlier is covered; a later batch never is
+    twin = queued_run("r-x2", "x", 5)
+    assert decisions.covered(twin, [*queued, twin], order) == ["r-x"]
+    assert decisions.covered(queued[1], queued, order) == []
+    assert decisions.next_training([], order) is None
+    # a batch not registered (cannot happen after the validator, but never crash): oldest
+    assert decisions.next_training([queued_run("r-?", "?", 9), queued[1]], order) == "r-x"
+
+
+def test_a_superseded_run_is_recorded_and_nothing_serves_differently():
+    entry = decisions.superseded_entry("taxi", "L9", queued_run("r-x", "x", 0), "r-z", SERVING_V3, AT)
+    assert entry["kind"] == "superseded" and entry["superseded_by"] == "r-z" and entry["run_id"] == "r-x"
+    assert entry["champion_before"] == entry["champion_after"] == 3
+    assert entry["announced"] and "r-z" in entry["reason"] and entry["data"] == {"sha256": "x"}

@@ -1,5 +1,6 @@
 """Firestore state against the emulator: transitions and version numbers under concurrency."""
 
+import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,3 +154,52 @@ def test_exactly_one_search_task_finishes_the_search(state, unique):
     assert state.search_task_done(run_id, winner, 3)                       # its retry still finishes
     assert not state.search_task_done(run_id, (winner + 1) % 3, 3)
     assert state.get_run(run_id)["search_done"] == [0, 1, 2]
+
+
+def validated_run(state, dataset, run_id, sha):
+    state.create_run(run_id, {"dataset": dataset, "curated": {"sha256": sha}})
+    state.add_batch(dataset, run_id, {"sha256": sha, "rows": 10})
+    assert state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.VALIDATED)
+
+
+def test_one_training_per_dataset_and_a_burst_coalesces(state, unique):
+    from tollgate.outbox import Event
+
+    dataset = f"ds-{unique}"
+    runs = [f"run-{unique}-{i}" for i in range(4)]
+    for i, run_id in enumerate(runs):
+        validated_run(state, dataset, run_id, f"sha-{i}")
+    # the first takes the slot; the others queue behind it, concurrently too
+    assert state.take_training_slot(dataset, runs[0]) == "granted"
+    assert state.take_training_slot(dataset, runs[0]) == "granted"                 # a redelivered event
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(lambda r: state.take_training_slot(dataset, r), runs[1:])) == ["queued"] * 3
+    assert {state.get_run(r)["status"] for r in runs[1:]} == {lifecycle.QUEUED}
+    assert state.get_run(runs[1])["queued_behind"] == runs[0]
+    assert state.take_training_slot(dataset, f"run-{unique}-unknown") == "skipped"
+    # while the holder runs, the slot does not pass
+    state.transition(runs[0], (lifecycle.VALIDATED,), lifecycle.TRAINING)
+    events = lambda run: Event("data-validated", {"run_id": run["run_id"]})   # noqa: E731
+    assert state.pass_training_slot(dataset, events) == (None, [], None)
+    # it ended: the newest batch trains, the two older queued batches end superseded by it, with ledger lines
+    state.transition(runs[0], (lifecycle.TRAINING,), lifecycle.FAILED)
+    chosen, superseded, event = state.pass_training_slot(dataset, events)
+    assert chosen == runs[3] and sorted(superseded) == runs[1:3] and event.payload == {"run_id": runs[3]}
+    assert state.get_run(runs[3])["status"] == lifecycle.VALIDATED
+    assert state.get_dataset(dataset)["training"]["run_id"] == runs[3]
+    assert event.id in {e.id for e in state.outbox(before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(1))}
+    for run_id in runs[1:3]:
+        run = state.get_run(run_id)
+        assert run["status"] == lifecycle.SUPERSEDED and run["superseded_by"] == runs[3]
+    lines = [e for e in state.ledger(dataset) if e["kind"] == "superseded"]
+    assert sorted(e["run_id"] for e in lines) == runs[1:3] and all(e["announced"] for e in lines)
+    # a run validated after the pass queues behind the new holder; once that is decided and nothing else is
+    # queued, the slot is freed
+    validated_run(state, dataset, f"run-{unique}-late", "sha-late")
+    assert state.take_training_slot(dataset, f"run-{unique}-late") == "queued"
+    state.transition(runs[3], (lifecycle.VALIDATED,), lifecycle.DECIDED)
+    assert state.pass_training_slot(dataset, events)[0] == f"run-{unique}-late"
+    state.transition(f"run-{unique}-late", (lifecycle.VALIDATED,), lifecycle.DECIDED)
+    assert state.pass_training_slot(dataset, events) == (None, [], None)
+    assert "training" not in state.get_dataset(dataset)
+    assert state.take_training_slot(dataset, runs[3]) == "skipped"                  # decided: no training

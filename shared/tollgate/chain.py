@@ -66,14 +66,23 @@ def _reject_at_ingest(state: State, run_id: str, record: dict[str, Any], reason:
 
 
 def launch(cloud: Cloud, state: State, run_id: str, job: str) -> str:
-    """Claim the run for ``job`` and start one execution; only the claim's winner starts it."""
+    """Claim the run for ``job`` and start one execution; only the claim's winner starts it. A trainer starts
+    only with the dataset's training slot (lifecycle: one training per dataset at a time); without it the run
+    is queued."""
     expect, claim, _, _ = lifecycle.CLAIM[job]
+    run = state.get_run(run_id) if job == lifecycle.TRAINER else None
+    if run is not None:
+        slot = state.take_training_slot(run["dataset"], run_id)
+        if slot != "granted":
+            log.info("run queued behind the dataset's training" if slot == "queued" else "launch skipped",
+                     run_id=run_id, dataset=run["dataset"], slot=slot)
+            return slot if slot == "queued" else "duplicate"
     if not state.transition(run_id, (expect,), claim):
         return "duplicate"
     try:
         tasks = None
-        if job == "trainer":   # a hyperparameter search spreads its candidates over the execution's tasks
-            search = specs.from_dict((state.get_run(run_id) or {})["spec"]).search
+        if run is not None:   # a hyperparameter search spreads its candidates over the execution's tasks
+            search = specs.from_dict(run["spec"]).search
             tasks = search.tasks if search else None
         execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id}, task_count=tasks)
     except Exception:
@@ -83,6 +92,22 @@ def launch(cloud: Cloud, state: State, run_id: str, job: str) -> str:
     state.update_run(run_id, **{f"executions.{job}": execution})
     log.info("job started", run_id=run_id, job=job, execution=execution)
     return "started"
+
+
+def next_training(cloud: Cloud, state: State, dataset: str) -> str | None:
+    """Once the dataset's training has ended, the queued run with the newest batch gets the slot and its
+    data-validated event (the launch function starts its trainer); the queued runs its window covers end
+    superseded. Called by the decider after each decision and by the reconciler on every pass (after a
+    failure); a no-op while a training runs or nothing is queued."""
+    from tollgate.reconciler import step_event
+
+    chosen, superseded, event = state.pass_training_slot(
+        dataset, lambda run: step_event(run, lifecycle.VALIDATED))   # type: ignore[arg-type]
+    if chosen is None:
+        return None
+    outbox.publish(cloud, state, [event])
+    log.info("the dataset's next training", dataset=dataset, run_id=chosen, superseded=superseded)
+    return chosen
 
 
 def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence:
@@ -107,12 +132,15 @@ def decide(cloud: Cloud, state: State, run_id: str) -> str:
     if run is None:
         return "unknown-run"
     if run["status"] == lifecycle.DECIDED:
-        return promotion.finish_run(cloud, state, run)
-    if run["status"] != lifecycle.EVALUATED:
+        finished = promotion.finish_run(cloud, state, run)
+    elif run["status"] != lifecycle.EVALUATED:
         return "skipped"
-    spec = specs.from_dict(run["spec"])
-    decision = policy.decide(spec.policy, evidence_of(run, spec))
-    return _record(cloud, state, run, spec, decision)
+    else:
+        spec = specs.from_dict(run["spec"])
+        finished = _record(cloud, state, run, spec, policy.decide(spec.policy, evidence_of(run, spec)))
+    if (state.get_run(run_id) or {}).get("status") in lifecycle.TERMINAL:
+        next_training(cloud, state, run["dataset"])   # the slot passes once the run has ended
+    return finished
 
 
 def _record(cloud: Cloud, state: State, run: dict[str, Any], spec: specs.DatasetSpec,

@@ -167,3 +167,42 @@ def move(ds: dict[str, Any], *, dataset: str, action: str, actor: str, reason: s
 def cooldown_open(last: dt.datetime | None, at: dt.datetime, cooldown: dt.timedelta) -> bool:
     """Whether a cool-down (one alert of a kind, one retraining request) lets the next one through at ``at``."""
     return last is None or at - last >= cooldown
+
+
+# -- the training slot: at most one training per dataset ------------------------------------------
+def slot_free(slot: dict[str, Any] | None, holder: dict[str, Any] | None, run_id: str,
+              terminal: tuple[str, ...]) -> bool:
+    """Whether ``run_id`` may take the dataset's training slot: nobody holds it, it holds it, or its holder
+    has ended (or is gone)."""
+    return not slot or slot.get("run_id") == run_id or holder is None or holder.get("status") in terminal
+
+
+def _rank(run: dict[str, Any], batch_order: dict[str, Any]) -> tuple[dt.datetime, dt.datetime, str]:
+    """A run's place in its dataset's batches: its batch's registration time, then its own creation."""
+    earliest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    sha = (run.get("curated") or {}).get("sha256")
+    return batch_order.get(sha) or earliest, run.get("created_at") or earliest, run["run_id"]
+
+
+def next_training(queued: list[dict[str, Any]], batch_order: dict[str, Any]) -> str | None:
+    """The queued run that trains next: the one whose batch was registered last (its window holds every other
+    queued batch); ``batch_order``: each batch's registration time by sha256. A retraining request counts by
+    its batch like any other run."""
+    return max(queued, key=lambda r: _rank(r, batch_order))["run_id"] if queued else None
+
+
+def covered(chosen: dict[str, Any], queued: list[dict[str, Any]], batch_order: dict[str, Any]) -> list[str]:
+    """The queued runs whose batch ``chosen`` trains on (registered no later than its own): superseded by it."""
+    mine = _rank(chosen, batch_order)
+    return [r["run_id"] for r in queued if r["run_id"] != chosen["run_id"] and _rank(r, batch_order) < mine]
+
+
+def superseded_entry(dataset: str, ledger_id: str, run: dict[str, Any], by: str, ds: dict[str, Any],
+                     at: dt.datetime) -> dict[str, Any]:
+    """The ledger line of a run whose batch a later run trains on: nothing served changes."""
+    entry = ledger_entry(dataset, ledger_id, kind="superseded", event="superseded", verdict="superseded",
+                         reason=f"its batch is in the training window of run {by}, which trains on every batch "
+                                "queued behind the dataset's previous training", actor="auto", at=at,
+                         run_id=run["run_id"], challenger_version=None, before=ds, after=ds,
+                         data=run.get("curated"), superseded_by=by)
+    return {**entry, "announced": True}   # a record, not a decision: model-decided is not told

@@ -4,6 +4,11 @@ A run is one dropped file (or one retraining request) on its way to a decision::
 
     received → validating → validated → training → trained → evaluating → evaluated → decided
                      ↘ rejected (the batch cannot be used)        any step ↘ failed
+                                   ↘ queued → validated (its turn to train) | superseded
+
+At most one run per dataset trains at a time (it holds the dataset's training slot from its claim of the
+trainer to its end). A batch validated meanwhile is *queued*; when the slot frees, the queued run with the
+newest batch trains, on a window that holds every queued batch, and the others end *superseded* by it.
 
 Each step is a Cloud Run job, named once: ``validator``, ``trainer``, ``evaluator`` (the monitor is a job too,
 but it runs on a schedule, not for a run). A step's job *claims* the run by moving it from the status before
@@ -15,7 +20,8 @@ from __future__ import annotations
 RECEIVED, VALIDATING, VALIDATED = "received", "validating", "validated"
 TRAINING, TRAINED, EVALUATING, EVALUATED = "training", "trained", "evaluating", "evaluated"
 DECIDED, REJECTED, FAILED = "decided", "rejected", "failed"
-TERMINAL = (DECIDED, REJECTED, FAILED)
+QUEUED, SUPERSEDED = "queued", "superseded"
+TERMINAL = (DECIDED, REJECTED, FAILED, SUPERSEDED)
 ORDER = (RECEIVED, VALIDATING, VALIDATED, TRAINING, TRAINED, EVALUATING, EVALUATED, DECIDED)
 WAITING = (RECEIVED, VALIDATED, TRAINED, EVALUATED)   # for an event that starts the next step
 
@@ -37,6 +43,8 @@ PROGRESS = {
     VALIDATED: "valid, starting the trainer", TRAINING: "training a challenger",
     TRAINED: "trained, starting the evaluator", EVALUATING: "scoring challenger and champion",
     EVALUATED: "evaluated, deciding", DECIDED: "decided", REJECTED: "rejected", FAILED: "failed",
+    QUEUED: "valid, waiting for the dataset's training in progress",
+    SUPERSEDED: "superseded: its batch is trained on by a later run",
 }
 
 # Runs stored before one name per step recorded the failed step as a verb.

@@ -16,7 +16,9 @@ through the one promotion path. One pass:
    most ``MAX_RELAUNCHES`` times per step; then the run fails with a reason that names the execution.
 3. **Runs waiting for an event** (``received``, ``validated``, ``trained``, ``evaluated``) longer than the grace:
    the event that moves them is published again (a dead-lettered delivery, a lost publish), as often.
-4. **Deployments**: a dataset whose deployment is pending past the grace or failed, or whose latest ledger
+4. **The training slot**: a dataset whose training ended without a decision (failed, given up) passes it to
+   the queued run with the newest batch (tollgate.chain.next_training).
+5. **Deployments**: a dataset whose deployment is pending past the grace or failed, or whose latest ledger
    entry was never announced: Cloud Run traffic is made to match the Firestore pointers, the run's deployment
    recorded and the entry announced (``model-decided``; a review request too).
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tollgate import lifecycle, log, outbox, promotion
+from tollgate import chain, lifecycle, log, outbox, promotion
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
 from tollgate.cloud import state as st
@@ -61,6 +63,15 @@ def run(cloud: Cloud, state: st.State, now: dt.datetime | None = None,
         if action:
             report["runs"].append(action)
     for ds in state.list_datasets():
+        if ds.get("training"):   # a training that ended without a decision (failed, killed) passes the slot here
+            try:
+                chosen = chain.next_training(cloud, state, ds["name"])
+                if chosen:
+                    report["runs"].append({"run_id": chosen, "action": "next-training",
+                                           "why": f"the dataset's training by {ds['training'].get('run_id')} ended"})
+            except Exception as exc:
+                log.error(f"reconciler: dataset {ds['name']}: training slot not passed: {type(exc).__name__}: {exc}",
+                          dataset=ds["name"])
         try:
             action = _deployment(cloud, state, ds, now, grace)
         except Exception as exc:

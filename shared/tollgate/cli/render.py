@@ -16,9 +16,9 @@ def run(record: dict[str, Any]) -> None:
     """One run: status, decision and reason, metrics with the interval, checks, drift, recoveries."""
     s = run_summary(record)
     table = Table(show_header=False, title=f"run {s['run_id']}")
-    for key in ("dataset", "status", "decision", "reason", "message", "model_version", "challenger_version",
-                "champion_version", "metric", "challenger_metric", "champion_metric", "rows_in", "rows_out",
-                "drift", "quarantine"):
+    for key in ("dataset", "status", "followed_from", "superseded_by", "queued_behind", "decision", "reason", "message",
+                "model_version", "challenger_version", "champion_version", "metric", "challenger_metric",
+                "champion_metric", "rows_in", "rows_out", "drift", "quarantine"):
         if s.get(key) is not None:
             value = s[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -89,8 +89,10 @@ def runs(records: list[dict[str, Any]]) -> None:
         table.add_column(col)
     for r in records:
         s = run_summary(r)
+        decision = s["decision"] or (f"by {s['superseded_by']}" if s["superseded_by"] else "") or \
+            (f"behind {s['queued_behind']}" if s["queued_behind"] else "")
         table.add_row(s["run_id"], s["dataset"] or "", when(s["created_at"]), s["status"] or "",
-                      s["decision"] or "", number(s["challenger_metric"]), number(s["champion_metric"]),
+                      decision, number(s["challenger_metric"]), number(s["champion_metric"]),
                       str(s["model_version"] or ""))
     out.print(table)
 

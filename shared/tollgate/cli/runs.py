@@ -58,8 +58,10 @@ def drop(obj: Target, path: Path, dataset: str, name: str | None, wait: bool, as
 
 def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
     """Poll the run until it ends (a promotion: until deployed), showing its progress. A job execution that
-    failed without a word (killed) is said once: the reconciler relaunches it, so the wait goes on."""
-    deadline = time.monotonic() + timeout
+    failed without a word (killed) is said once: the reconciler relaunches it, so the wait goes on. A run
+    superseded by a later one (its batch is in that run's window) is followed by that run's progress, and that
+    run is returned with ``followed_from``: the run waited for."""
+    deadline, asked = time.monotonic() + timeout, run_id
     last = None
     said: set[str] = set()
     with console.status("waiting for the notification…") as status:
@@ -71,8 +73,13 @@ def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
                     progress = lifecycle.PROGRESS.get(last, last)
                     status.update(f"run {run_id}: {progress}")
                     console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/] {progress}", highlight=False)
+                if run["status"] == lifecycle.SUPERSEDED and run.get("superseded_by"):
+                    console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/] run {run_id} is superseded: run "
+                                  f"{run['superseded_by']} trains on its batch; following that run", highlight=False)
+                    run_id, last = run["superseded_by"], None
+                    continue
                 if run["status"] in lifecycle.TERMINAL and (run["status"] != lifecycle.DECIDED or _deployed(run)):
-                    return run
+                    return run if run_id == asked else {**run, "followed_from": asked}
                 execution = _failed_execution(obj, run)
                 if execution and execution not in said:
                     said.add(execution)

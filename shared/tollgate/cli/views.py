@@ -49,6 +49,8 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "source": run.get("source"), "quarantine": run.get("quarantine"), "error": error(run.get("error")),
         "deployment": run.get("deployment"), "review": run.get("review"), "decided_by": run.get("decided_by"),
         "recoveries": run.get("recoveries") or [],
+        "queued_behind": run.get("queued_behind") if run.get("status") == lifecycle.QUEUED else None,
+        "superseded_by": run.get("superseded_by"), "followed_from": run.get("followed_from"),
         "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
     }
 

@@ -7,7 +7,8 @@ tollgate.lifecycle); each part of this package reads documents and writes what a
     runs/{run_id}                          the run record (runs.py)
     outbox/{id}                            events written with the transaction they follow (runs.py)
     rejected_events/{message_id}           malformed events, recorded and acknowledged (runs.py)
-    datasets/{dataset}                     next_version, serving pointers (tollgate.serving), deployment (registry.py)
+    datasets/{dataset}                     next_version, serving pointers (tollgate.serving), deployment (registry.py),
+                                           the training slot (training.py)
     datasets/{dataset}/versions/{version}  immutable model version records (registry.py)
     datasets/{dataset}/batches/{sha256}    curated batches for training windows (registry.py)
     datasets/{dataset}/ledger/{entry}      append-only: decisions, review outcomes, canary moves, rollbacks (ledger.py)
@@ -22,9 +23,10 @@ from tollgate.cloud.state.ledger import Ledger
 from tollgate.cloud.state.monitoring import Monitoring
 from tollgate.cloud.state.registry import Registry
 from tollgate.cloud.state.runs import Runs
+from tollgate.cloud.state.training import Training
 
 
-class State(Runs, Registry, Ledger, Monitoring):
+class State(Runs, Registry, Ledger, Monitoring, Training):
     """Every Firestore read, write and transaction of Tollgate, one client."""
 
 
