@@ -75,8 +75,11 @@ bench: bench-validate bench-train bench-serve bench-scale ## every benchmark, nu
 bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
 	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
 
-bench-scale: setup ## the data plane at volume: monitor tick over 18M predictions, drain, bootstrap (data in .bench/scale)
+bench-scale: setup ## the data plane at volume: monitor tick over 18M predictions, drain, trainer, bootstrap, burst (data in .bench/)
 	$(BIN)/python benchmarks/scale.py $(if $(RATE),--rate $(RATE)) $(if $(HISTORY),--history $(HISTORY))
+
+bench-burst: setup ## 50 files for one dataset at once on a fresh local cloud: trainings run, seconds until all ended
+	$(BIN)/python benchmarks/burst.py $(if $(FILES),--files $(FILES))
 
 bench-train: setup ## training and evaluation time of each estimator on the full taxi data
 	$(BIN)/python benchmarks/train.py
@@ -127,6 +130,6 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (C
 	  --service-account projects/$(PROJECT)/serviceAccounts/$(DEPLOYER) \
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$$(git rev-parse HEAD) .
 
-.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve bench-scale \
+.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve bench-scale bench-burst \
 	wrk deploy \
 	check-terraform

@@ -18,10 +18,11 @@ from the real Chicago taxi trips:
   2,000,000 (the issue's figure) and 1,000,000 (the default): the window read batch by batch and sampled
   (``jobs.trainer.training_rows``), one fit of the spec's model and the training profile (the
   cross-validation's fits, on smaller folds, are left out for time).
-- **burst**: not measured yet (the training lease is a later step).
+- **burst**: 50 files for one dataset dropped at once on a fresh local cloud, the whole chain for each
+  (``benchmarks/burst.py``, also ``make bench-burst``): how many trainings ran, and how many at once.
 
 Last line: ``scale monitor=<s>s/<MiB>MiB drain=<s>s trainer=<MiB>MiB evaluator=<MiB>MiB burst_trainings=<n>``,
-then ``monitor_history=<s>s/<MiB>MiB trainer_default=<MiB>MiB`` (``n/a`` for what is not measured yet).
+then ``monitor_history=<s>s/<MiB>MiB trainer_default=<MiB>MiB`` (``n/a`` for what is not measured).
 """
 
 from __future__ import annotations
@@ -326,6 +327,7 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=10, help="hours of log older than the label window, in "
                                                                 "multiples of the window")
     parser.add_argument("--fresh", action="store_true", help="regenerate the data")
+    parser.add_argument("--burst-files", type=int, default=50, help="files dropped at once in the burst")
     args = parser.parse_args()
     console = Console()
     if args.fresh:
@@ -345,6 +347,10 @@ def main() -> int:
     console.print(f"trainer: {trainer}")
     trainer_default = run_child("trainer", "1000000")
     console.print(f"trainer with the default max_rows: {trainer_default}")
+    import burst as bursts
+
+    burst = bursts.measure(args.burst_files, echo=console.print)
+    console.print(bursts.line(burst))
     evaluator = run_child("evaluator", "1000000", "blocks")
     before = run_child("evaluator", "100000", "matrix")
     after_small = run_child("evaluator", "100000", "blocks")
@@ -370,10 +376,14 @@ def main() -> int:
                   "< 3072 MiB", "every batch concatenated: ~2M rows fit in 4 GiB")
     table.add_row("… max_rows 1,000,000 (the default)", f"→ {trainer_default['train_rows']:,}",
                   f"{trainer_default['seconds']:.1f}", f"{trainer_default['peak_mib']:.0f}", "", "")
-    table.add_row("burst", "50 files at once", "-", "-", "≤ 3 trainings", "not measured yet (step 3)")
+    table.add_row("burst (whole chain, local cloud)", f"{burst['files']} files at once",
+                  f"{burst['seconds']:.1f} until all ended", "-",
+                  "≤ 3 trainings", f"{burst['trainings']} trainings (at most {burst['max_concurrent']} at once); "
+                  f"{burst['superseded']} superseded; before: one training per file")
     console.print(table)
     print(f"scale monitor={monitor['seconds']:.1f}s/{monitor['peak_mib']:.0f}MiB drain={drain['seconds']:.1f}s "
-          f"trainer={trainer['peak_mib']:.0f}MiB evaluator={evaluator['peak_mib']:.0f}MiB burst_trainings=n/a "
+          f"trainer={trainer['peak_mib']:.0f}MiB evaluator={evaluator['peak_mib']:.0f}MiB "
+          f"burst_trainings={burst['trainings']} "
           f"trainer_default={trainer_default['peak_mib']:.0f}MiB "
           f"monitor_history={monitor_history['seconds']:.1f}s/{monitor_history['peak_mib']:.0f}MiB")
     return 0

@@ -2,7 +2,9 @@
 
 Starts the local cloud (or reuses it), replays the trips as a time-ordered series of
 half-year batches dropped into the bucket, with one deliberately corrupted export among them,
-shows each run's decision as it happens, then a summary and a real HTTP prediction.
+shows each run's decision as it happens, then a summary and a real HTTP prediction; then decisions,
+monitoring, trust boundaries, a classification dataset with a crash recovered, and a burst of files
+coalesced into one training.
 The local cloud keeps running afterwards; `make down` stops it.
 """
 
@@ -432,6 +434,38 @@ def killed_and_recovered(label: str, path: Path, dataset: str, wide: dict[str, s
                                      text=True, check=True).stdout)
 
 
+BURST = [("2013-Q1", "2013-01-01", "2013-04-01"), ("2013-Q2", "2013-04-01", "2013-07-01"),
+         ("2013-Q3", "2013-07-01", "2013-10-01"), ("2013-Q4", "2013-10-01", "2014-01-01")]
+
+
+def burst(local: LocalCloud, env: dict[str, str], wide: dict[str, str]) -> bool:
+    """Four files of a dataset of their own (the taxi spec as `taxi_burst`) dropped one right after another:
+    one training at a time; the batches that arrive meanwhile queue, and the newest trains once on all of
+    them while the others end superseded by it."""
+    folder = local.home / "demo" / "burst"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "taxi_burst.yaml"
+    spec.write_text((ROOT / "datasets" / "chicago_taxi.yaml").read_text().replace("name: chicago_taxi",
+                                                                                "name: taxi_burst", 1))
+    subprocess.run([TOLLGATE, "spec", "push", str(spec)], env=env, check=True, stdout=subprocess.DEVNULL)
+    trips = pd.read_csv(DATA)
+    when = pd.to_datetime(trips["trip_start_timestamp"], unit="s")
+    run_ids = []
+    for label, start, end in BURST:
+        path = folder / f"taxi-{label}.csv"
+        trips[(when >= start) & (when < end)].to_csv(path, index=False)
+        done = subprocess.run([TOLLGATE, "drop", str(path), "--dataset", "taxi_burst", "--json"], env=env,
+                              stdout=subprocess.PIPE, text=True, check=True)
+        run_ids.append(json.loads(done.stdout)["run_id"])
+    console.print(f"dropped {len(BURST)} quarters of 2013 for taxi_burst without waiting: "
+                  f"{', '.join(run_ids)}", highlight=False)
+    shown = cli(wide, "run", "show", run_ids[-1], "--wait",
+                note="the last file dropped; if it was superseded, the wait follows the run that took its batch")
+    cli(wide, "runs", "--dataset", "taxi_burst", note="one terminal status per file: decided, or superseded by")
+    cli(wide, "models", "taxi_burst", note="the batches column: the last training's window holds all four")
+    return shown.returncode == 0
+
+
 def before_the_first_model(dataset: str) -> None:
     """On a fresh local cloud the predictor already exists, as terraform makes it on GCP: same URL
     from now on, answering 503 with what to do until the first promotion."""
@@ -519,6 +553,9 @@ def main() -> int:
                   highlight=False)
     subprocess.run([TOLLGATE, "report", run["run_id"], "--kind", "evaluation", "-o",
                     str(local.home / "demo" / f"{run['run_id']}-evaluation.html")], env=wide, check=False)
+    console.rule("[bold]A burst: four files at once, one training at a time")
+    if not burst(local, env, wide):
+        return 1
     console.rule("[bold]Go on")
     console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID | report RUN_ID --open | models chicago_taxi"
                   f" | history chicago_taxi\n"
