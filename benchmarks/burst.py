@@ -5,10 +5,12 @@ The real Chicago taxi trips of the bundled sample, cut by time into ``--files`` 
 ``incoming/burst_bench/`` one right after another (no waiting on any run), with the bundled taxi spec (its
 model at 60 boosting iterations, so that the chain, not one fit, is what is measured). Reported: how many
 trainings ran (one per file before the training slot), how many ran at the same time, the runs that ended
-decided / superseded / otherwise, the seconds from the first upload until every run had ended, and that every
-superseded run's batch is in the window of the run that superseded it.
+decided / superseded / otherwise, how often a run was sent back to its evaluator because the champion moved
+(and how many of those then went to review), the seconds from the first upload until every run had ended, and
+that every superseded run's batch is in the window of the run that superseded it.
 
-Last line: ``burst files=<n> trainings=<n> max_concurrent=<n> decided=<n> superseded=<n> other=<n> seconds=<s>``.
+Last line: ``burst files=<n> trainings=<n> max_concurrent=<n> decided=<n> superseded=<n> other=<n>
+reevaluations=<n> reviews_after_reevaluation=<n> seconds=<s>``.
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ def measure(files: int, echo: Callable[[str], None] = print, timeout: float = 36
         return {"files": files, "trainings": len(_intervals(runs)), "max_concurrent": max_concurrent(_intervals(runs)),
                 "decided": sum(r["status"] == lifecycle.DECIDED for r in runs), "superseded": len(superseded),
                 "other": sum(r["status"] not in (lifecycle.DECIDED, lifecycle.SUPERSEDED) for r in runs),
+                "reevaluations": sum(int(r.get("reevaluations") or 0) for r in runs),
+                "reviews_after_reevaluation": sum(r.get("decision") == "review" and int(r.get("reevaluations") or 0) > 0
+                                                  for r in runs),
                 "seconds": round(seconds, 1)}
     finally:
         local.down(export=False)

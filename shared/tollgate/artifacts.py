@@ -31,11 +31,13 @@ _NUMBERS = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", 
 _NUMPY = ({("numpy.ndarray", "NdArrayNode"), ("numpy.dtype", "DTypeNode"),
            ("numpy.random._generator.Generator", "RandomGeneratorNode")}
           | {(f"numpy.{t}", "NdArrayNode") for t in _NUMBERS}
-          | {(f"numpy.{t}", "TypeNode") for t in _NUMBERS} | {("builtins.str", "TypeNode")})
+          | {(f"numpy.{t}", "TypeNode") for t in _NUMBERS}
+          | {("builtins.str", "TypeNode"), ("builtins.int", "TypeNode")})   # a dict's key types (plain data)
 # The pipeline around every estimator (training.build_pipeline).
 _PIPELINE = {(f"sklearn.{t}", "ObjectNode") for t in (
     "pipeline.Pipeline", "compose._column_transformer.ColumnTransformer", "impute._base.SimpleImputer",
-    "preprocessing._encoders.OneHotEncoder", "preprocessing._data.StandardScaler",
+    "preprocessing._encoders.OneHotEncoder", "preprocessing._encoders.OrdinalEncoder",
+    "preprocessing._data.StandardScaler",
     "preprocessing._label.LabelEncoder",
     # ColumnTransformer keeps "passthrough" columns as a FunctionTransformer without a function; a function in
     # it would be a FunctionNode, which is refused

@@ -6,7 +6,8 @@ of trees separately. ``prepare`` reads the fitted pipeline once and builds:
 
 * the model's input matrix straight from validated columns: numeric values with the fitted
   imputer/scaler statistics applied, categorical values through a lookup table read off the
-  fitted imputer + one-hot encoder (unknown and missing values map exactly as the encoder maps them);
+  fitted imputer + one-hot encoder, or off the ordinal encoder that gives gradient boosting one code
+  column per feature (unknown and missing values map exactly as the encoder maps them);
 * for histogram gradient boosting, every tree flattened into one set of node arrays walked
   level by level for all trees at once (children renumbered so that right = left + 1), with the
   leaves summed in scikit-learn's own order, so raw scores match bit for bit.
@@ -122,14 +123,41 @@ def _numeric_block(transformer: Any, width: int) -> Callable[[np.ndarray], np.nd
     return apply
 
 
+def _codes_block(encoder: Any, names: list[str]) -> tuple[int, Callable[[list[list[Any]], np.ndarray, int], None]]:
+    """(output width, fill(columns, out, offset)): each category's code (NaN: unknown or missing) through
+    lookup tables read off the fitted ordinal encoder's own output."""
+    import pandas as pd
+
+    if encoder.handle_unknown != "use_encoded_value" or not np.isnan(encoder.unknown_value) \
+            or not np.isnan(encoder.encoded_missing_value):
+        raise _Unsupported("ordinal encoder does not code unknown and missing values as NaN")
+    tables: list[tuple[dict[Any, float], float, float]] = []   # value → code, unknown's code, missing's code
+    for j, name in enumerate(names):
+        values = [v for v in encoder.categories_[j] if isinstance(v, str)] + [UNKNOWN, None]
+        probe = pd.DataFrame({other: [encoder.categories_[k][0]] * len(values) for k, other in enumerate(names)})
+        probe[name] = pd.Series([np.nan if v is None else v for v in values], dtype=object)
+        codes = np.asarray(encoder.transform(probe), dtype="float64")[:, j]
+        tables.append((dict(zip(values[:-2], codes[:-2].tolist())), float(codes[-2]), float(codes[-1])))
+
+    def fill(categorical: list[list[Any]], out: np.ndarray, start: int) -> None:
+        for j, (table, unknown, missing) in enumerate(tables):
+            get = table.get
+            out[:, start + j] = np.fromiter((missing if v is None else get(v, unknown) for v in categorical[j]),
+                                            dtype="float64", count=out.shape[0])
+    return len(names), fill
+
+
 def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callable[[list[list[Any]], np.ndarray, int],
                                                                                   None]]:
-    """(output width, fill(columns, out, offset)): one-hot through lookup tables read off the encoder."""
+    """(output width, fill(columns, out, offset)): one-hot through lookup tables read off the encoder, or
+    one code column per feature (``_codes_block``)."""
     import pandas as pd
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
+    if isinstance(transformer, OrdinalEncoder):
+        return _codes_block(transformer, names)
     if not isinstance(transformer, Pipeline) or len(transformer.steps) != 2:
         raise _Unsupported("categorical transformer is not imputer + one-hot")
     imputer, encoder = transformer.steps[0][1], transformer.steps[1][1]
@@ -295,11 +323,12 @@ def sample(spec: DatasetSpec, pipeline: Any, forest: Any = None, rows: int = 512
         numeric[:, j] = values
     categorical: list[list[Any]] = []
     pre = pipeline[0]
-    encoders = [t for name, t, cols in pre.transformers_ if list(cols) == list(spec.categorical_features)]
+    encoders = [t.steps[-1][1] if hasattr(t, "steps") else t
+                for name, t, cols in pre.transformers_ if list(cols) == list(spec.categorical_features)]
     for j, name in enumerate(spec.categorical_features):
         known: list[Any] = list(spec.columns[name].allowed or [])
         if encoders:
-            known += [v for v in encoders[0].steps[-1][1].categories_[j] if isinstance(v, str)]
+            known += [v for v in encoders[0].categories_[j] if isinstance(v, str)]
         choices = known + ["never-seen-category", None]
         categorical.append([choices[i] for i in rng.integers(0, len(choices), rows)])
     return Columns(numeric, categorical)

@@ -195,7 +195,7 @@ class DatasetSpec:
     training_window: str = "all"
     training_last_n: int = 0
     training_days: float = 0.0
-    training_max_rows: int = 1_000_000   # more rows in the window: a seeded sample of this many is trained on
+    training_max_rows: int = 2_000_000   # more rows in the window: a seeded sample of this many is trained on
     slices: tuple[str, ...] = ()
     training_seed: int = 42
     primary_metric: str = "r2"
@@ -435,7 +435,7 @@ def from_dict(raw: dict[str, Any]) -> DatasetSpec:
         search=_search(model.get("search"), f"{where}: model.search"),
         training_window=window, training_last_n=int(training.get("last_n", 0)),
         training_days=float(training.get("days", 0)), slices=slices,
-        training_max_rows=_positive_int(training, "max_rows", 1_000_000, f"{where}: training"),
+        training_max_rows=_positive_int(training, "max_rows", 2_000_000, f"{where}: training"),
         training_seed=int(training.get("seed", 42)),
         primary_metric=primary, holdout_fraction=holdout_fraction,
         bootstrap_resamples=int(evaluation.get("bootstrap_resamples", 1000)),
