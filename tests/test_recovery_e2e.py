@@ -107,16 +107,30 @@ def test_a_trainer_killed_on_every_attempt_is_relaunched_and_the_run_decides(loc
 
 def test_a_step_that_keeps_dying_fails_with_a_reason_naming_its_execution(local_cloud, cloud, state, taxi,
                                                                          taxi_spec, tmp_path, unique):
-    run_id = drop_and_leave(local_cloud, taxi, taxi_spec, tmp_path, f"doomed_{unique}")
+    dataset = f"doomed_{unique}"
+    run_id = drop_and_leave(local_cloud, taxi, taxi_spec, tmp_path, dataset)
     killer = Killer(run_id, "evaluator", times=None)
+    # a second batch arrives while the doomed run holds the dataset's training slot: it queues behind it
+    holding = (lifecycle.TRAINING, lifecycle.TRAINED, lifecycle.EVALUATING)
+    wait_for(lambda: (state.get_run(run_id) or {}).get("status") in holding, what="the doomed run to train")
+    later = write_csv(taxi_period(taxi, "2014-07-01", "2015-01-01"), tmp_path / "later.csv")
+    done = tollgate(local_cloud, "drop", str(later), "--dataset", dataset, "--json")
+    queued = json.loads(done.stdout)["run_id"]
+    wait_for(lambda: (state.get_run(queued) or {}).get("status") == lifecycle.QUEUED, what="the batch to queue")
     try:
         seen = None
         for relaunch in range(3):   # the first execution and MAX_RELAUNCHES (2) more
             seen = failed_execution(cloud, state, run_id, "evaluator", after=seen)
-            [action] = [r for r in reconcile(local_cloud)["runs"] if r["run_id"] == run_id]
+            report = reconcile(local_cloud)
+            [action] = [r for r in report["runs"] if r["run_id"] == run_id]
             assert action["action"] == ("relaunched" if relaunch < 2 else "failed"), action
     finally:
         killer.stop.set()
+    # the pass that failed it passed the slot on: the queued batch trains and is decided
+    [passed] = [r for r in report["runs"] if r["run_id"] == queued]
+    assert passed["action"] == "next-training" and run_id in passed["why"]
+    decided = wait_for(lambda: (r := state.get_run(queued))["status"] in lifecycle.TERMINAL and r, what="a decision")
+    assert decided["status"] == lifecycle.DECIDED, decided
     run = state.get_run(run_id)
     assert run["status"] == lifecycle.FAILED and run["error"]["by"] == "reconciler"
     assert lifecycle.failed_step(run["error"]) == "evaluator"
