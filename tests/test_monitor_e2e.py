@@ -195,3 +195,22 @@ def test_a_redelivered_log_counts_once_and_decay_retrains_once(local_cloud, clou
     while len(state.windows(dataset)) == before and time.monotonic() < deadline:
         time.sleep(1)
     assert len(state.windows(dataset)) == before + 1, "the scheduled tick did not run the monitor job"
+    assert "expired" in tick and tick["expired"] == {}   # no retention_days: the tables' expiry only
+
+    # retention_days: a tick deletes the dataset's log older than it, and only that
+    old = tables.Pull()
+    old.add({"schema": tables.PREDICTIONS_SCHEMA, "dataset": dataset,
+             "records": [{"request_id": "old", "row": 0, "time": "2026-01-01T00:00:00+00:00", "model_version": 1,
+                          "status": 200, "latency_ms": 1.0, "prediction": 1.0, "features": {}}]},
+            "old-message", now - dt.timedelta(days=10))
+    [(name, _, data, _)] = old.files()
+    cloud.write_once(tables.ROOT + name, data)
+    push_spec(local_cloud, taxi_spec, tmp_path, dataset, monitoring={**MONITORING, "retention_days": 8})
+    shown = tollgate(local_cloud, "monitor", "run", "--dataset", dataset)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{dataset}: past its retention_days, deleted 1 file(s) of predictions and 0 file(s) of labels" \
+        in " ".join(shown.stdout.split()), shown.stdout
+    assert not cloud.bucket.blob(tables.ROOT + name).exists()
+    recent = cloud.warehouse.query(queries.TRAFFIC, dataset=dataset, since=now - dt.timedelta(hours=1),
+                                   until=now, start=now - dt.timedelta(hours=1), end=now).to_pylist()
+    assert [int(r["ok_rows"]) for r in recent] == [300]

@@ -57,3 +57,16 @@ def test_a_spec_is_refused_at_load_when_its_name_does_not_fit(taxi_spec):
         specs.from_dict({**taxi_spec.raw, "name": "Chicago.Taxi"})
     with pytest.raises(specs.SpecError, match="not a valid dataset name"):
         cloudrun.service_id("taxi_")
+
+
+def test_retention_keeps_at_least_the_label_window(taxi_spec):
+    def with_monitoring(**monitoring):
+        return specs.from_dict({**taxi_spec.raw, "monitoring": monitoring}).monitoring
+
+    assert with_monitoring().retention_days is None                       # the tables' own expiry
+    assert with_monitoring(retention_days=30).retention_days == 30.0
+    assert with_monitoring(retention_days=1, label_window_hours=24).retention_days == 1.0
+    with pytest.raises(specs.SpecError, match="retention_days: 2 days keeps less than the label window"):
+        with_monitoring(retention_days=2)                                 # the default window: 168 hours
+    with pytest.raises(specs.SpecError, match="retention_days"):
+        with_monitoring(retention_days="a month")

@@ -31,7 +31,8 @@ ALLOWED_ROLES = {
     "roles/iam.serviceAccountTokenCreator", "roles/secretmanager.secretAccessor",
     "roles/artifactregistry.writer",   # only the function build account, on the function images' repository
     "roles/bigquery.dataViewer",       # warehouse readers, on the warehouse dataset
-    "roles/bigquery.dataEditor",       # the Pub/Sub agent, on the two tables its BigQuery subscriptions write
+    "roles/bigquery.dataEditor",       # on the two log tables: the Pub/Sub agent (its subscriptions write them),
+                                       # the monitor (deletes rows past a dataset's retention)
 }
 # Project-level roles per kind of workload (Firestore has no finer IAM than the project).
 PROJECT_ROLES = {
@@ -322,8 +323,10 @@ SERVICE_ACCOUNT_GRANTS = {
     "trainer": _JOB | grants("roles/storage.objectCreator", scope=("models/", "reports/")),
     "evaluator": _JOB | grants("roles/storage.objectCreator", scope=("reports/",)),
     # the monitor queries the warehouse (BigQuery subscriptions write it: no pull subscription on GCP)
+    # and deletes old rows of the two log tables (retention_days): their data editor
     "monitor": _JOB | _DEPLOYER | grants("roles/secretmanager.secretAccessor", "roles/bigquery.jobUser",
-                                         "roles/bigquery.readSessionUser", "roles/bigquery.dataViewer")
+                                         "roles/bigquery.readSessionUser", "roles/bigquery.dataViewer",
+                                         "roles/bigquery.dataEditor")
     | grants("roles/storage.objectCreator", scope=("warehouse/",))
     | grants("roles/storage.objectUser", scope=("reports/monitoring/",)),
     # the internet-facing predictor: reads its model and its registry record, publishes its log, nothing else
@@ -381,6 +384,9 @@ def granted(root: Path = TF) -> dict[str, set]:
         "\"roles/bigquery.readSessionUser\"]) : \"${pair[0]} ${pair[1]}\" => {sa = pair[0], role = pair[1]}}}":
             [(sa, role, None) for sa, j in topo.jobs.items() if j.warehouse
              for role in ("roles/bigquery.jobUser", "roles/bigquery.readSessionUser")],
+        "${{for pair in setproduct(local.warehouse_pruners, keys(local.warehouse_records)) : "
+        "\"${pair[0]} ${pair[1]}\" => {sa = pair[0], table = pair[1]}}}":
+            [(sa, None, None) for sa, j in topo.jobs.items() if j.warehouse == "prune"],
     }
     # ... and the locals say what this mirrors
     assert "local.project_roles[w.kind]" in iam["project_grants"] and "w.publishes" in iam["publish_grants"]

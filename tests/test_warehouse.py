@@ -148,3 +148,28 @@ def test_a_malformed_message_is_refused_whole():
         with pytest.raises(tables.MalformedMessage):
             pull.add({"dataset": dataset, "records": [_prediction("r", 0, 1)]}, "x", T0)
     assert pull.files() == []
+
+
+def test_retention_deletes_only_the_datasets_hours_that_ended_before_the_cutoff(warehouse):
+    """The fixture's rows are published in the hour from T0; another dataset shares that hour."""
+    window = _window()
+    assert warehouse.expire(tables.PREDICTIONS, "taxi", T0 + dt.timedelta(minutes=59)) == 0   # hour not over
+    assert [r["requests"] for r in warehouse.query(queries.TRAFFIC, **window).to_pylist()] == [4, 4]
+    assert warehouse.expire(tables.PREDICTIONS, "taxi", T0 + dt.timedelta(hours=1)) == 2      # one per pull
+    assert warehouse.query(queries.TRAFFIC, **window).num_rows == 0
+    assert warehouse.query(queries.LABEL_COUNT, **window).to_pylist() != []                     # labels stay
+    assert warehouse.query(queries.TRAFFIC, **{**window, "dataset": "other"}).num_rows == 1   # other dataset
+    assert warehouse.expire(tables.PREDICTIONS, "taxi", T0 + dt.timedelta(days=9)) == 0       # nothing left
+    for table, dataset in (("models", "taxi"), (tables.LABELS, "../taxi")):   # never a path out of the log
+        with pytest.raises(Exception, match="table|dataset"):
+            warehouse.expire(table, dataset, T0)
+
+
+def test_retention_on_bigquery_is_one_delete_filtered_on_the_partitioning_column():
+    text = engines.expire_text("acme-ml.tollgate.predictions")
+    tree = sqlglot.parse_one(text, read="bigquery")
+    table = tree.find(exp.Table)
+    assert isinstance(tree, exp.Delete) and (table.catalog, table.db, table.name) == ("acme-ml", "tollgate",
+                                                                                      "predictions")
+    assert {p.name for p in tree.find_all(exp.Parameter)} == {"dataset", "before"}
+    assert "publish_time < @before" in text and "dataset = @dataset" in text

@@ -151,7 +151,10 @@ class Monitoring:
     sub-millisecond percentiles are noise), or a realised metric lower by more than
     ``canary_max_metric_drop`` (the whole confidence interval of the difference below it). With
     labels, promotion needs the interval's lower end above ``-canary_max_metric_drop`` (not worse
-    by more than that, with the policy's confidence); until then the canary waits for labels."""
+    by more than that, with the policy's confidence); until then the canary waits for labels.
+    ``retention_days``: the dataset's predictions and labels older than this are deleted from the warehouse
+    by the monitor (default: kept until the tables' own expiry, ``prediction_log_retention_days`` in
+    terraform); at least the label window, which the realised metrics read."""
     window_minutes: float = 60.0
     label_window_hours: float = 168.0
     min_labels: int = 30
@@ -166,6 +169,7 @@ class Monitoring:
     canary_latency_floor_ms: float = 50.0
     canary_max_metric_drop: float = 0.02
     id_columns: tuple[str, ...] = ()
+    retention_days: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,7 +297,7 @@ def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
         try:
             if name == "id_columns":
                 values[name] = tuple(str(c) for c in value or ())
-            elif name == "decay_below":
+            elif name in ("decay_below", "retention_days"):
                 values[name] = None if value is None else float(value)
             else:
                 values[name] = type(getattr(Monitoring(), name))(value)
@@ -308,6 +312,10 @@ def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
             if getattr(monitoring, n) < 0]
     if bad:
         raise SpecError(f"{where}: {', '.join(bad)} must be positive")
+    if monitoring.retention_days is not None and monitoring.retention_days * 24 < monitoring.label_window_hours:
+        raise SpecError(f"{where}.retention_days: {monitoring.retention_days:g} days keeps less than the label "
+                        f"window ({monitoring.label_window_hours:g} hours), whose predictions the realised metrics "
+                        "join labels to")
     missing = [c for c in monitoring.id_columns if c not in features]
     if missing:
         raise SpecError(f"{where}.id_columns: {', '.join(missing)} are not features (labels are joined on them)")

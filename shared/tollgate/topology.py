@@ -43,7 +43,8 @@ class Job:
     max_retries: int = 1          # Cloud Run retries of a failed task (terraform's max_retries, the local API's)
     writes: tuple[str, ...] = ()  # bucket prefixes where it may create objects
     updates: tuple[str, ...] = () # bucket prefixes where it may also replace them
-    warehouse: str | None = None  # "read": queries the warehouse (BigQuery job user, data viewer of its dataset)
+    warehouse: str | None = None  # "read": queries the warehouse (BigQuery job user, data viewer of its dataset);
+                                  # "prune": also deletes old rows of the log tables (their data editor)
 
     @property
     def max_attempts(self) -> int:
@@ -120,9 +121,9 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
         for name, j in (raw.get("jobs") or {}).items()
     }
     for job in jobs.values():
-        if job.warehouse not in (None, "read"):
-            raise TopologyError(f"job {job.name!r}: warehouse: {job.warehouse!r}; the only access a job takes is "
-                                "`read` (the tables are written by BigQuery subscriptions and load jobs)")
+        if job.warehouse not in (None, "read", "prune"):
+            raise TopologyError(f"job {job.name!r}: warehouse: {job.warehouse!r}; a job takes `read`, or `prune` "
+                                "to delete old rows too (the tables are written by BigQuery subscriptions)")
         for prefix in job.writes + job.updates:
             if not prefix.endswith("/") or prefix.split("/", 1)[0] in ("specs", "incoming", ""):
                 raise TopologyError(f"job {job.name!r}: {prefix!r} is not a prefix a job may write (a folder "

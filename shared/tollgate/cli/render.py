@@ -222,6 +222,11 @@ def monitor_tick(result: dict[str, Any], bucket: str) -> None:
         said = window_actions(w)
         out.print(f"[bold]{name}[/]: {w['requests']} requests in the window; "
                   + ("; ".join(said) if said else "nothing to act on"))
+    unit = "message(s)" if d is None else "file(s)"
+    for name, gone in (result.get("expired") or {}).items():
+        if any(gone.values()):
+            out.print(f"{name}: past its retention_days, deleted "
+                      + " and ".join(f"{n} {unit} of {table}" for table, n in gone.items()))
     if result["datasets"]:
         out.print(f"details: `tollgate monitor DATASET`; report: gs://{bucket}/reports/monitoring/<dataset>/latest.html")
 

@@ -23,6 +23,8 @@ One tick:
    once per ``retrain_cooldown_hours``.
 5. A running **canary** is promoted or rolled back on the window's evidence, through the same code
    path as `tollgate canary promote|abort` (a ledger entry whose actor is ``monitor``).
+6. **Retention**: a dataset with ``monitoring.retention_days`` has its predictions and labels older than
+   that deleted (BigQuery: a DML delete filtered on the partitioning column; locally: the hours' files).
 """
 
 from __future__ import annotations
@@ -278,7 +280,12 @@ def run(cloud: Cloud, state: st.State, datasets: list[str] | None = None,
     drained = drain(cloud) if cloud.warehouse.engine == "duckdb" else None
     results: dict[str, Any] = {}
     cache: dict[tuple[str, int], Any] = {}
+    expired: dict[str, dict[str, int]] = {}
     for name, spec in serving_specs.items():
         results[name] = monitor_dataset(cloud, state, spec, at, cache)
-    log.info("monitor tick", drained=drained, label_files=labels, datasets=sorted(results))
-    return {"at": at.isoformat(), "drained": drained, "label_files": labels, "datasets": results}
+        if spec.monitoring.retention_days is not None:
+            before = at - dt.timedelta(days=spec.monitoring.retention_days)
+            expired[name] = {table: cloud.warehouse.expire(table, name, before) for table in tables.TABLES}
+    log.info("monitor tick", drained=drained, label_files=labels, datasets=sorted(results), expired=expired)
+    return {"at": at.isoformat(), "drained": drained, "label_files": labels, "datasets": results,
+            "expired": expired}

@@ -32,6 +32,11 @@ class Warehouse:
     def query(self, query: sql.Query, **params: Any) -> pa.Table:
         raise NotImplementedError
 
+    def expire(self, table: str, dataset: str, before: dt.datetime) -> int:
+        """Delete ``dataset``'s rows of ``table`` published before ``before`` (a whole hour at a time locally:
+        the hours that end by then); how many files (DuckDB) or messages (BigQuery) went."""
+        raise NotImplementedError
+
 
 class DuckDB(Warehouse):
     engine = "duckdb"
@@ -61,6 +66,18 @@ class DuckDB(Warehouse):
             found += sorted(i.path for i in self.filesystem.get_file_info(selector)
                             if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
         return found
+
+    def expire(self, table: str, dataset: str, before: dt.datetime) -> int:
+        tables.check_name(table, dataset)
+        selector = pafs.FileSelector(f"{self.root}/{tables.ROOT}{table}/{dataset}/", recursive=True,
+                                     allow_not_found=True)
+        gone = 0
+        for info in self.filesystem.get_file_info(selector):
+            hour = tables.partition_hour(info.path)
+            if info.type == pafs.FileType.File and hour is not None and hour + dt.timedelta(hours=1) <= before:
+                self.filesystem.delete_file(info.path)
+                gone += 1
+        return gone
 
     def _connect(self) -> tuple[Any, str]:
         """A DuckDB connection that reads this filesystem, and the prefix its paths take there."""
@@ -131,3 +148,20 @@ class BigQuery(Warehouse):
                                          labels={"tollgate_query": query.name.replace("_", "-")})
         job = self.client.query(query.text("bigquery", self.qualified), job_config=config)
         return job.result().to_arrow(create_bqstorage_client=True)
+
+    def expire(self, table: str, dataset: str, before: dt.datetime) -> int:
+        from google.cloud import bigquery
+
+        tables.check_name(table, dataset)
+        config = bigquery.QueryJobConfig(
+            query_parameters=[bigquery_parameter("dataset", dataset), bigquery_parameter("before", before)],
+            labels={"tollgate_query": "expire"})
+        job = self.client.query(expire_text(self.qualified[table]), job_config=config)
+        job.result()
+        return int(job.num_dml_affected_rows or 0)
+
+
+def expire_text(qualified_table: str) -> str:
+    """The BigQuery DML that deletes a dataset's log rows published before ``@before``: a filter on the
+    partitioning column, which the tables require."""
+    return f"DELETE FROM `{qualified_table}` WHERE dataset = @dataset AND publish_time < @before"

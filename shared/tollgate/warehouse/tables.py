@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 
 import orjson
@@ -129,6 +130,24 @@ def partition(table: str, dataset: str, publish_time: dt.datetime) -> str:
     """The folder of a local partition under ``ROOT``: ``<table>/<dataset>/date=…/hour=…/``."""
     at = publish_time.astimezone(dt.timezone.utc)
     return f"{table}/{dataset}/date={at:%Y-%m-%d}/hour={at:%H}/"
+
+
+def check_name(table: str, dataset: str) -> None:
+    """A table of the log and a dataset name (both become paths and SQL identifiers), or ValueError."""
+    if table not in TABLES:
+        raise ValueError(f"unknown warehouse table {table!r}: {', '.join(TABLES)}")
+    check_dataset_name(dataset)
+
+
+_PARTITION = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
+
+
+def partition_hour(path: str) -> dt.datetime | None:
+    """The hour a local partition's file holds (its ``date=…/hour=…/`` folders), or None."""
+    found = _PARTITION.search(path)
+    if found is None:
+        return None
+    return dt.datetime.strptime(f"{found.group(1)} {found.group(2)}", "%Y-%m-%d %H").replace(tzinfo=dt.timezone.utc)
 
 
 def partitions(table: str, dataset: str, since: dt.datetime, until: dt.datetime) -> list[str]:

@@ -2,7 +2,8 @@
 # subscriptions on the `predictions` topic write each message as one row (its records a repeated record),
 # split by the message's `kind` attribute; nothing drains the log on Google Cloud. Tables are partitioned by
 # the hour of publish time and expire with it; every query must name the partitions it reads. The monitor
-# (topology `warehouse: read`) runs queries and reads the tables, nothing more.
+# (topology `warehouse: prune`) runs queries, reads the tables and deletes a dataset's rows older than its
+# spec's monitoring.retention_days (data editor of the two tables), nothing more.
 
 locals {
   # Each table's record fields (name, type): tollgate/warehouse/tables.py RECORD_FIELDS, kept equal by a test.
@@ -18,7 +19,8 @@ locals {
     ]
   }
   warehouse_clustering = { predictions = ["dataset", "model_version"], labels = ["dataset"] }
-  warehouse_readers    = [for name, j in local.jobs : name if try(j.warehouse, "") == "read"]
+  warehouse_readers    = [for name, j in local.jobs : name if contains(["read", "prune"], try(j.warehouse, ""))]
+  warehouse_pruners    = [for name, j in local.jobs : name if try(j.warehouse, "") == "prune"]
 }
 
 resource "google_bigquery_dataset" "warehouse" {
@@ -143,4 +145,15 @@ resource "google_bigquery_dataset_iam_member" "warehouse_read" {
   dataset_id = google_bigquery_dataset.warehouse.dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+# Pruners delete old rows of the log tables (DML): data editor of those two tables only.
+resource "google_bigquery_table_iam_member" "warehouse_prune" {
+  for_each = { for pair in setproduct(local.warehouse_pruners, keys(local.warehouse_records)) : "${pair[0]} ${pair[1]}" => { sa = pair[0], table = pair[1] } }
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  table_id   = google_bigquery_table.warehouse[each.value.table].table_id
+  role       = "roles/bigquery.dataEditor"
+  member     = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
 }
