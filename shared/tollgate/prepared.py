@@ -123,19 +123,27 @@ def _numeric_block(transformer: Any, width: int) -> Callable[[np.ndarray], np.nd
     return apply
 
 
+def _probe(encoder: Any, names: list[str], j: int, values: list[Any]) -> Any:
+    """A frame for asking a fitted encoder how it maps ``values`` of column ``names[j]``: the other columns
+    hold one of their known categories."""
+    import pandas as pd
+
+    probe = pd.DataFrame({other: [encoder.categories_[k][0]] * len(values) for k, other in enumerate(names)})
+    probe[names[j]] = pd.Series(values, dtype=object)
+    return probe
+
+
 def _codes_block(encoder: Any, names: list[str]) -> tuple[int, Callable[[list[list[Any]], np.ndarray, int], None]]:
     """(output width, fill(columns, out, offset)): each category's code (NaN: unknown or missing) through
     lookup tables read off the fitted ordinal encoder's own output."""
-    import pandas as pd
 
     if encoder.handle_unknown != "use_encoded_value" or not np.isnan(encoder.unknown_value) \
             or not np.isnan(encoder.encoded_missing_value):
         raise _Unsupported("ordinal encoder does not code unknown and missing values as NaN")
     tables: list[tuple[dict[Any, float], float, float]] = []   # value → code, unknown's code, missing's code
-    for j, name in enumerate(names):
+    for j in range(len(names)):
         values = [v for v in encoder.categories_[j] if isinstance(v, str)] + [UNKNOWN, None]
-        probe = pd.DataFrame({other: [encoder.categories_[k][0]] * len(values) for k, other in enumerate(names)})
-        probe[name] = pd.Series([np.nan if v is None else v for v in values], dtype=object)
+        probe = _probe(encoder, names, j, [np.nan if v is None else v for v in values])
         codes = np.asarray(encoder.transform(probe), dtype="float64")[:, j]
         tables.append((dict(zip(values[:-2], codes[:-2].tolist())), float(codes[-2]), float(codes[-1])))
 
@@ -151,7 +159,6 @@ def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callabl
                                                                                   None]]:
     """(output width, fill(columns, out, offset)): one-hot through lookup tables read off the encoder, or
     one code column per feature (``_codes_block``)."""
-    import pandas as pd
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
@@ -173,9 +180,8 @@ def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callabl
     offset = 0
     for j, name in enumerate(names):
         values = [v for v in encoder.categories_[j] if isinstance(v, str)] + [UNKNOWN, fill_value]
-        probe = pd.DataFrame({other: [encoder.categories_[k][0]] * len(values) for k, other in enumerate(names)})
-        probe[name] = pd.Series(values, dtype=object)
-        block = np.asarray(encoder.transform(imputer.transform(probe)))[:, offset:offset + widths[j]]
+        block = np.asarray(encoder.transform(imputer.transform(_probe(encoder, names, j, values))))[
+            :, offset:offset + widths[j]]
         if not np.all((block == 0) | (block == 1)) or np.any(block.sum(axis=1) > 1):
             raise _Unsupported(f"one-hot block of {name} is not one-hot")
         index = [int(np.argmax(row)) if row.any() else -1 for row in block]
