@@ -138,8 +138,7 @@ def decide(cloud: Cloud, state: State, run_id: str) -> str:
     else:
         spec = specs.from_dict(run["spec"])
         finished = _record(cloud, state, run, spec, policy.decide(spec.policy, evidence_of(run, spec)))
-    if (state.get_run(run_id) or {}).get("status") in lifecycle.TERMINAL:
-        next_training(cloud, state, run["dataset"])   # the slot passes once the run has ended
+    next_training(cloud, state, run["dataset"])   # a no-op unless the run holding the slot has ended
     return finished
 
 

@@ -107,7 +107,8 @@ class Training(Base):
                     tx.update(ds_ref, {"training": firestore.DELETE_FIELD})
                 return None, [], None
             chosen = next(r for r in queued if r["run_id"] == chosen_id)
-            superseded = [r for r in queued if r["run_id"] != chosen_id]   # older batches: its window holds them
+            covered = set(decisions.covered(chosen, queued, order))   # the newest: every other queued run
+            superseded = [r for r in queued if r["run_id"] in covered]
             at = now()
             event = event_for(chosen)
             self._outbox(tx, (event,), at)   # type: ignore[attr-defined]
