@@ -121,7 +121,8 @@ def measure(files: int, echo: Callable[[str], None] = print, timeout: float = 36
             if run["curated"]["sha256"] not in {b["sha256"] for b in manifest["batches"]}:
                 raise SystemExit(f"run {run['run_id']} was superseded by {winner['run_id']}, whose window lacks "
                                  "its batch")
-        return {"files": files, "trainings": len(_intervals(runs)), "max_concurrent": max_concurrent(_intervals(runs)),
+        trainings = _intervals(runs)
+        return {"files": files, "trainings": len(trainings), "max_concurrent": max_concurrent(trainings),
                 "decided": sum(r["status"] == lifecycle.DECIDED for r in runs), "superseded": len(superseded),
                 "other": sum(r["status"] not in (lifecycle.DECIDED, lifecycle.SUPERSEDED) for r in runs),
                 "reevaluations": sum(int(r.get("reevaluations") or 0) for r in runs),
