@@ -236,12 +236,11 @@ def generate_curated(say) -> list[dict]:
 
 
 def child_trainer(max_rows: int) -> dict:
-    import dataclasses
 
     from tollgate import drift, training
     from tollgate.jobs.trainer import training_rows
 
-    spec = dataclasses.replace(specs.load(ROOT / "datasets" / "chicago_taxi.yaml"), training_max_rows=max_rows)
+    spec = specs.replace(specs.load(ROOT / "datasets" / "chicago_taxi.yaml"), training__max_rows=max_rows)
     window = json.loads((BENCH / "curated" / "batches.json").read_text())
     started = time.perf_counter()
     train, holdout, sampling = training_rows(lambda b: pd.read_parquet(b["object"]), spec, window)

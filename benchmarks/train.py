@@ -9,7 +9,6 @@ model trained on 2013–2015. Prints one table; the last line reads
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -44,8 +43,8 @@ def main() -> int:
         table.add_column(col, justify="left" if col == "estimator" else "right")
     timings = {}
     for estimator in specs.ESTIMATORS:
-        variant = dataclasses.replace(spec, estimator=estimator,
-                                      model_params=spec.model_params if estimator == spec.estimator else {})
+        variant = specs.replace(spec, model__estimator=estimator,
+                                model__params=spec.model_params if estimator == spec.estimator else {})
         started = time.perf_counter()
         model = training.fit(train, variant)
         fit_seconds = time.perf_counter() - started

@@ -4,7 +4,6 @@ canary verdicts, and the spec's `monitoring` section."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import numpy as np
@@ -149,7 +148,7 @@ def test_a_redelivered_message_is_counted_once(traffic, taxi_spec, tmp_path):
 
 def test_labels_join_on_declared_id_columns(traffic, taxi_spec, tmp_path):
     rows, predictions = traffic
-    spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(id_columns=("trip_seconds", "trip_miles")))
+    spec = taxi_spec.model_copy(update={"monitoring": specs.Monitoring(id_columns=("trip_seconds", "trip_miles"))})
     unique = rows.drop_duplicates(subset=["trip_seconds", "trip_miles"]).reset_index(drop=True)
     frame = logged(unique, spec, predictions[unique.index], 1, "a")
     labels = unique[["trip_seconds", "trip_miles"]].astype({"trip_seconds": "int64"}).assign(
@@ -249,7 +248,7 @@ def test_a_callers_bad_requests_never_breach_the_slo_or_roll_back_a_canary(traff
     assert result["versions"]["1"]["client_errors"] == 500 and result["versions"]["1"]["error_rate"] == 0
     assert monitoring.judge(result, taxi_spec, {"version": 1, "canary": None}) == []
 
-    spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(canary_min_requests=20))
+    spec = taxi_spec.model_copy(update={"monitoring": specs.Monitoring(canary_min_requests=20)})
     observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / "flood",
                                      extra=failures(422, 400, "flood", version=2))
     verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
@@ -268,7 +267,7 @@ def test_severe_input_drift_asks_for_retraining(traffic, taxi_spec, reference, t
 
 def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spec, reference, tmp_path):
     thresholds = specs.Monitoring(canary_min_requests=20, canary_max_metric_drop=0.02)
-    spec = dataclasses.replace(taxi_spec, monitoring=thresholds)
+    spec = taxi_spec.model_copy(update={"monitoring": thresholds})
     rows, predictions = traffic
     degraded = np.full(len(predictions), float(np.mean(predictions)))   # predicts the mean fare for every trip
     observed, result = canary_window(traffic, spec, reference, degraded, tmp_path / "worse")
@@ -283,7 +282,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spe
 
 
 def test_a_slow_canary_is_rolled_back_but_sub_millisecond_noise_is_not(traffic, taxi_spec, reference, tmp_path):
-    spec = dataclasses.replace(taxi_spec, monitoring=specs.Monitoring(canary_min_requests=20))
+    spec = taxi_spec.model_copy(update={"monitoring": specs.Monitoring(canary_min_requests=20)})
     rows, predictions = traffic
     for canary_ms, stable_ms, slow in ((4.0, 1.0, False), (120.0, 2.0, True)):
         observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / str(canary_ms),
@@ -305,11 +304,11 @@ def test_the_monitoring_section_of_a_spec_is_checked(taxi_spec):
     spec = specs.from_dict(raw)
     assert spec.monitoring.window_minutes == 15 and spec.monitoring.canary_min_requests == 50
     assert spec.monitoring.decay_below == 0.6 and spec.monitoring.retrain_cooldown_hours == 24
-    with pytest.raises(specs.SpecError, match="unknown setting.*window_minute"):
+    with pytest.raises(specs.SpecError, match="unknown key 'window_minute'; did you mean 'window_minutes'"):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minute": 5}})
-    with pytest.raises(specs.SpecError, match="window_minutes must be positive"):
+    with pytest.raises(specs.SpecError, match="window_minutes: Input should be greater than 0"):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minutes": 0}})
-    with pytest.raises(specs.SpecError, match="id_columns: trip_id are not features"):
+    with pytest.raises(specs.SpecError, match=r"monitoring.id_columns\[0\]: 'trip_id' is not a feature"):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"id_columns": ["trip_id"]}})
     odd = {**taxi_spec.raw, "columns": {**taxi_spec.raw["columns"], "a') OR ('1": {"type": "float"}},
            "features": {**taxi_spec.raw["features"],
@@ -354,4 +353,4 @@ def test_feedback_only_for_request_ids_the_predictor_issued_with_bounded_rows_an
         "labels[2].label: -5.0 is outside the range [0, 1000] the spec declares for fare"]
     with pytest.raises(inputs.BadRequest, match=r"\{'a': 1\} is not one of the classes"):
         inputs.feedback_labels({"request_id": mine, "label": {"a": 1}},
-                                dataclasses.replace(taxi_spec, task="classification"), ["x"], ids)
+                                taxi_spec.model_copy(update={"task": "classification"}), ["x"], ids)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,8 +36,8 @@ def test_unknown_and_missing_categories_map_as_the_encoder_maps_them(taxi_model,
 @pytest.mark.parametrize("estimator", ["linear", "random_forest"])
 def test_other_estimators_skip_the_column_transformer_with_the_same_predictions(estimator, taxi_spec,
                                                                                   taxi_clean):
-    spec = dataclasses.replace(taxi_spec, estimator=estimator,
-                               model_params={"n_estimators": 10} if estimator == "random_forest" else {})
+    spec = specs.replace(taxi_spec, model__estimator=estimator,
+                         model__params={"n_estimators": 10} if estimator == "random_forest" else {})
     model = training.fit(taxi_clean.head(3000), spec)
     ready = prepared.prepare(model, spec)
     assert ready.path == "prepared", ready.reason

@@ -82,7 +82,7 @@ def test_a_spec_with_a_hostile_rule_is_refused_when_it_loads_naming_the_rule(tmp
     raw = {**raw, "rules": [*raw["rules"], {"name": "sneaky", "expr": "fare.apply(print) == 1"}]}
     with pytest.raises(specs.SpecError) as refused:
         specs.from_dict(raw)
-    assert "rules[2] (sneaky)" in str(refused.value) and "`fare.apply(print)`" in str(refused.value)
+    assert "rules[2].expr: rule 'sneaky'" in str(refused.value) and "`fare.apply(print)`" in str(refused.value)
 
 
 def test_the_taxi_rules_drop_the_same_rows_as_before(taxi, taxi_spec):

@@ -82,7 +82,6 @@ def test_search_candidates_and_cross_validation_are_deterministic(clean_2013, ta
 
 
 def test_a_window_larger_than_max_rows_is_sampled_batch_by_batch_and_the_same_every_time(taxi_spec):
-    import dataclasses
 
     from tollgate.jobs.trainer import training_rows
 
@@ -96,7 +95,7 @@ def test_a_window_larger_than_max_rows_is_sampled_batch_by_batch_and_the_same_ev
         read.append(batch["sha256"])
         return batches[batch["sha256"]]
 
-    spec = dataclasses.replace(taxi_spec, training_max_rows=3_000)
+    spec = specs.replace(taxi_spec, training__max_rows=3_000)
     train, holdout, sampling = training_rows(load, spec, window)
     assert read == [window[-1]["sha256"], window[0]["sha256"], window[1]["sha256"]]   # one batch at a time
     assert len(holdout) == 600 and sampling["rows_available"] == 4000 + 3000 + 1400
@@ -105,12 +104,12 @@ def test_a_window_larger_than_max_rows_is_sampled_batch_by_batch_and_the_same_ev
     again, _, _ = training_rows(load, spec, window)
     pd.testing.assert_frame_equal(train, again)                                         # seeded
     assert not set(holdout["x"]) & set(train["x"])                                     # held-out rows stay out
-    everything, _, unsampled = training_rows(load, dataclasses.replace(taxi_spec, training_max_rows=10**6), window)
+    everything, _, unsampled = training_rows(load, specs.replace(taxi_spec, training__max_rows=10**6), window)
     assert len(everything) == 8400 and not unsampled["sampled"]
 
 
 def test_max_rows_is_a_positive_whole_number(taxi_spec):
     assert specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 500}}).training_max_rows == 500
     assert taxi_spec.training_max_rows == 2_000_000
-    with pytest.raises(specs.SpecError, match="max_rows must be a positive whole number"):
+    with pytest.raises(specs.SpecError, match=r"training.max_rows: Input should be greater than 0"):
         specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 0}})

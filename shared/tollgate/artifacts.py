@@ -49,8 +49,15 @@ _ESTIMATORS = {(f"sklearn.{t}", "ObjectNode") for t in (
     "ensemble._hist_gradient_boosting.binning._BinMapper", "ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "ensemble._forest.RandomForestRegressor", "ensemble._forest.RandomForestClassifier",
     "tree._classes.DecisionTreeRegressor", "tree._classes.DecisionTreeClassifier",
-    "linear_model._ridge.Ridge", "linear_model._logistic.LogisticRegression")}
-_ESTIMATORS |= {("sklearn.tree._tree.Tree", "TreeNode")}
+    "linear_model._ridge.Ridge", "linear_model._logistic.LogisticRegression",
+    "ensemble._gb.GradientBoostingRegressor", "ensemble._gb.GradientBoostingClassifier",
+    "dummy.DummyRegressor", "dummy.DummyClassifier",    # gradient boosting's initial estimate
+    "svm._classes.SVR", "svm._classes.SVC", "calibration.CalibratedClassifierCV",
+    "calibration._CalibratedClassifier", "calibration._SigmoidCalibration",
+    "neighbors._regression.KNeighborsRegressor", "neighbors._classification.KNeighborsClassifier",
+    "naive_bayes.GaussianNB")}
+_ESTIMATORS |= {("sklearn.tree._tree.Tree", "TreeNode"),
+                ("numpy.random.mtrand.RandomState", "RandomStateNode")}   # gradient boosting's fitted random_state
 # The losses and links gradient boosting keeps, for every `loss` its params may choose.
 _LOSSES = ({(f"sklearn._loss.loss.{t}", "ObjectNode") for t in (
     "HalfSquaredError", "AbsoluteError", "HalfPoissonLoss", "HalfGammaLoss", "PinballLoss", "HalfBinomialLoss",
@@ -69,7 +76,8 @@ ALLOWED_NODES: frozenset[tuple[str, str]] = frozenset(_PLAIN | _CONTAINERS | _NU
 # Of those, the types skops does not trust by default and must be told to (the test checks that what skops
 # reports as untrusted for every trained model is a subset of these).
 TRUSTED_TYPES: frozenset[str] = frozenset({
-    "numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", "sklearn.tree._tree.Tree"})
+    "numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", "sklearn.tree._tree.Tree",
+    "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"})
 
 
 def sha256(data: bytes) -> str:

@@ -61,15 +61,26 @@ def classification_metrics(y: np.ndarray, labels: np.ndarray, proba: np.ndarray 
     return out
 
 
-def _auc(positive: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
-    present = positive if sample_weight is None else positive[sample_weight > 0]
+def _auc(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    """ROC AUC. Binary: ``y`` the positive indicator, ``p`` its probability. Multiclass (``p`` of shape (n, k)):
+    one-vs-rest, the mean over classes of each one's AUC, ``y`` the class index (as scikit-learn's
+    ``roc_auc_score(multi_class="ovr")``); a class without positives or negatives among the rows is left out."""
+    if p.ndim == 2:
+        aucs = [_auc((y == k).astype(float), p[:, k], sample_weight) for k in range(p.shape[1])
+                if 0 < np.sum(y == k) < len(y)]
+        return float(np.mean(aucs)) if aucs else 0.5
+    present = y if sample_weight is None else y[sample_weight > 0]
     if not 0 < present.sum() < len(present):
         return 0.5
-    return skm.roc_auc_score(positive, p, sample_weight=sample_weight)
+    return skm.roc_auc_score(y, p, sample_weight=sample_weight)
 
 
-def _log_loss(positive: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
-    return skm.log_loss(positive, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0], sample_weight=sample_weight)
+def _log_loss(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    """Log loss. Binary: ``y`` the positive indicator, ``p`` its probability. Multiclass: ``p`` of shape (n, k),
+    ``y`` the true class's column."""
+    if p.ndim == 2:
+        return float(np.average(-np.log(np.clip(p[np.arange(len(y)), y], 1e-15, 1)), weights=sample_weight))
+    return skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0], sample_weight=sample_weight)
 
 
 def _f1(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
@@ -268,13 +279,33 @@ def compare(frame: Any, y: np.ndarray, challenger: Scored, champion: Scored | No
     return result
 
 
+def _aligned(scored: Scored, classes: list[str]) -> np.ndarray:
+    """A model's probabilities in the columns of ``classes`` (0 for a class it never saw)."""
+    own = {c: j for j, c in enumerate(scored.classes or [])}
+    out = np.zeros((len(scored.predictions), len(classes)))
+    for k, c in enumerate(classes):
+        if c in own:
+            out[:, k] = scored.proba[:, own[c]]
+    return out
+
+
 def _bootstrap_inputs(y: np.ndarray, challenger: Scored, champion: Scored,
                       spec: DatasetSpec) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """What the paired bootstrap compares: predictions, or for probability metrics the positive
-    class's probability (binary) so that ROC AUC and log loss resample like the others."""
-    if spec.primary_metric in ("roc_auc", "log_loss"):
-        if challenger.proba is None or champion.proba is None or len(challenger.classes or []) != 2:
-            raise ValueError(f"{spec.primary_metric} as the primary metric needs binary probabilities")
-        positive = (y == challenger.classes[1]).astype(float)
+    """What the paired bootstrap compares: predictions, or for probability metrics the positive class's
+    probability (binary) or every class's (multiclass, in the challenger's class order) so that ROC AUC and log
+    loss resample like the others."""
+    if spec.primary_metric not in ("roc_auc", "log_loss"):
+        return (y, challenger.predictions), champion.predictions
+    if challenger.proba is None or champion.proba is None:
+        raise ValueError(f"{spec.primary_metric} as the primary metric needs models with class probabilities")
+    classes = list(challenger.classes or [])
+    if len(classes) == 2 and champion.classes == classes:
+        positive = (y == classes[1]).astype(float)
         return (positive, challenger.proba[:, 1]), champion.proba[:, 1]
-    return (y, challenger.predictions), champion.predictions
+    index = {c: k for k, c in enumerate(classes)}
+    unseen = len(classes)   # a held-out class the challenger never saw: a column of zeros
+    truth = np.array([index.get(str(v), unseen) for v in y])
+    a, b = _aligned(challenger, classes + ["(unseen)"]), _aligned(champion, classes + ["(unseen)"])
+    if spec.primary_metric == "roc_auc":
+        a, b = a[:, :unseen], b[:, :unseen]
+    return (truth, a), b

@@ -239,7 +239,9 @@ def feedback_labels(body: Any, spec: DatasetSpec, classes: list[str] | None, ids
                 continue
             label = float(label)
             if (target.min is not None and label < target.min) or (target.max is not None and label > target.max):
-                problems.append(f"{where}.label: {label} is outside the range [{target.min}, {target.max}] the spec "
+                low, high = (-math.inf if target.min is None else target.min), (math.inf if target.max is None
+                                                                                 else target.max)
+                problems.append(f"{where}.label: {label} is outside the range [{low:g}, {high:g}] the spec "
                                 f"declares for {spec.target}")
                 continue
         else:

@@ -72,12 +72,13 @@ def sniff_format(head: bytes) -> str:
 
 
 def check_columns(columns: list[str], spec: DatasetSpec) -> None:
-    """Reject a batch whose header lacks a required column or carries one the spec does not declare."""
+    """Reject a batch whose header lacks a required column, repeats one, or (with ``extra_columns: reject``, the
+    default) carries one the spec does not declare."""
     if len(columns) > spec.max_columns:
         raise _too_many_columns(len(columns), spec)
     present = set(columns)
     missing = [c.name for c in spec.columns.values() if c.required and c.name not in present]
-    unexpected = [c for c in columns if c not in spec.columns]
+    unexpected = [c for c in columns if c not in spec.columns] if spec.extra_columns == "reject" else []
     duplicated = sorted(c for c, n in collections.Counter(columns).items() if n > 1)
     parts = []
     if missing:
@@ -88,7 +89,9 @@ def check_columns(columns: list[str], spec: DatasetSpec) -> None:
         parts.append(f"duplicated column(s): {', '.join(duplicated)}")
     if parts:
         reason = "missing_columns" if missing else "unexpected_columns" if unexpected else "duplicated_columns"
-        raise BatchRejected(reason, "; ".join(parts) + f" (spec {spec.name} declares: {', '.join(spec.columns)})",
+        hint = "; or set `extra_columns: ignore` in the spec to leave undeclared columns out" if unexpected else ""
+        raise BatchRejected(reason, "; ".join(parts) + f" (spec {spec.name} declares: {', '.join(spec.columns)})"
+                            + hint,
                             missing=missing, unexpected=unexpected)
 
 
@@ -245,7 +248,7 @@ def _header(block: bytes, spec: DatasetSpec) -> tuple[bytes, list[str]]:
 
 def _parse(body: memoryview, names: list[str], spec: DatasetSpec, malformed: MalformedRows,
            typed: bool) -> pa.Table:
-    types = {n: _ARROW_TYPES[spec.columns[n].type] if typed else pa.string() for n in names}
+    types = {n: _ARROW_TYPES[spec.columns[n].type] if typed and n in spec.columns else pa.string() for n in names}
     return pcsv.read_csv(
         pa.BufferReader(pa.py_buffer(body)),
         read_options=pcsv.ReadOptions(column_names=names),

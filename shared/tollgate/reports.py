@@ -212,6 +212,14 @@ def _evaluation_plots(y: Any, challenger: Any, champion: Any | None, task: str) 
         for label, scored in models:
             skm.RocCurveDisplay.from_predictions(y == scored.classes[1], scored.proba[:, 1], name=label, ax=ax)
         plots.append(("ROC", _png(fig)))
+    elif all(s.proba is not None and len(s.classes) > 2 for _, s in models):
+        for label, scored in models:   # one-vs-rest: a curve per class present among the held-out rows
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            for k, name in enumerate(scored.classes):
+                positive = np.asarray(y) == name
+                if 0 < positive.sum() < len(positive):
+                    skm.RocCurveDisplay.from_predictions(positive, scored.proba[:, k], name=f"{name} vs rest", ax=ax)
+            plots.append((f"ROC one-vs-rest ({label})", _png(fig)))
     return plots
 
 

@@ -1,18 +1,32 @@
 """Dataset specs: the declaration that drives validation, training, evaluation and the policy.
 
-Longer than the other modules on purpose: every section a spec may have, its defaults and its checks are here
-together, so that one file answers "what can a spec say?" (the rule language itself is tollgate.rules).
+The spec is a tree of pydantic models, one per YAML section, so that one file answers "what can a spec say?"
+(the rule language itself is tollgate.rules): every key, its type, its default and its checks, and the
+description the spec reference in the docs is generated from (``docs/gen_reference.py``). Loading refuses what it
+does not know: an unknown key gets a "did you mean", and each problem names its YAML path and line.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import hashlib
 import re
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tollgate import rules as rule_language
 
@@ -21,14 +35,30 @@ COLUMN_TYPES = ("float", "int", "string", "bool")
 ACTIONS = ("drop", "reject")
 SOFT_ACTIONS = ("report", "drop", "reject")   # rules and outlier checks may also only report
 OUTLIER_METHODS = ("iqr", "mad")
-ESTIMATORS = ("hist_gradient_boosting", "linear", "random_forest")
+ESTIMATORS = ("hist_gradient_boosting", "gradient_boosting", "random_forest", "decision_tree", "linear",
+              "svm", "knn", "naive_bayes")
 # metric name → True if higher is better
 METRICS = {"r2": True, "rmse": False, "mae": False,
            "accuracy": True, "f1": True, "roc_auc": True, "log_loss": False}
+TASK_METRICS = {"regression": ("r2", "rmse", "mae"), "classification": ("accuracy", "f1", "roc_auc", "log_loss")}
+ESTIMATOR_TASKS = {"naive_bayes": ("classification",)}
+
+Task = Literal["regression", "classification"]
+ColumnType = Literal["float", "int", "string", "bool"]
+Action = Literal["drop", "reject"]
+SoftAction = Literal["report", "drop", "reject"]
+Estimator = Literal["hist_gradient_boosting", "gradient_boosting", "random_forest", "decision_tree", "linear",
+                    "svm", "knn", "naive_bayes"]
+Metric = Literal["r2", "rmse", "mae", "accuracy", "f1", "roc_auc", "log_loss"]
 
 
 class SpecError(ValueError):
-    """The dataset spec is malformed; the message names the field and what is expected."""
+    """The dataset spec is malformed; each problem names its YAML path (and line, when loaded from text) and
+    what is expected."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 # A dataset's name is its folder under incoming/, its spec's object name, its Firestore document and, with
@@ -56,41 +86,110 @@ def check_dataset_name(name: Any) -> str:
     return name
 
 
-@dataclasses.dataclass(frozen=True)
-class Outliers:
+class Section(BaseModel):
+    """A part of the spec: unknown keys are refused, values are read-only once loaded."""
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Outliers(Section):
     """Robust per-feature outlier fences, computed on each batch: ``iqr`` flags values beyond
-    Q1 - k·IQR and Q3 + k·IQR; ``mad`` flags |x - median| > k · 1.4826 · MAD."""
-    method: str = "iqr"
-    k: float = 3.0
-    on_fail: str = "report"
+    Q1 - k·IQR and Q3 + k·IQR; ``mad`` flags |x - median| > k · 1.4826 · MAD. ``outliers: true`` takes the
+    defaults."""
+    method: Literal["iqr", "mad"] = Field("iqr", description="`iqr` (interquartile range) or `mad` (median "
+                                                              "absolute deviation)")
+    k: float = Field(3.0, gt=0, description="How many spreads from the middle a value may lie")
+    on_fail: SoftAction = Field("report", description="`report` outliers, `drop` their rows or `reject` the batch")
 
 
-@dataclasses.dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
-    required: bool = True
-    nullable: bool = True
-    min: float | None = None
-    max: float | None = None
-    allowed: tuple[str, ...] | None = None
-    unique: bool = False
-    outliers: Outliers | None = None
-    on_fail: str = "drop"
+class Column(Section):
+    """A column a batch may carry. A failed check drops the offending rows or rejects the batch (``on_fail``)."""
+    name: str = Field("", exclude=True, json_schema_extra={"hidden": True})   # the key under `columns`
+    type: ColumnType = Field("float", description="`float`, `int`, `string` or `bool`; values that do not parse "
+                                                  "as it fail the column")
+    required: bool = Field(True, description="A batch without this column is rejected")
+    nullable: bool = Field(True, description="Empty values are allowed")
+    min: float | None = Field(None, description="Smallest allowed value (numeric columns)")
+    max: float | None = Field(None, description="Largest allowed value (numeric columns)")
+    allowed: tuple[Union[bool, int, float, str], ...] | None = Field(
+        None, description="The only values allowed, written as the column's type (e.g. `[0, 1, 2]` for an int "
+                          "label, `[Cash, Card]` for a string)")
+    unique: bool = Field(False, description="No value may repeat within a batch")
+    outliers: Outliers | None = Field(None, description="Robust outlier fences (numeric columns); `true` for "
+                                                        "the defaults")
+    on_fail: Action = Field("drop", description="`drop` the failing rows or `reject` the whole batch")
+
+    @field_validator("outliers", mode="before")
+    @classmethod
+    def _outliers_flag(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Column:
+        numeric = self.type in ("float", "int")
+        if not numeric and (self.min is not None or self.max is not None):
+            raise ValueError(f"min and max apply to numeric columns; this one is of type {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.outliers is not None and not numeric:
+            raise ValueError("outlier fences need a numeric column (type float or int)")
+        return self
+
+    @field_validator("allowed")
+    @classmethod
+    def _allowed_typed(cls, allowed: tuple[Any, ...] | None, info: ValidationInfo) -> tuple[Any, ...] | None:
+        if allowed is None:
+            return None
+        if not allowed:
+            raise ValueError("allowed lists no value; leave it out to allow any")
+        return tuple(_typed(v, info.data.get("type", "float")) for v in allowed)
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    name: str
-    expr: str
-    description: str = ""
-    on_fail: str = "drop"
-    # the rule in the closed rule language (tollgate.rules), checked when the spec is loaded
-    expression: rule_language.Expression | None = dataclasses.field(default=None, compare=False, repr=False)
+def _typed(value: Any, kind: str) -> Any:
+    """An ``allowed`` value as its column's type, as the validator reads the column's values."""
+    if kind == "string":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"allowed value {value!r} is not of the column's type {kind}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Drift:
+class Rule(Section):
+    """A cross-field rule every row must satisfy, in the closed rule language: comparisons, arithmetic,
+    ``and``/``or``/``not``, ``in``, ``isnull(c)``/``notnull(c)`` and ``abs``, over the declared columns."""
+    name: str = Field(min_length=1, description="Names the check in reports")
+    expr: str = Field(min_length=1, description="e.g. `fare <= 100 or trip_miles >= 5`")
+    description: str = Field("", description="Why the rule holds, shown with its failures")
+    on_fail: SoftAction = Field("drop", description="`report`, `drop` the failing rows or `reject` the batch")
+    _expression: rule_language.Expression | None = PrivateAttr(default=None)
+
+    @property
+    def expression(self) -> rule_language.Expression | None:
+        """The parsed rule (set when the spec is loaded, against its columns)."""
+        return self._expression
+
+
+class Thresholds(Section):
+    warn: float = Field(gt=0, description="Distance from which a feature's drift is a warning")
+    severe: float = Field(gt=0, description="Distance from which it is severe")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.warn > self.severe:
+            raise ValueError(f"warn ({self.warn:g}) must not exceed severe ({self.severe:g})")
+        return self
+
+
+class Drift(Section):
     """When a batch counts as drifted from the champion's training data.
 
     A feature drifts when its test is significant after Benjamini–Hochberg control of the false
@@ -98,119 +197,264 @@ class Drift:
     features, Jensen–Shannon distance for categorical ones). Significance accounts for sample
     size; the distance keeps a huge batch from flagging a trivial shift.
     """
-    fdr: float = 0.05
-    psi_warn: float = 0.1
-    psi_severe: float = 0.25
-    js_warn: float = 0.1
-    js_severe: float = 0.2
-    sample_size: int = 20_000
-    exclude: tuple[str, ...] = ()   # e.g. calendar features that shift by design between batches
+    fdr: float = Field(0.05, gt=0, lt=1, description="False discovery rate of the per-feature tests")
+    psi: Thresholds = Field(Thresholds(warn=0.1, severe=0.25), description="Population stability index "
+                                                                           "thresholds (numeric features)")
+    js: Thresholds = Field(Thresholds(warn=0.1, severe=0.2), description="Jensen–Shannon distance thresholds "
+                                                                        "(categorical features), at most 1")
+    sample_size: int = Field(20_000, ge=100, description="Rows sampled per batch for the tests")
+    exclude: tuple[str, ...] = Field((), description="Columns not judged, e.g. calendar features that shift "
+                                                     "by design between batches")
+
+    @field_validator("js")
+    @classmethod
+    def _js_at_most_one(cls, value: Thresholds) -> Thresholds:
+        if value.severe > 1:
+            raise ValueError("Jensen–Shannon distances are at most 1")
+        return value
+
+    @property
+    def psi_warn(self) -> float:
+        return self.psi.warn
+
+    @property
+    def psi_severe(self) -> float:
+        return self.psi.severe
+
+    @property
+    def js_warn(self) -> float:
+        return self.js.warn
+
+    @property
+    def js_severe(self) -> float:
+        return self.js.severe
 
 
-@dataclasses.dataclass(frozen=True)
-class Search:
+class Search(Section):
     """A hyperparameter grid searched by cross-validation, its candidates spread over the tasks of one
     trainer execution (CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT)."""
-    grid: tuple[tuple[str, tuple[Any, ...]], ...]
-    tasks: int = 1
-    folds: int = 3
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        min_length=1, description="Parameter name → the values to try; at most 200 combinations")
+    tasks: int = Field(1, ge=1, le=20, description="Cloud Run tasks the candidates are spread over")
+    folds: int = Field(3, ge=2, le=10, description="Cross-validation folds")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Search:
+        size = 1
+        for values in self.grid.values():
+            size *= len(values)
+        if size > 200:
+            raise ValueError(f"grid: {size} candidates; at most 200")
+        return self
+
+    @property
+    def sorted_grid(self) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        """The grid in a fixed order (names sorted)."""
+        return tuple((name, tuple(self.grid[name])) for name in sorted(self.grid))
 
 
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    threshold: float
-    margin: float = 0.0
-    confidence: float = 0.95
-    min_holdout_rows: int = 30
+class Features(Section):
+    """The model's inputs; at least one, none of them the target."""
+    numeric: tuple[str, ...] = Field((), description="Numeric features (float or int columns)")
+    categorical: tuple[str, ...] = Field((), description="Categorical features")
 
 
-@dataclasses.dataclass(frozen=True)
-class Deployment:
+class Model(Section):
+    estimator: Estimator = Field("hist_gradient_boosting", description="The scikit-learn model family: "
+                                 + ", ".join(f"`{e}`" for e in ESTIMATORS))
+    params: dict[str, Any] = Field({}, description="Keyword arguments of the estimator (e.g. `max_iter: 200`)")
+    search: Search | None = Field(None, description="A cross-validated grid search over params")
+
+
+class Training(Section):
+    window: Literal["all", "last_n", "days"] = Field("all", description="Which curated batches train: `all`, the "
+                                                     "`last_n` newest, or those of the last `days`")
+    last_n: int = Field(0, ge=0, description="Batches for `window: last_n`")
+    days: float = Field(0.0, ge=0, description="Days for `window: days` (needs `time_column`)")
+    max_rows: int = Field(2_000_000, gt=0, description="When the window holds more rows, a seeded sample of "
+                                                       "this many is trained on")
+    seed: int = Field(42, description="Seed of the model and the sample")
+
+
+class Evaluation(Section):
+    primary_metric: Metric | None = Field(None, description="What the policy compares: r2, rmse, mae "
+                                          "(regression; default r2); accuracy, f1, roc_auc, log_loss "
+                                          "(classification; default accuracy)")
+    holdout_fraction: float = Field(0.3, ge=0.05, le=0.9, description="Share of the newest batch held out to "
+                                                                       "score both models on")
+    bootstrap_resamples: int = Field(1000, ge=50, le=100_000, description="Resamples of the paired bootstrap")
+    seed: int = Field(42, description="Seed of the holdout and the bootstrap")
+    slices: tuple[str, ...] = Field((), description="Columns to report metrics per value (or quartile) of")
+
+
+class Policy(Section):
+    """When a challenger replaces the champion without a person."""
+    threshold: float = Field(description="The primary metric a model must reach to serve")
+    margin: float = Field(0.0, ge=0, description="By how much the challenger must beat the champion")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="Of the paired bootstrap interval of "
+                                                              "(challenger - champion)")
+    min_holdout_rows: int = Field(30, ge=1, description="Fewer held-out rows cannot tell models apart: a "
+                                                        "person decides")
+
+
+class Deployment(Section):
     """How a promotion reaches traffic: at once, or as a canary taking ``canary_percent`` of the
     requests until `tollgate canary promote` (or the monitor) gives it 100%."""
-    canary_percent: int = 0
+    canary_percent: int = Field(0, ge=0, le=99, description="0: no canary")
 
 
-@dataclasses.dataclass(frozen=True)
-class Review:
+class Review(Section):
     """Human review: a pending review expires (a recorded outcome; the champion stays) after this long."""
-    expire_after_hours: float = 72.0
+    expire_after_hours: float = Field(72.0, gt=0, description="Hours a pending review waits")
 
 
-@dataclasses.dataclass(frozen=True)
-class Monitoring:
+class Monitoring(Section):
     """What the monitor judges on each window of live traffic (``monitoring:`` in the spec).
 
     Traffic (volume, errors, latency, drift) is judged over the last ``window_minutes``; realised
     metrics over the labelled predictions of the last ``label_window_hours`` (labels come late).
-    ``decay_below``: the realised primary metric (from late labels) whose confidence interval lies
-    wholly below it is decay (default: the policy threshold). Canaries: promoted with at least
-    ``canary_min_requests`` requests when not worse than the stable version, rolled back when worse:
-    error rate higher by ``canary_max_error_increase``, p99 latency ``canary_max_latency_ratio``
-    times the stable one's (and above ``canary_latency_floor_ms``: below it, differences between
-    sub-millisecond percentiles are noise), or a realised metric lower by more than
-    ``canary_max_metric_drop`` (the whole confidence interval of the difference below it). With
-    labels, promotion needs the interval's lower end above ``-canary_max_metric_drop`` (not worse
-    by more than that, with the policy's confidence); until then the canary waits for labels.
-    ``retention_days``: the dataset's predictions and labels older than this are deleted from the warehouse
-    by the monitor (default: kept until the tables' own expiry, ``prediction_log_retention_days`` in
-    terraform); at least the label window, which the realised metrics read."""
-    window_minutes: float = 60.0
-    label_window_hours: float = 168.0
-    min_labels: int = 30
-    max_error_rate: float = 0.01
-    max_p99_ms: float = 1000.0
-    decay_below: float | None = None
-    retrain_cooldown_hours: float = 24.0
-    alert_cooldown_minutes: float = 60.0
-    canary_min_requests: int = 200
-    canary_max_error_increase: float = 0.01
-    canary_max_latency_ratio: float = 2.0
-    canary_latency_floor_ms: float = 50.0
-    canary_max_metric_drop: float = 0.02
-    id_columns: tuple[str, ...] = ()
-    retention_days: float | None = None
+    Canaries are promoted with at least ``canary_min_requests`` requests when not worse than the stable
+    version, and rolled back when worse (error rate, p99 latency above ``canary_latency_floor_ms``, or a
+    realised metric lower by more than ``canary_max_metric_drop`` with the policy's confidence).
+    """
+    window_minutes: float = Field(60.0, gt=0, description="The sliding window of live traffic judged per tick")
+    label_window_hours: float = Field(168.0, gt=0, description="Labelled predictions of this long give the "
+                                                               "realised metric")
+    min_labels: int = Field(30, gt=0, description="Labelled predictions a version needs to be judged")
+    max_error_rate: float = Field(0.01, ge=0, description="SLO: share of 5xx prediction requests")
+    max_p99_ms: float = Field(1000.0, gt=0, description="SLO: p99 latency inside the predictor")
+    decay_below: float | None = Field(None, description="A realised primary metric whose interval lies wholly "
+                                                        "below this is decay (default: policy.threshold)")
+    retrain_cooldown_hours: float = Field(24.0, ge=0, description="One retraining request per dataset in this "
+                                                                  "time")
+    alert_cooldown_minutes: float = Field(60.0, ge=0, description="One alert per version and kind in this time")
+    canary_min_requests: int = Field(200, gt=0, description="Requests on each version before a canary verdict")
+    canary_max_error_increase: float = Field(0.01, ge=0, description="A canary's error rate higher by this is "
+                                                                     "rolled back")
+    canary_max_latency_ratio: float = Field(2.0, gt=0, description="A canary's p99 this many times the stable "
+                                                                   "one's is rolled back")
+    canary_latency_floor_ms: float = Field(50.0, ge=0, description="p99 latencies below this are never compared")
+    canary_max_metric_drop: float = Field(0.02, ge=0, description="A canary's realised metric lower by more than "
+                                                                  "this is rolled back")
+    id_columns: tuple[str, ...] = Field((), description="Features labels are joined on (letters, digits, "
+                                                        "underscores)")
+    retention_days: float | None = Field(None, gt=0, description="Delete this dataset's logged predictions and "
+                                                                 "labels older than this; at least the label "
+                                                                 "window")
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    task: str
-    target: str
-    columns: dict[str, Column]
-    numeric_features: tuple[str, ...]
-    categorical_features: tuple[str, ...]
-    policy: Policy
-    rules: tuple[Rule, ...] = ()
-    time_column: str | None = None
-    description: str = ""
-    min_rows: int = 1
-    max_drop_fraction: float = 0.2
-    max_file_bytes: int = 10 * 2**30    # also caps the decompressed bytes of a gzip batch
-    max_line_bytes: int = MAX_LINE_BYTES
-    max_columns: int = MAX_COLUMNS
-    drift: Drift = Drift()
-    deployment: Deployment = Deployment()
-    review: Review = Review()
-    monitoring: Monitoring = Monitoring()
-    estimator: str = "hist_gradient_boosting"
-    model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    search: Search | None = None
-    training_window: str = "all"
-    training_last_n: int = 0
-    training_days: float = 0.0
-    training_max_rows: int = 2_000_000   # more rows in the window: a seeded sample of this many is trained on
-    slices: tuple[str, ...] = ()
-    training_seed: int = 42
-    primary_metric: str = "r2"
-    holdout_fraction: float = 0.3
-    bootstrap_resamples: int = 1000
-    evaluation_seed: int = 42
-    raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+class DatasetSpec(Section):
+    """A dataset spec: ``datasets/<name>.yaml``, uploaded by ``tollgate spec push``."""
+    name: str = Field(description="The dataset: its incoming/<name>/ folder and its predictor service; "
+                      + DATASET_NAME_RULE)
+    description: str = Field("", description="What the model predicts, for people")
+    task: Task = Field(description="`regression` or `classification`")
+    target: str = Field(description="The column to predict; declared under columns")
+    time_column: str | None = Field(None, description="An int column of Unix seconds, for `training.window: "
+                                                      "days`")
+    columns: dict[str, Column] = Field(min_length=1, description="Every column a batch may carry")
+    extra_columns: Literal["reject", "ignore"] = Field("reject", description="A batch with columns the spec does "
+                                                       "not declare: `reject` it, or `ignore` those columns")
+    rules: tuple[Rule, ...] = Field((), description="Cross-field rules")
+    min_rows: int = Field(1, gt=0, description="Fewer valid rows reject the batch")
+    max_drop_fraction: float = Field(0.2, ge=0, le=1, description="More rows than this failing `drop` checks "
+                                                                  "reject the batch")
+    max_file_bytes: int = Field(10 * 2**30, gt=0, description="Larger files (or gzip contents) are rejected")
+    max_line_bytes: int = Field(MAX_LINE_BYTES, gt=0, description="Longest CSV line")
+    max_columns: int = Field(MAX_COLUMNS, gt=0, description="Most columns a header may have")
+    feature_lists: Features = Field(alias="features", description="The model's inputs")
+    model: Model = Field(Model(), description="The estimator and its parameters")
+    training: Training = Field(Training(), description="Which data trains")
+    evaluation: Evaluation = Field(Evaluation(), description="How the challenger and champion are scored")
+    policy: Policy = Field(description="When a challenger serves without a person")
+    drift: Drift = Field(Drift(), description="Drift of each batch against the champion's training data")
+    deployment: Deployment = Field(Deployment(), description="Canary rollouts")
+    review: Review = Field(Review(), description="Human review")
+    monitoring: Monitoring = Field(Monitoring(), description="The monitor's judgement of live traffic")
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DATASET_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid dataset name: {DATASET_NAME_RULE}")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _named(cls, columns: dict[str, Column]) -> dict[str, Column]:
+        return {name: column.model_copy(update={"name": name}) for name, column in columns.items()}
+
+    # the flat names the pipeline reads
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The spec as loaded (what run records carry)."""
+        return self._raw
+
+    @property
+    def numeric_features(self) -> tuple[str, ...]:
+        return self.feature_lists.numeric
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        return self.feature_lists.categorical
 
     @property
     def features(self) -> tuple[str, ...]:
         return self.numeric_features + self.categorical_features
+
+    @property
+    def estimator(self) -> str:
+        return self.model.estimator
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        return dict(self.model.params)
+
+    @property
+    def search(self) -> Search | None:
+        return self.model.search
+
+    @property
+    def training_window(self) -> str:
+        return self.training.window
+
+    @property
+    def training_last_n(self) -> int:
+        return self.training.last_n
+
+    @property
+    def training_days(self) -> float:
+        return self.training.days
+
+    @property
+    def training_max_rows(self) -> int:
+        return self.training.max_rows
+
+    @property
+    def training_seed(self) -> int:
+        return self.training.seed
+
+    @property
+    def primary_metric(self) -> str:
+        default = "r2" if self.task == "regression" else "accuracy"
+        return self.evaluation.primary_metric or default
+
+    @property
+    def holdout_fraction(self) -> float:
+        return self.evaluation.holdout_fraction
+
+    @property
+    def bootstrap_resamples(self) -> int:
+        return self.evaluation.bootstrap_resamples
+
+    @property
+    def evaluation_seed(self) -> int:
+        return self.evaluation.seed
+
+    @property
+    def slices(self) -> tuple[str, ...]:
+        return self.evaluation.slices
 
     @property
     def higher_is_better(self) -> bool:
@@ -221,235 +465,226 @@ class DatasetSpec:
         return hashlib.sha256(yaml.safe_dump(self.raw, sort_keys=True).encode()).hexdigest()
 
 
-def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
-    if key not in mapping or mapping[key] in (None, ""):
-        raise SpecError(f"{where}: `{key}` is required")
-    return mapping[key]
+def replace(spec: DatasetSpec, **changes: Any) -> DatasetSpec:
+    """``spec`` with some values changed, named by their path with ``__`` (``training__max_rows=3000``); checked
+    like a loaded spec."""
+    raw = _plain(spec.raw)
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return from_dict(raw)
 
 
-def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
-    if value not in choices:
-        raise SpecError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 
-def _outliers(raw: Any, where: str) -> Outliers | None:
-    if raw is None or raw is False:
-        return None
-    if raw is True:
-        return Outliers()
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: expected a mapping such as {{method: iqr, k: 3, on_fail: report}}")
-    k = float(raw.get("k", 3.0))
-    if k <= 0:
-        raise SpecError(f"{where}.k: must be positive")
-    return Outliers(method=_choice(raw.get("method", "iqr"), OUTLIER_METHODS, f"{where}.method"), k=k,
-                    on_fail=_choice(raw.get("on_fail", "report"), SOFT_ACTIONS, f"{where}.on_fail"))
+def _semantics(spec: DatasetSpec) -> list[tuple[tuple[Any, ...], str]]:
+    """What the spec's sections say about each other: (YAML path, problem)."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    columns = spec.columns
+    declared = ", ".join(columns)
 
+    def undeclared(path: tuple[Any, ...], name: str, what: str) -> None:
+        close = difflib.get_close_matches(name, list(columns), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (declared: {declared})"
+        problems.append((path, f"{what} {name!r} is not declared under columns{hint}"))
 
-def _search(raw: Any, where: str) -> Search | None:
-    if not raw:
-        return None
-    grid = raw.get("grid") if isinstance(raw, dict) else None
-    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
-        raise SpecError(f"{where}.grid: a mapping of parameter name to a non-empty list of values")
-    search = Search(grid=tuple((str(k), tuple(v)) for k, v in sorted(grid.items())),
-                    tasks=int(raw.get("tasks", 1)), folds=int(raw.get("folds", 3)))
-    if not 1 <= search.tasks <= 20:
-        raise SpecError(f"{where}.tasks: between 1 and 20 Cloud Run tasks")
-    if not 2 <= search.folds <= 10:
-        raise SpecError(f"{where}.folds: between 2 and 10 cross-validation folds")
-    size = 1
-    for _, values in search.grid:
-        size *= len(values)
-    if size > 200:
-        raise SpecError(f"{where}.grid: {size} candidates; at most 200")
-    return search
-
-
-def _drift(raw: dict[str, Any], where: str) -> Drift:
-    psi, js = raw.get("psi") or {}, raw.get("js") or {}
-    drift = Drift(fdr=float(raw.get("fdr", 0.05)),
-                  psi_warn=float(psi.get("warn", 0.1)), psi_severe=float(psi.get("severe", 0.25)),
-                  js_warn=float(js.get("warn", 0.1)), js_severe=float(js.get("severe", 0.2)),
-                  sample_size=int(raw.get("sample_size", 20_000)),
-                  exclude=tuple(str(c) for c in raw.get("exclude") or ()))
-    if not 0 < drift.fdr < 1:
-        raise SpecError(f"{where}.fdr: must be between 0 and 1")
-    if not (0 < drift.psi_warn <= drift.psi_severe and 0 < drift.js_warn <= drift.js_severe <= 1):
-        raise SpecError(f"{where}: thresholds need 0 < warn <= severe (and Jensen–Shannon distances <= 1)")
-    if drift.sample_size < 100:
-        raise SpecError(f"{where}.sample_size: at least 100")
-    return drift
-
-
-def _monitoring(raw: Any, features: tuple[str, ...], where: str) -> Monitoring:
-    if raw is None:
-        return Monitoring()
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a mapping of settings")
-    fields = {f.name: f for f in dataclasses.fields(Monitoring)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise SpecError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        try:
-            if name == "id_columns":
-                values[name] = tuple(str(c) for c in value or ())
-            elif name in ("decay_below", "retention_days"):
-                values[name] = None if value is None else float(value)
-            else:
-                values[name] = type(getattr(Monitoring(), name))(value)
-        except (TypeError, ValueError):
-            raise SpecError(f"{where}.{name}: {value!r} is not a number") from None
-    monitoring = Monitoring(**values)
-    positive = ("window_minutes", "label_window_hours", "min_labels", "max_p99_ms", "canary_min_requests",
-                "canary_max_latency_ratio")
-    bad = [n for n in positive if getattr(monitoring, n) <= 0]
-    bad += [n for n in ("max_error_rate", "retrain_cooldown_hours", "alert_cooldown_minutes",
-                        "canary_max_error_increase", "canary_max_metric_drop", "canary_latency_floor_ms")
-            if getattr(monitoring, n) < 0]
-    if bad:
-        raise SpecError(f"{where}: {', '.join(bad)} must be positive")
-    if monitoring.retention_days is not None and monitoring.retention_days * 24 < monitoring.label_window_hours:
-        raise SpecError(f"{where}.retention_days: {monitoring.retention_days:g} days keeps less than the label "
-                        f"window ({monitoring.label_window_hours:g} hours), whose predictions the realised metrics "
-                        "join labels to")
-    missing = [c for c in monitoring.id_columns if c not in features]
-    if missing:
-        raise SpecError(f"{where}.id_columns: {', '.join(missing)} are not features (labels are joined on them)")
-    awkward = [c for c in monitoring.id_columns if not ID_COLUMN.fullmatch(c)]
-    if awkward:   # they become JSON paths in the warehouse's SQL
-        raise SpecError(f"{where}.id_columns: {', '.join(map(repr, awkward))}: id columns must be named with "
-                        "letters, digits and underscores, not starting with a digit")
-    return monitoring
-
-
-def _rule(raw: Any, i: int, columns: dict[str, Column], where: str) -> Rule:
-    at = f"{where}: rules[{i}]"
-    if not isinstance(raw, dict):
-        raise SpecError(f"{at}: a mapping with name, expr and on_fail")
-    name = str(_require(raw, "name", at))
-    expr = _require(raw, "expr", at)
-    try:
-        expression = rule_language.parse(str(expr), {c.name: c.type for c in columns.values()})
-    except rule_language.RuleError as exc:
-        raise SpecError(f"{at} ({name}): {exc}") from None
-    return Rule(name=name, expr=expression.text, description=str(raw.get("description", "")),
-                on_fail=_choice(raw.get("on_fail", "drop"), SOFT_ACTIONS, f"{at}.on_fail"), expression=expression)
-
-
-def _positive_int(raw: dict[str, Any], key: str, default: int, where: str) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(f"{where}: {key} must be a positive whole number, not {value!r}")
-    return value
-
-
-def from_dict(raw: dict[str, Any]) -> DatasetSpec:
-    if not isinstance(raw, dict):
-        raise SpecError("a dataset spec is a YAML mapping")
-    name = _require(raw, "name", "spec")
-    try:
-        check_dataset_name(name)
-    except SpecError as exc:
-        raise SpecError(f"spec: name: {exc}") from None
-    where = f"spec {name}"
-    task = _choice(_require(raw, "task", where), TASKS, f"{where}: task")
-    target = str(_require(raw, "target", where))
-    columns: dict[str, Column] = {}
-    for col_name, col in (_require(raw, "columns", where) or {}).items():
-        col = col or {}
-        cw = f"{where}: columns.{col_name}"
-        allowed = col.get("allowed")
-        columns[col_name] = Column(
-            name=col_name,
-            type=_choice(col.get("type", "float"), COLUMN_TYPES, f"{cw}.type"),
-            required=bool(col.get("required", True)),
-            nullable=bool(col.get("nullable", True)),
-            min=col.get("min"), max=col.get("max"),
-            allowed=tuple(str(a) for a in allowed) if allowed is not None else None,
-            unique=bool(col.get("unique", False)),
-            outliers=_outliers(col.get("outliers"), f"{cw}.outliers"),
-            on_fail=_choice(col.get("on_fail", "drop"), ACTIONS, f"{cw}.on_fail"),
-        )
-        if columns[col_name].outliers and columns[col_name].type not in ("float", "int"):
-            raise SpecError(f"{cw}.outliers: outlier fences need a numeric column (type float or int)")
-    if target not in columns:
-        raise SpecError(f"{where}: the target {target!r} must be declared under columns")
-    features = raw.get("features") or {}
-    numeric = tuple(features.get("numeric") or ())
-    categorical = tuple(features.get("categorical") or ())
-    if not numeric and not categorical:
-        raise SpecError(f"{where}: features.numeric or features.categorical must list at least one column")
-    for feature in numeric + categorical:
-        if feature not in columns:
-            raise SpecError(f"{where}: feature {feature!r} is not declared under columns")
-        if feature == target:
-            raise SpecError(f"{where}: the target {target!r} cannot also be a feature")
-    rules = tuple(_rule(r, i, columns, where) for i, r in enumerate(raw.get("rules") or ()))
-    model = raw.get("model") or {}
-    training = raw.get("training") or {}
-    evaluation = raw.get("evaluation") or {}
-    policy_raw = _require(raw, "policy", where)
-    primary = _choice(evaluation.get("primary_metric", "r2" if task == "regression" else "accuracy"),
-                      tuple(METRICS), f"{where}: evaluation.primary_metric")
-    holdout_fraction = float(evaluation.get("holdout_fraction", 0.3))
-    if not 0.05 <= holdout_fraction <= 0.9:
-        raise SpecError(f"{where}: evaluation.holdout_fraction must be between 0.05 and 0.9")
-    confidence = float(policy_raw.get("confidence", 0.95))
-    if not 0.5 <= confidence < 1:
-        raise SpecError(f"{where}: policy.confidence must be in [0.5, 1)")
-    window = str(training.get("window", "all"))
-    _choice(window, ("all", "last_n", "days"), f"{where}: training.window")
-    if window == "last_n" and int(training.get("last_n", 0)) < 1:
-        raise SpecError(f"{where}: training.window last_n needs training.last_n >= 1")
-    if window == "days" and (float(training.get("days", 0)) <= 0 or not raw.get("time_column")):
-        raise SpecError(f"{where}: training.window days needs training.days > 0 and a time_column")
-    slices = tuple(str(c) for c in evaluation.get("slices") or ())
-    for column in slices:
+    if spec.target not in columns:
+        undeclared(("target",), spec.target, "the target")
+    elif spec.task == "regression" and columns[spec.target].type not in ("float", "int"):
+        problems.append((("target",), f"a regression target must be a float or int column; {spec.target!r} is "
+                                      f"of type {columns[spec.target].type}"))
+    elif spec.task == "classification":
+        allowed = columns[spec.target].allowed
+        if allowed is not None and len(set(allowed)) < 2:
+            problems.append((("columns", spec.target, "allowed"), "a classification target needs at least two "
+                                                                  "classes"))
+    if not spec.features:
+        problems.append((("features",), "features.numeric or features.categorical must list at least one column"))
+    for group in ("numeric", "categorical"):
+        for i, feature in enumerate(getattr(spec.feature_lists, group)):
+            path = ("features", group, i)
+            if feature not in columns:
+                undeclared(path, feature, "the feature")
+            elif feature == spec.target:
+                problems.append((path, f"the target {feature!r} cannot also be a feature"))
+            elif group == "numeric" and columns[feature].type not in ("float", "int", "bool"):
+                problems.append((path, f"{feature!r} is a {columns[feature].type} column; list it under "
+                                       "features.categorical"))
+    both = set(spec.numeric_features) & set(spec.categorical_features)
+    if both:
+        problems.append((("features",), f"{', '.join(sorted(both))} listed as both numeric and categorical"))
+    if spec.time_column is not None:
+        if spec.time_column not in columns:
+            undeclared(("time_column",), spec.time_column, "time_column")
+    metric = spec.primary_metric
+    if metric not in TASK_METRICS[spec.task]:
+        problems.append((("evaluation", "primary_metric"), f"{metric} is not a {spec.task} metric; use one of "
+                                                           f"{', '.join(TASK_METRICS[spec.task])}"))
+    if spec.task not in ESTIMATOR_TASKS.get(spec.estimator, TASKS):
+        problems.append((("model", "estimator"), f"{spec.estimator} is for {', '.join(ESTIMATOR_TASKS[spec.estimator])}"
+                                                 f" only, not {spec.task}"))
+    if spec.training.window == "last_n" and spec.training.last_n < 1:
+        problems.append((("training", "last_n"), "window last_n needs training.last_n >= 1"))
+    if spec.training.window == "days":
+        if spec.training.days <= 0:
+            problems.append((("training", "days"), "window days needs training.days > 0"))
+        if spec.time_column is None:
+            problems.append((("training", "window"), "window days needs a time_column"))
+    for i, column in enumerate(spec.slices):
         if column not in columns:
-            raise SpecError(f"{where}: evaluation.slices names {column!r}, which is not declared under columns")
-    drift = _drift(raw.get("drift") or {}, f"{where}: drift")
-    for excluded in drift.exclude:
-        if excluded not in columns:
-            raise SpecError(f"{where}: drift.exclude names {excluded!r}, which is not declared under columns")
-    time_column = raw.get("time_column")
-    if time_column is not None and time_column not in columns:
-        raise SpecError(f"{where}: time_column {time_column!r} is not declared under columns")
-    deployment_raw = raw.get("deployment") or {}
-    canary = int(deployment_raw.get("canary_percent", 0))
-    if not 0 <= canary < 100:
-        raise SpecError(f"{where}: deployment.canary_percent must be between 0 (no canary) and 99")
-    expire_after = float((raw.get("review") or {}).get("expire_after_hours", 72.0))
-    if expire_after <= 0:
-        raise SpecError(f"{where}: review.expire_after_hours must be positive")
-    return DatasetSpec(
-        name=name, task=task, target=target, columns=columns,
-        numeric_features=numeric, categorical_features=categorical,
-        policy=Policy(threshold=float(_require(policy_raw, "threshold", f"{where}: policy")),
-                      margin=float(policy_raw.get("margin", 0.0)), confidence=confidence,
-                      min_holdout_rows=int(policy_raw.get("min_holdout_rows", 30))),
-        rules=rules, time_column=time_column, description=str(raw.get("description", "")),
-        min_rows=int(raw.get("min_rows", 1)), max_drop_fraction=float(raw.get("max_drop_fraction", 0.2)),
-        max_file_bytes=_positive_int(raw, "max_file_bytes", 10 * 2**30, where),
-        max_line_bytes=_positive_int(raw, "max_line_bytes", MAX_LINE_BYTES, where),
-        max_columns=_positive_int(raw, "max_columns", MAX_COLUMNS, where),
-        drift=drift, deployment=Deployment(canary_percent=canary), review=Review(expire_after_hours=expire_after),
-        monitoring=_monitoring(raw.get("monitoring"), numeric + categorical, f"{where}: monitoring"),
-        estimator=_choice(model.get("estimator", "hist_gradient_boosting"), ESTIMATORS, f"{where}: model.estimator"),
-        model_params=dict(model.get("params") or {}),
-        search=_search(model.get("search"), f"{where}: model.search"),
-        training_window=window, training_last_n=int(training.get("last_n", 0)),
-        training_days=float(training.get("days", 0)), slices=slices,
-        training_max_rows=_positive_int(training, "max_rows", 2_000_000, f"{where}: training"),
-        training_seed=int(training.get("seed", 42)),
-        primary_metric=primary, holdout_fraction=holdout_fraction,
-        bootstrap_resamples=int(evaluation.get("bootstrap_resamples", 1000)),
-        evaluation_seed=int(evaluation.get("seed", 42)),
-        raw=raw,
-    )
+            undeclared(("evaluation", "slices", i), column, "the slice")
+    for i, column in enumerate(spec.drift.exclude):
+        if column not in columns:
+            undeclared(("drift", "exclude", i), column, "drift.exclude")
+    monitoring = spec.monitoring
+    if monitoring.retention_days is not None and monitoring.retention_days * 24 < monitoring.label_window_hours:
+        problems.append((("monitoring", "retention_days"),
+                         f"{monitoring.retention_days:g} days keeps less than the label window "
+                         f"({monitoring.label_window_hours:g} hours), whose predictions the realised metrics "
+                         "join labels to"))
+    for i, column in enumerate(monitoring.id_columns):
+        if column not in spec.features:
+            problems.append((("monitoring", "id_columns", i), f"{column!r} is not a feature (labels are joined on "
+                                                              "features)"))
+        elif not ID_COLUMN.fullmatch(column):   # they become JSON paths in the warehouse's SQL
+            problems.append((("monitoring", "id_columns", i), f"{column!r}: id columns must be named with letters, "
+                                                              "digits and underscores, not starting with a digit"))
+    types_ = {c.name: c.type for c in columns.values()}
+    for i, rule in enumerate(spec.rules):
+        try:
+            expression = rule_language.parse(rule.expr, types_)
+        except rule_language.RuleError as exc:
+            problems.append((("rules", i, "expr"), f"rule {rule.name!r}: {exc}"))
+        else:
+            object.__setattr__(rule, "expr", expression.text)
+            rule._expression = expression
+    return problems
+
+
+def _lines(text: str) -> dict[tuple[Any, ...], int]:
+    """YAML path → 1-based line of its key (mappings) or item (sequences)."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = path + (key.value,)
+                lines[here] = key.start_mark.line + 1
+                walk(value, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        lines[()] = root.start_mark.line + 1
+        walk(root, ())
+    return lines
+
+
+_ALIASES = {"features": "feature_lists"}
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section model a YAML path leads into, or None."""
+    current: Any = DatasetSpec
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            name = _ALIASES.get(part, part) if current is DatasetSpec else part
+            field = current.model_fields.get(name) if isinstance(name, str) else None
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, tuple, list):
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()
+            if not (field.json_schema_extra or {}).get("hidden")]
+
+
+def _message(error: dict[str, Any], path: tuple[Any, ...]) -> str:
+    kind, key = error["type"], path[-1] if path else ""
+    if kind == "extra_forbidden":
+        model = _model_at(path[:-1])
+        known = _keys(model) if model else []
+        close = difflib.get_close_matches(str(key), known, n=1)
+        return f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                          f"; known here: {', '.join(known)}" if known else "")
+    if kind == "missing":
+        return f"{key!r} is required"
+    if kind == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    shown = error.get("input")
+    return error["msg"] + ("" if isinstance(shown, (dict, list)) else f" (got {shown!r})")
+
+
+def _where(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return f"{text or '(top level)'} (line {lines[path[:n]]})"
+    return text or "(top level)"
+
+
+def _raise(problems: list[tuple[tuple[Any, ...], str]], lines: dict[tuple[Any, ...], int], name: Any) -> None:
+    listed = [f"{_where(path, lines)}: {message}" for path, message in problems]
+    head = f"spec {name}" if isinstance(name, str) and DATASET_NAME.fullmatch(name) else "spec"
+    summary = listed[0] if len(listed) == 1 else f"{len(listed)} problems:\n  " + "\n  ".join(listed)
+    raise SpecError(f"{head}: {summary}", listed)
+
+
+def from_dict(raw: Any, lines: dict[tuple[Any, ...], int] | None = None) -> DatasetSpec:
+    """The spec of a YAML mapping; a :class:`SpecError` listing every problem otherwise."""
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise SpecError("a dataset spec is a YAML mapping of keys such as name, task, target, columns, "
+                        "features and policy")
+    name = raw.get("name")
+    try:
+        spec = DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            path = tuple("features" if p == "feature_lists" else p for p in error["loc"])
+            problems.append((path, _message(error, path)))
+        _raise(problems, lines, name)
+    problems = _semantics(spec)
+    if problems:
+        _raise(problems, lines, name)
+    spec._raw = raw
+    return spec
 
 
 def loads(text: str) -> DatasetSpec:
@@ -457,7 +692,7 @@ def loads(text: str) -> DatasetSpec:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"the dataset spec is not valid YAML: {exc}") from exc
-    return from_dict(raw)
+    return from_dict(raw, _lines(text))
 
 
 def load(path: Path | str) -> DatasetSpec:

@@ -18,7 +18,6 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
@@ -65,26 +64,55 @@ def _category_codes() -> OrdinalEncoder:
                           min_frequency=5)
 
 
+def _scaled() -> Pipeline:
+    return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+
+
+def _model(estimator: str, regression: bool, seed: int, params: dict[str, Any]) -> tuple[Any, Any]:
+    """(the numeric columns' preprocessing, the final estimator) of one family. Scale-sensitive families (linear,
+    SVM, k-nearest neighbours, naive Bayes) see standardised numbers; trees see them as they are."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.svm import SVC, SVR
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    if estimator == "hist_gradient_boosting":   # handles missing values itself
+        cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
+        return "passthrough", cls(random_state=seed, **params)
+    if estimator == "random_forest":
+        cls = RandomForestRegressor if regression else RandomForestClassifier
+        return SimpleImputer(strategy="median"), cls(**{"n_estimators": 100, "n_jobs": 1, "random_state": seed,
+                                                        **params})
+    if estimator == "gradient_boosting":
+        cls = GradientBoostingRegressor if regression else GradientBoostingClassifier
+        return SimpleImputer(strategy="median"), cls(**{"random_state": seed, **params})
+    if estimator == "decision_tree":
+        cls = DecisionTreeRegressor if regression else DecisionTreeClassifier
+        return SimpleImputer(strategy="median"), cls(**{"random_state": seed, **params})
+    if estimator == "svm":   # probabilities by Platt scaling, for ROC AUC, log loss and the predictor's answers
+        if regression:
+            return _scaled(), SVR(**params)
+        return _scaled(), CalibratedClassifierCV(SVC(**{"random_state": seed, **params}), ensemble=False)
+    if estimator == "knn":   # brute force: the artifact holds the training rows and no search tree
+        cls = KNeighborsRegressor if regression else KNeighborsClassifier
+        return _scaled(), cls(**{"algorithm": "brute", **params})
+    if estimator == "naive_bayes":
+        return _scaled(), GaussianNB(**params)
+    return _scaled(), Ridge(**params) if regression else LogisticRegression(**{"max_iter": 1000,
+                                                                               "random_state": seed, **params})
+
+
 def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None) -> Pipeline:
     """The spec's pipeline; ``params`` (a search candidate) replace the spec's model params."""
-    seed = spec.training_seed
     params = dict(spec.model_params if params is None else params)
-    regression = spec.task == "regression"
-    categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-                            ("onehot", _categorical_encoder())])
+    numeric, model = _model(spec.estimator, spec.task == "regression", spec.training_seed, params)
+    categorical: Any = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+                                 ("onehot", _categorical_encoder())])
     if spec.estimator == "hist_gradient_boosting":
-        numeric: Any = "passthrough"   # HistGradientBoosting handles missing values itself
         categorical = _category_codes()
-        cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
-        model = cls(random_state=seed, **params)
-    elif spec.estimator == "random_forest":
-        numeric = SimpleImputer(strategy="median")
-        cls = RandomForestRegressor if regression else RandomForestClassifier
-        params.setdefault("n_estimators", 100)
-        model = cls(random_state=seed, n_jobs=1, **params)
-    else:
-        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        model = Ridge(**params) if regression else LogisticRegression(max_iter=1000, random_state=seed, **params)
     transformers = []
     if spec.numeric_features:
         transformers.append(("numeric", numeric, list(spec.numeric_features)))
@@ -125,9 +153,9 @@ def candidates(spec: DatasetSpec) -> list[dict[str, Any]]:
     """The search's candidates in a fixed order (grid keys sorted), each over the spec's params."""
     if spec.search is None:
         return [dict(spec.model_params)]
-    names = [name for name, _ in spec.search.grid]
+    names = [name for name, _ in spec.search.sorted_grid]
     return [{**spec.model_params, **dict(zip(names, values))}
-            for values in itertools.product(*(values for _, values in spec.search.grid))]
+            for values in itertools.product(*(values for _, values in spec.search.sorted_grid))]
 
 
 def cross_validate(train: pd.DataFrame, spec: DatasetSpec, params: dict[str, Any]) -> dict[str, Any]:

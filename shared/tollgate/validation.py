@@ -38,7 +38,7 @@ _ARROW = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool
 @dataclasses.dataclass
 class CheckResult:
     name: str
-    kind: str                 # "column" | "rule" | "outlier" | "rows"
+    kind: str                 # "column" | "rule" | "outlier" | "rows" | "columns" (ignored ones)
     action: str               # "drop" | "reject" | "report"
     failed_rows: int
     message: str
@@ -125,16 +125,17 @@ def contract_schema(spec: DatasetSpec) -> pda.DataFrameSchema:
         checks = []
         if col.min is not None and col.max is not None:
             checks.append(pda.Check.in_range(col.min, col.max, name=f"{col.name}:range", ignore_na=False,
-                                             error=f"are outside the range [{col.min}, {col.max}]"))
+                                             error=f"are outside the range [{col.min:g}, {col.max:g}]"))
         elif col.min is not None:
-            checks.append(pda.Check.ge(col.min, name=f"{col.name}:min", error=f"are below the minimum {col.min}",
+            checks.append(pda.Check.ge(col.min, name=f"{col.name}:min", error=f"are below the minimum {col.min:g}",
                                        ignore_na=False))
         elif col.max is not None:
-            checks.append(pda.Check.le(col.max, name=f"{col.name}:max", error=f"are above the maximum {col.max}",
+            checks.append(pda.Check.le(col.max, name=f"{col.name}:max", error=f"are above the maximum {col.max:g}",
                                        ignore_na=False))
         if col.allowed is not None:
+            listed = ", ".join(map(str, col.allowed))
             checks.append(pda.Check.isin(list(col.allowed), name=f"{col.name}:allowed", ignore_na=False,
-                                         error=f"are not among the allowed values ({', '.join(col.allowed)})"))
+                                         error=f"are not among the allowed values ({listed})"))
         if col.unique:
             checks.append(pda.Check(_SeenKeys(), name=f"{col.name}:unique", ignore_na=False,
                                     error="repeat a value seen earlier in the batch (the column must be unique)"))
@@ -213,6 +214,13 @@ class _Validation:
         failures are recorded and kept rows profiled."""
         if not self.rows_in:
             check_columns([str(c) for c in raw.columns], self.spec)
+            ignored = [str(c) for c in raw.columns if c not in self.spec.columns]
+            if ignored:   # extra_columns: ignore (check_columns refused them otherwise)
+                self.checks["ignored_columns"] = CheckResult(
+                    name="ignored_columns", kind="columns", action="report", failed_rows=0,
+                    message=f"not declared in the spec, left out (extra_columns: ignore): {', '.join(ignored)}")
+        if any(c not in self.spec.columns for c in raw.columns):
+            raw = raw[[c for c in raw.columns if c in self.spec.columns]]
         raw = raw.reset_index(drop=True)
         first_row = self.rows_in + 1
         self.rows_in += len(raw)
