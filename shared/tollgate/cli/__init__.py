@@ -5,12 +5,21 @@ which cloud). Each command group is a module; what a command prints is a view (v
 payload, pure) and its table (render.py).
 
     local       up, down, env                      runs        drop, runs, run show, report
-    specs       spec push                          models      models, model show, history
+    specs       spec check, infer, push            models      models, model show, history
     decisions   review ..., canary, rollback       monitoring  monitor, alerts
-    operations  status, reconcile
+    operations  status, reconcile                  predictions url, predict
 """
 
-from tollgate.cli import decisions, local, models, monitoring, operations, runs, specs  # noqa: F401 -- they register
+from tollgate.cli import (  # noqa: F401 -- they register
+    decisions,
+    local,
+    models,
+    monitoring,
+    operations,
+    predictions,
+    runs,
+    specs,
+)
 from tollgate.cli.app import main
 
 __all__ = ["main"]

@@ -9,7 +9,7 @@ import click
 
 from tollgate.cli import render, views
 from tollgate.cli.app import main
-from tollgate.cli.output import console, dump, out
+from tollgate.cli.output import console, dump, json_option, out
 from tollgate.cli.review_client import ReviewClient
 from tollgate.cli.target import Target
 
@@ -29,7 +29,7 @@ def review_group() -> None:
 @click.option("--status", default="pending", show_default=True,
               type=click.Choice(["pending", "approved", "rejected", "expired", "stale", "all"]))
 @click.option("--dataset")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def review_list(obj: Target, status: str, dataset: str | None, as_json: bool) -> None:
     """Reviews, newest first (pending ones by default)."""
@@ -43,7 +43,7 @@ def review_list(obj: Target, status: str, dataset: str | None, as_json: bool) ->
 
 @review_group.command("show")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def review_show(obj: Target, run_id: str, as_json: bool) -> None:
     """One review with its evidence: scores with the interval of the gain, drift, checks, reports."""
@@ -72,7 +72,7 @@ def _review_decision(action: str, doc: str) -> None:
     @click.argument("run_id")
     @click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
     @click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
-    @click.option("--json", "as_json", is_flag=True)
+    @json_option
     @click.pass_obj
     def command(obj: Target, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
         _decide(obj, action, run_id, reviewer, reason, as_json)
@@ -107,7 +107,7 @@ def _move(obj: Target, dataset: str, action: str, who: str | None, reason: str, 
 @click.argument("dataset")
 @click.option("--reason", help="Why; recorded in the ledger (default: canary promoted / aborted).")
 @click.option("--actor", "who", help="Who (default: $TOLLGATE_ACTOR or your login).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def canary_cmd(obj: Target, action: str, dataset: str, reason: str | None, who: str | None, as_json: bool) -> None:
     """End a canary (spec `deployment.canary_percent`): `promote` makes it the champion with 100% of
@@ -120,7 +120,7 @@ def canary_cmd(obj: Target, action: str, dataset: str, reason: str | None, who: 
 @click.option("--to", "to_version", type=int, help="The version to serve (default: the previous champion).")
 @click.option("--reason", default="manual rollback", show_default=True)
 @click.option("--actor", "who", help="Who (default: $TOLLGATE_ACTOR or your login).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def rollback_cmd(obj: Target, dataset: str, to_version: int | None, reason: str, who: str | None,
                  as_json: bool) -> None:

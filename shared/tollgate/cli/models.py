@@ -8,13 +8,13 @@ import click
 
 from tollgate.cli import render, views
 from tollgate.cli.app import main
-from tollgate.cli.output import dump
+from tollgate.cli.output import dump, json_option
 from tollgate.cli.target import Target
 
 
 @main.command("models")
 @click.argument("dataset")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def models_cmd(obj: Target, dataset: str, as_json: bool) -> None:
     """List a dataset's model versions: role, held-out and cross-validated metric, lineage summary."""
@@ -62,7 +62,7 @@ def parse_time(value: str) -> dt.datetime:
 @click.argument("dataset")
 @click.option("--at", "at_time", help="Answer what served at this time (ISO 8601, UTC unless a zone is given) "
                                       "and why; the ledger is shown up to then.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def history_cmd(obj: Target, dataset: str, at_time: str | None, as_json: bool) -> None:
     """The decision ledger of a dataset, oldest first: every decision, review outcome, canary move and

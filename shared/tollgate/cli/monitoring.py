@@ -9,14 +9,14 @@ import click
 
 from tollgate.cli import render
 from tollgate.cli.app import main
-from tollgate.cli.output import console, dump, out
+from tollgate.cli.output import console, dump, json_option, out
 from tollgate.cli.target import Target
 
 
 @main.command("monitor")
 @click.argument("target", metavar="DATASET|run")
 @click.option("--dataset", "only", multiple=True, help="With `run`: only these datasets (default: all that serve).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="With DATASET: write its monitoring report (HTML, plots over time) to this file.")
 @click.pass_obj
@@ -59,7 +59,7 @@ def monitor_cmd(obj: Target, target: str, only: tuple[str, ...], as_json: bool, 
 @main.command("alerts")
 @click.option("--dataset", help="Only this dataset's alerts.")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def alerts_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> None:
     """Recent monitoring alerts (SLO breach, severe drift, decay), newest first."""

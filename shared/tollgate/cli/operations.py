@@ -9,12 +9,12 @@ import click
 
 from tollgate.cli import render, views
 from tollgate.cli.app import main
-from tollgate.cli.output import console, dump
+from tollgate.cli.output import console, dump, json_option
 from tollgate.cli.target import Target
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def status(obj: Target, as_json: bool) -> None:
     """What serves where: predictor URL per dataset, champions, recent runs."""
@@ -39,7 +39,7 @@ def status(obj: Target, as_json: bool) -> None:
 @main.command("reconcile")
 @click.option("--grace", type=float, default=None, show_default="300, as scheduled",
               help="Seconds a run may wait, or a deployment stay pending, before it counts as stranded.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def reconcile_cmd(obj: Target, grace: float | None, as_json: bool) -> None:
     """One reconciler pass now (what the scheduled `reconcile-tick` runs every 5 minutes): publish outbox events,

@@ -51,14 +51,7 @@ def run(record: dict[str, Any]) -> None:
         table.add_row("source", f"gs://{source['bucket']}/{source['object']}#{source['generation']}")
     out.print(table)
     validation = record.get("validation") or {}
-    if validation.get("checks"):
-        failed = Table(title="checks that found something")
-        for col in ("check", "action", "rows", "message", "examples"):
-            failed.add_column(col, overflow="fold")
-        for c in validation["checks"]:
-            failed.add_row(c["name"], c["action"], str(c["failed_rows"]), c["message"],
-                           "\n".join(_example(e) for e in c.get("examples") or []))
-        out.print(failed)
+    checks(validation)
     drift = validation.get("drift") or {}
     if drift.get("features"):
         table = Table(title=f"drift: {drift['verdict']} (FDR {drift.get('fdr')}; {drift.get('message', '')})")
@@ -76,6 +69,19 @@ def run(record: dict[str, Any]) -> None:
         out.print(f"full report: tollgate report {record['run_id']}"
                   + (f"  (evaluation: tollgate report {record['run_id']} --kind evaluation)"
                      if record.get("evaluation") else ""))
+
+
+def checks(validation: dict[str, Any]) -> None:
+    """The checks of a validation report that found something: rows, action, message, example rows."""
+    if not validation.get("checks"):
+        return
+    failed = Table(title="checks that found something")
+    for col in ("check", "action", "rows", "message", "examples"):
+        failed.add_column(col, overflow="fold")
+    for c in validation["checks"]:
+        failed.add_row(c["name"], c["action"], str(c["failed_rows"]), c["message"],
+                       "\n".join(_example(e) for e in c.get("examples") or []))
+    out.print(failed)
 
 
 def _example(example: dict[str, Any]) -> str:

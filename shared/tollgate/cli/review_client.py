@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tollgate.cli.target import Target
+from tollgate.cli.target import Target, identity_token
 
 
 class ReviewClient:
@@ -21,24 +21,7 @@ class ReviewClient:
         self.url = url.rstrip("/")
 
     def _token(self) -> str:
-        if os.environ.get("TOLLGATE_REVIEW_TOKEN"):
-            return os.environ["TOLLGATE_REVIEW_TOKEN"]
-        try:   # GCP: an identity token for the function's URL
-            import google.auth.transport.requests
-            from google.oauth2 import id_token
-
-            return id_token.fetch_id_token(google.auth.transport.requests.Request(), self.url)
-        except Exception:
-            import subprocess
-
-            try:
-                done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
-            except FileNotFoundError:
-                raise click.ClickException(f"no identity token for {self.url}: install the gcloud CLI and run "
-                                           "`gcloud auth login`, or use a service account's credentials") from None
-            if done.returncode != 0:
-                raise click.ClickException(f"no identity token for {self.url}: {done.stderr.strip()}") from None
-            return done.stdout.strip()
+        return os.environ.get("TOLLGATE_REVIEW_TOKEN") or identity_token(self.url)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         import requests

@@ -13,7 +13,7 @@ import click
 from tollgate import lifecycle
 from tollgate.cli import render, views
 from tollgate.cli.app import main
-from tollgate.cli.output import console, dump, out
+from tollgate.cli.output import console, dump, json_option, out
 from tollgate.cli.target import Target
 
 
@@ -113,7 +113,7 @@ def _failed_execution(obj: Target, run: dict[str, Any]) -> str | None:
 @main.command("runs")
 @click.option("--dataset", help="Only this dataset's runs.")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def runs_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
@@ -131,7 +131,7 @@ def run_group() -> None:
 
 @run_group.command("show")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--wait", is_flag=True, help="Follow the run until it ends first (exit 1 if it was rejected or failed).")
 @click.option("--timeout", default=900, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj

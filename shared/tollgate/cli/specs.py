@@ -1,19 +1,107 @@
-"""`tollgate spec push`: dataset specs (gs://BUCKET/specs/<name>.yaml)."""
+"""`tollgate spec check | infer | push`: writing a dataset spec, trying it on a file offline, and uploading it
+(gs://BUCKET/specs/<name>.yaml)."""
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import click
 
+from tollgate.cli import render
 from tollgate.cli.app import main
-from tollgate.cli.output import console
+from tollgate.cli.output import console, dump
 from tollgate.cli.target import Target
 
 
 @main.group()
 def spec() -> None:
-    """Dataset specs (uploaded to gs://BUCKET/specs/<name>.yaml)."""
+    """Dataset specs: infer one from data, check it (offline), push it to the bucket."""
+
+
+def _load(path: Path):
+    from tollgate import spec as specs
+
+    try:
+        return specs.load(path)
+    except specs.SpecError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+
+
+@spec.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A data file (CSV, gzip CSV or Parquet) to validate against the spec, as the pipeline would.")
+@click.option("--json", "as_json", is_flag=True, help="Print the spec's summary and the validation report as JSON.")
+def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
+    """Check a dataset spec offline, and with --data what the validator would do with a file.
+
+    Needs no cloud. Exits 1 when the spec has problems (each named with its YAML path and line) or when the
+    validator would reject the file; prints the rows kept and dropped by each check.
+    """
+    from tollgate import validation
+
+    parsed = _load(path)
+    summary = {"spec": parsed.name, "task": parsed.task, "target": parsed.target, "features": list(parsed.features),
+               "estimator": parsed.estimator, "primary_metric": parsed.primary_metric,
+               "threshold": parsed.policy.threshold, "extra_columns": parsed.extra_columns}
+    if data is None:
+        if as_json:
+            dump({**summary, "valid": True})
+        else:
+            console.print(f"[green]✓[/] {path}: spec {parsed.name} is valid ({parsed.task} of {parsed.target} from "
+                          f"{len(parsed.features)} feature(s); {parsed.estimator}; {parsed.primary_metric} "
+                          f"≥ {parsed.policy.threshold:g} to serve)")
+        return
+    with tempfile.TemporaryDirectory() as tmp, data.open("rb") as fh, console.status(f"validating {data}"):
+        result = validation.validate_file(fh, parsed, Path(tmp) / "curated.parquet", size=data.stat().st_size)
+    report = result.summary()
+    if as_json:
+        dump({**summary, "valid": True, "validation": report})
+    else:
+        render.checks(report)
+        verdict = ("[green]valid[/]" if result.status == "valid" else f"[red]rejected[/] ({result.reason})")
+        console.print(f"{data}: {verdict}: {result.message}")
+        if result.status == "valid":
+            console.print(f"  {result.rows_out} of {result.rows_in} rows would be curated and trained on")
+    sys.exit(0 if result.status == "valid" else 1)
+
+
+@spec.command("infer")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--task", type=click.Choice(["classification", "regression"]),
+              help="Default: classification for text, booleans and integers with few values; else regression.")
+@click.option("--name", help="The dataset's name (default: from the file's name).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the spec here (default: stdout). An existing file is not overwritten.")
+@click.option("--no-baseline", is_flag=True, help="Skip the cross-validated baseline (estimator and threshold).")
+def spec_infer(data: Path, target: str, task: str | None, name: str | None, output: Path | None,
+               no_baseline: bool) -> None:
+    """Write a commented spec inferred from a data file: column types, nullability, ranges with a margin,
+    categories, and a cross-validated baseline that suggests the estimator, metric and threshold.
+
+    Reads up to the first 200,000 rows. Review what it writes, then `tollgate spec check SPEC --data DATA`.
+    """
+    from tollgate import inference
+    from tollgate import spec as specs
+
+    if output is not None and output.exists():
+        raise click.ClickException(f"{output} exists; choose another --output or remove it")
+    try:
+        frame = inference.read_sample(str(data))
+        with console.status(f"inferring a spec from {len(frame)} rows of {data}"
+                            + ("" if no_baseline else " and cross-validating a baseline")):
+            text = inference.infer(frame, name or inference.dataset_name(data.stem), target, task,
+                                   with_baseline=not no_baseline, source=data.name)
+    except (inference.InferError, specs.SpecError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if output is None:
+        click.echo(text)
+        return
+    output.write_text(text)
+    console.print(f"spec written to {output}; next: tollgate spec check {output} --data {data}")
 
 
 @spec.command("push")
@@ -23,10 +111,7 @@ def spec_push(obj: Target, path: Path) -> None:
     """Check a dataset spec and upload it; files dropped for its dataset use it from then on."""
     from tollgate import spec as specs
 
-    try:
-        parsed = specs.load(path)
-    except specs.SpecError as exc:
-        raise click.ClickException(f"{path}: {exc}") from exc
+    parsed = _load(path)
     name = specs.object_name(parsed.name)
     obj.cloud.bucket.blob(name).upload_from_filename(str(path), content_type="application/yaml")
     console.print(f"spec {parsed.name} uploaded to gs://{obj.cloud.settings.bucket}/{name}")

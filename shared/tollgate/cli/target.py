@@ -29,18 +29,41 @@ def local_cloud(echo: Callable[[str], None] | None = None) -> Any:
     return LocalCloud(home(), echo=echo or (lambda m: None))
 
 
+def identity_token(audience: str) -> str:
+    """An identity token for a Cloud Run URL (Cloud Run IAM checks it): from the application default
+    credentials of a service account, else from the gcloud CLI's logged-in user."""
+    try:
+        import google.auth.transport.requests
+        from google.oauth2 import id_token
+
+        return id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
+    except Exception:
+        import subprocess
+
+        try:
+            done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
+        except FileNotFoundError:
+            raise click.ClickException(f"no identity token for {audience}: install the gcloud CLI and run "
+                                       "`gcloud auth login`, or use a service account's credentials") from None
+        if done.returncode != 0:
+            raise click.ClickException(f"no identity token for {audience}: {done.stderr.strip()}") from None
+        return done.stdout.strip()
+
+
 class Target:
     """Settings and clients for the target: the running local cloud, or the environment's project."""
 
     def __init__(self) -> None:
         self._cloud: Any = None
         self._state: Any = None
+        self.local = False   # set by settings(): the local cloud, whose services need no identity token
 
     def settings(self) -> Settings:
         local = local_cloud()
         if os.environ.get("TOLLGATE_TARGET") != "gcp" and local.running():
             local.attach()
             os.environ.update(local.env())
+            self.local = True
         try:
             return Settings.from_env()
         except SettingsError as exc:

@@ -112,10 +112,10 @@ def dataset_status(ds: dict[str, Any], champion_run: dict[str, Any] | None, pred
 
 
 def status(project: str, bucket: str, datasets: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """`status --json`. ``predictor_url`` at the top is kept for older scripts: the first dataset's; use each
-    dataset's own."""
+    """`status --json`: each dataset with its own ``predictor_url``, and ``predictor_urls`` by dataset (there is
+    no one predictor: each dataset has its own service)."""
     return {"bucket": f"gs://{bucket}", "project": project,
-            "predictor_url": next((d["predictor_url"] for d in datasets if d["predictor_url"]), None),
+            "predictor_urls": {d["dataset"]: d["predictor_url"] for d in datasets},
             "datasets": datasets, "recent_runs": [run_summary(r) for r in runs]}
 
 
