@@ -27,9 +27,11 @@ INSTANCE = {"trip_miles": 3.2, "trip_seconds": 900, "trip_start_hour": 14, "trip
             "dropoff_longitude": -87.62, "payment_type": "Cash", "company": None}
 
 
-def tollgate(local_cloud, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def tollgate(local_cloud, *args: str, timeout: float = 600, input_text: str | None = None,
+             ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **local_cloud.env(), "TOLLGATE_HOME": str(local_cloud.home), "COLUMNS": "200"}
-    return subprocess.run([TOLLGATE, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([TOLLGATE, *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          input=input_text)
 
 
 def drop(local_cloud, path: Path, dataset="chicago_taxi", name=None) -> tuple[int, dict]:
