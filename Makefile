@@ -1,4 +1,4 @@
-# Tollgate — the newcomer's index. `make help` lists the targets; README.md explains them.
+# Tollgate — the newcomer's index. `make help` lists the targets; docs/operating.md explains them.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -98,6 +98,10 @@ wrk:
 bench-serve: setup wrk $(MLSERVER_VENV)/.installed ## predictor vs MLServer on the taxi model: req/s, rows/s, p50/p99, RSS, start-up
 	$(BIN)/python benchmarks/serve.py $(if $(SECONDS_PER_RUN),--seconds $(SECONDS_PER_RUN))
 
+docs: setup ## build the documentation site into build/site (MkDocs, strict: a warning fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "site: build/site/index.html"
+
 lock: setup ## refresh constraints.txt from requirements*.in
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Full pinned dependency set (pip freeze of requirements.in on Python 3.11). Refresh: make lock' > constraints.txt
 
@@ -144,6 +148,6 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] [T
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$(IMAGE_TAG) . ; \
 	  status=$$?; rm -f $(TF_DIR)/deploy.auto.tfvars; exit $$status
 
-.PHONY: help setup up down clean demo test test-unit lint lock bench bench-validate bench-train bench-serve bench-scale bench-burst \
+.PHONY: help setup up down clean demo test test-unit lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst \
 	wrk deploy \
 	check-terraform

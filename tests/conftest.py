@@ -7,10 +7,10 @@ import os
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from examples.wine import wine_frame  # noqa: F401 -- the tests' own CSV of a user
 from tollgate import spec as specs
 from tollgate.topology import ROOT
 
@@ -167,20 +167,3 @@ def model_sha256(folder: Path) -> str:
 
     return orjson.loads((folder / "record.json").read_bytes())["sha256"]
 
-
-def wine_frame(rows: int, seed: int = 0) -> pd.DataFrame:
-    """A three-cultivar classification with integer labels the project does not ship: scikit-learn's bundled
-    wine measurements (178 rows), resampled with a little noise to ``rows`` rows, plus a categorical column."""
-    from sklearn.datasets import load_wine
-
-    data = load_wine(as_frame=True)
-    base = data.data.rename(columns=lambda c: c.replace("/", "_"))
-    rng = np.random.default_rng(seed)
-    picked = rng.integers(0, len(base), rows)
-    frame = base.iloc[picked].reset_index(drop=True)
-    frame += rng.normal(scale=0.03, size=frame.shape) * base.std().to_numpy()
-    frame = frame.clip(lower=0).round(4)
-    frame["magnesium"] = frame["magnesium"].round().astype(int)
-    frame["vineyard"] = rng.choice(["north", "south", "east"], rows)
-    frame["cultivar"] = data.target.to_numpy()[picked]
-    return frame

@@ -51,7 +51,8 @@ def test_from_my_own_csv_to_a_served_model(local_cloud, tmp_path):
     answers = pd.read_csv(out)
     assert len(answers) == 200 and {"probability_0", "probability_1", "probability_2"} <= set(answers.columns)
     assert (answers["prediction"] == answers["cultivar"]).mean() > 0.85
-    as_json = tollgate(local_cloud, "predict", "cellar", "-", "--json", input_text="".join(later.read_text().splitlines(keepends=True)[:11]))
+    head = "".join(later.read_text().splitlines(keepends=True)[:11])   # the header and 10 rows, on stdin
+    as_json = tollgate(local_cloud, "predict", "cellar", "-", "--json", input_text=head)
     assert as_json.returncode == 0, as_json.stderr
     body = json.loads(as_json.stdout)
     assert body["model_version"] == run["model_version"] and body["classes"] == ["0", "1", "2"]

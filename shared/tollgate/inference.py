@@ -112,10 +112,11 @@ def baseline(frame: pd.DataFrame, spec: specs.DatasetSpec, seed: int = 0) -> Bas
 
 
 def threshold(result: Baseline) -> float:
-    """The policy's threshold: the baseline's cross-validated score less two spreads (a model that serves must
-    do about as well as the first one could), rounded outward."""
+    """The policy's threshold: the baseline's cross-validated score less two spreads, and at least 5% of the
+    score (a model that serves must do about as well as the first one could, not perfectly), rounded outward."""
     higher = specs.METRICS[result.metric]
-    value = result.score - 2 * result.std if higher else result.score + 2 * result.std
+    slack = max(2 * result.std, 0.05 * abs(result.score))
+    value = result.score - slack if higher else result.score + slack
     return _round(value, down=higher) if value else 0.0
 
 
@@ -225,7 +226,7 @@ def _render(raw: dict[str, Any], spec: specs.DatasetSpec, notes: dict[str, str],
               "  holdout_fraction: 0.3", "", "policy:"]
     if result is not None:
         lines.append(f"  threshold: {raw['policy']['threshold']:g}   # the baseline's {result.score:.4f} less two "
-                     f"spreads ({result.std:.4f})")
+                     f"spreads ({result.std:.4f}) or 5%")
     else:
         lines.append("  threshold: 0   # set the primary metric a model must reach to serve")
     lines += ["  margin: 0.0", "  confidence: 0.95", ""]

@@ -2,7 +2,7 @@
 
 The spec is a tree of pydantic models, one per YAML section, so that one file answers "what can a spec say?"
 (the rule language itself is tollgate.rules): every key, its type, its default and its checks, and the
-description the spec reference in the docs is generated from (``docs/gen_reference.py``). Loading refuses what it
+description the spec reference in the docs is generated from (``docs/hooks.py``). Loading refuses what it
 does not know: an unknown key gets a "did you mean", and each problem names its YAML path and line.
 """
 

@@ -1,0 +1,147 @@
+"""MkDocs hooks: the reference pages, generated from the code at build time so that they cannot drift from it —
+the spec reference from the spec's pydantic models, the CLI reference from the click commands, the predictor API
+from the OpenAPI document a predictor serves."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def on_files(files: Any, config: Any) -> Any:
+    from mkdocs.structure.files import File
+
+    for path in (ROOT, ROOT / "shared"):   # here: MkDocs restores sys.path after loading this module
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    for name, text in (("reference/spec.md", spec_reference()), ("reference/cli.md", cli_reference()),
+                       ("reference/predictor-api.md", predictor_reference())):
+        files.append(File.generated(config, name, content=text))
+    return files
+
+
+# ---------------------------------------------------------------- the spec
+
+def _type(annotation: Any) -> str:
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        named = [_type(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" or null" if type(None) in args else "")
+    if origin in (tuple, list):
+        return f"list of {_type(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping of {_type(args[0])} to {_type(args[1])}"
+    if origin is typing.Annotated:
+        return _type(args[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    if field.is_required():
+        return "**required**"
+    value = field.default if field.default is not PydanticUndefined else field.default_factory()
+    if isinstance(value, BaseModel):
+        return "its defaults"
+    if value in ((), {}, None, ""):
+        return "—" if value is None else "empty"
+    return f"`{value}`"
+
+
+def _section(model: Any, key: str) -> list[str]:
+    doc = " ".join(line.strip() for line in (model.__doc__ or "").strip().splitlines())
+    lines = [f"## {model.__name__}", "", f"`{key}`" + (f": {doc}" if doc else ""), "",
+             "| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if (field.json_schema_extra or {}).get("hidden"):
+            continue
+        meaning = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{field.alias or name}` | {_type(field.annotation)} | {_default(field)} | {meaning} |")
+    return lines + [""]
+
+
+def spec_reference() -> str:
+    from tollgate import spec as specs
+
+    sections = [(specs.DatasetSpec, "the top level"), (specs.Column, "columns.<name>"),
+                (specs.Outliers, "columns.<name>.outliers"), (specs.Rule, "rules[]"), (specs.Features, "features"),
+                (specs.Model, "model"), (specs.Search, "model.search"), (specs.Training, "training"),
+                (specs.Evaluation, "evaluation"), (specs.Policy, "policy"), (specs.Drift, "drift"),
+                (specs.Thresholds, "drift.psi, drift.js"), (specs.Deployment, "deployment"),
+                (specs.Review, "review"), (specs.Monitoring, "monitoring")]
+    lines = ["# Spec reference", "",
+             "Every key a dataset spec may have, generated from the spec's models (`shared/tollgate/spec.py`). "
+             "A key that is not listed is refused, with the nearest known key suggested; each problem is "
+             "reported with its YAML path and line. Check a spec with `tollgate spec check FILE [--data FILE]`, "
+             "start one with `tollgate spec infer DATA --target COLUMN`.", "",
+             "Beyond each key's own type and range, a spec is checked as a whole: the target and every feature, "
+             "slice, `drift.exclude` and `time_column` are declared columns (a feature is not the target); the "
+             "primary metric fits the task (" + "; ".join(f"{t}: {', '.join(m)}" for t, m in
+                                                          specs.TASK_METRICS.items()) +
+             "); a classification target's `allowed` lists at least two classes; `naive_bayes` is for "
+             "classification; `training.window: days` needs `time_column`; `monitoring.retention_days` keeps at "
+             "least the label window; every rule parses in the rule language over the declared columns.", ""]
+    for model, key in sections:
+        lines += _section(model, key)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the CLI
+
+def cli_reference() -> str:
+    import click
+
+    from tollgate.cli import main
+
+    lines = ["# CLI reference", "",
+             "Every `tollgate` command with its `--help`, generated from the commands themselves. The same "
+             "commands run as `python -m tollgate`.", ""]
+
+    def walk(command: click.Command, parent: click.Context | None, name: str) -> None:
+        ctx = click.Context(command, info_name=name, parent=parent, terminal_width=100, max_content_width=100)
+        if parent is not None:
+            lines.extend([f"## {ctx.command_path}", "", "```text", command.get_help(ctx), "```", ""])
+        if isinstance(command, click.Group):
+            for sub in sorted(command.list_commands(ctx)):
+                walk(command.get_command(ctx, sub), ctx, sub)
+
+    walk(main, None, "tollgate")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the predictor API
+
+def predictor_reference() -> str:
+    from services.predictor import openapi
+    from tollgate import spec as specs
+
+    spec = specs.load(ROOT / "datasets" / "chicago_taxi.yaml")
+    document = openapi.document(spec, version=1, max_instances=1000)
+    lines = ["# Predictor API reference", "",
+             "Every route of a predictor, from the OpenAPI 3.0 document it serves at `GET /openapi.json`, here the "
+             "taxi predictor's (each dataset's document names its own features, ranges and classes).", ""]
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            lines += [f"## `{method.upper()} {path}`", "", operation.get("summary", ""), ""]
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                lines += ["Request body:", "", "```json", json.dumps(body, indent=2), "```", ""]
+            lines += ["| answer | meaning |", "|---|---|"]
+            lines += [f"| {code} | {answer.get('description', '')} |"
+                      for code, answer in operation.get("responses", {}).items()]
+            lines.append("")
+    return "\n".join(lines)
