@@ -26,7 +26,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples import breast_cancer  # noqa: E402
+from examples import breast_cancer, wine  # noqa: E402
 from localcloud.cloud import LocalCloud, LocalCloudError  # noqa: E402
 
 DATA = ROOT / "examples" / "data" / "chicago_taxi" / "chicago_taxi_trips.csv"
@@ -466,6 +466,36 @@ def burst(local: LocalCloud, env: dict[str, str], wide: dict[str, str]) -> bool:
     return shown.returncode == 0
 
 
+def own_csv(local: LocalCloud, wide: dict[str, str]) -> bool:
+    """A CSV Tollgate has never seen (wine cultivars, integer labels) to a served model with the docs' five
+    commands: spec infer, spec check --data, spec push, drop --wait, predict."""
+    folder = local.home / "demo" / "wine"
+    folder.mkdir(parents=True, exist_ok=True)
+    data, new, spec = folder / "wine.csv", folder / "new-wines.csv", folder / "wine.yaml"
+    wine.wine_frame(700, seed=0).to_csv(data, index=False)
+    wine.wine_frame(5, seed=1).to_csv(new, index=False)
+    spec.unlink(missing_ok=True)
+    console.print(f"$ python examples/wine.py {data}    # 700 wines: 13 measurements, a vineyard, the cultivar "
+                  "(0, 1, 2)", highlight=False, soft_wrap=True)
+    steps = [("spec", "infer", str(data), "--target", "cultivar", "-o", str(spec)),
+             ("spec", "check", str(spec), "--data", str(data)), ("spec", "push", str(spec)),
+             ("drop", str(data), "--dataset", "wine", "--wait"),
+             ("predict", "wine", str(new)), ("url", "wine")]
+    for args in steps:
+        if cli(wide, *args).returncode != 0:
+            console.print(f"[red]tollgate {' '.join(args)} failed[/]")
+            return False
+        if args[:2] == ("spec", "infer"):
+            console.print(spec.read_text(), highlight=False, soft_wrap=True, markup=False)
+    console.print("$ tollgate spec check SPEC    # a typo in a key, refused with its line and a suggestion",
+                  highlight=False, soft_wrap=True)
+    typo = folder / "typo.yaml"
+    typo.write_text(spec.read_text().replace("primary_metric:", "primary_metrc:"))
+    refused = subprocess.run([TOLLGATE, "spec", "check", str(typo)], env=wide, stderr=subprocess.PIPE, text=True)
+    console.print(refused.stderr.strip(), highlight=False, soft_wrap=True, markup=False)
+    return refused.returncode != 0
+
+
 def before_the_first_model(dataset: str) -> None:
     """On a fresh local cloud the predictor already exists, as terraform makes it on GCP: same URL
     from now on, answering 503 with what to do until the first promotion."""
@@ -512,7 +542,7 @@ def main() -> int:
 
     status = json.loads(subprocess.run([TOLLGATE, "status", "--json"], stdout=subprocess.PIPE, text=True,
                                        env=env, check=True).stdout)
-    url = next((d["predictor_url"] for d in status["datasets"] if d["dataset"] == "chicago_taxi"), None)
+    url = status["predictor_urls"].get("chicago_taxi")
     if not url:
         console.print("[red]no predictor is serving[/]")
         return 1
@@ -553,6 +583,9 @@ def main() -> int:
                   highlight=False)
     subprocess.run([TOLLGATE, "report", run["run_id"], "--kind", "evaluation", "-o",
                     str(local.home / "demo" / f"{run['run_id']}-evaluation.html")], env=wide, check=False)
+    console.rule("[bold]Your own CSV: from spec infer to tollgate predict")
+    if not own_csv(local, wide):
+        return 1
     console.rule("[bold]A burst: four files at once, one training at a time")
     if not burst(local, env, wide):
         return 1
