@@ -14,6 +14,29 @@ def test_missing_tools_are_named_with_their_packages(monkeypatch, tmp_path):
     assert "google-cloud-cli" in message and "openjdk-17-jre-headless" in message
 
 
+def test_an_unsupported_platform_is_told_where_the_local_cloud_runs(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    with pytest.raises(lc.LocalCloudError, match=r"runs on Linux x86_64 \(here: linux arm64\).*make deploy"):
+        lc.check_prerequisites()
+
+
+def test_code_version_is_the_commit_and_says_when_the_tree_is_dirty(tmp_path):
+    import subprocess
+
+    assert lc.code_version(tmp_path) == "dev"          # not a git checkout
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "a.txt").write_text("one")
+    subprocess.run([*git, "add", "a.txt"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert lc.code_version(tmp_path) == commit
+    (tmp_path / "a.txt").write_text("two")
+    assert lc.code_version(tmp_path) == f"{commit}-dirty"
+
+
 @pytest.mark.emulator
 def test_up_is_idempotent_and_runs_every_function(local_cloud):
     before = (local_cloud.env(), {n: p.pid for n, p in local_cloud.parts.items()})

@@ -39,6 +39,8 @@ def test_from_my_own_csv_to_a_served_model(local_cloud, tmp_path):
     run = json.loads(dropped.stdout)
     assert dropped.returncode == 0 and run["decision"] == "promote", (run, dropped.stderr)
 
+    record = json.loads(tollgate(local_cloud, "model", "show", "cellar", str(run["model_version"])).stdout)
+    assert record["code_version"] == local_cloud.code_version != "dev"   # the commit, as the image tag on GCP
     url = tollgate(local_cloud, "url", "cellar")
     assert url.returncode == 0 and url.stdout.strip().startswith("http"), url.stderr
     status = json.loads(tollgate(local_cloud, "status", "--json").stdout)
