@@ -92,3 +92,21 @@ def test_a_recovery_in_words():
     assert said == ("2026-11-30 12:00:00 UTC by the reconciler: relaunched the trainer step, because its execution "
                     "trainer-1 failed")
     assert "the run waiting in validated" in views.recovery({"waiting": "validated", "action": "republished"})
+
+
+def test_python_m_tollgate_offers_every_command_and_the_version():
+    import os
+    import subprocess
+    import sys
+
+    from tollgate.cli import main
+
+    listed = subprocess.run([sys.executable, "-m", "tollgate", "--help"], capture_output=True, text=True,
+                            check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    commands = listed.split("Commands:", 1)[1]
+    assert all(f"  {name} " in commands for name in main.commands), sorted(main.commands)
+    assert {"monitor", "alerts", "url", "predict", "spec"} <= set(main.commands)
+    version = subprocess.run([sys.executable, "-m", "tollgate", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("tollgate 0.")
+    spec_help = subprocess.run([sys.executable, "-m", "tollgate", "spec", "--help"], capture_output=True, text=True)
+    assert all(f"  {c} " in spec_help.stdout for c in ("check", "infer", "push"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -148,3 +149,30 @@ def test_extra_columns_are_rejected_by_default_and_left_out_when_ignored(tmp_pat
     assert [c.message for c in kept.checks if c.name == "ignored_columns"] == [
         "not declared in the spec, left out (extra_columns: ignore): notes"]
     assert "extra_columns (line 15): Input should be 'reject' or 'ignore'" in refusal(SPEC + "extra_columns: keep\n")
+
+
+def test_spec_check_needs_no_cloud_and_exits_1_on_a_problem_or_a_rejected_file(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tollgate.cli import main
+
+    monkeypatch.setenv("TOLLGATE_HOME", str(tmp_path / "no-cloud"))
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    good, bad, data = tmp_path / "good.yaml", tmp_path / "bad.yaml", tmp_path / "batch.csv"
+    good.write_text(SPEC)
+    bad.write_text(SPEC.replace("primary_metric:", "primary_metrc:"))
+    data.write_text("species,length,colour\n" + "0,1.5,red\n1,2.5,green\n" * 3 + "2,3.5,blue\n")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["spec", "check", str(good)])
+    assert ok.exit_code == 0 and "spec species is valid" in ok.output
+    refused = runner.invoke(main, ["spec", "check", str(bad)])
+    assert refused.exit_code == 1 and "line 12" in refused.output and "did you mean 'primary_metric'" in refused.output
+    checked = runner.invoke(main, ["spec", "check", str(good), "--data", str(data), "--json"])
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.stdout)["validation"]
+    assert report["rows_in"] == 7 and report["rows_out"] == 6
+    assert [c["name"] for c in report["checks"]] == ["colour:allowed"]
+    rejecting = tmp_path / "strict.yaml"
+    rejecting.write_text(SPEC.replace("colour: {type: string, allowed: [red, green]}",
+                                      "colour: {type: string, allowed: [red, green], on_fail: reject}"))
+    assert runner.invoke(main, ["spec", "check", str(rejecting), "--data", str(data)]).exit_code == 1
