@@ -11,7 +11,7 @@ from tollgate.cli.target import Target
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tollgate", message="%(prog)s %(version)s")
+@click.version_option(package_name="tollgate", message="tollgate %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Tollgate: drop data in a bucket, get a better model served, with a record of why."""
