@@ -597,6 +597,9 @@ def main() -> int:
                   f"gs://{local.bucket}/incoming/chicago_taxi/\n"
                   f"  curl -X POST {url}/predict -H 'Content-Type: application/json' -d @request.json\n"
                   f"  make down   (stops the local cloud, keeps its data)", soft_wrap=True, highlight=False)
+    console.print(f"The console, every dataset, run, review and monitoring window in a browser (reviews and serving "
+                  f"moves decided there): [bold]{local.env().get('TOLLGATE_CONSOLE_URL')}[/]   "
+                  "(tollgate console --open)", soft_wrap=True, highlight=False)
     return 0 if response.status_code == 200 else 1
 
 

@@ -159,6 +159,7 @@ class LocalCloud:
         self.ports: dict[str, int] = {}
         self.review_token: str | None = None
         self.feedback_key: str | None = None   # signs the predictors' request ids (TOLLGATE_FEEDBACK_KEY)
+        self.console_secret: str | None = None  # signs the console's CSRF tokens
 
     # -- state ---------------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -170,6 +171,7 @@ class LocalCloud:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
                 "review_token": self.review_token, "feedback_key": self.feedback_key,
+                "console_secret": self.console_secret,
                 "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -193,6 +195,8 @@ class LocalCloud:
             env["TOLLGATE_REVIEW_TOKEN"] = self.review_token
         if "function:review" in p:
             env["TOLLGATE_REVIEW_URL"] = f"http://127.0.0.1:{p['function:review']}"
+        if "console" in p:
+            env["TOLLGATE_CONSOLE_URL"] = f"http://127.0.0.1:{p['console']}"
         return env
 
     def gcloud_env(self) -> dict[str, str]:
@@ -219,6 +223,7 @@ class LocalCloud:
         self.parts = {n: Part(**p) for n, p in state.get("parts", {}).items()}
         self.project, self.region, self.bucket = state["project"], state["region"], state["bucket"]
         self.review_token = state.get("review_token")
+        self.console_secret = state.get("console_secret")
         self.feedback_key = state.get("feedback_key")
         return self
 
@@ -289,6 +294,7 @@ class LocalCloud:
         self.ports = self._allocate_ports(saved.get("ports", {}))
         self.review_token = saved.get("review_token") or secrets.token_urlsafe(24)
         self.feedback_key = saved.get("feedback_key") or secrets.token_urlsafe(32)
+        self.console_secret = saved.get("console_secret") or secrets.token_urlsafe(32)
         started = time.monotonic()
         try:
             self._start_emulators()
@@ -296,6 +302,7 @@ class LocalCloud:
             self._start_cloudrun()
             self._start_functions()
             self._start_scheduler()
+            self._start_console()
             self._upload_specs()
             self._create_predictors()
         except BaseException:
@@ -308,7 +315,8 @@ class LocalCloud:
     def _allocate_ports(self, previous: dict[str, int]) -> dict[str, int]:
         """Every part's port, known before any starts (the env names the review URL), each its own: the
         previous ones again while free, so URLs survive a restart, unless a stale state repeats one."""
-        keys = ["pubsub", "firestore", "storage", "cloudrun", *(f"function:{fn}" for fn in self.topology.functions)]
+        keys = ["pubsub", "firestore", "storage", "cloudrun", "console",
+                *(f"function:{fn}" for fn in self.topology.functions)]
         kept: dict[str, int] = {}
         for key in keys:
             port = previous.get(key)
@@ -414,6 +422,17 @@ class LocalCloud:
                     "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}},
                 })
 
+    def _start_console(self) -> None:
+        """The console service (topology `services.console`) as Cloud Run would run it, on 127.0.0.1 only, with
+        the local user as its identity (on Google Cloud, IAP's verified header)."""
+        service = self.topology.services["console"]
+        port = self.ports["console"]
+        command = [str(Path(sys.executable).parent / service.command[0]), *service.command[1:]]
+        part = self._start("console", command, port, env={
+            **self.env(), "PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+            "TOLLGATE_CONSOLE_AUTH": "local", "TOLLGATE_CONSOLE_SECRET": self.console_secret or ""})
+        self._wait(part, self._http_ok(f"http://127.0.0.1:{port}{service.health_path}"))
+
     def _start_scheduler(self) -> None:
         """Cloud Scheduler's part: publish to each schedule's topic on its cron."""
         if not set(self.topology.schedules) - set(self.paused_schedules):
@@ -509,6 +528,8 @@ class LocalCloud:
             "firestore": f"127.0.0.1:{self.ports['firestore']}",
             "cloud run api": f"http://127.0.0.1:{self.ports['cloudrun']}",
         }
+        if "console" in self.ports:
+            out["console"] = f"http://127.0.0.1:{self.ports['console']}"
         for name, fn in self.topology.functions.items():
             out[f"function {name}"] = (f"http://127.0.0.1:{self.ports['function:' + name]}"
                                        + ("  (HTTP; Bearer $TOLLGATE_REVIEW_TOKEN)" if fn.http else ""))

@@ -51,11 +51,9 @@ def model_show(obj: Target, dataset: str, version: int) -> None:
 
 def parse_time(value: str) -> dt.datetime:
     try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO time such as 2026-11-22T14:30:00Z "
-                                 "(no zone means UTC)") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        return views.parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.command("history")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 
 import click
@@ -29,11 +30,30 @@ def status(obj: Target, as_json: bool) -> None:
                                              service.uri if service else None,
                                              len(obj.state.list_reviews("pending", ds["name"]))))
     payload = views.status(obj.cloud.settings.project, obj.cloud.settings.bucket, datasets,
-                           obj.state.list_runs(limit=10))
+                           obj.state.list_runs(limit=10), os.environ.get("TOLLGATE_CONSOLE_URL"))
     if as_json:
         dump(payload)
         return
     render.status(payload)
+
+
+@main.command("console")
+@click.option("--open", "open_browser", is_flag=True, help="Open it in the default browser.")
+@click.pass_obj
+def console_cmd(obj: Target, open_browser: bool) -> None:
+    """Print the URL of the web console (and open it): every dataset, run, review and monitoring window in a
+    browser, with reviews and serving moves decided there. Locally it is part of `tollgate up`; on Google Cloud
+    set TOLLGATE_CONSOLE_URL (behind Identity-Aware Proxy)."""
+    obj.settings()   # the local cloud's env names the console
+    url = os.environ.get("TOLLGATE_CONSOLE_URL")
+    if not url:
+        raise click.ClickException("the console's URL is unknown: start the local cloud with `make up`, or set "
+                                   "TOLLGATE_CONSOLE_URL to the console's address on Google Cloud")
+    click.echo(url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
 
 
 @main.command("reconcile")

@@ -210,6 +210,8 @@ def status(payload: dict[str, Any]) -> None:
         recent.add_row(r["run_id"], r["dataset"] or "", r["status"] or "", r["decision"] or "",
                        str(r["model_version"] or ""))
     out.print(recent)
+    if payload.get("console_url"):
+        out.print(f"console: {payload['console_url']}")
 
 
 def monitor_tick(result: dict[str, Any], bucket: str) -> None:

@@ -16,6 +16,15 @@ def when(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def parse_time(value: str) -> dt.datetime:
+    """An ISO 8601 time (``Z`` or an offset; no zone means UTC), or a ValueError that shows the form."""
+    try:
+        when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO time such as 2026-11-22T14:30:00Z (no zone means UTC)") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
 def held_out_score(run: dict[str, Any] | None) -> tuple[str | None, float | None]:
     """(primary metric, the challenger's score on its run's held-out rows), as the evaluator recorded them."""
     ev = (run or {}).get("evaluation") or {}
@@ -111,10 +120,11 @@ def dataset_status(ds: dict[str, Any], champion_run: dict[str, Any] | None, pred
             "pending_reviews": pending_reviews}
 
 
-def status(project: str, bucket: str, datasets: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def status(project: str, bucket: str, datasets: list[dict[str, Any]], runs: list[dict[str, Any]],
+           console_url: str | None = None) -> dict[str, Any]:
     """`status --json`: each dataset with its own ``predictor_url``, and ``predictor_urls`` by dataset (there is
-    no one predictor: each dataset has its own service)."""
-    return {"bucket": f"gs://{bucket}", "project": project,
+    no one predictor: each dataset has its own service); the console's URL when known."""
+    return {"bucket": f"gs://{bucket}", "project": project, "console_url": console_url,
             "predictor_urls": {d["dataset"]: d["predictor_url"] for d in datasets},
             "datasets": datasets, "recent_runs": [run_summary(r) for r in runs]}
 

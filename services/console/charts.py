@@ -1,0 +1,83 @@
+"""The console's charts: Plotly figures as HTML fragments that call the Plotly library the console serves itself
+(`/static/plotly.min.js`, from the plotly wheel), never a CDN."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import plotly
+
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+_LAYOUT = {"height": 320, "margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "template": "plotly_white"}
+
+
+def _time(value: Any) -> Any:
+    """Firestore's times (DatetimeWithNanoseconds) as ISO text, which Plotly's JSON encoder takes."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _html(figure: Any) -> str:
+    import plotly.io as pio
+
+    return pio.to_html(figure, include_plotlyjs=False, full_html=False, config={"displaylogo": False})
+
+
+def metric_over_versions(models: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> str | None:
+    """Each version's held-out primary metric over its registration time, and each decision marked."""
+    import plotly.graph_objects as go
+
+    points = [m for m in models if m.get("value") is not None]
+    if not points:
+        return None
+    figure = go.Figure(layout={**_LAYOUT, "title": f"{points[0]['metric']} of each version (held out)"})
+    figure.add_scatter(x=[_time(m["registered_at"]) for m in points], y=[m["value"] for m in points],
+                       mode="lines+markers",
+                       text=[f"v{m['version']} ({m['role']})" for m in points], name="held-out score")
+    cv = [m for m in points if m.get("cv") and m["cv"].get("score") is not None]
+    if cv:
+        figure.add_scatter(x=[_time(m["registered_at"]) for m in cv], y=[m["cv"]["score"] for m in cv],
+                           error_y={"array": [m["cv"].get("std") or 0 for m in cv]}, mode="markers",
+                           name="cross-validated")
+    for entry in ledger:
+        if entry.get("at") is not None:
+            figure.add_vline(x=_time(entry["at"]), line_width=1, line_dash="dot",
+                             line_color="green" if entry.get("event") in ("promote", "approved") else "#bbb")
+    return _html(figure)
+
+
+def drift(validation: dict[str, Any] | None) -> str | None:
+    """Each feature's drift distance against its warn and severe thresholds."""
+    import plotly.graph_objects as go
+
+    features = ((validation or {}).get("drift") or {}).get("features") or []
+    if not features:
+        return None
+    colours = {"none": "#2e7d32", "warn": "#f9a825", "severe": "#c62828"}
+    figure = go.Figure(layout={**_LAYOUT, "title": "drift distance per feature (PSI numeric, JS categorical)"})
+    figure.add_bar(x=[f["feature"] for f in features], y=[f.get("score") for f in features],
+                   marker_color=[colours.get(f.get("status"), "#777") for f in features],
+                   text=[f.get("status") for f in features])
+    return _html(figure)
+
+
+def windows(records: list[dict[str, Any]]) -> str | None:
+    """Monitoring windows (oldest first) over time per version: error rate, p99 latency and the realised metric."""
+    from plotly.subplots import make_subplots
+
+    rows = [(_time(w.get("end")), int(version), v) for w in records for version, v in (w.get("versions") or {}).items()]
+    if not rows:
+        return None
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True,
+                           subplot_titles=("error rate", "p99 latency (ms)", "realised metric"))
+    for version in sorted({version for _, version, _ in rows}):
+        mine = [(end, v) for end, number, v in rows if number == version]
+        x = [end for end, _ in mine]
+        series = ([v.get("error_rate") for _, v in mine], [(v.get("latency_ms") or {}).get("p99") for _, v in mine],
+                  [(v.get("realised") or {}).get("value") for _, v in mine])
+        for row, y in enumerate(series, start=1):
+            figure.add_scatter(x=x, y=y, name=f"v{version}", row=row, col=1, legendgroup=str(version),
+                               showlegend=row == 1)
+    figure.update_layout(**{**_LAYOUT, "height": 560})
+    return _html(figure)
