@@ -282,7 +282,7 @@ class Evaluation(Section):
                                           "(classification; default accuracy)")
     holdout_fraction: float = Field(0.3, ge=0.05, le=0.9, description="Share of the newest batch held out to "
                                                                        "score both models on")
-    bootstrap_resamples: int = Field(1000, ge=50, le=100_000, description="Resamples of the paired bootstrap")
+    bootstrap_resamples: int = Field(1000, ge=1, le=100_000, description="Resamples of the paired bootstrap")
     seed: int = Field(42, description="Seed of the holdout and the bootstrap")
     slices: tuple[str, ...] = Field((), description="Columns to report metrics per value (or quartile) of")
 
@@ -290,7 +290,8 @@ class Evaluation(Section):
 class Policy(Section):
     """When a challenger replaces the champion without a person."""
     threshold: float = Field(description="The primary metric a model must reach to serve")
-    margin: float = Field(0.0, ge=0, description="By how much the challenger must beat the champion")
+    margin: float = Field(0.0, description="By how much the challenger must beat the champion (negative: how much "
+                                           "worse it may be, e.g. to refresh a model on newer data)")
     confidence: float = Field(0.95, ge=0.5, lt=1, description="Of the paired bootstrap interval of "
                                                               "(challenger - champion)")
     min_holdout_rows: int = Field(30, ge=1, description="Fewer held-out rows cannot tell models apart: a "
