@@ -70,7 +70,7 @@ $(GE_VENV)/.installed: benchmarks/requirements-ge.in benchmarks/constraints-ge.t
 	$(GE_VENV)/bin/pip install --quiet -r benchmarks/requirements-ge.in -c benchmarks/constraints-ge.txt
 	@touch $@
 
-bench: bench-validate bench-train bench-serve bench-scale ## every benchmark, numbers side by side with the tools we compare against
+bench: bench-validate bench-train bench-serve bench-scale bench-console ## every benchmark, numbers side by side with the tools we compare against
 
 bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
 	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
@@ -80,6 +80,9 @@ bench-scale: setup ## the data plane at volume: monitor tick over 18M prediction
 
 bench-burst: setup ## 50 files for one dataset at once on a fresh local cloud: trainings run, seconds until all ended
 	$(BIN)/python benchmarks/burst.py $(if $(FILES),--files $(FILES))
+
+bench-console: setup ## console pages with 1,000 runs and 100 versions of a dataset: p50/p95 ms of overview and dataset
+	$(BIN)/python benchmarks/console.py $(if $(RUNS),--runs $(RUNS))
 
 bench-train: setup ## training and evaluation time of each estimator on the full taxi data
 	$(BIN)/python benchmarks/train.py
@@ -111,7 +114,7 @@ REGION ?= us-central1
 # exactly those services; only people allowed to act as it can deploy.
 DEPLOYER = tollgate-deployer@$(PROJECT).iam.gserviceaccount.com
 DEPLOYER_ROLES = roles/artifactregistry.admin roles/bigquery.admin roles/cloudfunctions.admin roles/cloudscheduler.admin \
-  roles/datastore.owner roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/logging.logWriter \
+  roles/compute.loadBalancerAdmin roles/iap.admin roles/datastore.owner roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/logging.logWriter \
   roles/pubsub.admin roles/resourcemanager.projectIamAdmin roles/run.admin roles/secretmanager.admin \
   roles/serviceusage.serviceUsageAdmin roles/storage.admin
 
@@ -148,6 +151,6 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] [T
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$(IMAGE_TAG) . ; \
 	  status=$$?; rm -f $(TF_DIR)/deploy.auto.tfvars; exit $$status
 
-.PHONY: help setup up down clean demo test test-unit lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst \
+.PHONY: help setup up down clean demo test test-unit lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst bench-console \
 	wrk deploy \
 	check-terraform

@@ -47,6 +47,8 @@ DEPLOYER_ROLE_FOR = {
     "google_secret_manager_": "roles/secretmanager.admin", "google_cloud_scheduler_": "roles/cloudscheduler.admin",
     "google_artifact_registry_": "roles/artifactregistry.admin", "google_firestore_": "roles/datastore.owner",
     "google_project_service": "roles/serviceusage.serviceUsageAdmin", "google_bigquery_": "roles/bigquery.admin",
+    "google_compute_": "roles/compute.loadBalancerAdmin",   # the console's load balancer, address and certificate
+    "google_iap_": "roles/iap.admin",                       # who may pass the console's IAP
 }
 
 

@@ -33,12 +33,14 @@ ALLOWED_ROLES = {
     "roles/bigquery.dataViewer",       # warehouse readers, on the warehouse dataset
     "roles/bigquery.dataEditor",       # on the two log tables: the Pub/Sub agent (its subscriptions write them),
                                        # the monitor (deletes rows past a dataset's retention)
+    "roles/iap.httpsResourceAccessor",  # var.console_users, on the console's backend service only
 }
 # Project-level roles per kind of workload (Firestore has no finer IAM than the project).
 PROJECT_ROLES = {
     "function": ["roles/datastore.user", "roles/logging.logWriter"],
     "job": ["roles/datastore.user", "roles/logging.logWriter"],
     "predictor": ["roles/datastore.viewer", "roles/logging.logWriter"],   # read-only: it faces the internet
+    "console": ["roles/datastore.user", "roles/logging.logWriter"],
 }
 
 
@@ -334,6 +336,9 @@ SERVICE_ACCOUNT_GRANTS = {
                         "roles/secretmanager.secretAccessor")
     | grants("roles/storage.objectViewer", scope=("models/",)),
     "function-build": grants("roles/logging.logWriter", "roles/storage.objectViewer", "roles/artifactregistry.writer"),
+    # the console decides reviews and moves serving (as the review function and `tollgate rollback`) and reads
+    # reports and models; its CSRF key is a secret
+    "console": _BASE | _DEPLOYER | grants("roles/pubsub.publisher", "roles/secretmanager.secretAccessor"),
 }
 OBJECTS = "resource.name.startsWith(\\\"${local.objects}"
 
@@ -358,10 +363,12 @@ def granted(root: Path = TF) -> dict[str, set]:
     """Each Tollgate service account's grants, by evaluating every IAM grant's for_each over the topology
     (with the review webhook configured). Grants to people (var.*) and Google's agents are not ours."""
     topo = topology.load()
-    kinds = {**{f: "function" for f in topo.functions}, **{j: "job" for j in topo.jobs}, "predictor": "predictor"}
+    kinds = {**{f: "function" for f in topo.functions}, **{j: "job" for j in topo.jobs}, "predictor": "predictor",
+             "console": "console"}
     publishes = {**{n: f.publishes for n, f in topo.functions.items()},
-                 **{n: j.publishes for n, j in topo.jobs.items()}, "predictor": topo.services["predictor"].publishes}
-    deployers = {n for n, f in {**topo.functions, **topo.jobs}.items() if f.deploys_predictor}
+                 **{n: j.publishes for n, j in topo.jobs.items()},
+                 **{n: s.publishes for n, s in topo.services.items()}}
+    deployers = {n for n, f in {**topo.functions, **topo.jobs, **topo.services}.items() if f.deploys_predictor}
     iam = locals_of(root / "environments" / "production" / "iam.tf")
     project_roles = {k: [unq(r) for r in v] for k, v in iam["project_roles"].items()}
     # what each for_each iterates: (service account, role if the grant takes it from each.value, the scope
@@ -391,6 +398,7 @@ def granted(root: Path = TF) -> dict[str, set]:
     # ... and the locals say what this mirrors
     assert "local.project_roles[w.kind]" in iam["project_grants"] and "w.publishes" in iam["publish_grants"]
     assert "deploys_predictor" in iam["deployers"] and '"review-requested", "alerts"' in iam["webhook_users"]
+    assert "local.topology.services" in iam["deployers"]
     assert "j.writes" in iam["writers"] and "j.updates" in iam["updaters"] and "watches_jobs" in iam["job_watchers"]
     found: dict[str, set] = {}
     for path, rtype, name, body in blocks("resource", root / "environments" / "production"):
@@ -411,7 +419,7 @@ def granted(root: Path = TF) -> dict[str, set]:
                 found.setdefault(sa, set()).add((each_role if role == "${each.value.role}" else role,
                                                  _scope(body, each_scope)))
         else:   # people named in variables, or Google's service agents
-            assert re.search(r"each\.value|local\.(pubsub|scheduler)_agent|data\.google_storage_project", member), \
+            assert re.search(r"each\.value|local\.(pubsub|scheduler|iap)_agent|data\.google_storage_project", member), \
                 (path, name, member)
     modules = {name: body for _, _, name, body in blocks("module", root / "environments" / "production")}
     assert "local.launchers[each.key]" in modules["jobs"]["launchers"]   # jobsExecutorWithOverrides, per job

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,6 +40,7 @@ class Console:
 
     def __init__(self, cloud: Any = None, state: Any = None) -> None:
         self._cloud, self._state = cloud, state
+        self.urls: dict[str, tuple[str, float]] = {}   # dataset → (predictor URL, when it was read)
 
     @property
     def cloud(self) -> Any:
@@ -131,8 +133,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
     def dataset(name: str) -> str:
         ds = _dataset(data, name)
         versions = data.state.list_versions(name)
-        runs_by_id = {v["run_id"]: data.state.get_run(v["run_id"]) for v in versions}
-        models = views.model_rows(ds, versions, runs_by_id)
+        models = views.model_rows(ds, versions, data.state.get_runs([v["run_id"] for v in versions]))
         entries = data.state.ledger(name)
         at_text = request.args.get("at", "").strip()
         answer, at_error = None, None
@@ -285,15 +286,24 @@ def _dataset(data: Console, name: str) -> dict[str, Any]:
     return ds or {"name": name}
 
 
+URL_TTL = 300.0   # a predictor service's URL never changes once it exists; the Admin API is not asked per page
+
+
 def _predictor_url(data: Console, dataset: str) -> str | None:
     from tollgate.cloud import run as cloudrun
 
+    cached = data.urls.get(dataset)
+    if cached and time.monotonic() - cached[1] < URL_TTL:
+        return cached[0]
     try:
         service = cloudrun.get_service(data.cloud, dataset)
     except Exception as exc:   # the page still shows everything else
         log.warning("predictor service not read", dataset=dataset, error=type(exc).__name__)
         return None
-    return service.uri if service else None
+    url = service.uri if service else None
+    if url:
+        data.urls[dataset] = (url, time.monotonic())
+    return url
 
 
 def _steps(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ class Service:
     command: list[str]
     health_path: str
     publishes: tuple[str, ...] = ()
+    deploys_predictor: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,8 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                                 "(Cloud Run's range)")
     services = {
         name: Service(name=name, source=s["source"], command=list(s["command"]),
-                      health_path=s.get("health_path", "/health"), publishes=tuple(s.get("publishes") or ()))
+                      health_path=s.get("health_path", "/health"), publishes=tuple(s.get("publishes") or ()),
+                      deploys_predictor=bool(s.get("deploys_predictor", False)))
         for name, s in (raw.get("services") or {}).items()
     }
     for sched in schedules.values():

@@ -21,8 +21,8 @@ def models_cmd(obj: Target, dataset: str, as_json: bool) -> None:
     versions = obj.state.list_versions(dataset)
     if not versions:
         raise click.ClickException(f"dataset {dataset!r} has no registered models")
-    runs = {v["run_id"]: obj.state.get_run(v["run_id"]) for v in versions}
-    rows = views.model_rows(obj.state.get_dataset(dataset), versions, runs)
+    rows = views.model_rows(obj.state.get_dataset(dataset), versions,
+                            obj.state.get_runs([v["run_id"] for v in versions]))
     if as_json:
         dump(rows)
         return

@@ -7,6 +7,7 @@ locals {
     { for name, f in local.functions : name => { kind = "function", publishes = try(f.publishes, []) } },
     { for name, j in local.jobs : name => { kind = "job", publishes = flatten([try(j.publishes, [])]) } },
     { predictor = { kind = "predictor", publishes = try(local.topology.services.predictor.publishes, []) } },
+    { console = { kind = "console", publishes = try(local.topology.services.console.publishes, []) } },
   )
 
   # Firestore has no finer IAM than the project: runs, registry and ledger are read and written there. The
@@ -15,6 +16,7 @@ locals {
     function  = ["roles/datastore.user", "roles/logging.logWriter"]
     job       = ["roles/datastore.user", "roles/logging.logWriter"]
     predictor = ["roles/datastore.viewer", "roles/logging.logWriter"]
+    console   = ["roles/datastore.user", "roles/logging.logWriter"] # decides reviews, moves serving pointers
   }
   project_grants = merge([
     for name, w in local.workloads : { for role in local.project_roles[w.kind] : "${name} ${role}" => { sa = name, role = role } }
@@ -25,7 +27,8 @@ locals {
   ]...)
 
   deployers = concat([for name, f in local.functions : name if try(f.deploys_predictor, false)],
-  [for name, j in local.jobs : name if try(j.deploys_predictor, false)])
+    [for name, j in local.jobs : name if try(j.deploys_predictor, false)],
+  [for name, s in local.topology.services : name if try(s.deploys_predictor, false)])
   # Functions that read the jobs' executions (the reconciler): run.viewer on each job.
   job_watchers = [for name, f in local.functions : name if try(f.watches_jobs, false)]
   launchers    = { for job in keys(local.jobs) : job => [for name, f in local.functions : name if try(f.env.JOB, "") == job] }

@@ -35,6 +35,17 @@ output "environment" {
     TOLLGATE_BUCKET      = google_storage_bucket.data.name
     TOLLGATE_REGION      = var.region
     TOLLGATE_REVIEW_URL  = module.functions["review"].uri
+    TOLLGATE_CONSOLE_URL = local.console ? "https://${var.console_domain}" : ""
     TOLLGATE_TARGET      = "gcp"
   }
+}
+
+output "console_url" {
+  description = "The console behind Identity-Aware Proxy (set TOLLGATE_CONSOLE_URL to it for `tollgate console`); null without console_domain."
+  value       = local.console ? "https://${var.console_domain}" : null
+}
+
+output "console_ip" {
+  description = "Point console_domain's A record here; the managed certificate is issued once DNS resolves to it."
+  value       = local.console ? google_compute_global_address.console[0].address : null
 }

@@ -160,3 +160,19 @@ variable "prediction_log_retention_days" {
     error_message = "At least 8 days: the default label window is 7 days."
   }
 }
+
+variable "console_domain" {
+  description = "The console's domain (e.g. tollgate.example.com): an HTTPS load balancer with Identity-Aware Proxy and a managed certificate serves it; point its DNS at output console_ip. Empty: no console."
+  type        = string
+  default     = ""
+}
+
+variable "console_users" {
+  description = "Who may open the console through IAP (user:, group:, domain: members); the console records their verified e-mail as the actor of what they decide."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = !contains(var.console_users, "allUsers") && !contains(var.console_users, "allAuthenticatedUsers")
+    error_message = "The console is never public: name people or groups."
+  }
+}

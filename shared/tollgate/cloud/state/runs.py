@@ -116,6 +116,15 @@ class Runs(Base):
 
         return apply(self._transaction())
 
+    def get_runs(self, run_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Several runs in one round trip (a page listing a hundred versions reads their runs at once)."""
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(run_ids)
+        if run_ids:
+            for snap in self.db.get_all([self.run_ref(r) for r in dict.fromkeys(run_ids)]):
+                if snap.exists:
+                    found[snap.id] = snap.to_dict()
+        return found
+
     def list_runs(self, limit: int = 20, dataset: str | None = None) -> list[dict[str, Any]]:
         query = self.db.collection("runs")
         if dataset:
