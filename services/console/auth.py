@@ -30,8 +30,8 @@ def fetch_iap_keys() -> dict[str, str]:
 
 
 class IapVerifier:
-    """Verifies IAP's signed header against ``audience`` (``/projects/NUMBER/locations/REGION/services/NAME``
-    for IAP on a Cloud Run service); the keys are fetched once an hour."""
+    """Verifies IAP's signed header against ``audience`` (``/projects/NUMBER/global/backendServices/ID``: the
+    console's backend service behind its load balancer); IAP's public keys are fetched once an hour."""
 
     def __init__(self, audience: str, keys: Callable[[], dict[str, str]] = fetch_iap_keys) -> None:
         if not audience:

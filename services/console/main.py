@@ -8,7 +8,7 @@ Every page has its own URL. Forms carry a CSRF token and change state only on PO
 recorded in the ledger with the verified identity. Charts are Plotly, whose JavaScript the console serves itself.
 
     TOLLGATE_CONSOLE_AUTH      iap (default: the identity IAP signed, verified) or local (the local cloud's user)
-    TOLLGATE_CONSOLE_AUDIENCE  with iap: the IAP audience (/projects/NUMBER/locations/REGION/services/console)
+    TOLLGATE_CONSOLE_AUDIENCE  with iap: its audience, /projects/NUMBER/global/backendServices/ID (terraform sets it)
     TOLLGATE_CONSOLE_SECRET    the key CSRF tokens are signed with
 """
 
