@@ -28,6 +28,7 @@ from services.console import charts
 from services.console.auth import IAP_HEADER, IapVerifier, Unauthenticated
 from tollgate import errors, lifecycle, log, promotion, reviews, serving
 from tollgate.cli import views
+from tollgate.cloud import Adapters
 
 HERE = Path(__file__).parent
 RUN_STATUSES = (*lifecycle.ORDER, lifecycle.QUEUED, lifecycle.SUPERSEDED, lifecycle.REJECTED, lifecycle.FAILED)
@@ -35,29 +36,12 @@ ACTIONS = {"canary-promote": "promote the canary to 100%", "canary-abort": "abor
            "rollback": "roll back to the previous champion"}
 
 
-class Console:
-    """The cloud and Firestore the pages read, made on first use (the same clients as the CLI)."""
+class Console(Adapters):
+    """The cloud and Firestore the pages read, made on first use (the same adapters as the CLI's target)."""
 
     def __init__(self, cloud: Any = None, state: Any = None) -> None:
-        self._cloud, self._state = cloud, state
+        super().__init__(cloud, state)
         self.urls: dict[str, tuple[str, float]] = {}   # dataset → (predictor URL, when it was read)
-
-    @property
-    def cloud(self) -> Any:
-        if self._cloud is None:
-            from tollgate.cloud import Cloud
-            from tollgate.settings import Settings
-
-            self._cloud = Cloud(Settings.from_env())
-        return self._cloud
-
-    @property
-    def state(self) -> Any:
-        if self._state is None:
-            from tollgate.cloud.state import State
-
-            self._state = State(self.cloud.firestore)
-        return self._state
 
 
 def create_app(env: Mapping[str, str] | None = None, console: Console | None = None,

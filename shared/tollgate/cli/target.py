@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from tollgate.cloud import Adapters
 from tollgate.settings import Settings, SettingsError
 
 
@@ -50,12 +51,11 @@ def identity_token(audience: str) -> str:
         return done.stdout.strip()
 
 
-class Target:
+class Target(Adapters):
     """Settings and clients for the target: the running local cloud, or the environment's project."""
 
     def __init__(self) -> None:
-        self._cloud: Any = None
-        self._state: Any = None
+        super().__init__()
         self.local = False   # set by settings(): the local cloud, whose services need no identity token
 
     def settings(self) -> Settings:
@@ -68,22 +68,6 @@ class Target:
             return Settings.from_env()
         except SettingsError as exc:
             raise click.ClickException(f"no local cloud is running (start one with `make up`) and {exc}") from exc
-
-    @property
-    def cloud(self) -> Any:
-        if self._cloud is None:
-            from tollgate.cloud import Cloud
-
-            self._cloud = Cloud(self.settings())
-        return self._cloud
-
-    @property
-    def state(self) -> Any:
-        if self._state is None:
-            from tollgate.cloud.state import State
-
-            self._state = State(self.cloud.firestore)
-        return self._state
 
     def existing_run(self, run_id: str) -> dict[str, Any]:
         run = self.state.get_run(run_id)
