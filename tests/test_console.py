@@ -206,3 +206,26 @@ def test_charts_take_firestore_times_and_records_as_they_are():
     windows = [{"end": at, "versions": {"3": {"error_rate": 0.01, "latency_ms": {"p99": 12.0},
                                                "realised": {"value": 0.8}}}}]
     assert "v3" in charts.windows(windows) and charts.windows([]) is None
+
+
+def test_each_feature_is_drawn_against_the_reference_on_the_reports_bins():
+    import numpy as np
+    import pandas as pd
+
+    from services.console import charts
+    from tollgate import drift
+    from tollgate import spec as specs
+
+    spec = specs.from_dict(RAW)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=500), "b": rng.normal(size=500), "c": rng.choice(["x", "y"], 500),
+                          "y": rng.normal(size=500)})
+    reference = drift.profile(frame, spec)
+    builder = drift.ProfileBuilder(drift.profiled_columns(spec), reference)   # the validator's: the reference's bins
+    builder.add(frame.assign(a=frame["a"] + 3))
+    batch = builder.result()
+    drawn = charts.features(batch, reference, ["c"])
+    assert len(drawn) == len(batch["columns"]) and '"c"' in drawn[0]          # the drift table's order first
+    assert all('"reference"' in html and '"batch"' in html for html in drawn)
+    assert len(charts.features(batch, None, [])) == len(batch["columns"])        # no champion yet: the batch alone
+    assert charts.features(None, None, []) == []

@@ -6,6 +6,7 @@ the README's pictures come from this test)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -80,6 +81,10 @@ def test_a_review_approved_in_the_browser_changes_the_champion_and_the_ledger(br
     assert page.locator("#serving").inner_text() == "v1"
     ledger = page.locator("#ledger").inner_text()
     assert "approved" in ledger and "approved in the browser test" in ledger
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    page.fill("#served-at-form input[name=at]", now)            # what served at T, with the time picker
+    page.click("#served-at-form button")
+    assert "v1" in page.locator("#served-at").inner_text()
     page.screenshot(path=str(shots / "console-dataset-after.png"), full_page=True)
     page.close()
     assert errors == [], errors

@@ -62,6 +62,27 @@ def drift(validation: dict[str, Any] | None) -> str | None:
     return _html(figure)
 
 
+def features(profile: dict[str, Any] | None, reference: dict[str, Any] | None, order: list[str]) -> list[str]:
+    """A chart per profiled feature: the batch's share of rows per bin against the reference's (the champion's
+    training data), in ``order`` (the drift table's), the bins of the validation report
+    (``reports.feature_bins``)."""
+    import plotly.graph_objects as go
+
+    from tollgate import reports
+
+    columns = (profile or {}).get("columns") or {}
+    references = (reference or {}).get("columns") or {}
+    out = []
+    for name in [n for n in order if n in columns] + sorted(set(columns) - set(order)):
+        labels, series = reports.feature_bins(columns[name], references.get(name))
+        figure = go.Figure(layout={**_LAYOUT, "height": 260, "title": name, "barmode": "group",
+                                   "yaxis": {"title": "share of rows"}})
+        for label, counts in series:
+            figure.add_bar(x=labels, y=reports.fractions(counts), name=label)
+        out.append(_html(figure))
+    return out
+
+
 def windows(records: list[dict[str, Any]]) -> str | None:
     """Monitoring windows (oldest first) over time per version: error rate, p99 latency and the realised metric."""
     from plotly.subplots import make_subplots

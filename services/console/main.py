@@ -169,8 +169,11 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
         version_record = None
         if record.get("challenger_version"):
             version_record = data.state.get_version(record["dataset"], record["challenger_version"])
+        profile, reference = _profiles(data, record)
+        order = [f["feature"] for f in ((detail.get("validation") or {}).get("drift") or {}).get("features") or []]
         return render_template("run.html", run=detail, steps=_steps(record.get("history") or []),
                                version=version_record, drift_chart=charts.drift(detail.get("validation")),
+                               feature_charts=charts.features(profile, reference, order),
                                review=data.state.get_review(run_id), identity=g.identity)
 
     @app.get("/runs/<run_id>/reports/<kind>")
@@ -288,6 +291,16 @@ def _predictor_url(data: Console, dataset: str) -> str | None:
     if url:
         data.urls[dataset] = (url, time.monotonic())
     return url
+
+
+def _profiles(data: Console, run: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The batch's profile (its validation report) and the reference it was compared with (the profile stored
+    beside the champion of that time); None where there is none."""
+    report = data.cloud.read_json(f"reports/{run['run_id']}/validation.json") or {}   # None: no such object
+    champion = (report.get("reference") or {}).get("champion_version")
+    if champion is None:
+        return report.get("profile"), None
+    return report.get("profile"), data.cloud.read_json(f"models/{run['dataset']}/{int(champion)}/profile.json")
 
 
 def _steps(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -86,13 +86,14 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _fractions(counts: list[float]) -> list[float]:
+def fractions(counts: list[float]) -> list[float]:
     total = sum(counts) or 1
     return [c / total for c in counts]
 
 
-def _feature_plot(name: str, batch: dict[str, Any], reference: dict[str, Any] | None) -> str:
-    fig, ax = _pyplot().subplots(figsize=(4.6, 2.6))
+def feature_bins(batch: dict[str, Any], reference: dict[str, Any] | None) -> tuple[list[str], list[tuple[str, Any]]]:
+    """One profiled feature as bins: (labels, [("reference", counts), ("batch", counts)]): the numeric bins of
+    the reference's edges, or the most frequent categories of either. What every drift chart draws."""
     if batch["kind"] == "numeric":
         edges = batch.get("edges") or []
         labels = ([f"< {edges[0]:.3g}"] + [f"{a:.3g}–{b:.3g}" for a, b in zip(edges, edges[1:])]
@@ -109,9 +110,15 @@ def _feature_plot(name: str, batch: dict[str, Any], reference: dict[str, Any] | 
         series = [("batch", [batch["counts"].get(k, 0) for k in keys])]
         if reference:
             series.insert(0, ("reference", [reference["counts"].get(k, 0) for k in keys]))
+    return labels, series
+
+
+def _feature_plot(name: str, batch: dict[str, Any], reference: dict[str, Any] | None) -> str:
+    fig, ax = _pyplot().subplots(figsize=(4.6, 2.6))
+    labels, series = feature_bins(batch, reference)
     width = 0.8 / len(series)
     for i, (label, counts) in enumerate(series):
-        ax.bar([x + i * width for x in range(len(labels))], _fractions(counts), width, label=label)
+        ax.bar([x + i * width for x in range(len(labels))], fractions(counts), width, label=label)
     ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(labels))], labels, rotation=60,
                   ha="right", fontsize=7)
     ax.set_ylabel("share of rows", fontsize=8)
