@@ -21,7 +21,8 @@ def on_files(files: Any, config: Any) -> Any:
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
     for name, text in (("reference/spec.md", spec_reference()), ("reference/cli.md", cli_reference()),
-                       ("reference/predictor-api.md", predictor_reference())):
+                       ("reference/predictor-api.md", predictor_reference()),
+                       ("reference/client.md", client_reference())):
         files.append(File.generated(config, name, content=text))
     return files
 
@@ -120,6 +121,27 @@ def cli_reference() -> str:
                 walk(command.get_command(ctx, sub), ctx, sub)
 
     walk(main, None, "tollgate")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the Python client
+
+def client_reference() -> str:
+    import inspect
+    import textwrap
+
+    from tollgate import client
+
+    lines = ["# Python client reference", "", "`from tollgate import Client`: every public method, with its signature "
+             "and docstring, generated from `shared/tollgate/client.py`.", "",
+             "```python", textwrap.dedent(inspect.getdoc(client).split("\n\n", 1)[1].split("\n\nEvery answer")[0]),
+             "```", ""]
+    for name, member in inspect.getmembers(client.Client, inspect.isfunction):
+        if name.startswith("_") or name not in vars(client.Client):
+            continue
+        signature = str(inspect.signature(member)).replace("(self, ", "(").replace("(self)", "()").replace("'", "")
+        lines += [f"## `Client.{name}{signature}`", "", inspect.getdoc(member) or "", ""]
+    lines += ["## `ClientError`", "", inspect.getdoc(client.ClientError) or "", ""]
     return "\n".join(lines)
 
 

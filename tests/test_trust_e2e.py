@@ -18,7 +18,6 @@ from tests.hostile import crafted_artifact
 from tests.test_chain_e2e import tollgate
 from tollgate import artifacts, events, lifecycle, training, validation
 from tollgate.cloud import run as cloudrun
-from tollgate.jobs import common
 
 pytestmark = pytest.mark.e2e
 
@@ -72,9 +71,9 @@ def test_hostile_and_misnamed_specs_are_refused_at_push_and_at_ingest(local_clou
 def register_model(cloud, state, dataset: str, run_id: str, spec, model_bytes: bytes) -> int:
     """A version whose artifact is ``model_bytes``, registered as the trainer registers one (its sha256 right)."""
     version = state.reserve_version(dataset, run_id)
-    cloud.write_once(common.artifact_object(dataset, version), model_bytes)
+    cloud.write_once(artifacts.artifact_object(dataset, version), model_bytes)
     state.register_version(dataset, run_id, lambda v: {
-        "artifact": f"gs://{cloud.settings.bucket}/{common.artifact_object(dataset, v)}",
+        "artifact": f"gs://{cloud.settings.bucket}/{artifacts.artifact_object(dataset, v)}",
         "sha256": artifacts.sha256(model_bytes), "estimator": spec.estimator, "spec": spec.raw, "task": spec.task,
         "features": list(spec.features), "target": spec.target, "metrics": {}})
     return version
@@ -120,7 +119,7 @@ def test_a_crafted_artifact_with_its_correct_hash_is_refused_by_the_evaluator_an
     dataset = f"crafted_{unique}"
     run_id = trained_run(cloud, state, taxi, {**taxi_spec.raw, "name": dataset}, unique, crafted_artifact(marker))
     record = state.get_version(dataset, 1)
-    assert record["sha256"] == artifacts.sha256(cloud.read_bytes(common.artifact_object(dataset, 1)))
+    assert record["sha256"] == artifacts.sha256(cloud.read_bytes(artifacts.artifact_object(dataset, 1)))
 
     from tollgate import chain
 

@@ -154,7 +154,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
         from tollgate import artifacts
 
         record = data.state.get_version(name, version) or abort(404, f"{name} has no version {version}")
-        blob = data.cloud.read_bytes(f"models/{name}/{version}/model.skops")
+        blob = data.cloud.read_bytes(artifacts.artifact_object(name, version))
         if artifacts.sha256(blob) != record["sha256"]:
             return _error(500, f"the artifact of {name} v{version} does not hash to its registered sha256; "
                                "it was altered after registration and is not served")

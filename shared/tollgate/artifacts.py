@@ -80,6 +80,11 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
     "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"})
 
 
+def artifact_object(dataset: str, version: int) -> str:
+    """Where a version's model lives; the only object any loader reads for it."""
+    return f"models/{dataset}/{int(version)}/model.skops"
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -10,7 +10,19 @@ import click
 from tollgate.cli.target import Target
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Group(click.Group):
+    """The `tollgate` group: what the client refuses (``ClientError``) is an error message, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from tollgate.client import ClientError
+
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tollgate", message="tollgate %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:

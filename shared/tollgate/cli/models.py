@@ -1,14 +1,15 @@
-"""`tollgate models | model show | history`: the registry and the decision ledger."""
+"""`tollgate models | model show | model download | history`: the registry and the decision ledger."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import click
 
 from tollgate.cli import render, views
 from tollgate.cli.app import main
-from tollgate.cli.output import dump, json_option
+from tollgate.cli.output import console, dump, json_option
 from tollgate.cli.target import Target
 
 
@@ -18,11 +19,7 @@ from tollgate.cli.target import Target
 @click.pass_obj
 def models_cmd(obj: Target, dataset: str, as_json: bool) -> None:
     """List a dataset's model versions: role, held-out and cross-validated metric, lineage summary."""
-    versions = obj.state.list_versions(dataset)
-    if not versions:
-        raise click.ClickException(f"dataset {dataset!r} has no registered models")
-    rows = views.model_rows(obj.state.get_dataset(dataset), versions,
-                            obj.state.get_runs([v["run_id"] for v in versions]))
+    rows = obj.models(dataset)
     if as_json:
         dump(rows)
         return
@@ -36,17 +33,28 @@ def model_group() -> None:
 
 @model_group.command("show")
 @click.argument("dataset")
-@click.argument("version", type=int)
+@click.argument("version", default="champion")
 @click.pass_obj
-def model_show(obj: Target, dataset: str, version: int) -> None:
-    """The whole registry record of a version (lineage, params, libraries, artifact and hash), as JSON."""
-    from tollgate import serving
+def model_show(obj: Target, dataset: str, version: str) -> None:
+    """The whole registry record of a version (a number, `champion` or `latest`; lineage, params, libraries,
+    artifact and hash), as JSON."""
+    dump(obj.model(dataset, version))
 
-    record = obj.state.get_version(dataset, version)
-    if record is None:
-        raise click.ClickException(f"{dataset} has no version {version}; list them with `tollgate models {dataset}`")
-    role = serving.role_of(version, obj.state.get_dataset(dataset), obj.state.get_run(record["run_id"]))
-    dump(views.model_record(record, role))
+
+@model_group.command("download")
+@click.argument("dataset")
+@click.argument("version", default="champion")
+@click.option("-o", "--output", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to write DATASET-vN/.")
+@click.pass_obj
+def model_download(obj: Target, dataset: str, version: str, directory: Path) -> None:
+    """Write a version's artifact (model.skops, checked against its registered sha256 and the artifact
+    allow-list), its registry record and its training profile into DIR/DATASET-vN/.
+
+    Load it as the services do: `tollgate.artifacts.loads(open(path, "rb").read(), record["sha256"])`."""
+    written = obj.download(dataset, version, directory)
+    for kind, path in written.items():
+        console.print(f"{kind}: {path}")
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -65,17 +73,12 @@ def parse_time(value: str) -> dt.datetime:
 def history_cmd(obj: Target, dataset: str, at_time: str | None, as_json: bool) -> None:
     """The decision ledger of a dataset, oldest first: every decision, review outcome, canary move and
     rollback, with its actor, what served after it, and why."""
-    from tollgate import serving
-
     at = parse_time(at_time) if at_time else None
-    entries = obj.state.ledger(dataset)
-    if at is not None:
-        entries = [e for e in entries if e["at"] <= at]
-    rows = views.history_rows(entries)
-    answer = serving.serving_at(entries, at) if at is not None else None
+    answer = obj.history(dataset, at)
     if as_json:
-        dump({"at": at, "serving": answer, "entries": rows} if at is not None else rows)
+        dump(answer)
         return
+    rows = answer["entries"] if at is not None else answer
     if not rows and not obj.state.get_dataset(dataset):
         raise click.ClickException(f"dataset {dataset!r} has no decisions; `tollgate status` lists datasets")
-    render.history(dataset, rows, at, answer)
+    render.history(dataset, rows, at, answer["serving"] if at is not None else None)

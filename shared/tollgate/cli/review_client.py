@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from tollgate.cli.target import Target, identity_token
+from tollgate.cli.target import Target
+from tollgate.client import identity_token
 
 
 class ReviewClient:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,14 @@ def drop(obj: Target, path: Path, dataset: str, name: str | None, wait: bool, as
     With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed
     (or its promotion could not be deployed).
     """
-    from tollgate import spec as specs
-    from tollgate.events import run_id as derive_run_id
-
-    try:
-        specs.check_dataset_name(dataset)
-    except specs.SpecError as exc:
-        raise click.BadParameter(str(exc), param_hint="--dataset") from None
-    object_name = f"incoming/{dataset}/{name or path.name}"
-    blob = obj.cloud.upload_file(path, object_name)
-    run_id = derive_run_id(obj.cloud.settings.bucket, object_name, blob.generation)
-    console.print(f"dropped {path} → gs://{obj.cloud.settings.bucket}/{object_name} (generation "
-                  f"{blob.generation}); run {run_id}")
+    dropped = obj.drop(path, dataset, wait=False, name=name)
+    console.print(f"dropped {path} → gs://{obj.cloud.settings.bucket}/{dropped['object']} (generation "
+                  f"{dropped['generation']}); run {dropped['run_id']}")
     if not wait:
         if as_json:
-            dump({"run_id": run_id, "status": "dropped", "object": object_name, "generation": blob.generation})
+            dump(dropped)
         return
-    run = wait_for_run(obj, run_id, timeout)
+    run = wait_for_run(obj, dropped["run_id"], timeout)
     if as_json:
         dump(views.run_summary(run))
     else:
@@ -57,57 +47,24 @@ def drop(obj: Target, path: Path, dataset: str, name: str | None, wait: bool, as
 
 
 def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
-    """Poll the run until it ends (a promotion: until deployed), showing its progress. A job execution that
-    failed without a word (killed) is said once: the reconciler relaunches it, so the wait goes on. A run
-    superseded by a later one (its batch is in that run's window) is followed by that run's progress, and that
-    run is returned with ``followed_from``: the run waited for."""
-    deadline, asked = time.monotonic() + timeout, run_id
-    last = None
-    said: set[str] = set()
+    """Follow the run until it ends (``Client.follow``), showing its progress: each step, a killed execution
+    (said once: the reconciler relaunches it, so the wait goes on), a run superseded by a later one (followed)."""
     with console.status("waiting for the notification…") as status:
-        while time.monotonic() < deadline:
-            run = obj.state.get_run(run_id)
-            if run is not None:
-                if run["status"] != last:
-                    last = run["status"]
-                    progress = lifecycle.PROGRESS.get(last, last)
-                    status.update(f"run {run_id}: {progress}")
-                    console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/] {progress}", highlight=False)
-                if run["status"] == lifecycle.SUPERSEDED and run.get("superseded_by"):
-                    console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/] run {run_id} is superseded: run "
-                                  f"{run['superseded_by']} trains on its batch; following that run", highlight=False)
-                    run_id, last = run["superseded_by"], None
-                    continue
-                if run["status"] in lifecycle.TERMINAL and (run["status"] != lifecycle.DECIDED or _deployed(run)):
-                    return run if run_id == asked else {**run, "followed_from": asked}
-                execution = _failed_execution(obj, run)
-                if execution and execution not in said:
-                    said.add(execution)
-                    console.print(f"[yellow]the execution {execution.rsplit('/', 1)[-1]} of this step failed without "
-                                  "marking the run (killed?): the reconciler relaunches the step on its next pass "
-                                  "(every 5 minutes), or now with `tollgate reconcile`[/]", highlight=False)
-            time.sleep(0.5)
-    raise click.ClickException(f"run {run_id} did not finish within {timeout}s (status: {last}); "
-                               f"follow it with `tollgate run show {run_id}`")
-
-
-def _deployed(run: dict[str, Any]) -> bool:
-    return run.get("decision") != "promote" or (run.get("deployment") or {}).get("status") in ("done", "failed")
-
-
-def _failed_execution(obj: Target, run: dict[str, Any]) -> str | None:
-    """The execution of the run's current step, if it ended in failure and the run still waits on it."""
-    from tollgate.cloud import run as cloudrun
-
-    step = lifecycle.STEP_OF.get(run["status"])
-    execution = (run.get("executions") or {}).get(step) if step else None
-    if not execution:
-        return None
-    try:
-        failed = cloudrun.execution_state(obj.cloud, execution) == "failed"
-    except Exception:  # the execution is unknown (e.g. the local cloud restarted): the reconciler sees to it
-        return None
-    return execution if failed and (obj.state.get_run(run["run_id"]) or run)["status"] == run["status"] else None
+        for event, run, detail in obj.follow(run_id, timeout):
+            now = f"[dim]{dt.datetime.now():%H:%M:%S}[/]"
+            if event == "status":
+                status.update(f"run {run['run_id']}: {detail}")
+                console.print(f"{now} {detail}", highlight=False)
+            elif event == "superseded":
+                console.print(f"{now} run {run['run_id']} is superseded: run {detail} trains on its batch; "
+                              "following that run", highlight=False)
+            elif event == "killed":
+                console.print(f"[yellow]the execution {str(detail).rsplit('/', 1)[-1]} of this step failed without "
+                              "marking the run (killed?): the reconciler relaunches the step on its next pass "
+                              "(every 5 minutes), or now with `tollgate reconcile`[/]", highlight=False)
+            else:
+                return run
+    raise AssertionError("follow() ends with the run or raises")   # pragma: no cover
 
 
 @main.command("runs")
@@ -119,7 +76,7 @@ def runs_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> Non
     """List recent runs, newest first."""
     records = obj.state.list_runs(limit=limit, dataset=dataset)
     if as_json:
-        dump([views.run_summary(r) for r in records])
+        dump(obj.runs(dataset, limit))
         return
     render.runs(records)
 

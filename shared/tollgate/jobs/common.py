@@ -48,11 +48,6 @@ def load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(data))
 
 
-def artifact_object(dataset: str, version: int) -> str:
-    """Where a version's model lives; the only object any loader reads for it."""
-    return f"models/{dataset}/{int(version)}/model.skops"
-
-
 def write_or_adopt(cloud: Cloud, name: str, data: bytes, content_type: str = "application/octet-stream") -> bytes:
     """Write an artifact of the run's reserved version once; if an earlier attempt of this run wrote it (and
     crashed before registering), keep those bytes: skops files are not byte-for-byte reproducible, and only
@@ -71,7 +66,7 @@ def load_model(cloud: Cloud, state: State, dataset: str, version: int) -> tuple[
     record = state.get_version(dataset, version)
     if record is None:
         raise StepFailed(f"model {dataset} v{version} is not registered")
-    name = artifact_object(dataset, version)
+    name = artifacts.artifact_object(dataset, version)
     if record.get("artifact") != f"gs://{cloud.settings.bucket}/{name}":
         raise artifacts.ArtifactError(f"the registry record of {dataset} v{version} names the artifact "
                                       f"{record.get('artifact')!r}; Tollgate loads a version only from "

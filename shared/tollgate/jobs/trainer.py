@@ -17,11 +17,12 @@ import pandas as pd
 
 from tollgate import artifacts, drift, lifecycle, log, outbox
 from tollgate import spec as specs
+from tollgate.artifacts import artifact_object
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
 from tollgate.errors import StepFailed
 from tollgate.events import envelope
-from tollgate.jobs.common import artifact_object, load_batch, open_run, write_or_adopt
+from tollgate.jobs.common import load_batch, open_run, write_or_adopt
 
 
 def training_window(state: State, spec: specs.DatasetSpec, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,336 @@
+"""The Python client: Tollgate from a notebook or a script, the same calls the CLI makes.
+
+    from tollgate import Client
+
+    tg = Client()                                   # the running local cloud, or GOOGLE_CLOUD_PROJECT + TOLLGATE_BUCKET
+    run = tg.drop("batch.csv", "chicago_taxi")      # upload, wait for the decision
+    tg.runs("chicago_taxi"); tg.models("chicago_taxi"); tg.history("chicago_taxi")
+    model = tg.load_model("chicago_taxi")           # the champion, hash-checked, through the artifact allow-list
+    tg.predict("chicago_taxi", frame)               # DataFrame in, DataFrame out (identity token on GCP)
+
+Every answer is plain data (the CLI's ``--json``), every refusal a :class:`ClientError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from tollgate import lifecycle
+from tollgate.cloud import Adapters
+from tollgate.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ClientError(RuntimeError):
+    """What the client could not do, and why."""
+
+
+def home() -> Path:
+    """The local cloud's folder: ``$TOLLGATE_HOME``, ``./.tollgate`` if it exists, or the repository's."""
+    if os.environ.get("TOLLGATE_HOME"):
+        return Path(os.environ["TOLLGATE_HOME"])
+    from tollgate.topology import ROOT
+
+    local = Path.cwd() / ".tollgate"
+    return local if local.exists() else ROOT / ".tollgate"
+
+
+def identity_token(audience: str) -> str:
+    """An identity token for a Cloud Run URL (Cloud Run IAM checks it): from the application default
+    credentials of a service account, else from the gcloud CLI's logged-in user."""
+    try:
+        import google.auth.transport.requests
+        from google.oauth2 import id_token
+
+        return id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
+    except Exception:
+        import subprocess
+
+        try:
+            done = subprocess.run(["gcloud", "auth", "print-identity-token"], capture_output=True, text=True)
+        except FileNotFoundError:
+            raise ClientError(f"no identity token for {audience}: install the gcloud CLI and run "
+                              "`gcloud auth login`, or use a service account's credentials") from None
+        if done.returncode != 0:
+            raise ClientError(f"no identity token for {audience}: {done.stderr.strip()}") from None
+        return done.stdout.strip()
+
+
+class Client(Adapters):
+    """Tollgate's runs, models, ledger and predictors: on the running local cloud (``.tollgate/`` or
+    ``$TOLLGATE_HOME``), else (and with ``TOLLGATE_TARGET=gcp``) the project in ``GOOGLE_CLOUD_PROJECT`` with the
+    bucket in ``TOLLGATE_BUCKET``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = False   # set by settings(): the local cloud, whose services need no identity token
+
+    def settings(self) -> Settings:
+        """Where the client points: the running local cloud (its environment is taken on), else the environment's
+        project; a ClientError when neither is there."""
+        from localcloud.cloud import LocalCloud
+
+        local = LocalCloud(home(), echo=lambda m: None)
+        if os.environ.get("TOLLGATE_TARGET") != "gcp" and local.running():
+            local.attach()
+            os.environ.update(local.env())
+            self.local = True
+        try:
+            return Settings.from_env()
+        except SettingsError as exc:
+            raise ClientError(f"no local cloud is running (start one with `make up`) and {exc}") from exc
+
+    # -- runs ------------------------------------------------------------------------------------------------
+    def runs(self, dataset: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent runs, newest first."""
+        from tollgate.cli import views
+
+        return [views.run_summary(r) for r in self.state.list_runs(limit=limit, dataset=dataset)]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run with its validation, evaluation, history and executions."""
+        from tollgate.cli import views
+
+        return views.run_detail(self.existing_run(run_id))
+
+    def existing_run(self, run_id: str) -> dict[str, Any]:
+        """The run's record as Firestore holds it; a ClientError naming `tollgate runs` when there is none."""
+        run = self.state.get_run(run_id)
+        if run is None:
+            raise ClientError(f"no run {run_id}; list runs with `tollgate runs`")
+        return run
+
+    def drop(self, path: str | Path, dataset: str, wait: bool = True, timeout: float = 900,
+             name: str | None = None) -> dict[str, Any]:
+        """Upload a data file to ``incoming/DATASET/``, which starts a run; with ``wait``, the run once it has
+        ended (a promotion: once deployed), else ``{"run_id", "status": "dropped", ...}``."""
+        from tollgate import spec as specs
+        from tollgate.cli import views
+        from tollgate.events import run_id as derive_run_id
+
+        try:
+            specs.check_dataset_name(dataset)
+        except specs.SpecError as exc:
+            raise ClientError(str(exc)) from None
+        path = Path(path)
+        object_name = f"incoming/{dataset}/{name or path.name}"
+        blob = self.cloud.upload_file(path, object_name)
+        run_id = derive_run_id(self.cloud.settings.bucket, object_name, blob.generation)
+        if not wait:
+            return {"run_id": run_id, "status": "dropped", "object": object_name, "generation": blob.generation}
+        *_, (_, run, _) = self.follow(run_id, timeout)
+        return views.run_summary(run) | ({"followed_from": run["followed_from"]} if run.get("followed_from") else {})
+
+    def follow(self, run_id: str, timeout: float = 900) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+        """The run's progress until it ends: ``(event, run, detail)`` with event ``status`` (detail: what it
+        does now), ``superseded`` (detail: the run that took its batch, followed from then on), ``killed`` (the
+        step's execution failed without a word: the reconciler relaunches it; detail: the execution) and last
+        ``ended`` (the run, with ``followed_from`` when it is not the one asked for). A ClientError after
+        ``timeout`` seconds."""
+        deadline, asked, last = time.monotonic() + timeout, run_id, None
+        said: set[str] = set()
+        while time.monotonic() < deadline:
+            run = self.state.get_run(run_id)
+            if run is not None:
+                if run["status"] != last:
+                    last = run["status"]
+                    yield "status", run, lifecycle.PROGRESS.get(last, last)
+                if run["status"] == lifecycle.SUPERSEDED and run.get("superseded_by"):
+                    yield "superseded", run, run["superseded_by"]
+                    run_id, last = run["superseded_by"], None
+                    continue
+                if run["status"] in lifecycle.TERMINAL and (run["status"] != lifecycle.DECIDED or _deployed(run)):
+                    yield "ended", (run if run_id == asked else {**run, "followed_from": asked}), None
+                    return
+                execution = self._failed_execution(run)
+                if execution and execution not in said:
+                    said.add(execution)
+                    yield "killed", run, execution
+            time.sleep(0.5)
+        raise ClientError(f"run {run_id} did not finish within {timeout}s (status: {last}); "
+                          f"follow it with `tollgate run show {run_id}`")
+
+    def _failed_execution(self, run: dict[str, Any]) -> str | None:
+        """The execution of the run's current step, if it ended in failure and the run still waits on it."""
+        from tollgate.cloud import run as cloudrun
+
+        step = lifecycle.STEP_OF.get(run["status"])
+        execution = (run.get("executions") or {}).get(step) if step else None
+        if not execution:
+            return None
+        try:
+            failed = cloudrun.execution_state(self.cloud, execution) == "failed"
+        except Exception:  # the execution is unknown (e.g. the local cloud restarted): the reconciler sees to it
+            return None
+        return execution if failed and (self.state.get_run(run["run_id"]) or run)["status"] == run["status"] else None
+
+    # -- models and the ledger -------------------------------------------------------------------------------
+    def models(self, dataset: str) -> list[dict[str, Any]]:
+        """A dataset's versions: role, held-out and cross-validated metric, lineage summary."""
+        from tollgate.cli import views
+
+        versions = self.state.list_versions(dataset)
+        if not versions:
+            raise ClientError(f"dataset {dataset!r} has no registered models")
+        return views.model_rows(self.state.get_dataset(dataset), versions,
+                                self.state.get_runs([v["run_id"] for v in versions]))
+
+    def model(self, dataset: str, version: int | str = "champion") -> dict[str, Any]:
+        """A version's whole registry record (lineage, params, libraries, artifact and hash) and its role."""
+        from tollgate import serving
+        from tollgate.cli import views
+
+        number = self._version(dataset, version)
+        record = self.state.get_version(dataset, number)
+        if record is None:
+            raise ClientError(f"{dataset} has no version {number}; list them with `tollgate models {dataset}`")
+        role = serving.role_of(number, self.state.get_dataset(dataset), self.state.get_run(record["run_id"]))
+        return views.model_record(record, role)
+
+    def _version(self, dataset: str, version: int | str) -> int:
+        if version in ("champion", "latest"):
+            ds = self.state.get_dataset(dataset) or {}
+            number = ds.get("champion_version") if version == "champion" else (ds.get("next_version") or 1) - 1
+            if not number:
+                raise ClientError(f"{dataset} has no {version} model yet")
+            return int(number)
+        try:
+            return int(version)
+        except (TypeError, ValueError):
+            raise ClientError(f"version {version!r}: a number, champion or latest") from None
+
+    def model_bytes(self, dataset: str, version: int | str = "champion") -> tuple[dict[str, Any], bytes]:
+        """(record, artifact bytes) of a version, the bytes checked against the registered sha256."""
+        from tollgate import artifacts
+
+        record = self.model(dataset, version)
+        blob = self.cloud.read_bytes(artifacts.artifact_object(dataset, record["version"]))
+        if artifacts.sha256(blob) != record["sha256"]:
+            raise ClientError(f"the artifact of {dataset} v{record['version']} does not hash to its registered "
+                              "sha256: it was altered after registration")
+        return record, blob
+
+    def load_model(self, dataset: str, version: int | str = "champion") -> Any:
+        """The fitted scikit-learn pipeline, hash-checked and loaded through the services' artifact allow-list."""
+        from tollgate import artifacts
+
+        record, blob = self.model_bytes(dataset, version)
+        return artifacts.loads(blob, record["sha256"])
+
+    def download(self, dataset: str, version: int | str = "champion", directory: str | Path = ".") -> dict[str, Path]:
+        """Write a version's artifact (verified), its registry record and its training profile into
+        ``directory/<dataset>-v<N>/``; the paths written."""
+        import orjson
+
+        from tollgate import artifacts
+
+        record, blob = self.model_bytes(dataset, version)
+        artifacts.check(blob)    # the allow-list too: what is written is what the services would load
+        folder = Path(directory) / f"{dataset}-v{record['version']}"
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {"model": folder / "model.skops", "record": folder / "record.json"}
+        written["model"].write_bytes(blob)
+        written["record"].write_bytes(orjson.dumps(record, default=str, option=orjson.OPT_INDENT_2))
+        profile = self.cloud.read_json(f"models/{dataset}/{record['version']}/profile.json")
+        if profile is not None:
+            written["profile"] = folder / "profile.json"
+            written["profile"].write_bytes(orjson.dumps(profile, option=orjson.OPT_INDENT_2))
+        return written
+
+    def history(self, dataset: str, at: dt.datetime | str | None = None) -> Any:
+        """The decision ledger, oldest first; with ``at``, ``{"at", "serving", "entries"}``: what served then,
+        since when and why, and the ledger up to then."""
+        from tollgate import serving
+        from tollgate.cli import views
+
+        when = views.parse_time(at) if isinstance(at, str) else at
+        entries = self.state.ledger(dataset)
+        if when is None:
+            return views.history_rows(entries)
+        entries = [e for e in entries if e["at"] <= when]
+        return {"at": when, "serving": serving.serving_at(entries, when), "entries": views.history_rows(entries)}
+
+    # -- predictions -----------------------------------------------------------------------------------------
+    def url(self, dataset: str) -> str:
+        """The URL of the dataset's predictor service."""
+        from tollgate import spec as specs
+        from tollgate.cloud import run as cloudrun
+
+        try:
+            specs.check_dataset_name(dataset)
+        except specs.SpecError as exc:
+            raise ClientError(str(exc)) from None
+        service = cloudrun.get_service(self.cloud, dataset)
+        if service is None or not service.uri:
+            raise ClientError(f"{dataset} has no predictor yet: its service starts with the dataset's first "
+                              f"promoted model (see `tollgate runs --dataset {dataset}`)")
+        return service.uri.rstrip("/")
+
+    def predict_answer(self, dataset: str, rows: pd.DataFrame, batch_size: int = 500,
+                       progress: Any = None) -> dict[str, Any]:
+        """The predictor's answers for ``rows`` (the spec's features are sent, in batches):
+        ``{"predictions", "classes", "probabilities", "model_version"}``."""
+        import requests
+
+        from tollgate import spec as specs
+
+        url = self.url(dataset)
+        spec = specs.loads(self.cloud.read_bytes(specs.object_name(dataset)).decode())
+        missing = [f for f in spec.features if f not in rows.columns]
+        if missing:
+            raise ClientError(f"missing feature column(s) {', '.join(missing)}; the model takes "
+                              f"{', '.join(spec.features)}")
+        headers = {} if self.local else {"Authorization": f"Bearer {identity_token(url)}"}
+        features = rows[list(spec.features)]
+        instances = features.astype(object).where(features.notna(), None)
+        answer: dict[str, Any] = {"predictions": [], "probabilities": [], "classes": None}
+        versions: set[Any] = set()
+        for start in range(0, len(rows), batch_size):
+            if progress is not None:
+                progress(start, min(start + batch_size, len(rows)), len(rows))
+            body = {"instances": instances.iloc[start:start + batch_size].to_dict("records")}
+            try:
+                response = requests.post(f"{url}/predict", json=body, headers=headers, timeout=120)
+            except requests.RequestException as exc:
+                raise ClientError(f"the predictor at {url} did not answer: {exc}") from exc
+            if response.status_code >= 400:
+                try:
+                    message = response.json().get("error") or response.text[:500]
+                except ValueError:
+                    message = response.text[:500]
+                raise ClientError(f"rows {start + 1}–{start + len(body['instances'])}: {response.status_code}: "
+                                  f"{message}")
+            part = response.json()
+            answer["predictions"] += part["predictions"]
+            answer["probabilities"] += part.get("probabilities") or []
+            answer["classes"] = part.get("classes")
+            versions.add(part.get("model_version"))
+        ordered = sorted(versions, key=str)
+        answer["model_version"] = ordered[0] if len(ordered) == 1 else ordered   # a canary answers some batches
+        return answer
+
+    def predict(self, dataset: str, rows: pd.DataFrame, batch_size: int = 500) -> pd.DataFrame:
+        """``rows`` with a ``prediction`` column, and for a classifier one ``probability_<class>`` per class."""
+        return with_predictions(rows, self.predict_answer(dataset, rows, batch_size))
+
+
+def with_predictions(rows: pd.DataFrame, answer: dict[str, Any]) -> pd.DataFrame:
+    import numpy as np
+
+    result = rows.copy()
+    result["prediction"] = answer["predictions"]
+    if answer["classes"] and answer["probabilities"]:
+        probabilities = np.asarray(answer["probabilities"], dtype="float64")
+        for k, name in enumerate(answer["classes"]):
+            result[f"probability_{name}"] = probabilities[:, k]
+    return result
+
+
+def _deployed(run: dict[str, Any]) -> bool:
+    return run.get("decision") != "promote" or (run.get("deployment") or {}).get("status") in ("done", "failed")
