@@ -110,3 +110,20 @@ def test_python_m_tollgate_offers_every_command_and_the_version():
     assert version.returncode == 0 and version.stdout.startswith("tollgate 0.")
     spec_help = subprocess.run([sys.executable, "-m", "tollgate", "spec", "--help"], capture_output=True, text=True)
     assert all(f"  {c} " in spec_help.stdout for c in ("check", "infer", "push"))
+
+
+def test_without_a_cloud_the_client_and_the_cli_say_what_to_start(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from tollgate import Client, ClientError
+
+    monkeypatch.setenv("TOLLGATE_HOME", str(tmp_path / "none"))
+    for name in ("GOOGLE_CLOUD_PROJECT", "GCP_PROJECT", "TOLLGATE_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ClientError, match="no local cloud is running"):
+        Client().runs()
+    done = subprocess.run([sys.executable, "-m", "tollgate", "models", "wine"], capture_output=True, text=True)
+    assert done.returncode == 1 and "no local cloud is running" in done.stderr and "Traceback" not in done.stderr
