@@ -124,8 +124,8 @@ class Client(Adapters):
         run_id = derive_run_id(self.cloud.settings.bucket, object_name, blob.generation)
         if not wait:
             return {"run_id": run_id, "status": "dropped", "object": object_name, "generation": blob.generation}
-        *_, (_, run, _) = self.follow(run_id, timeout)
-        return views.run_summary(run) | ({"followed_from": run["followed_from"]} if run.get("followed_from") else {})
+        *_, (_, run, _) = self.follow(run_id, timeout)   # the last event is the run that ended
+        return views.run_summary(run)
 
     def follow(self, run_id: str, timeout: float = 900) -> Iterator[tuple[str, dict[str, Any], str | None]]:
         """The run's progress until it ends: ``(event, run, detail)`` with event ``status`` (detail: what it
