@@ -47,6 +47,8 @@ def test_up_is_idempotent_and_runs_every_function(local_cloud):
     health = requests.get(f"{local_cloud.env()['CLOUD_RUN_API_ENDPOINT']}/healthz", timeout=5)
     assert health.status_code == 200
     assert again.parts["scheduler"].alive()                   # Cloud Scheduler's stand-in for `schedules:`
+    assert again.parts["console"].alive()
+    assert requests.get(f"{again.env()['TOLLGATE_CONSOLE_URL']}/health", timeout=10).status_code == 200
     env = again.env()                                       # the review function: its URL and its token
     assert env["TOLLGATE_REVIEW_URL"] == f"http://127.0.0.1:{again.ports['function:review']}"
     listed = requests.get(f"{env['TOLLGATE_REVIEW_URL']}/reviews", timeout=10,
@@ -61,7 +63,7 @@ def test_every_part_gets_its_own_port_even_from_a_state_that_repeats_one(tmp_pat
     repeated = lc.free_port()
     stale = {"pubsub": lc.free_port(), **{key: repeated for key in functions[-2:]}}
     ports = local._allocate_ports(stale)
-    assert len(set(ports.values())) == len(ports) == 4 + len(functions)
+    assert len(set(ports.values())) == len(ports) == 5 + len(functions)   # emulators, storage, Cloud Run, console
     assert ports["pubsub"] == stale["pubsub"]                       # kept while free: URLs survive a restart
     assert sorted(ports[k] == repeated for k in functions[-2:]) == [False, True]
     assert len({lc.free_port() for _ in range(500)}) == 500         # never the same port twice in a process
