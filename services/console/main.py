@@ -108,7 +108,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
             status = views.dataset_status(ds, data.state.get_run(record["run_id"]) if record else None,
                                           _predictor_url(data, name),
                                           len(data.state.list_reviews("pending", name)))
-            last = data.state.list_runs(limit=1, dataset=name)
+            last = data.state.list_runs(1, name, views.RUN_SUMMARY_FIELDS)
             rows.append({**status, "last_run": views.run_summary(last[0]) if last else None,
                          "alerts": data.state.alerts(name, limit=3)})
         return render_template("overview.html", datasets=rows, identity=g.identity)
@@ -117,7 +117,8 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
     def dataset(name: str) -> str:
         ds = _dataset(data, name)
         versions = data.state.list_versions(name)
-        models = views.model_rows(ds, versions, data.state.get_runs([v["run_id"] for v in versions]))
+        models = views.model_rows(ds, versions, data.state.get_runs([v["run_id"] for v in versions],
+                                                                     views.MODEL_ROW_FIELDS))
         entries = data.state.ledger(name)
         at_text = request.args.get("at", "").strip()
         answer, at_error = None, None
@@ -128,10 +129,14 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
             except ValueError as exc:
                 at_error = str(exc)
         status, decision = request.args.get("status", ""), request.args.get("decision", "")
-        runs = [views.run_summary(r) for r in data.state.list_runs(limit=200, dataset=name)]
-        runs = [r for r in runs if status in ("", r["status"]) and decision in ("", r["decision"])]
+        # the newest runs, 50 unless asked for more (a filter looks through the newest 500)
+        shown = min(request.args.get("runs", 50, type=int) or 50, 1_000)
+        listed = data.state.list_runs(500 if status or decision else shown, name, views.RUN_SUMMARY_FIELDS)
+        runs = [r for r in map(views.run_summary, listed)
+                if status in ("", r["status"]) and decision in ("", r["decision"])][:shown]
         return render_template("dataset.html", ds=ds, name=name, models=models, ledger=views.history_rows(entries),
-                               runs=runs, status=status, decision=decision, answer=answer, at_text=at_text,
+                               runs=runs, shown=shown, status=status, decision=decision, answer=answer,
+                               at_text=at_text,
                                at_error=at_error, chart=charts.metric_over_versions(models, entries),
                                statuses=RUN_STATUSES, actions=ACTIONS, identity=g.identity)
 

@@ -179,7 +179,7 @@ class Client(Adapters):
         if not versions:
             raise ClientError(f"dataset {dataset!r} has no registered models")
         return views.model_rows(self.state.get_dataset(dataset), versions,
-                                self.state.get_runs([v["run_id"] for v in versions]))
+                                self.state.get_runs([v["run_id"] for v in versions], views.MODEL_ROW_FIELDS))
 
     def model(self, dataset: str, version: int | str = "champion") -> dict[str, Any]:
         """A version's whole registry record (lineage, params, libraries, artifact and hash) and its role."""

@@ -39,6 +39,16 @@ def error(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**{k: v for k, v in record.items() if k != "stage"}, "step": lifecycle.failed_step(record)}
 
 
+# What run_summary reads of a run record: a page listing hundreds of runs asks Firestore for these only, not for
+# each run's validation checks, drift table, slices and history.
+RUN_SUMMARY_FIELDS = (
+    "run_id", "dataset", "status", "decision", "reason", "message", "model_version", "challenger_version",
+    "evaluated_against", "evaluation.metric", "evaluation.challenger", "evaluation.champion", "evaluation.difference",
+    "validation.rows_in", "validation.rows_out", "drift", "source", "quarantine", "error", "deployment", "review",
+    "decided_by", "recoveries", "queued_behind", "superseded_by", "followed_from", "created_at", "updated_at",
+)
+
+
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     """The run record as `drop --json`, `runs --json` and `run show --json` print it."""
     ev = run.get("evaluation") or {}
@@ -68,6 +78,10 @@ def run_detail(run: dict[str, Any]) -> dict[str, Any]:
     """`run show --json`: the summary, and the validation, evaluation, history and executions behind it."""
     return {**run_summary(run), "validation": run.get("validation"), "evaluation": run.get("evaluation"),
             "history": run.get("history"), "executions": run.get("executions")}
+
+
+# What model_rows reads of each version's run: its role and its held-out score.
+MODEL_ROW_FIELDS = ("status", "decision", "review", "evaluation.metric", "evaluation.challenger")
 
 
 def model_rows(ds: dict[str, Any], versions: list[dict[str, Any]],

@@ -116,19 +116,25 @@ class Runs(Base):
 
         return apply(self._transaction())
 
-    def get_runs(self, run_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        """Several runs in one round trip (a page listing a hundred versions reads their runs at once)."""
+    def get_runs(self, run_ids: list[str], fields: tuple[str, ...] | None = None) -> dict[str, dict[str, Any] | None]:
+        """Several runs in one round trip (a page listing a hundred versions reads their runs at once); with
+        ``fields``, only those field paths of each."""
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(run_ids)
         if run_ids:
-            for snap in self.db.get_all([self.run_ref(r) for r in dict.fromkeys(run_ids)]):
+            refs = [self.run_ref(r) for r in dict.fromkeys(run_ids)]
+            for snap in self.db.get_all(refs, field_paths=list(fields) if fields else None):
                 if snap.exists:
                     found[snap.id] = snap.to_dict()
         return found
 
-    def list_runs(self, limit: int = 20, dataset: str | None = None) -> list[dict[str, Any]]:
+    def list_runs(self, limit: int = 20, dataset: str | None = None,
+                  fields: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The newest runs (of ``dataset``); with ``fields``, only those field paths of each."""
         query = self.db.collection("runs")
         if dataset:
             query = query.where(filter=firestore.FieldFilter("dataset", "==", dataset))
+        if fields:
+            query = query.select(list(fields))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
         return [d.to_dict() for d in query.stream()]
 
