@@ -125,6 +125,8 @@ def test_every_page_renders_what_firestore_holds(console, pending):
     def runs_table(query: str) -> bytes:
         return console.get(f"/datasets/{dataset}?{query}").data.split(b'id="runs"', 1)[1]
     assert first.encode() in runs_table("decision=review") and first.encode() not in runs_table("status=failed")
+    assert runs_table("runs=1").count(b'href="/runs/') == 1 and b"more runs" in runs_table("runs=1")
+    assert console.get(f"/datasets/{dataset}?runs=-5").status_code == 200
     assert console.get(f"/datasets/{dataset}?at=yesterday").status_code == 200       # the page says why
     assert b"not an ISO time" in console.get(f"/datasets/{dataset}?at=yesterday").data
     assert console.get(f"/runs/{first}").status_code == 200

@@ -130,7 +130,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
                 at_error = str(exc)
         status, decision = request.args.get("status", ""), request.args.get("decision", "")
         # the newest runs, 50 unless asked for more (a filter looks through the newest 500)
-        shown = min(request.args.get("runs", 50, type=int) or 50, 1_000)
+        shown = max(1, min(request.args.get("runs", 50, type=int) or 50, 1_000))
         listed = data.state.list_runs(500 if status or decision else shown, name, views.RUN_SUMMARY_FIELDS)
         runs = [r for r in map(views.run_summary, listed)
                 if status in ("", r["status"]) and decision in ("", r["decision"])][:shown]
