@@ -89,7 +89,10 @@ def code_writes() -> dict[str, set[str]]:
              for name in (*JOBS, "common")}
     functions = {name: [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)] for name, tree in trees.items()}
     everything = [f for fs in functions.values() for f in fs]
-    helpers = {f"{f.name}()": _prefixes(f.body[-1].value, {}) for f in everything
+    # helpers that name objects: the jobs' own, and artifacts.artifact_object (where every loader reads a model)
+    named = ast.parse((ROOT / "shared" / "tollgate" / "artifacts.py").read_text())
+    helpers = {f"{f.name}()": _prefixes(f.body[-1].value, {})
+               for f in everything + [n for n in ast.walk(named) if isinstance(n, ast.FunctionDef)]
                if isinstance(f.body[-1], ast.Return) and f.body[-1].value is not None}
     writes = dict(WRITES)
     writers = {}   # functions that write to an object named by their caller: checked at each call
