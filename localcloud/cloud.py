@@ -154,7 +154,7 @@ class LocalCloud:
         self.specs_dir = specs_dir
         self.echo = echo
         self.state_file = self.home / "state.json"
-        self.code_version = code_version()
+        self._code_version: str | None = None   # what its functions and jobs record: read once, at `up`
         self.parts: dict[str, Part] = {}
         self.ports: dict[str, int] = {}
         self.review_token: str | None = None
@@ -171,7 +171,7 @@ class LocalCloud:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
                 "review_token": self.review_token, "feedback_key": self.feedback_key,
-                "console_secret": self.console_secret,
+                "console_secret": self.console_secret, "code_version": self._code_version,
                 "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -225,7 +225,16 @@ class LocalCloud:
         self.review_token = state.get("review_token")
         self.console_secret = state.get("console_secret")
         self.feedback_key = state.get("feedback_key")
+        self._code_version = state.get("code_version")
         return self
+
+    @property
+    def code_version(self) -> str:
+        """The commit its parts were started from (``-dirty`` with changes), as the image tag on GCP; git is asked
+        once, by `up`, not by every command that attaches."""
+        if self._code_version is None:
+            self._code_version = code_version()
+        return self._code_version
 
     # -- processes -----------------------------------------------------------------------------
     def _start(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None,
@@ -295,6 +304,7 @@ class LocalCloud:
         self.review_token = saved.get("review_token") or secrets.token_urlsafe(24)
         self.feedback_key = saved.get("feedback_key") or secrets.token_urlsafe(32)
         self.console_secret = saved.get("console_secret") or secrets.token_urlsafe(32)
+        self._code_version = code_version()   # this `up`'s code, whatever an earlier one recorded
         started = time.monotonic()
         try:
             self._start_emulators()

@@ -14,7 +14,6 @@ recorded in the ledger with the verified identity. Charts are Plotly, whose Java
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import os
 import time
@@ -205,9 +204,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
     @app.get("/reviews/<run_id>")
     def review(run_id: str) -> str:
         record = data.state.get_review(run_id) or abort(404, f"no review for run {run_id}")
-        if record["status"] == "pending" and record["expires_at"] <= dt.datetime.now(dt.timezone.utc):
-            promotion.expire_overdue(data.cloud, data.state)
-            record = data.state.get_review(run_id) or record
+        record = reviews.expired_if_overdue(data.cloud, data.state, record)
         ds = data.state.get_dataset(record["dataset"])
         evidence = reviews.evidence(data.cloud, data.state, record, None)
         return render_template("review.html", review=record, evidence=evidence, champion=ds.get("champion_version"),

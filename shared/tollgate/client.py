@@ -17,7 +17,7 @@ import datetime as dt
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tollgate import lifecycle
 from tollgate.cloud import Adapters
@@ -39,6 +39,13 @@ def home() -> Path:
 
     local = Path.cwd() / ".tollgate"
     return local if local.exists() else ROOT / ".tollgate"
+
+
+def local_cloud(echo: Callable[[str], None] | None = None) -> Any:
+    """The local cloud of :func:`home` (running or not)."""
+    from localcloud.cloud import LocalCloud
+
+    return LocalCloud(home(), echo=echo or (lambda m: None))
 
 
 def identity_token(audience: str) -> str:
@@ -74,9 +81,7 @@ class Client(Adapters):
     def settings(self) -> Settings:
         """Where the client points: the running local cloud (its environment is taken on), else the environment's
         project; a ClientError when neither is there."""
-        from localcloud.cloud import LocalCloud
-
-        local = LocalCloud(home(), echo=lambda m: None)
+        local = local_cloud()
         if os.environ.get("TOLLGATE_TARGET") != "gcp" and local.running():
             local.attach()
             os.environ.update(local.env())

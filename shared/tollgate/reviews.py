@@ -56,6 +56,15 @@ def caller_identity(authorization: str | None) -> str | None:
     return None
 
 
+def expired_if_overdue(cloud: Cloud, state: st.State, review: dict[str, Any]) -> dict[str, Any]:
+    """The review as it stands now: a pending one past its deadline is expired first (as the scheduled tick
+    would), so a reader never sees it as still open."""
+    if review["status"] == "pending" and review["expires_at"] <= st.now():
+        promotion.expire_overdue(cloud, state)
+        return state.get_review(review["run_id"]) or review
+    return review
+
+
 def evidence(cloud: Cloud, state: st.State, review: dict[str, Any], base_url: str | None) -> dict[str, Any]:
     """What a reviewer needs: both models' scores with the interval, drift, checks, lineage, reports."""
     run = state.get_run(review["run_id"]) or {}
@@ -114,9 +123,7 @@ def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str
         if review is None:
             raise HttpError(404, f"no review for run {run_id}; list pending ones with GET /reviews")
         if method == "GET" and len(parts) == 2:
-            if review["status"] == "pending" and review["expires_at"] <= st.now():
-                promotion.expire_overdue(cloud, state)
-                review = state.get_review(run_id) or review
+            review = expired_if_overdue(cloud, state, review)
             return 200, {**review, "evidence": evidence(cloud, state, review, base_url)}, "application/json"
         if method == "GET" and len(parts) == 4 and parts[2] == "report":
             if parts[3] not in ("validation", "evaluation"):

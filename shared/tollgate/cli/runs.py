@@ -74,11 +74,10 @@ def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
 @click.pass_obj
 def runs_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    records = obj.state.list_runs(limit=limit, dataset=dataset)
     if as_json:
         dump(obj.runs(dataset, limit))
         return
-    render.runs(records)
+    render.runs(obj.state.list_runs(limit=limit, dataset=dataset))
 
 
 @main.group("run")

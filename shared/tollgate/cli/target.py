@@ -3,18 +3,10 @@ environment's project), whose refusals the CLI shows as errors."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import click
 
-from tollgate.client import Client, ClientError, home, identity_token  # noqa: F401 -- the CLI's names for them
+from tollgate.client import Client, ClientError, home, local_cloud  # noqa: F401 -- the CLI's names for them
 from tollgate.settings import Settings
-
-
-def local_cloud(echo: Callable[[str], None] | None = None) -> Any:
-    from localcloud.cloud import LocalCloud
-
-    return LocalCloud(home(), echo=echo or (lambda m: None))
 
 
 class Target(Client):
