@@ -34,10 +34,11 @@ down: setup ## stop the local cloud, keeping its data
 clean: ## stop the local cloud and delete its data (.tollgate/)
 	-@[ -x $(TOLLGATE) ] && $(TOLLGATE) down --wipe || rm -rf .tollgate
 
-demo: setup ## start the local cloud and replay the taxi data through the whole chain
-	$(BIN)/python examples/demo.py
+# MLFLOW=1: the local cloud also runs an MLflow tracking server and the demo ends with what it mirrored.
+demo: setup $(if $(MLFLOW),mlflow) ## start the local cloud and replay the taxi data through the whole chain (MLFLOW=1: with MLflow)
+	$(BIN)/python examples/demo.py $(if $(MLFLOW),--mlflow)
 
-test: lint check-terraform ## lint, terraform checks, then unit, emulator and end-to-end tests (own emulators on free ports)
+test: lint check-terraform mlflow ## lint, terraform checks, then unit, emulator and end-to-end tests (own emulators on free ports)
 	$(BIN)/pytest
 
 test-unit: setup $(PROVIDER_SCHEMA) ## only the fast unit tests (no emulators)
@@ -47,6 +48,14 @@ lint: setup ## ruff (pyflakes, syntax errors, line length, sorted imports) on al
 	$(BIN)/ruff check shared functions services localcloud tests examples benchmarks   # rules: pyproject.toml
 
 CHECKOV := .tools/checkov
+MLFLOW_VENV := .tools/mlflow
+
+$(MLFLOW_VENV)/.installed: localcloud/mlflow-server.txt
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet -r localcloud/mlflow-server.txt
+	@touch $@
+
+mlflow: $(MLFLOW_VENV)/.installed ## install the MLflow tracking server (own venv) for `tollgate up --mlflow` and the tests
 
 $(CHECKOV)/.installed: terraform/checkov-constraints.txt
 	$(PYTHON) -m venv $(CHECKOV)
@@ -153,4 +162,4 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] [T
 
 .PHONY: help setup up down clean demo test test-unit lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst bench-console \
 	wrk deploy \
-	check-terraform
+	check-terraform mlflow

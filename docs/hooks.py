@@ -83,7 +83,8 @@ def spec_reference() -> str:
                 (specs.Model, "model"), (specs.Search, "model.search"), (specs.Training, "training"),
                 (specs.Evaluation, "evaluation"), (specs.Policy, "policy"), (specs.Drift, "drift"),
                 (specs.Thresholds, "drift.psi, drift.js"), (specs.Deployment, "deployment"),
-                (specs.Review, "review"), (specs.Monitoring, "monitoring")]
+                (specs.Review, "review"), (specs.Monitoring, "monitoring"), (specs.Tracking, "tracking"),
+                (specs.MLflow, "tracking.mlflow")]
     lines = ["# Spec reference", "",
              "Every key a dataset spec may have, generated from the spec's models (`shared/tollgate/spec.py`). "
              "A key that is not listed is refused, with the nearest known key suggested; each problem is "

@@ -4,7 +4,8 @@ Starts the local cloud (or reuses it), replays the trips as a time-ordered serie
 half-year batches dropped into the bucket, with one deliberately corrupted export among them,
 shows each run's decision as it happens, then a summary and a real HTTP prediction; then decisions,
 monitoring, trust boundaries, a classification dataset with a crash recovered, and a burst of files
-coalesced into one training.
+coalesced into one training. With ``--mlflow`` (`make demo MLFLOW=1`) the local cloud also runs an MLflow
+tracking server, and the demo ends with what was mirrored there.
 The local cloud keeps running afterwards; `make down` stops it.
 """
 
@@ -511,11 +512,55 @@ def before_the_first_model(dataset: str) -> None:
                   f"POST /predict: HTTP {response.status_code} {response.json()['error']}", highlight=False)
 
 
+def mlflow_mirror(local: LocalCloud) -> bool:
+    """What the tracking function mirrored into the local MLflow: each dataset's runs and the versions its
+    aliases name, once the mirror has caught up with the decisions."""
+    from mlflow.tracking import MlflowClient
+
+    from tollgate.client import Client
+
+    uri = local.env()["TOLLGATE_MLFLOW_URI"]
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = Client()
+    table = Table(title=f"MLflow at {uri}")
+    for col in ("dataset", "runs in experiment", "registered versions", "champion", "canary"):
+        table.add_column(col)
+    deadline = time.monotonic() + 120
+    for dataset in ("chicago_taxi", "breast_cancer", "taxi_burst"):
+        champion = client.model(dataset)["version"]
+        name = f"tollgate-{dataset}"
+        while True:   # the tracking function mirrors after each decision's event
+            try:
+                model = mlflow.get_registered_model(name)
+                version = mlflow.get_model_version(name, model.aliases["champion"])
+                if version.tags.get("tollgate.version") == str(champion):
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                console.print(f"[red]MLflow's alias champion of {name} does not name v{champion}[/]")
+                return False
+            time.sleep(1)
+        experiment = mlflow.get_experiment_by_name(f"tollgate/{dataset}")
+        runs = mlflow.search_runs([experiment.experiment_id], max_results=1000)
+        versions = mlflow.search_model_versions(f"name = '{name}'")
+        named = {alias: f"v{mlflow.get_model_version(name, n).tags.get('tollgate.version')} (MLflow {n})"
+                 for alias, n in model.aliases.items()}
+        table.add_row(dataset, str(len(runs)), str(len(versions)), named.get("champion", "-"), named.get("canary", "-"))
+    console.print(table)
+    console.print(f"Every decided run with its metrics, reports and model; every version in the Model Registry with "
+                  f"its sha256; aliases moved by each promotion, canary and rollback. The MLflow UI: [bold]{uri}[/]",
+                  soft_wrap=True, highlight=False)
+    return True
+
+
 def main() -> int:
+    with_mlflow = "--mlflow" in sys.argv[1:]
     console.rule("[bold]Tollgate demo: Chicago taxi fares, batch by batch")
     # the demo ticks the monitor and the reconciler itself, so its steps stay in order (`make up` keeps their
     # 5-minute schedules)
-    local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"), paused_schedules=("monitor", "reconcile"))
+    local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"), paused_schedules=("monitor", "reconcile"),
+                       mlflow=with_mlflow)
     try:
         local.up()
     except LocalCloudError as exc:
@@ -589,6 +634,10 @@ def main() -> int:
     console.rule("[bold]A burst: four files at once, one training at a time")
     if not burst(local, env, wide):
         return 1
+    if with_mlflow:
+        console.rule("[bold]The same runs and models in MLflow")
+        if not mlflow_mirror(local):
+            return 1
     console.rule("[bold]Go on")
     console.print(f"  .venv/bin/tollgate status | runs | run show RUN_ID | report RUN_ID --open | models chicago_taxi"
                   f" | history chicago_taxi\n"

@@ -33,6 +33,8 @@ DEFAULT_HOME = ROOT / ".tollgate"
 DEFAULT_PROJECT = "tollgate-local"
 DEFAULT_REGION = "us-central1"
 DEFAULT_BUCKET = "tollgate-local-data"
+# The MLflow tracking server `up --mlflow` starts, from its own venv (`make mlflow`: localcloud/mlflow-server.txt).
+MLFLOW_SERVER = ROOT / ".tools" / "mlflow" / "bin" / "mlflow"
 NOTIFICATION_TOPIC = "data-arrived"
 
 
@@ -145,7 +147,8 @@ class LocalCloud:
     def __init__(self, home: Path | str = DEFAULT_HOME, project: str = DEFAULT_PROJECT,
                  region: str = DEFAULT_REGION, bucket: str = DEFAULT_BUCKET,
                  topology_path: Path = topo.DEFAULT_PATH, specs_dir: Path | None = ROOT / "datasets",
-                 echo: Callable[[str], None] = print, paused_schedules: tuple[str, ...] = ()) -> None:
+                 echo: Callable[[str], None] = print, paused_schedules: tuple[str, ...] = (),
+                 mlflow: bool = False) -> None:
         self.home = Path(home).resolve()
         self.paused_schedules = paused_schedules   # e.g. ("monitor",): tests tick it themselves
         self.project, self.region, self.bucket = project, region, bucket
@@ -160,6 +163,7 @@ class LocalCloud:
         self.review_token: str | None = None
         self.feedback_key: str | None = None   # signs the predictors' request ids (TOLLGATE_FEEDBACK_KEY)
         self.console_secret: str | None = None  # signs the console's CSRF tokens
+        self.mlflow = mlflow   # also run an MLflow tracking server, the deployment's TOLLGATE_MLFLOW_URI
 
     # -- state ---------------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -171,7 +175,7 @@ class LocalCloud:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
                 "review_token": self.review_token, "feedback_key": self.feedback_key,
-                "console_secret": self.console_secret, "code_version": self._code_version,
+                "console_secret": self.console_secret, "code_version": self._code_version, "mlflow": self.mlflow,
                 "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -197,6 +201,8 @@ class LocalCloud:
             env["TOLLGATE_REVIEW_URL"] = f"http://127.0.0.1:{p['function:review']}"
         if "console" in p:
             env["TOLLGATE_CONSOLE_URL"] = f"http://127.0.0.1:{p['console']}"
+        if "mlflow" in p:
+            env["TOLLGATE_MLFLOW_URI"] = f"http://127.0.0.1:{p['mlflow']}"
         return env
 
     def gcloud_env(self) -> dict[str, str]:
@@ -226,6 +232,7 @@ class LocalCloud:
         self.console_secret = state.get("console_secret")
         self.feedback_key = state.get("feedback_key")
         self._code_version = state.get("code_version")
+        self.mlflow = bool(state.get("mlflow")) or self.mlflow
         return self
 
     @property
@@ -287,7 +294,11 @@ class LocalCloud:
     def up(self) -> "LocalCloud":
         """Start everything (idempotent: a running local cloud is reused) and wait until it answers."""
         if self.running():
+            wanted = self.mlflow
             self.attach()
+            if wanted and "mlflow" not in self.ports:
+                raise LocalCloudError("the local cloud is running without MLflow: `make down`, then `tollgate up "
+                                      "--mlflow`")
             self.echo(f"local cloud already running ({self.home})")
             self._upload_specs()   # a dataset spec added to datasets/ since is there too (existing ones kept)
             self._create_predictors()
@@ -305,9 +316,11 @@ class LocalCloud:
         self.feedback_key = saved.get("feedback_key") or secrets.token_urlsafe(32)
         self.console_secret = saved.get("console_secret") or secrets.token_urlsafe(32)
         self._code_version = code_version()   # this `up`'s code, whatever an earlier one recorded
+        self.mlflow = self.mlflow or bool(saved.get("mlflow"))
         started = time.monotonic()
         try:
             self._start_emulators()
+            self._start_mlflow()
             self._start_storage()
             self._start_cloudrun()
             self._start_functions()
@@ -325,7 +338,7 @@ class LocalCloud:
     def _allocate_ports(self, previous: dict[str, int]) -> dict[str, int]:
         """Every part's port, known before any starts (the env names the review URL), each its own: the
         previous ones again while free, so URLs survive a restart, unless a stale state repeats one."""
-        keys = ["pubsub", "firestore", "storage", "cloudrun", "console",
+        keys = ["pubsub", "firestore", "storage", "cloudrun", "console", *(["mlflow"] if self.mlflow else []),
                 *(f"function:{fn}" for fn in self.topology.functions)]
         kept: dict[str, int] = {}
         for key in keys:
@@ -374,6 +387,21 @@ class LocalCloud:
     def _firestore_export(self) -> Path | None:
         found = sorted((self.home / "firestore-export").glob("**/*.overall_export_metadata"))
         return found[-1] if found else None
+
+    def _start_mlflow(self) -> None:
+        """An MLflow tracking server (SQLite, artifacts proxied into the local cloud's folder) on 127.0.0.1,
+        which the tracking function mirrors into, as an existing MLflow would be on Google Cloud."""
+        if not self.mlflow:
+            return
+        if not MLFLOW_SERVER.exists():
+            raise LocalCloudError(f"MLflow's server is not installed ({MLFLOW_SERVER}): run `make mlflow`")
+        home = self.home / "mlflow"
+        home.mkdir(parents=True, exist_ok=True)
+        port = self.ports["mlflow"]
+        part = self._start("mlflow", [str(MLFLOW_SERVER), "server", "--host", "127.0.0.1", "--port", str(port),
+                                      "--workers", "1", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+                                      "--artifacts-destination", str(home / "artifacts")], port)
+        self._wait(part, self._http_ok(f"http://127.0.0.1:{port}/health"), timeout=120)
 
     def _start_storage(self) -> None:
         root = self.home / "storage"
@@ -540,6 +568,8 @@ class LocalCloud:
         }
         if "console" in self.ports:
             out["console"] = f"http://127.0.0.1:{self.ports['console']}"
+        if "mlflow" in self.ports:
+            out["mlflow"] = f"http://127.0.0.1:{self.ports['mlflow']}"
         for name, fn in self.topology.functions.items():
             out[f"function {name}"] = (f"http://127.0.0.1:{self.ports['function:' + name]}"
                                        + ("  (HTTP; Bearer $TOLLGATE_REVIEW_TOKEN)" if fn.http else ""))

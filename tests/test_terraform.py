@@ -261,14 +261,24 @@ def test_each_dataset_has_its_predictor_service_before_its_first_model():
     assert "invoker_iam_disabled" not in service and "allUsers" not in str(service)
 
 
+def test_only_the_functions_that_sync_mlflow_read_its_secret():
+    """The MLflow URL may carry credentials: the tracking function and the reconciler (topology `mlflow`) read
+    it, nobody else."""
+    users = locals_of(ENV / "iam.tf")["mlflow_users"]
+    assert "try(f.mlflow, false)" in users and "local.functions" in users
+    assert {n for n, f in topology.load().functions.items() if f.mlflow} == {"tracking", "reconciler"}
+
+
 def test_every_workload_that_raises_alerts_or_reviews_gets_the_webhook_secret():
     """The monitor job posts alerts, the decider review requests: both read TOLLGATE_REVIEW_WEBHOOK."""
     users = locals_of(ENV / "iam.tf")["webhook_users"]
     assert '"review-requested", "alerts"' in users and "local.workloads" in users
     modules = {name: body for _, _, name, body in blocks("module", ENV)}
     for name in ("functions", "jobs"):
-        assert modules[name]["secret_environment"] == \
-            "${contains(local.webhook_users, each.key) ? local.webhook_env : {}}"
+        assert modules[name]["secret_environment"] == "${local.secret_env[each.key]}"
+    secret_env = locals_of(ENV / "iam.tf")["secret_env"]
+    assert "contains(local.webhook_users, name) ? local.webhook_env : {}" in secret_env
+    assert "contains(local.mlflow_users, name) ? local.mlflow_env : {}" in secret_env
     publishers = {n for n, j in topology.load().jobs.items() if "alerts" in j.publishes}
     assert publishers == {"monitor"}
     job = {(t, n): b for _, t, n, b in blocks("resource", TF / "modules" / "job")}[("google_cloud_run_v2_job", "job")]
@@ -319,6 +329,8 @@ SERVICE_ACCOUNT_GRANTS = {
                                           "roles/secretmanager.secretAccessor"),
     "review": _BASE | _DEPLOYER | grants("roles/pubsub.publisher"),   # HTTP: its callers are the reviewers
     "review-expiry": _BASE | grants("roles/pubsub.publisher", "roles/run.invoker"),
+    # reads Firestore and the bucket (reports, models) and the MLflow URL; writes only to MLflow
+    "tracking": _BASE | grants("roles/run.invoker", "roles/secretmanager.secretAccessor"),
     "reconciler": _BASE | _DEPLOYER | grants("roles/pubsub.publisher", "roles/run.invoker", "roles/run.viewer",
                                              "roles/secretmanager.secretAccessor"),
     "validator": _JOB | grants("roles/storage.objectCreator", scope=("curated/", "quarantine/", "reports/")),
@@ -385,6 +397,7 @@ def granted(root: Path = TF) -> dict[str, set]:
         "${toset(local.deployers)}": [(sa, None, None) for sa in deployers],
         "${toset(local.webhook_users)}": [(sa, None, None) for sa, topics in publishes.items()
                                           if {"review-requested", "alerts"} & set(topics)],
+        "${toset(local.mlflow_users)}": [(sa, None, None) for sa, f in topo.functions.items() if f.mlflow],
         "${local.subscriptions}": [(s.reader, None, None) for s in topo.subscriptions.values() if not s.local_only],
         "${toset(local.warehouse_readers)}": [(sa, None, None) for sa, j in topo.jobs.items() if j.warehouse],
         "${{for pair in setproduct(local.warehouse_readers, [\"roles/bigquery.jobUser\", "

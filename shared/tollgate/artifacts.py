@@ -85,6 +85,16 @@ def artifact_object(dataset: str, version: int) -> str:
     return f"models/{dataset}/{int(version)}/model.skops"
 
 
+def read_verified(cloud: Any, record: dict[str, Any]) -> bytes:
+    """A registered version's artifact bytes (``record`` is its registry record), only if they hash to the
+    sha256 it was registered with."""
+    blob = cloud.read_bytes(artifact_object(record["dataset"], record["version"]))
+    if sha256(blob) != record["sha256"]:
+        raise ArtifactError(f"the artifact of {record['dataset']} v{record['version']} does not hash to its "
+                            "registered sha256: it was altered after registration")
+    return blob
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -215,11 +215,10 @@ class Client(Adapters):
         from tollgate import artifacts
 
         record = self.model(dataset, version)
-        blob = self.cloud.read_bytes(artifacts.artifact_object(dataset, record["version"]))
-        if artifacts.sha256(blob) != record["sha256"]:
-            raise ClientError(f"the artifact of {dataset} v{record['version']} does not hash to its registered "
-                              "sha256: it was altered after registration")
-        return record, blob
+        try:
+            return record, artifacts.read_verified(self.cloud, record)
+        except artifacts.ArtifactError as exc:
+            raise ClientError(str(exc)) from None
 
     def load_model(self, dataset: str, version: int | str = "champion") -> Any:
         """The fitted scikit-learn pipeline, hash-checked and loaded through the services' artifact allow-list."""

@@ -21,6 +21,7 @@ through the one promotion path. One pass:
 5. **Deployments**: a dataset whose deployment is pending past the grace or failed, or whose latest ledger
    entry was never announced: Cloud Run traffic is made to match the Firestore pointers, the run's deployment
    recorded and the entry announced (``model-decided``; a review request too).
+6. **MLflow mirrors** owed (a sync failed: MLflow was down): synced again (tollgate.tracking).
 
 Every repair is recorded on the run (``recoveries``) and shown by `tollgate run show`.
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tollgate import chain, lifecycle, log, outbox, promotion
+from tollgate import chain, lifecycle, log, outbox, promotion, tracking
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
 from tollgate.cloud import state as st
@@ -80,7 +81,13 @@ def run(cloud: Cloud, state: st.State, now: dt.datetime | None = None,
             action = {"dataset": ds["name"], "action": "error", "why": f"{type(exc).__name__}: {exc}"[:500]}
         if action:
             report["deployments"].append(action)
-    log.info("reconciled", outbox=len(report["outbox"]), runs=report["runs"], deployments=report["deployments"])
+    try:
+        report["mirrors"] = tracking.retry_pending(cloud, state)
+    except Exception as exc:   # the mirror never holds up the repairs above
+        log.error(f"reconciler: MLflow mirrors not retried: {type(exc).__name__}: {exc}")
+        report["mirrors"] = []
+    log.info("reconciled", outbox=len(report["outbox"]), runs=report["runs"], deployments=report["deployments"],
+             mirrors=report["mirrors"])
     return report
 
 

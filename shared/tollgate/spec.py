@@ -344,6 +344,40 @@ class Monitoring(Section):
                                                                  "window")
 
 
+class MLflow(Section):
+    """An MLflow tracking server that mirrors this dataset's runs and registered versions (optional; Tollgate's
+    own records stay the source of truth). Without ``uri`` the deployment's ``TOLLGATE_MLFLOW_URI`` is used, if
+    it has one; ``enabled: false`` turns the mirror off for this dataset either way."""
+    enabled: bool = Field(True, description="`false`: this dataset is never mirrored")
+    uri: str | None = Field(None, description="The tracking server, `http(s)://host[:port][/path]`; credentials "
+                                              "never go in a spec (the deployment's TOLLGATE_MLFLOW_URI secret "
+                                              "may carry them)")
+    experiment: str | None = Field(None, max_length=200, description="Experiment of the runs (default "
+                                                                     "`tollgate/<dataset>`)")
+    registered_model: str | None = Field(None, max_length=200, description="Registered model of the versions "
+                                                                           "(default `tollgate-<dataset>`)")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL of a tracking server")
+        if parts.username or parts.password:
+            raise ValueError("credentials do not belong in a spec: put the URL with them in the deployment's "
+                             "TOLLGATE_MLFLOW_URI (a Secret Manager secret on Google Cloud) and leave `uri` out")
+        return value.rstrip("/")
+
+
+class Tracking(Section):
+    """Experiment trackers that mirror the dataset's runs and models."""
+    mlflow: MLflow = Field(MLflow(), description="MLflow tracking and Model Registry")
+
+
 class DatasetSpec(Section):
     """A dataset spec: ``datasets/<name>.yaml``, uploaded by ``tollgate spec push``."""
     name: str = Field(description="The dataset: its incoming/<name>/ folder and its predictor service; "
@@ -372,6 +406,7 @@ class DatasetSpec(Section):
     deployment: Deployment = Field(Deployment(), description="Canary rollouts")
     review: Review = Field(Review(), description="Human review")
     monitoring: Monitoring = Field(Monitoring(), description="The monitor's judgement of live traffic")
+    tracking: Tracking = Field(Tracking(), description="Mirrors in experiment trackers (MLflow)")
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("name")

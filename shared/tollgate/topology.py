@@ -26,6 +26,7 @@ class Function:
     publishes: tuple[str, ...] = ()
     deploys_predictor: bool = False
     watches_jobs: bool = False     # reads the jobs' executions (run.viewer on each job)
+    mlflow: bool = False           # reads the deployment's MLflow URI (TOLLGATE_MLFLOW_URI, a secret on GCP)
 
     @property
     def http(self) -> bool:
@@ -107,7 +108,8 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                                    env={k: str(v) for k, v in (f.get("env") or {}).items()},
                                    publishes=tuple(f.get("publishes") or ()),
                                    deploys_predictor=bool(f.get("deploys_predictor", False)),
-                                   watches_jobs=bool(f.get("watches_jobs", False)))
+                                   watches_jobs=bool(f.get("watches_jobs", False)),
+                                   mlflow=bool(f.get("mlflow", False)))
     schedules = {
         name: Schedule(name=name, schedule=str(s["schedule"]), topic=s["topic"],
                        description=str(s.get("description", "")))

@@ -11,11 +11,14 @@ from tollgate.cli.target import local_cloud
 
 
 @main.command()
-def up() -> None:
+@click.option("--mlflow", is_flag=True, help="Also run an MLflow tracking server (`make mlflow` installs it) that "
+              "every dataset's runs, versions and serving aliases are mirrored into; kept on later `up`s.")
+def up(mlflow: bool) -> None:
     """Start the local cloud (idempotent) and print its URLs and settings."""
     from localcloud.cloud import LocalCloudError
 
     local = local_cloud(echo=console.print)
+    local.mlflow = mlflow
     try:
         local.up()
     except LocalCloudError as exc:

@@ -294,5 +294,8 @@ def reconciled(report: dict[str, Any]) -> None:
     for d in report["deployments"]:
         out.print(f"dataset {d['dataset']}: [bold]{d['action']}[/]" + (f": {d['why']}" if d.get("why") else ""),
                   highlight=False)
-    if not report["runs"] and not report["deployments"]:
+    for m in report.get("mirrors") or []:
+        out.print(f"dataset {m['dataset']}: MLflow mirror [bold]{m['status']}[/]"
+                  + (f" ({m['error']}; retried on the next pass)" if m.get("error") else ""), highlight=False)
+    if not report["runs"] and not report["deployments"] and not report.get("mirrors"):
         out.print("nothing stranded")

@@ -53,7 +53,7 @@ module "functions" {
   source_object               = google_storage_bucket_object.function_source[each.value.source].name
   service_account_email       = google_service_account.workload[each.key].email
   environment                 = merge(local.predictor_env, try(each.value.env, {}))
-  secret_environment          = contains(local.webhook_users, each.key) ? local.webhook_env : {}
+  secret_environment          = local.secret_env[each.key]
   trigger_topic_id            = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].id
   dead_letter_topic_id        = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].dead_letter_topic_id
   max_delivery_attempts       = var.max_delivery_attempts
@@ -63,6 +63,7 @@ module "functions" {
 
   depends_on = [
     google_project_service.apis, google_secret_manager_secret_iam_member.webhook,
+    google_secret_manager_secret_iam_member.mlflow_uri,
     google_project_iam_member.function_build_logs, google_storage_bucket_iam_member.function_build_sources,
     google_artifact_registry_repository_iam_member.function_build_images,
   ]

@@ -38,6 +38,14 @@ locals {
     for name, w in local.workloads : name if length(setintersection(w.publishes, ["review-requested", "alerts"])) > 0
   ] : []
   webhook_env = local.webhook ? { TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.review_webhook[0].secret_id } : {}
+  # Who syncs the MLflow mirror (topology `mlflow: true`): reads the tracking server's URL.
+  mlflow_users = local.mlflow ? [for name, f in local.functions : name if try(f.mlflow, false)] : []
+  mlflow_env   = local.mlflow ? { TOLLGATE_MLFLOW_URI = google_secret_manager_secret.mlflow_uri[0].secret_id } : {}
+  # Each workload's variables from Secret Manager: only the secrets it uses.
+  secret_env = { for name in keys(local.workloads) : name => merge(
+    contains(local.webhook_users, name) ? local.webhook_env : {},
+    contains(local.mlflow_users, name) ? local.mlflow_env : {},
+  ) }
 
   # Predictor services are `predictor-<dataset>` (made by predictor.tf, or by a dataset's first promotion
   # when it is not listed there): grants on them are conditioned on that name.
@@ -155,6 +163,14 @@ resource "google_secret_manager_secret_iam_member" "webhook" {
   for_each  = toset(local.webhook_users)
   project   = var.project_id
   secret_id = google_secret_manager_secret.review_webhook[0].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "mlflow_uri" {
+  for_each  = toset(local.mlflow_users)
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.mlflow_uri[0].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.workload[each.key].email}"
 }

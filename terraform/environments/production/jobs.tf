@@ -13,7 +13,7 @@ module "jobs" {
   service_account_email = google_service_account.workload[each.key].email
   environment = merge(try(each.value.deploys_predictor, false) ? local.predictor_env : local.base_env,
   { TOLLGATE_MAX_ATTEMPTS = tostring(try(each.value.max_retries, 1) + 1) })
-  secret_environment = contains(local.webhook_users, each.key) ? local.webhook_env : {}
+  secret_environment = local.secret_env[each.key]
   timeout_seconds    = each.value.timeout_seconds
   max_retries        = try(each.value.max_retries, 1)
   memory             = try(each.value.memory, "2Gi")

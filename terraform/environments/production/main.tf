@@ -14,6 +14,7 @@ locals {
 
   bucket   = coalesce(var.bucket_name, "${var.project_id}-tollgate")
   webhook  = var.review_webhook_url != ""
+  mlflow   = var.mlflow_tracking_uri != ""
   registry = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 
   # What every workload needs to find the project (Settings.from_env).
@@ -120,6 +121,28 @@ resource "google_secret_manager_secret_version" "review_webhook" {
   count       = local.webhook ? 1 : 0
   secret      = google_secret_manager_secret.review_webhook[0].id
   secret_data = var.review_webhook_url
+}
+
+# The MLflow tracking server (its URL, which may carry credentials), kept in Secret Manager and given as
+# TOLLGATE_MLFLOW_URI to the functions that sync the mirror (topology `mlflow: true`: tracking, reconciler).
+# Without it, nothing is mirrored unless a dataset's spec names its own server (tracking.mlflow.uri).
+resource "google_secret_manager_secret" "mlflow_uri" {
+  count     = local.mlflow ? 1 : 0
+  project   = var.project_id
+  secret_id = "tollgate-mlflow-uri"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "mlflow_uri" {
+  count       = local.mlflow ? 1 : 0
+  secret      = google_secret_manager_secret.mlflow_uri[0].id
+  secret_data = var.mlflow_tracking_uri
 }
 
 # The predictors' request-id key (TOLLGATE_FEEDBACK_KEY): random, made once, kept in Secret Manager. Every

@@ -101,6 +101,13 @@ variable "review_webhook_url" {
   sensitive   = true
 }
 
+variable "mlflow_tracking_uri" {
+  description = "MLflow tracking server that mirrors runs, versions and serving aliases (https://user:token@host, stored in Secret Manager); empty: none."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
 variable "kms_key_name" {
   description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) for topics and images; null: Google-managed."
   type        = string

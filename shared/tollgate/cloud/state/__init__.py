@@ -16,17 +16,19 @@ tollgate.lifecycle); each part of this package reads documents and writes what a
     monitoring/{dataset}                   cool-downs: last retraining request, last alert per version and kind
     monitoring/{dataset}/windows/{end}     the monitor's time series: one window per tick (monitoring.py)
     alerts/{alert_id}                      monitoring alerts (also published to the `alerts` topic) (monitoring.py)
+    mirrors/{dataset}                      runs whose MLflow sync failed, for the reconciler to retry (mirrors.py)
 """
 
 from tollgate.cloud.state.base import now
 from tollgate.cloud.state.ledger import Ledger
+from tollgate.cloud.state.mirrors import Mirrors
 from tollgate.cloud.state.monitoring import Monitoring
 from tollgate.cloud.state.registry import Registry
 from tollgate.cloud.state.runs import Runs
 from tollgate.cloud.state.training import Training
 
 
-class State(Runs, Registry, Ledger, Monitoring, Training):
+class State(Runs, Registry, Ledger, Monitoring, Training, Mirrors):
     """Every Firestore read, write and transaction of Tollgate, one client."""
 
 
