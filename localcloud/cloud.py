@@ -194,6 +194,7 @@ class LocalCloud:
             "CLOUD_RUN_API_ENDPOINT": f"http://127.0.0.1:{p['cloudrun']}",
             "TOLLGATE_HOME": str(self.home),
             "TOLLGATE_CODE_VERSION": self.code_version,
+            "TOLLGATE_TRACES": f"file:{self.home / 'traces'}",   # each run's spans (`tollgate trace RUN_ID`)
         }
         if self.review_token:
             env["TOLLGATE_REVIEW_TOKEN"] = self.review_token

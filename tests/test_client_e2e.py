@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 
 import orjson
 import pytest
 
 from tests.conftest import wine_frame
 from tests.test_chain_e2e import tollgate
-from tollgate import artifacts, inference
+from tollgate import artifacts, inference, tracing
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +25,31 @@ def client(local_cloud, monkeypatch):
     for key, value in {**local_cloud.env(), "TOLLGATE_HOME": str(local_cloud.home)}.items():
         monkeypatch.setenv(key, value)
     return Client()
+
+
+def follow_the_trace(client, local_cloud, run_id: str) -> None:
+    """One trace for the run, from the notification to the decision (and its MLflow mirror): each step's span is
+    the child of the span that published its event or started its job, across processes."""
+    chain = ["ingest", "validator", "launch-trainer", "trainer", "launch-evaluator", "evaluator", "decider",
+             "tracking"]
+    deadline = time.monotonic() + 60
+    while True:   # each process exports its spans as its step ends; the tracking function runs after the decision
+        found = client.trace(run_id)
+        names = [s["name"] for s in found["spans"]]
+        if set(chain) <= set(names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found["trace_id"] == tracing.trace_id(run_id) and set(chain) <= set(names), names
+    spans = {s["name"]: s for s in found["spans"]}
+    assert spans["ingest"]["parent_span_id"] is None and spans["ingest"]["attributes"]["tollgate.run_id"] == run_id
+    for parent, child in zip(chain, chain[1:]):
+        assert spans[child]["parent_span_id"] == spans[parent]["span_id"], (parent, child)
+        assert spans[child]["start_ns"] >= spans[parent]["start_ns"]
+    assert {s["service"] for s in found["spans"]} >= {"ingest", "validator", "trainer", "decider"}
+    shown = tollgate(local_cloud, "trace", run_id)
+    assert shown.returncode == 0 and found["trace_id"] in shown.stdout and "      evaluator" in shown.stdout, \
+        shown.stdout
+    assert f"trace {found['trace_id']}" in tollgate(local_cloud, "run", "show", run_id).stdout
 
 
 def test_the_python_client_does_what_the_cli_does(client, local_cloud, tmp_path):
@@ -38,6 +64,7 @@ def test_the_python_client_does_what_the_cli_does(client, local_cloud, tmp_path)
 
     run = client.drop(data, "sommelier")
     assert run["status"] == "decided" and run["decision"] == "promote", run
+    follow_the_trace(client, local_cloud, run["run_id"])
     assert client.local and client.runs("sommelier")[0]["run_id"] == run["run_id"]
     assert client.run(run["run_id"])["validation"]["rows_in"] == 400
     [model] = client.models("sommelier")

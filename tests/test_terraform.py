@@ -34,11 +34,12 @@ ALLOWED_ROLES = {
     "roles/bigquery.dataEditor",       # on the two log tables: the Pub/Sub agent (its subscriptions write them),
                                        # the monitor (deletes rows past a dataset's retention)
     "roles/iap.httpsResourceAccessor",  # var.console_users, on the console's backend service only
+    "roles/cloudtrace.agent",          # functions and jobs: each run's spans
 }
 # Project-level roles per kind of workload (Firestore has no finer IAM than the project).
 PROJECT_ROLES = {
-    "function": ["roles/datastore.user", "roles/logging.logWriter"],
-    "job": ["roles/datastore.user", "roles/logging.logWriter"],
+    "function": ["roles/datastore.user", "roles/logging.logWriter", "roles/cloudtrace.agent"],   # + each run's spans
+    "job": ["roles/datastore.user", "roles/logging.logWriter", "roles/cloudtrace.agent"],
     "predictor": ["roles/datastore.viewer", "roles/logging.logWriter"],   # read-only: it faces the internet
     "console": ["roles/datastore.user", "roles/logging.logWriter"],
 }
@@ -187,8 +188,8 @@ def test_nothing_is_public_and_every_role_is_allow_listed():
 
 @pytest.mark.parametrize(("path", "old", "new", "check"), [
     ("modules/function/main.tf", "  dead_letter_policy {", "  dynamic_dead_letter_removed {", check_dead_letters),
-    ("environments/production/iam.tf", '"roles/logging.logWriter"]\n    job',
-     '"roles/logging.logWriter", "roles/editor"]\n    job', check_iam),
+    ("environments/production/iam.tf", '"roles/cloudtrace.agent"]\n    job',
+     '"roles/cloudtrace.agent", "roles/editor"]\n    job', check_iam),
     ("environments/production/iam.tf", 'role     = "roles/run.developer"', 'role     = "roles/run.admin"', check_iam),
     ("modules/job/main.tf", "member   = each.value", 'member   = "allUsers"', check_iam),
 ])
@@ -352,6 +353,9 @@ SERVICE_ACCOUNT_GRANTS = {
     # reports and models; its CSRF key is a secret
     "console": _BASE | _DEPLOYER | grants("roles/pubsub.publisher", "roles/secretmanager.secretAccessor"),
 }
+# functions and jobs write each run's spans to Cloud Trace (tollgate/tracing.py)
+for _name in [*topology.load().functions, *topology.load().jobs]:
+    SERVICE_ACCOUNT_GRANTS[_name] = SERVICE_ACCOUNT_GRANTS[_name] | grants("roles/cloudtrace.agent")
 OBJECTS = "resource.name.startsWith(\\\"${local.objects}"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollgate import lifecycle, log, outbox, policy, promotion
+from tollgate import lifecycle, log, outbox, policy, promotion, tracing
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
@@ -84,7 +84,7 @@ def launch(cloud: Cloud, state: State, run_id: str, job: str) -> str:
         if run is not None:   # a hyperparameter search spreads its candidates over the execution's tasks
             search = specs.from_dict(run["spec"]).search
             tasks = search.tasks if search else None
-        execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id}, task_count=tasks)
+        execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id, **tracing.job_env()}, task_count=tasks)
     except Exception:
         # Temporary failure: give the claim back and raise so the event is redelivered.
         state.transition(run_id, (claim,), expect)

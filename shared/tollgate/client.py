@@ -104,6 +104,21 @@ class Client(Adapters):
 
         return views.run_detail(self.existing_run(run_id))
 
+    def trace(self, run_id: str) -> dict[str, Any]:
+        """The run's OpenTelemetry trace: ``trace_id``, and the spans (locally, read from the local cloud's trace
+        files) or the Cloud Trace ``url`` (on Google Cloud)."""
+        from tollgate import tracing
+
+        self.existing_run(run_id)
+        where = tracing.destination()
+        found: dict[str, Any] = {"run_id": run_id, "trace_id": tracing.trace_id(run_id), "exported_to": where}
+        if where.startswith("file:"):
+            found["spans"] = tracing.local_spans(Path(where[5:]), run_id)
+        elif where == "cloud-trace":
+            found["url"] = (f"https://console.cloud.google.com/traces/list?project={self.cloud.settings.project}"
+                            f"&tid={found['trace_id']}")
+        return found
+
     def existing_run(self, run_id: str) -> dict[str, Any]:
         """The run's record as Firestore holds it; a ClientError naming `tollgate runs` when there is none."""
         run = self.state.get_run(run_id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import hashlib
 import os
 import sys
 from typing import Any, Iterator
@@ -98,5 +97,7 @@ def trace_field(headers: Any, project: str | None) -> dict[str, str]:
 
 
 def run_trace(project: str | None, run_id: str | None) -> dict[str, str]:
-    """The trace field a run's jobs share: a 32-hex trace id derived from the run id."""
-    return _trace(project, hashlib.sha256(run_id.encode()).hexdigest()[:32] if run_id else None)
+    """The trace field of a run's log lines: its trace (tollgate.tracing), a 32-hex id derived from the run id."""
+    from tollgate.tracing import trace_id
+
+    return _trace(project, trace_id(run_id) if run_id else None)

@@ -13,7 +13,7 @@ import functools
 import os
 from typing import Any, Callable
 
-from tollgate import events, log
+from tollgate import events, log, tracing
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
 from tollgate.errors import StepFailed
@@ -39,7 +39,13 @@ def handle_event(cloud_event: Any, handler: Callable[[events.Message], str]) -> 
         try:
             message = events.pubsub_message(cloud_event)
             message_id = message.message_id
-            with log.context(event_id=message_id):
+            run_id = _run_of(message)
+            # the run's trace (tollgate.tracing): a span of this function, and the trace field of its log lines
+            span = tracing.run_span(os.environ.get("K_SERVICE") or handler.__name__.strip("_"), run_id,
+                                    parent=message.attributes.get(tracing.ATTRIBUTE),
+                                    **{"messaging.message.id": message_id})
+            trace = log.run_trace(os.environ.get("GOOGLE_CLOUD_PROJECT"), run_id)
+            with log.context(event_id=message_id, **trace), span:
                 outcome = handler(message)
         except events.MalformedEvent as exc:
             log.warning(f"malformed event acknowledged: {exc}", event_id=message_id)
@@ -50,6 +56,18 @@ def handle_event(cloud_event: Any, handler: Callable[[events.Message], str]) -> 
             return "failed"
         log.info("event handled", event_id=message_id, outcome=outcome)
         return outcome
+
+
+def _run_of(message: events.Message) -> str | None:
+    """The run an event is about (its payload's run id, or the run a GCS notification starts), for its span."""
+    try:
+        run_id = message.json().get("run_id")
+        if isinstance(run_id, str) and run_id:
+            return run_id
+        obj = events.object_finalized(message)
+        return obj.run_id if obj is not None else None
+    except events.MalformedEvent:
+        return None
 
 
 def _request_trace() -> dict[str, str]:

@@ -285,6 +285,38 @@ def alerts(records: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
+def trace(found: dict[str, Any]) -> None:
+    """A run's spans as a tree: each under the span that caused it, with its start and duration."""
+    out.print(f"trace {found['trace_id']} of run {found['run_id']} (exported to {found['exported_to']})",
+              highlight=False)
+    if found.get("url"):
+        out.print(f"Cloud Trace: {found['url']}", highlight=False)
+    spans = found.get("spans")
+    if spans is None:
+        return
+    if not spans:
+        out.print("no spans recorded for it (traces are off, or it ran before they were on)")
+        return
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for s in spans:
+        children.setdefault(s["parent_span_id"] if s["parent_span_id"] in ids else None, []).append(s)
+    start = spans[0]["start_ns"]
+    table = Table(title=f"{len(spans)} spans")
+    for col in ("span", "service", "starts", "takes", "status"):
+        table.add_column(col)
+
+    def add(span: dict[str, Any], depth: int) -> None:
+        table.add_row("  " * depth + span["name"], span["service"], f"+{(span['start_ns'] - start) / 1e9:.2f}s",
+                      f"{(span['end_ns'] - span['start_ns']) / 1e9:.2f}s", span["status"])
+        for child in children.get(span["span_id"], []):
+            add(child, depth + 1)
+
+    for root in children.get(None, []):
+        add(root, 0)
+    out.print(table)
+
+
 def reconciled(report: dict[str, Any]) -> None:
     out.print(f"outbox: {len(report['outbox'])} event(s) published" + (
         f" ({', '.join(report['outbox'])})" if report["outbox"] else ""))

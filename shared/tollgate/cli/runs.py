@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tollgate import lifecycle
+from tollgate import lifecycle, tracing
 from tollgate.cli import render, views
 from tollgate.cli.app import main
 from tollgate.cli.output import console, dump, json_option, out
@@ -97,11 +97,27 @@ def run_show(obj: Target, run_id: str, as_json: bool, wait: bool, timeout: int) 
     if wait:
         run = wait_for_run(obj, run_id, timeout)
     if as_json:
-        dump(views.run_detail(run))
+        dump({**views.run_detail(run), "trace_id": tracing.trace_id(run["run_id"])})
     else:
         render.run(run)
+        out.print(f"trace {tracing.trace_id(run['run_id'])}: its spans across functions and jobs with "
+                  f"`tollgate trace {run['run_id']}`", highlight=False)
     if wait and run.get("status") != lifecycle.DECIDED:
         sys.exit(1)
+
+
+@main.command("trace")
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def trace_cmd(obj: Target, run_id: str, as_json: bool) -> None:
+    """A run's OpenTelemetry trace: each function and job that worked on it, as a tree of spans with their
+    timings (locally), or its Cloud Trace link (on Google Cloud)."""
+    found = obj.trace(run_id)
+    if as_json:
+        dump(found)
+    else:
+        render.trace(found)
 
 
 @main.command("report")

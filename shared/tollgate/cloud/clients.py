@@ -169,7 +169,10 @@ class Cloud:
 
     # -- pub/sub ---------------------------------------------------------------------------
     def publish(self, topic: str, payload: dict[str, Any], **attributes: str) -> str:
-        """Publish JSON and wait for the message id (a step is not done until its event is out)."""
+        """Publish JSON and wait for the message id (a step is not done until its event is out). Inside a run's
+        span, the message carries its ``traceparent``: the consumer's span becomes its child (tollgate.tracing)."""
+        from tollgate import tracing
+
         future = self.publisher.publish(self.topic_path(topic), orjson.dumps(payload, default=str),
-                                        **{k: str(v) for k, v in attributes.items()})
+                                        **{k: str(v) for k, v in {**tracing.carrier(), **attributes}.items()})
         return future.result(timeout=60)

@@ -19,7 +19,7 @@ import sys
 import traceback
 from typing import Any
 
-from tollgate import artifacts, lifecycle, log
+from tollgate import artifacts, lifecycle, log, tracing
 from tollgate import spec as specs
 from tollgate.errors import StepFailed
 
@@ -81,7 +81,10 @@ def job_main(job: str) -> None:
             return
         if not run_id:
             raise StepFailed("RUN_ID is not set; jobs are started by the pipeline with RUN_ID in their env")
-        outcome = _run(job, cloud, state, run_id)
+        with tracing.run_span(job, run_id, parent=os.environ.get(tracing.JOB_ENV), service=job,
+                              **{"cloud_run.execution": os.environ.get("CLOUD_RUN_EXECUTION"),
+                                 "cloud_run.task_attempt": attempt}):
+            outcome = _run(job, cloud, state, run_id)
         log.info(f"{job} finished", outcome=outcome)
     except BaseException as exc:   # noqa: BLE001 -- a job's last word, whatever ended it
         if isinstance(exc, SystemExit) and exc.code in (0, None):

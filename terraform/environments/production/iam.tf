@@ -11,10 +11,11 @@ locals {
   )
 
   # Firestore has no finer IAM than the project: runs, registry and ledger are read and written there. The
-  # internet-facing predictor only reads its model's registry record: read-only.
+  # internet-facing predictor only reads its model's registry record: read-only. Functions and jobs write each
+  # run's spans to Cloud Trace (tollgate/tracing.py).
   project_roles = {
-    function  = ["roles/datastore.user", "roles/logging.logWriter"]
-    job       = ["roles/datastore.user", "roles/logging.logWriter"]
+    function  = ["roles/datastore.user", "roles/logging.logWriter", "roles/cloudtrace.agent"]
+    job       = ["roles/datastore.user", "roles/logging.logWriter", "roles/cloudtrace.agent"]
     predictor = ["roles/datastore.viewer", "roles/logging.logWriter"]
     console   = ["roles/datastore.user", "roles/logging.logWriter"] # decides reviews, moves serving pointers
   }

@@ -45,7 +45,7 @@ data "google_project" "project" {
 resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com", "bigquery.googleapis.com", "bigquerystorage.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
-    "cloudscheduler.googleapis.com", "compute.googleapis.com", "firestore.googleapis.com", "iam.googleapis.com", "iap.googleapis.com", "pubsub.googleapis.com",
+    "cloudscheduler.googleapis.com", "cloudtrace.googleapis.com", "compute.googleapis.com", "firestore.googleapis.com", "iam.googleapis.com", "iap.googleapis.com", "pubsub.googleapis.com",
     "run.googleapis.com", "secretmanager.googleapis.com", "storage.googleapis.com",
   ])
   project            = var.project_id
