@@ -604,6 +604,8 @@ def main() -> int:
     for label in ("2014-H1 (broken export)", "2016"):
         console.print(f"$ tollgate run show {run_ids[label]}    # {label}", highlight=False)
         subprocess.run([TOLLGATE, "run", "show", run_ids[label]], env=wide, check=False)
+    console.rule("[bold]One run, one trace: every function and job that worked on it")
+    cli(wide, "trace", run_ids["2016"], note="OpenTelemetry; Cloud Trace on Google Cloud")
     report = local.home / "demo" / f"{run_ids['2016']}-validation.html"
     console.print(f"$ tollgate report {run_ids['2016']} -o {report}", highlight=False)
     subprocess.run([TOLLGATE, "report", run_ids["2016"], "-o", str(report)], env=wide, check=False)

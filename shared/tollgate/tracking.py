@@ -148,8 +148,14 @@ class Mirror:
         return self._experiment_id
 
     def find_run(self, run_id: str) -> Any:
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`tollgate.run_id` = '{run_id}'",
-                                        max_results=1)
+        """The MLflow run of a Tollgate run. Two syncs racing (the tracking function and the reconciler) may
+        each create one: both then keep the same one (a whole mirror first, then the first by MLflow id) and
+        delete the other."""
+        found = sorted(self.client.search_runs([self.experiment_id],
+                                               filter_string=f"tags.`tollgate.run_id` = '{run_id}'"),
+                       key=lambda r: (r.data.tags.get("tollgate.mirrored") != "1", r.info.run_id))
+        for extra in found[1:]:
+            self.client.delete_run(extra.info.run_id)
         return found[0] if found else None
 
     def run(self, run_id: str) -> str | None:
@@ -167,8 +173,9 @@ class Mirror:
             return found.info.run_id
         version = self._version_record(record)
         if found is None:
-            found = self.client.create_run(self.experiment_id, run_name=run_id, start_time=_millis(
-                record.get("created_at")), tags={"tollgate.run_id": run_id, "tollgate.dataset": self.dataset})
+            self.client.create_run(self.experiment_id, run_name=run_id, start_time=_millis(record.get("created_at")),
+                                   tags={"tollgate.run_id": run_id, "tollgate.dataset": self.dataset})
+            found = self.find_run(run_id)
         mlflow_run = found.info.run_id
         at = _millis(record.get("decided_at")) or 0
         metrics = [Metric(k, v, at, 0) for k, v in self._metrics(record, version).items()]
@@ -272,8 +279,12 @@ class Mirror:
 
     # -- the registry ----------------------------------------------------------------------------
     def find_version(self, version: int) -> Any:
-        found = self.client.search_model_versions(
-            f"name = '{self.where.registered_model}' and tags.`tollgate.version` = '{int(version)}'", max_results=1)
+        """The MLflow version of a Tollgate version; of two made by racing syncs, the first is kept."""
+        found = sorted(self.client.search_model_versions(
+            f"name = '{self.where.registered_model}' and tags.`tollgate.version` = '{int(version)}'"),
+            key=lambda v: int(v.version))
+        for extra in found[1:]:
+            self.client.delete_model_version(self.where.registered_model, extra.version)
         return found[0] if found else None
 
     def version(self, version: int, mlflow_run: str | None = None) -> str:
@@ -301,13 +312,13 @@ class Mirror:
             if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                 raise
         source = f"{self.client.get_run(mlflow_run).info.artifact_uri}/model"
-        created = self.client.create_model_version(
+        self.client.create_model_version(
             self.where.registered_model, source=source, run_id=mlflow_run,
             tags={"tollgate.version": str(version), "tollgate.run_id": record["run_id"], "sha256": record["sha256"],
                   "tollgate.code_version": str(record.get("code_version")),
                   "tollgate.estimator": str(record.get("estimator"))},
             description=f"Tollgate {self.dataset} v{version} ({record.get('estimator')}), sha256 {record['sha256']}")
-        return str(created.version)
+        return str(self.find_version(version).version)
 
     def aliases(self) -> dict[str, str | None]:
         """Point ``champion`` and ``canary`` at the MLflow versions of what serves; an alias with nothing to
