@@ -8,6 +8,7 @@ import os
 import signal
 
 import pytest
+import yaml
 
 from localcloud import runapi
 from tests.conftest import taxi_period, write_csv
@@ -82,3 +83,34 @@ def test_a_burst_trains_once_behind_the_running_training(local_cloud, cloud, sta
     lines = {e["run_id"]: e for e in state.ledger(dataset) if e["kind"] == "superseded"}
     assert set(lines) == set(superseded) and all(lines[r]["superseded_by"] == newest for r in superseded)
     wait_for(lambda: "training" not in (state.get_dataset(dataset) or {}), timeout=30, what="the slot to free")
+
+
+def test_a_training_that_fails_passes_the_slot_at_once(local_cloud, state, taxi, taxi_spec, tmp_path, unique):
+    """The queued run trains as soon as the trainer that held the slot fails its run, not on the reconciler's
+    next pass (the test session's reconciler only runs when a test calls it)."""
+    dataset = f"failing_{unique}"
+    push_spec(local_cloud, taxi_spec, tmp_path, dataset)
+    raw = {**taxi_spec.raw, "name": dataset, "model": {"estimator": "hist_gradient_boosting",
+                                                       "params": {"max_iter": -5}}}   # every fit raises
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    assert tollgate(local_cloud, "spec", "push", str(tmp_path / "bad.yaml")).returncode == 0
+    first = dropped(local_cloud, write_csv(taxi_period(taxi, *QUARTERS[0]), tmp_path / "a.csv"), dataset)
+    pids = wait_for(lambda: runapi.task_pids({"RUN_ID": first, "CLOUD_RUN_JOB": "trainer"}), what="the trainer")
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        second = dropped(local_cloud, write_csv(taxi_period(taxi, *QUARTERS[1]), tmp_path / "b.csv"), dataset)
+        wait_for(lambda: (state.get_run(second) or {}).get("status") == lifecycle.QUEUED, what="the second to queue")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    def ended():
+        runs = {i: state.get_run(i) for i in (first, second)}
+        return runs if all(run["status"] in lifecycle.TERMINAL for run in runs.values()) else None
+
+    runs = wait_for(ended, timeout=300, what="both runs to end")
+    assert runs[first]["status"] == lifecycle.FAILED and runs[first]["error"]["step"] == "trainer"
+    assert "by" not in runs[first]["error"]   # the trainer's last attempt failed it, not the reconciler
+    statuses = [h["status"] for h in runs[second]["history"]]
+    assert statuses.index(lifecycle.TRAINING) > statuses.index(lifecycle.QUEUED), statuses
+    assert runs[second]["status"] == lifecycle.FAILED and runs[second]["error"]["step"] == "trainer"

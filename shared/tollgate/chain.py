@@ -97,8 +97,8 @@ def launch(cloud: Cloud, state: State, run_id: str, job: str) -> str:
 def next_training(cloud: Cloud, state: State, dataset: str) -> str | None:
     """Once the dataset's training has ended, the queued run with the newest batch gets the slot and its
     data-validated event (the launch function starts its trainer); the queued runs its window covers end
-    superseded. Called by the decider after each decision and by the reconciler on every pass (after a
-    failure); a no-op while a training runs or nothing is queued."""
+    superseded. Called by the decider after each decision, by a trainer or evaluator that fails its run, and by
+    the reconciler on every pass; a no-op while a training runs or nothing is queued."""
     from tollgate.reconciler import step_event
 
     chosen, superseded, event = state.pass_training_slot(

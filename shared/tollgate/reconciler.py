@@ -16,8 +16,9 @@ through the one promotion path. One pass:
    most ``MAX_RELAUNCHES`` times per step; then the run fails with a reason that names the execution.
 3. **Runs waiting for an event** (``received``, ``validated``, ``trained``, ``evaluated``) longer than the grace:
    the event that moves them is published again (a dead-lettered delivery, a lost publish), as often.
-4. **The training slot**: a dataset whose training ended without a decision (failed, given up) passes it to
-   the queued run with the newest batch (tollgate.chain.next_training).
+4. **The training slot**: a dataset whose training ended without a decision passes it to the queued run with
+   the newest batch (tollgate.chain.next_training). A trainer or evaluator that fails its run passes it itself;
+   this is for runs the reconciler fails and jobs killed before they could.
 5. **Deployments**: a dataset whose deployment is pending past the grace or failed, or whose latest ledger
    entry was never announced: Cloud Run traffic is made to match the Firestore pointers, the run's deployment
    recorded and the entry announced (``model-decided``; a review request too).

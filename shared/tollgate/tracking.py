@@ -180,8 +180,10 @@ class Mirror:
         at = _millis(record.get("decided_at")) or 0
         metrics = [Metric(k, v, at, 0) for k, v in self._metrics(record, version).items()]
         params = [Param(k, v) for k, v in self._params(record, version).items()]
-        for i in range(0, max(len(metrics), len(params)), 500):   # MLflow takes 1,000 values per batch
-            self.client.log_batch(mlflow_run, metrics=metrics[i:i + 500], params=params[i:i + 100])
+        for i in range(0, len(metrics), 1000):   # MLflow's limits per batch: 1,000 metrics, 100 params
+            self.client.log_batch(mlflow_run, metrics=metrics[i:i + 1000])
+        for i in range(0, len(params), 100):
+            self.client.log_batch(mlflow_run, params=params[i:i + 100])
         self._artifacts(mlflow_run, record, version)
         self.client.log_batch(mlflow_run, tags=[RunTag(k, v) for k, v in {
             **self._lineage_tags(record, version), **tags}.items()])

@@ -33,6 +33,17 @@ def mark_failed(state: Any, run_id: str, step: str, message: str, **detail: Any)
                             lifecycle.FAILED, error={"step": step, "message": message[:2000], **detail})
 
 
+def pass_training_slot(cloud: Any, state: Any, run_id: str) -> None:
+    """A run that held its dataset's training slot ended without a decision: the queued run with the newest
+    batch trains now, not on the reconciler's next pass (which stays the backstop: a job killed outright
+    cannot get here)."""
+    from tollgate import chain
+
+    run = state.get_run(run_id) or {}
+    if run.get("dataset"):
+        chain.next_training(cloud, state, run["dataset"])
+
+
 class Interrupted(Exception):
     """Cloud Run sent SIGTERM (the task's timeout, or the execution was cancelled)."""
 
@@ -96,9 +107,13 @@ def job_main(job: str) -> None:
         if run_id and job in lifecycle.STEPS and (permanent or last):
             try:
                 execution = os.environ.get("CLOUD_RUN_EXECUTION")
-                mark_failed(State(Cloud(Settings.from_env()).firestore), run_id, job,
-                            str(exc) if permanent else f"{type(exc).__name__}: {exc}",
-                            attempt=attempt + 1, attempts=attempts, **({"execution": execution} if execution else {}))
+                cloud = Cloud(Settings.from_env())
+                state = State(cloud.firestore)
+                marked = mark_failed(state, run_id, job, str(exc) if permanent else f"{type(exc).__name__}: {exc}",
+                                     attempt=attempt + 1, attempts=attempts,
+                                     **({"execution": execution} if execution else {}))
+                if marked and job in (lifecycle.TRAINER, lifecycle.EVALUATOR):
+                    pass_training_slot(cloud, state, run_id)
             except Exception as inner:  # the original error is what matters; say both
                 log.error(f"could not mark the run failed: {inner}")
         sys.exit(1)
