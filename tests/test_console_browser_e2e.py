@@ -17,7 +17,8 @@ import yaml
 
 from tests.conftest import wine_frame
 from tests.test_chain_e2e import tollgate
-from tollgate import inference
+from tests.test_recovery_e2e import wait_for
+from tollgate import inference, tracing
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +51,9 @@ def test_a_review_approved_in_the_browser_changes_the_champion_and_the_ledger(br
     dropped = tollgate(local_cloud, "drop", str(data), "--dataset", "vintage", "--wait", "--json")
     run = json.loads(dropped.stdout)
     assert run["decision"] == "review", run
+    wait_for(lambda: any(s["name"] == "decider" for s in tracing.local_spans(local_cloud.home / "traces",
+                                                                              run["run_id"])),
+             timeout=30, what="the decider's span")   # it is exported as the decider's handler returns
 
     shots = Path(os.environ.get("TOLLGATE_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -68,6 +72,8 @@ def test_a_review_approved_in_the_browser_changes_the_champion_and_the_ledger(br
     page.screenshot(path=str(shots / "console-dataset.png"), full_page=True)
     page.click(f"#runs >> text={run['run_id']}")
     assert page.locator("#decision").inner_text() == "review"
+    spans = page.locator("#spans").inner_text()   # the run's trace, from the notification to the decision
+    assert all(step in spans for step in ("ingest", "validator", "trainer", "evaluator", "decider")), spans
     page.screenshot(path=str(shots / "console-run.png"), full_page=True)
 
     page.click("text=review pending")

@@ -25,7 +25,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from services.console import charts
 from services.console.auth import IAP_HEADER, IapVerifier, Unauthenticated
-from tollgate import errors, lifecycle, log, promotion, reviews, serving
+from tollgate import errors, lifecycle, log, promotion, reviews, serving, tracing
 from tollgate.cli import views
 from tollgate.cloud import Adapters
 
@@ -158,10 +158,10 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
         from tollgate import artifacts
 
         record = data.state.get_version(name, version) or abort(404, f"{name} has no version {version}")
-        blob = data.cloud.read_bytes(artifacts.artifact_object(name, version))
-        if artifacts.sha256(blob) != record["sha256"]:
-            return _error(500, f"the artifact of {name} v{version} does not hash to its registered sha256; "
-                               "it was altered after registration and is not served")
+        try:
+            blob = artifacts.read_verified(data.cloud, record)
+        except artifacts.ArtifactError as exc:
+            return _error(500, f"{exc}; it is not served")
         return Response(blob, mimetype="application/octet-stream", headers={
             "Content-Disposition": f'attachment; filename="{name}-v{version}.skops"',
             "X-Sha256": record["sha256"]})
@@ -175,10 +175,13 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
             version_record = data.state.get_version(record["dataset"], record["challenger_version"])
         profile, reference = _profiles(data, record)
         order = [f["feature"] for f in ((detail.get("validation") or {}).get("drift") or {}).get("features") or []]
+        trace = tracing.describe(run_id, data.cloud.settings.project)
+        spans = tracing.tree(trace.get("spans") or [])
         return render_template("run.html", run=detail, steps=_steps(record.get("history") or []),
                                version=version_record, drift_chart=charts.drift(detail.get("validation")),
                                feature_charts=charts.features(profile, reference, order),
-                               review=data.state.get_review(run_id), identity=g.identity)
+                               review=data.state.get_review(run_id), trace=trace, spans=spans,
+                               first_ns=spans[0][1]["start_ns"] if spans else 0, identity=g.identity)
 
     @app.get("/runs/<run_id>/reports/<kind>")
     def report(run_id: str, kind: str) -> Response:

@@ -110,14 +110,7 @@ class Client(Adapters):
         from tollgate import tracing
 
         self.existing_run(run_id)
-        where = tracing.destination()
-        found: dict[str, Any] = {"run_id": run_id, "trace_id": tracing.trace_id(run_id), "exported_to": where}
-        if where.startswith("file:"):
-            found["spans"] = tracing.local_spans(Path(where[5:]), run_id)
-        elif where == "cloud-trace":
-            found["url"] = (f"https://console.cloud.google.com/traces/list?project={self.cloud.settings.project}"
-                            f"&tid={found['trace_id']}")
-        return found
+        return tracing.describe(run_id, self.cloud.settings.project)
 
     def existing_run(self, run_id: str) -> dict[str, Any]:
         """The run's record as Firestore holds it; a ClientError naming `tollgate runs` when there is none."""

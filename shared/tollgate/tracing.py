@@ -162,6 +162,34 @@ class FileExporter:
         return True
 
 
+def describe(run_id: str, project: str) -> dict[str, Any]:
+    """A run's trace as the CLI and the console show it: its id, where it was exported, and its spans (read from
+    a local traces folder) or its Cloud Trace link."""
+    where = destination()
+    found: dict[str, Any] = {"run_id": run_id, "trace_id": trace_id(run_id), "exported_to": where}
+    if where.startswith("file:"):
+        found["spans"] = local_spans(Path(where[5:]), run_id)
+    elif where == "cloud-trace":
+        found["url"] = f"https://console.cloud.google.com/traces/list?project={project}&tid={found['trace_id']}"
+    return found
+
+
+def tree(spans: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(depth, span) in depth-first order, each span under its parent (a span whose parent was not recorded is
+    a root), siblings by start."""
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for s in sorted(spans, key=lambda s: s["start_ns"]):
+        children.setdefault(s["parent_span_id"] if s["parent_span_id"] in ids else None, []).append(s)
+    out: list[tuple[int, dict[str, Any]]] = []
+    stack = [(0, s) for s in reversed(children.get(None, []))]
+    while stack:
+        depth, span = stack.pop()
+        out.append((depth, span))
+        stack.extend((depth + 1, c) for c in reversed(children.get(span["span_id"], [])))
+    return out
+
+
 def local_spans(folder: Path, run_id: str) -> list[dict[str, Any]]:
     """The spans of a run's trace in a local traces folder, oldest first."""
     wanted = trace_id(run_id)

@@ -297,23 +297,15 @@ def trace(found: dict[str, Any]) -> None:
     if not spans:
         out.print("no spans recorded for it (traces are off, or it ran before they were on)")
         return
-    ids = {s["span_id"] for s in spans}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for s in spans:
-        children.setdefault(s["parent_span_id"] if s["parent_span_id"] in ids else None, []).append(s)
+    from tollgate import tracing
+
     start = spans[0]["start_ns"]
     table = Table(title=f"{len(spans)} spans")
     for col in ("span", "service", "starts", "takes", "status"):
         table.add_column(col)
-
-    def add(span: dict[str, Any], depth: int) -> None:
+    for depth, span in tracing.tree(spans):
         table.add_row("  " * depth + span["name"], span["service"], f"+{(span['start_ns'] - start) / 1e9:.2f}s",
                       f"{(span['end_ns'] - span['start_ns']) / 1e9:.2f}s", span["status"])
-        for child in children.get(span["span_id"], []):
-            add(child, depth + 1)
-
-    for root in children.get(None, []):
-        add(root, 0)
     out.print(table)
 
 
