@@ -14,7 +14,7 @@ from sqlglot import exp
 from tollgate.warehouse import engines, queries, sql, tables
 
 T0 = dt.datetime(2026, 11, 22, 10, tzinfo=dt.timezone.utc)
-QUERIES = [queries.TRAFFIC, queries.SAMPLE, queries.LABELLED, queries.LABEL_COUNT,
+QUERIES = [queries.TRAFFIC, queries.sample({1: 1_000_000, 2: 400_000}), queries.LABELLED, queries.LABEL_COUNT,
            queries.labelled_by_keys(("trip_seconds", "company"))]
 
 
@@ -84,14 +84,19 @@ def test_labels_join_by_request_and_by_id_columns_and_the_latest_label_wins(ware
 
 def test_a_sample_is_seeded_bounded_and_of_answered_rows_only(warehouse):
     everything = 1_000_000
-    one = warehouse.query(queries.SAMPLE, **_window(version=1, seed=0, limit=4, per_million=everything)).to_pylist()
-    assert len(one) == 4
-    assert one == warehouse.query(queries.SAMPLE, **_window(version=1, seed=0, limit=4,
-                                                            per_million=everything)).to_pylist()
-    every = warehouse.query(queries.SAMPLE, **_window(version=1, seed=7, limit=100, per_million=everything))
+    one = warehouse.query(queries.sample({1: everything}), **_window(seed=0, limit=4)).to_pylist()
+    assert len(one) == 4 and {r["model_version"] for r in one} == {1}
+    assert one == warehouse.query(queries.sample({1: everything}), **_window(seed=0, limit=4)).to_pylist()
+    every = warehouse.query(queries.sample({1: everything}), **_window(seed=7, limit=100))
     assert every.num_rows == 6 and set(every.column("prediction").to_pylist()) == {"10.0", "11.0"}   # no 500
-    some = warehouse.query(queries.SAMPLE, **_window(version=1, seed=7, limit=100, per_million=400_000))
+    some = warehouse.query(queries.sample({1: 400_000}), **_window(seed=7, limit=100))
     assert 0 < some.num_rows < every.num_rows   # about 40% of them, filtered while scanning
+    # every version in one scan, each with its own share and its own limit
+    both = warehouse.query(queries.sample({1: everything, 2: everything}), **_window(seed=7, limit=3)).to_pylist()
+    versions = [r["model_version"] for r in both]
+    assert versions == sorted(versions) and versions.count(1) == 3 and 0 < versions.count(2) <= 3
+    assert [r for r in both if r["model_version"] == 1] == \
+        warehouse.query(queries.sample({1: everything}), **_window(seed=7, limit=3)).to_pylist()
     assert queries.sample_rate(10_000) == everything and queries.sample_rate(18_000_000) == 1389
 
 

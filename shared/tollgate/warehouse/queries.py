@@ -1,7 +1,7 @@
 """The monitor's questions to the warehouse, each one query, and ``observe``, which asks them for one
 window. Every query reads only the partitions of its publish-time interval and returns what is
 bounded: aggregates per version, a seeded sample of at most ``monitoring.MAX_SAMPLE`` rows per
-version, and the labelled pairs of the label window (no more than the labels that arrived).
+version (all versions in one scan), and the labelled pairs of the label window (no more than the labels that arrived).
 
 Bounds of each interval: records whose ``time`` is in ``[start, end)``, from messages published in
 ``[start - SLACK, end + SLACK)`` (a record is published within seconds of its time; the slack covers
@@ -40,16 +40,23 @@ GROUP BY model_version
 ORDER BY model_version
 """)
 
-# A seeded sample: the rows whose hash falls in the lowest @per_million of its range (a Bernoulli sample
-# the engine filters while it scans, so only those rows' features are kept), then the @limit lowest.
+# A seeded sample of each version: the rows whose hash falls in the lowest per-million share of its range set
+# for that version (a Bernoulli sample the engine filters while it scans, so only those rows' features are
+# kept), then each version's @limit lowest.
 _HASH = "FARM_FINGERPRINT(CONCAT(request_id, '#', CAST(`row` AS STRING), '#', CAST(@seed AS STRING)))"
-SAMPLE = Query("sample", f"""
-SELECT features, prediction
+
+
+def sample(per_million: dict[int, int]) -> Query:
+    """The samples of every version in ``per_million`` (version → share kept per million) in one scan of the
+    window. The shares are written into the text as integer literals (ours, from the traffic query)."""
+    shares = " ".join(f"WHEN {int(version)} THEN {int(share)}" for version, share in sorted(per_million.items()))
+    return Query("sample", f"""
+SELECT model_version, features, prediction
 FROM prediction_rows
-WHERE time >= @start AND time < @end AND model_version = @version AND status < 400
-  AND ABS(MOD({_HASH}, 1000000)) < @per_million
-ORDER BY {_HASH}
-LIMIT @limit
+WHERE time >= @start AND time < @end AND status < 400
+  AND ABS(MOD({_HASH}, 1000000)) < CASE model_version {shares} ELSE 0 END
+QUALIFY ROW_NUMBER() OVER (PARTITION BY model_version ORDER BY {_HASH}) <= @limit
+ORDER BY model_version, {_HASH}
 """)
 
 # The latest label of each (request id, row) that arrived in the label window: a later file or feedback
@@ -128,9 +135,11 @@ def observe(warehouse: Warehouse, spec: DatasetSpec, start: dt.datetime, end: dt
         latency = {f"p{q}": (float(quantiles[q]) if len(quantiles) > q and quantiles[q] is not None else None)
                    for q in (50, 95, 99)}
         traffic[int(row.pop("model_version"))] = {**{k: int(v) for k, v in row.items()}, "latency_ms": latency}
-    samples = {version: _sample_frame(warehouse.query(
-        SAMPLE, since=start - SLACK, start=start, version=version, seed=seed, limit=monitoring.MAX_SAMPLE,
-        per_million=sample_rate(t["ok_rows"]), **common), spec) for version, t in traffic.items() if t["ok_rows"]}
+    shares = {version: sample_rate(t["ok_rows"]) for version, t in traffic.items() if t["ok_rows"]}
+    sampled = warehouse.query(sample(shares), since=start - SLACK, start=start, seed=seed,
+                              limit=monitoring.MAX_SAMPLE, **common) if shares else None
+    samples = {version: _sample_frame(sampled.filter(pc.equal(sampled.column("model_version"), version)), spec)
+               for version in shares}
     labels_window = {"since": label_start - SLACK, "label_start": label_start, **common}
     pairs = [warehouse.query(LABELLED, **labels_window)]
     if spec.monitoring.id_columns:
