@@ -30,7 +30,9 @@ def status(obj: Target, as_json: bool) -> None:
                                              service.uri if service else None,
                                              len(obj.state.list_reviews("pending", ds["name"]))))
     payload = views.status(obj.cloud.settings.project, obj.cloud.settings.bucket, datasets,
-                           obj.state.list_runs(limit=10), os.environ.get("TOLLGATE_CONSOLE_URL"))
+                           obj.state.list_runs(limit=10), os.environ.get("TOLLGATE_CONSOLE_URL"),
+                           # the local cloud's own server only: a deployment's URL may carry credentials
+                           os.environ.get("TOLLGATE_MLFLOW_URI") if obj.local else None)
     if as_json:
         dump(payload)
         return

@@ -212,6 +212,8 @@ def status(payload: dict[str, Any]) -> None:
     out.print(recent)
     if payload.get("console_url"):
         out.print(f"console: {payload['console_url']}")
+    if payload.get("mlflow_url"):
+        out.print(f"mlflow: {payload['mlflow_url']}")
 
 
 def monitor_tick(result: dict[str, Any], bucket: str) -> None:

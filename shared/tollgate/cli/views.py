@@ -135,10 +135,11 @@ def dataset_status(ds: dict[str, Any], champion_run: dict[str, Any] | None, pred
 
 
 def status(project: str, bucket: str, datasets: list[dict[str, Any]], runs: list[dict[str, Any]],
-           console_url: str | None = None) -> dict[str, Any]:
+           console_url: str | None = None, mlflow_url: str | None = None) -> dict[str, Any]:
     """`status --json`: each dataset with its own ``predictor_url``, and ``predictor_urls`` by dataset (there is
-    no one predictor: each dataset has its own service); the console's URL when known."""
-    return {"bucket": f"gs://{bucket}", "project": project, "console_url": console_url,
+    no one predictor: each dataset has its own service); the console's URL when known, and the local cloud's
+    MLflow when it runs one."""
+    return {"bucket": f"gs://{bucket}", "project": project, "console_url": console_url, "mlflow_url": mlflow_url,
             "predictor_urls": {d["dataset"]: d["predictor_url"] for d in datasets},
             "datasets": datasets, "recent_runs": [run_summary(r) for r in runs]}
 
