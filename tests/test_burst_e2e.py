@@ -73,6 +73,7 @@ def test_a_burst_trains_once_behind_the_running_training(local_cloud, cloud, sta
     manifest = cloud.read_json(version["training_window"]["manifest"].split("/", 3)[3])
     in_window = {b["sha256"] for b in manifest["batches"]}
     assert {runs[r]["curated"]["sha256"] for r in runs} <= in_window
+    assert version["sampling"]["read"] == "warehouse query"   # the older batches in one query (DuckDB locally)
 
     # the trainings never overlapped: the newest started training after the first run was decided
     def at(run, status):

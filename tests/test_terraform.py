@@ -334,8 +334,12 @@ SERVICE_ACCOUNT_GRANTS = {
     "tracking": _BASE | grants("roles/run.invoker", "roles/secretmanager.secretAccessor"),
     "reconciler": _BASE | _DEPLOYER | grants("roles/pubsub.publisher", "roles/run.invoker", "roles/run.viewer",
                                              "roles/secretmanager.secretAccessor"),
-    "validator": _JOB | grants("roles/storage.objectCreator", scope=("curated/", "quarantine/", "reports/")),
-    "trainer": _JOB | grants("roles/storage.objectCreator", scope=("models/", "reports/")),
+    # the validator loads each curated batch into BigQuery, the trainer queries its window there (the curated
+    # dataset's data editor and viewer)
+    "validator": _JOB | grants("roles/storage.objectCreator", scope=("curated/", "quarantine/", "reports/"))
+    | grants("roles/bigquery.jobUser", "roles/bigquery.dataEditor"),
+    "trainer": _JOB | grants("roles/storage.objectCreator", scope=("models/", "reports/"))
+    | grants("roles/bigquery.jobUser", "roles/bigquery.readSessionUser", "roles/bigquery.dataViewer"),
     "evaluator": _JOB | grants("roles/storage.objectCreator", scope=("reports/",)),
     # the monitor queries the warehouse (BigQuery subscriptions write it: no pull subscription on GCP)
     # and deletes old rows of the two log tables (retention_days): their data editor
@@ -408,6 +412,11 @@ def granted(root: Path = TF) -> dict[str, set]:
         "\"roles/bigquery.readSessionUser\"]) : \"${pair[0]} ${pair[1]}\" => {sa = pair[0], role = pair[1]}}}":
             [(sa, role, None) for sa, j in topo.jobs.items() if j.warehouse
              for role in ("roles/bigquery.jobUser", "roles/bigquery.readSessionUser")],
+        "${{for grant in local.curated_project_roles : \"${grant.sa} ${grant.role}\" => grant}}":
+            [(sa, "roles/bigquery.jobUser", None) for sa, j in topo.jobs.items() if j.curated]
+            + [(sa, "roles/bigquery.readSessionUser", None) for sa, j in topo.jobs.items() if j.curated == "read"],
+        "${toset(local.curated_loaders)}": [(sa, None, None) for sa, j in topo.jobs.items() if j.curated == "load"],
+        "${toset(local.curated_readers)}": [(sa, None, None) for sa, j in topo.jobs.items() if j.curated == "read"],
         "${{for pair in setproduct(local.warehouse_pruners, keys(local.warehouse_records)) : "
         "\"${pair[0]} ${pair[1]}\" => {sa = pair[0], table = pair[1]}}}":
             [(sa, None, None) for sa, j in topo.jobs.items() if j.warehouse == "prune"],

@@ -113,3 +113,57 @@ def test_max_rows_is_a_positive_whole_number(taxi_spec):
     assert taxi_spec.training_max_rows == 2_000_000
     with pytest.raises(specs.SpecError, match=r"training.max_rows: Input should be greater than 0"):
         specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 0}})
+
+
+def test_the_window_from_one_warehouse_query_is_the_window_read_batch_by_batch(taxi_spec, tmp_path):
+    """Batches stored with the warehouse's columns (as the validator stores them) come back from one DuckDB query
+    in window order: unsampled, exactly the rows and order of the batch-by-batch read; sampled, seeded and near
+    max_rows, the newest batch's held-out rows never among them."""
+    import pyarrow.fs as pafs
+
+    from tollgate.jobs.trainer import training_rows
+    from tollgate.warehouse import curated, engines
+
+    rng = np.random.default_rng(1)
+    window, frames = [], {}
+    for i, n in enumerate((4000, 3000, 2000)):
+        frame = pd.DataFrame({"x": rng.normal(size=n), "batch": i, "n": pd.array(range(n), dtype="Int64")})
+        sha = f"{i:064x}"
+        plain, stored = tmp_path / f"{sha}.plain.parquet", tmp_path / "curated" / f"{sha}.parquet"
+        stored.parent.mkdir(exist_ok=True)
+        frame.to_parquet(plain)
+        curated.add_columns(plain, stored, sha)
+        frames[sha] = frame
+        window.append({"sha256": sha, "rows": n, "object": f"curated/{sha}.parquet", "object_sha256": "x"})
+    warehouse = engines.DuckDB(pafs.LocalFileSystem(), str(tmp_path))
+
+    def load(batch):
+        return frames[batch["sha256"]]
+
+    whole = specs.replace(taxi_spec, training__max_rows=10**6)
+    queried, holdout, how = training_rows(load, whole, window, warehouse)
+    read, _, _ = training_rows(load, whole, window)
+    assert how["read"] == "warehouse query"
+    pd.testing.assert_frame_equal(queried, read)                          # same rows, order and types
+    spec = specs.replace(taxi_spec, training__max_rows=3_000)
+    sampled, holdout, how = training_rows(load, spec, window, warehouse)
+    assert how["sampled"] and abs(len(sampled) - 3000) < 200
+    assert sampled["batch"].value_counts().sort_index().tolist() == pytest.approx([1428, 1071, 500], rel=0.15)
+    pd.testing.assert_frame_equal(sampled, training_rows(load, spec, window, warehouse)[0])   # seeded
+    assert not set(holdout["x"]) & set(sampled["x"])
+    # a batch curated before the warehouse's columns sends the window back to the batch-by-batch read
+    legacy = [{**b, "object_sha256": None} if i == 0 else b for i, b in enumerate(window)]
+    assert training_rows(load, whole, legacy, warehouse)[2]["read"] == "batch by batch"
+
+
+def test_curated_objects_gain_the_batch_and_row_columns_in_bounded_groups(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tollgate.warehouse import curated
+
+    frame = pd.DataFrame({"a": range(10), "s": list("abcdefghij")})
+    frame.to_parquet(tmp_path / "plain.parquet")
+    curated.add_columns(tmp_path / "plain.parquet", tmp_path / "stored.parquet", "f" * 64, rows_per_group=3)
+    table = pq.read_table(tmp_path / "stored.parquet")
+    assert table.column("_row").to_pylist() == list(range(10)) and set(table.column("_batch").to_pylist()) == {"f" * 64}
+    assert pd.read_parquet(tmp_path / "stored.parquet").drop(columns=["_batch", "_row"]).equals(frame)

@@ -106,9 +106,12 @@ def test_a_valid_batch_is_curated_once_with_its_counts_and_hash(cloud, state, da
     assert curated["object"] == f"curated/{dataset['name']}/{curated['sha256']}.parquet"
     data = cloud.read_bytes(curated["object"], generation=curated["generation"])
     import hashlib
-    assert hashlib.sha256(data).hexdigest() == curated["sha256"]
+    assert hashlib.sha256(data).hexdigest() == curated["object_sha256"]   # the object as stored
     frame = pd.read_parquet(io.BytesIO(data))
     assert len(frame) == curated["rows"] == run["validation"]["rows_out"] == 500
+    # with the warehouse's columns: the batch's identity (the sha256 of its data) and each row's place
+    assert set(frame["_batch"]) == {curated["sha256"]} and list(frame["_row"]) == list(range(500))
+    assert [b["object_sha256"] for b in state.list_batches(dataset["name"])] == [curated["object_sha256"]]
     assert run["validation"]["rows_in"] == 501
     assert {c["name"]: c["failed_rows"] for c in run["validation"]["checks"]}["large_fare_needs_distance"] == 1
     assert run["drift"]["verdict"] == "none"                          # no champion yet

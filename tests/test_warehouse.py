@@ -178,3 +178,20 @@ def test_retention_on_bigquery_is_one_delete_filtered_on_the_partitioning_column
                                                                                       "predictions")
     assert {p.name for p in tree.find_all(exp.Parameter)} == {"dataset", "before"}
     assert "publish_time < @before" in text and "dataset = @dataset" in text
+
+
+def test_the_curated_window_is_valid_bigquery_over_the_dataset_table_and_loads_once_per_batch():
+    from tollgate.warehouse import curated
+
+    table = engines.BigQuery("acme-ml", "tollgate", bucket="b").curated_table("chicago_taxi")
+    assert table == "acme-ml.tollgate_curated.curated_chicago_taxi"
+    tree = sqlglot.parse_one(curated.window_text("bigquery", table), read="bigquery")
+    assert {f"{t.catalog}.{t.db}.{t.name}" for t in tree.find_all(exp.Table)} == {table}
+    assert {p.name for p in tree.find_all(exp.Parameter)} == {"batches", "seed", "per_million"}
+    assert tree.find(exp.Unnest) is not None and tree.find(exp.FarmFingerprint) is not None
+    assert "hash(" in curated.window_text("duckdb", curated.RELATION).lower()   # DuckDB's own seeded hash
+    batch = "a" * 64
+    assert curated.load_job_id("chicago_taxi", batch) == f"tollgate-curated-chicago-taxi-{batch}"
+    with pytest.raises(Exception, match="dataset name"):
+        curated.table_name("taxi; DROP TABLE x")
+    assert curated.per_million(1.0) == 1_000_000 and curated.per_million(0.25) == 250_000

@@ -30,6 +30,7 @@ class Settings:
     code_version: str = "dev"
     warehouse: str = "bigquery"              # "bigquery", or "duckdb" over the bucket's Parquet (the local cloud)
     bigquery_dataset: str = "tollgate"       # the BigQuery dataset of the prediction log and labels
+    bigquery_curated_dataset: str = "tollgate_curated"   # the BigQuery dataset of the curated batches
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> "Settings":
@@ -60,4 +61,5 @@ class Settings:
             code_version=env.get("TOLLGATE_CODE_VERSION", "dev"),
             warehouse=warehouse,
             bigquery_dataset=env.get("TOLLGATE_BIGQUERY_DATASET", "tollgate"),
+            bigquery_curated_dataset=env.get("TOLLGATE_BIGQUERY_CURATED_DATASET", "tollgate_curated"),
         )

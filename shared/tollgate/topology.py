@@ -46,6 +46,8 @@ class Job:
     updates: tuple[str, ...] = () # bucket prefixes where it may also replace them
     warehouse: str | None = None  # "read": queries the warehouse (BigQuery job user, data viewer of its dataset);
                                   # "prune": also deletes old rows of the log tables (their data editor)
+    curated: str | None = None    # "load": loads curated batches into BigQuery (data editor of the curated
+                                  # dataset); "read": queries them (data viewer there)
 
     @property
     def max_attempts(self) -> int:
@@ -120,13 +122,16 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                   publishes=_topics(j.get("publishes")), timeout_seconds=int(j.get("timeout_seconds", 600)),
                   deploys_predictor=bool(j.get("deploys_predictor", False)),
                   max_retries=int(j.get("max_retries", 1)), writes=tuple(j.get("writes") or ()),
-                  updates=tuple(j.get("updates") or ()), warehouse=j.get("warehouse"))
+                  updates=tuple(j.get("updates") or ()), warehouse=j.get("warehouse"), curated=j.get("curated"))
         for name, j in (raw.get("jobs") or {}).items()
     }
     for job in jobs.values():
         if job.warehouse not in (None, "read", "prune"):
             raise TopologyError(f"job {job.name!r}: warehouse: {job.warehouse!r}; a job takes `read`, or `prune` "
                                 "to delete old rows too (the tables are written by BigQuery subscriptions)")
+        if job.curated not in (None, "load", "read"):
+            raise TopologyError(f"job {job.name!r}: curated: {job.curated!r}; a job takes `load` (the validator) "
+                                "or `read` (the trainer)")
         for prefix in job.writes + job.updates:
             if not prefix.endswith("/") or prefix.split("/", 1)[0] in ("specs", "incoming", ""):
                 raise TopologyError(f"job {job.name!r}: {prefix!r} is not a prefix a job may write (a folder "

@@ -52,7 +52,8 @@ class Cloud:
 
         if self.settings.warehouse == "duckdb":
             return engines.DuckDB.on_bucket(self.settings.bucket, os.environ.get("STORAGE_EMULATOR_HOST"))
-        return engines.BigQuery(self.settings.project, self.settings.bigquery_dataset)
+        return engines.BigQuery(self.settings.project, self.settings.bigquery_dataset, bucket=self.settings.bucket,
+                                curated_dataset=self.settings.bigquery_curated_dataset)
 
     def _run_client_kwargs(self) -> dict[str, Any]:
         if not self.settings.cloud_run_endpoint:

@@ -42,10 +42,15 @@ def champion_profile(cloud: Cloud, state: State, dataset: str) -> tuple[int | No
 
 
 def load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
+    """A curated batch's data, its object checked against the hash recorded for it (``object_sha256``: the object
+    with the warehouse's ``_batch`` and ``_row`` columns; batches curated before those have only ``sha256``)."""
+    from tollgate.warehouse import curated
+
     data = cloud.read_bytes(batch["object"], generation=batch["generation"])
-    if artifacts.sha256(data) != batch["sha256"]:
+    if artifacts.sha256(data) != batch.get("object_sha256", batch["sha256"]):
         raise StepFailed(f"curated batch {batch['object']} does not match its recorded sha256")
-    return pd.read_parquet(io.BytesIO(data))
+    frame = pd.read_parquet(io.BytesIO(data))
+    return frame.drop(columns=[c for c in curated.COLUMNS if c in frame.columns])
 
 
 def write_or_adopt(cloud: Cloud, name: str, data: bytes, content_type: str = "application/octet-stream") -> bytes:

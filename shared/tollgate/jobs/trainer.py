@@ -9,7 +9,7 @@ no version or a whole one, and a retry converges.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import orjson
@@ -23,6 +23,9 @@ from tollgate.cloud.state import State
 from tollgate.errors import StepFailed
 from tollgate.events import envelope
 from tollgate.jobs.common import load_batch, open_run, write_or_adopt
+
+if TYPE_CHECKING:
+    from tollgate.warehouse.engines import Warehouse
 
 
 def training_window(state: State, spec: specs.DatasetSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,25 +46,51 @@ def training_window(state: State, spec: specs.DatasetSpec, record: dict[str, Any
 
 
 def training_rows(load: Callable[[dict[str, Any]], pd.DataFrame], spec: specs.DatasetSpec,
-                  window: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                  window: list[dict[str, Any]], warehouse: Warehouse | None = None,
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(training rows, held-out rows, how they were sampled): the window's batches but the newest one's held-out
-    rows; when they number more than ``training.max_rows``, a seeded sample of about that many, drawn batch by
-    batch as ``load`` reads each, so memory holds the sample and one batch, never the whole window."""
+    rows; when they number more than ``training.max_rows``, a seeded sample of about that many.
+
+    The batches before the newest come from one warehouse query (tollgate.warehouse.curated: the engine samples
+    while it scans, so memory holds the sample only); batches curated before the warehouse's columns are read
+    batch by batch as ``load`` reads each, sampled as they come (memory: the sample and one batch). The newest
+    batch is read here: its held-out rows are the evaluator's."""
     from tollgate import training
 
-    newest_train, holdout = training.split_newest(load(window[-1]), spec)
+    newest = load(window[-1])
+    newest_train, holdout = training.split_newest(newest, spec)
     available = sum(int(b.get("rows") or 0) for b in window[:-1]) + len(newest_train)
     fraction = min(1.0, spec.training_max_rows / available) if available else 1.0
+    older = window[:-1]
     parts = []
-    for batch in window[:-1]:
-        frame = load(batch)
-        parts.append(frame.loc[training.sample_mask(len(frame), fraction, spec.training_seed, batch["sha256"])])
-        del frame
+    queried = warehouse is not None and bool(older) and all(b.get("object_sha256") for b in older)
+    if queried:
+        rows = warehouse.curated_window(spec.name, older, spec.training_seed, fraction).to_pandas()  # type: ignore
+        parts.append(_like(rows, newest))
+        del rows
+    else:
+        for batch in older:
+            frame = load(batch)
+            parts.append(frame.loc[training.sample_mask(len(frame), fraction, spec.training_seed, batch["sha256"])])
+            del frame
     parts.append(newest_train.loc[training.sample_mask(len(newest_train), fraction, spec.training_seed,
                                                        window[-1]["sha256"])])
     train = pd.concat(parts, ignore_index=True)
     return train, holdout, {"max_rows": spec.training_max_rows, "rows_available": int(available),
-                            "fraction": round(fraction, 6), "sampled": fraction < 1}
+                            "fraction": round(fraction, 6), "sampled": fraction < 1,
+                            "read": "warehouse query" if queried else "batch by batch"}
+
+
+def _like(rows: pd.DataFrame, newest: pd.DataFrame) -> pd.DataFrame:
+    """The queried rows with the column types a batch read from its file has (the query's Arrow carries no
+    pandas types: nullable integers, say)."""
+    for name, dtype in newest.dtypes.items():
+        if name in rows.columns and rows[name].dtype != dtype:
+            try:
+                rows[name] = rows[name].astype(dtype)
+            except (TypeError, ValueError):   # a type the spec changed since: keep the query's
+                pass
+    return rows
 
 
 def window_manifest(dataset: str, version: int, run_id: str, window: list[dict[str, Any]]) -> bytes:
@@ -84,7 +113,8 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     spec = specs.from_dict(record["spec"])
     started = time.monotonic()
     window = training_window(state, spec, record)
-    train_df, holdout, sampling = training_rows(lambda batch: load_batch(cloud, batch), spec, window)
+    train_df, holdout, sampling = training_rows(lambda batch: load_batch(cloud, batch), spec, window,
+                                                cloud.warehouse)
     search = None
     params = dict(spec.model_params)
     if spec.search is not None:

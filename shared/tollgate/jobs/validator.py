@@ -1,8 +1,10 @@
 """Job `validator`: hold a run's dropped file against its dataset spec and the champion's data (RUN_ID).
 
 Reads the object straight from the bucket in chunks (tollgate.validation); a valid batch is written once to
-``curated/<dataset>/<sha256>.parquet``, a rejected one is copied to ``quarantine/<dataset>/<run_id>/`` with its
-reason. Imports no scikit-learn: a job's cold start is paid on every run.
+``curated/<dataset>/<sha256>.parquet`` (the sha256 of its data; the object adds the warehouse's ``_batch`` and
+``_row`` columns) and loaded into the warehouse's curated table, a rejected one is copied to
+``quarantine/<dataset>/<run_id>/`` with its reason. Imports no scikit-learn: a job's cold start is paid on every
+run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
 from tollgate.events import envelope
 from tollgate.jobs.common import champion_profile, open_run
+from tollgate.warehouse import curated as warehouse_curated
 
 
 def run(cloud: Cloud, state: State, run_id: str) -> str:
@@ -55,9 +58,18 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
             log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
             return "rejected"
         digest = artifacts.file_sha256(curated_file)
+        stored = Path(tmp) / "stored.parquet"
+        warehouse_curated.add_columns(curated_file, stored, digest)
         name = f"curated/{spec.name}/{digest}.parquet"
-        generation = cloud.write_file_once(name, curated_file)
+        try:
+            generation = cloud.write_file_once(name, stored)
+            object_sha256: str | None = artifacts.file_sha256(stored)
+        except FileExistsError:   # the same data, curated before the warehouse columns: that object serves
+            generation, object_sha256 = cloud.write_file_once(name, curated_file), None
     curated = {"object": name, "generation": generation, "sha256": digest, "rows": result.rows_out}
+    if object_sha256:
+        cloud.warehouse.load_curated(spec.name, name, digest)
+        curated["object_sha256"] = object_sha256
     times = (result.profile or {}).get("columns", {}).get(spec.time_column or "", {})
     if times.get("count"):
         curated.update(time_min=float(times["min"]), time_max=float(times["max"]))

@@ -8,6 +8,9 @@
 - :class:`BigQuery` (Google Cloud): the same query text in BigQuery's own dialect, over the tables the
   BigQuery subscriptions write, with typed query parameters; results come back as Arrow through the
   BigQuery Storage Read API.
+
+Both also hold each dataset's curated batches (tollgate.warehouse.curated): BigQuery in a table per dataset,
+which the validator loads; DuckDB reads the bucket's curated objects themselves.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from tollgate.warehouse import sql, tables
+from tollgate.warehouse import curated, sql, tables
 
 
 class Warehouse:
@@ -35,6 +38,15 @@ class Warehouse:
     def expire(self, table: str, dataset: str, before: dt.datetime) -> int:
         """Delete ``dataset``'s rows of ``table`` published before ``before`` (a whole hour at a time locally:
         the hours that end by then); how many files (DuckDB) or messages (BigQuery) went."""
+        raise NotImplementedError
+
+    def load_curated(self, dataset: str, name: str, batch: str) -> None:
+        """Add the curated object ``name`` (batch ``batch``) to the dataset's curated table; once per batch."""
+        raise NotImplementedError
+
+    def curated_window(self, dataset: str, batches: list[dict[str, Any]], seed: int, fraction: float) -> pa.Table:
+        """The rows of ``batches`` (curated batch records, in window order), a seeded ``fraction`` of them when
+        below 1, in window order, as the pipeline reads them (tollgate.warehouse.curated)."""
         raise NotImplementedError
 
 
@@ -96,6 +108,25 @@ class DuckDB(Warehouse):
         protocol = wrapped.protocol if isinstance(wrapped.protocol, str) else wrapped.protocol[0]
         return con, f"{protocol}://"
 
+    def load_curated(self, dataset: str, name: str, batch: str) -> None:
+        """Nothing to load: the window query reads the curated objects in the bucket."""
+
+    def curated_window(self, dataset: str, batches: list[dict[str, Any]], seed: int, fraction: float) -> pa.Table:
+        ids = [b["sha256"] for b in batches]
+        con, prefix = self._connect()
+        try:
+            # In SQL, not con.read_parquet(): DuckDB reads the files' schemas (union_by_name: a column the spec added
+            # later) from its own threads through the Python filesystem, which needs the GIL that execute() releases
+            # and read_parquet() holds (a deadlock). The paths are the batches' own object names, quoted.
+            files = ", ".join("'" + f"{prefix}{self.root}/{b['object']}".replace("'", "''") + "'" for b in batches)
+            con.execute(f"CREATE VIEW {curated.RELATION} AS SELECT * FROM read_parquet([{files}], "
+                        "union_by_name = true)")
+            found = con.execute(curated.window_text("duckdb", curated.RELATION),
+                                {"batches": ids, "seed": seed, "per_million": curated.per_million(fraction)})
+            return curated.in_window_order(found.fetch_arrow_table(), ids)
+        finally:
+            con.close()
+
     def query(self, query: sql.Query, **params: Any) -> pa.Table:
         bound = sql.bind(query, params)
         con, prefix = self._connect()
@@ -126,8 +157,10 @@ def bigquery_parameter(name: str, value: Any) -> Any:
 class BigQuery(Warehouse):
     engine = "bigquery"
 
-    def __init__(self, project: str, dataset: str, location: str | None = None, client: Any = None) -> None:
+    def __init__(self, project: str, dataset: str, location: str | None = None, client: Any = None, *,
+                 bucket: str | None = None, curated_dataset: str = "tollgate_curated") -> None:
         self.project, self.dataset, self.location = project, dataset, location
+        self.bucket, self.curated_dataset = bucket, curated_dataset
         self._client = client
 
     @functools.cached_property
@@ -148,6 +181,39 @@ class BigQuery(Warehouse):
                                          labels={"tollgate_query": query.name.replace("_", "-")})
         job = self.client.query(query.text("bigquery", self.qualified), job_config=config)
         return job.result().to_arrow(create_bqstorage_client=True)
+
+    def curated_table(self, dataset: str) -> str:
+        return f"{self.project}.{self.curated_dataset}.{curated.table_name(dataset)}"
+
+    def load_curated(self, dataset: str, name: str, batch: str) -> None:
+        """A load job from ``gs://<bucket>/<name>``, its id derived from the batch: a retry finds the job of the
+        first attempt (409) and waits for it instead of loading the rows twice."""
+        from google.api_core.exceptions import Conflict
+        from google.cloud import bigquery
+
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            schema_update_options=[bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION,
+                                   bigquery.SchemaUpdateOption.ALLOW_FIELD_RELAXATION],
+            labels={"tollgate_load": "curated"})
+        job_id = curated.load_job_id(dataset, batch)
+        try:
+            job = self.client.load_table_from_uri(f"gs://{self.bucket}/{name}", self.curated_table(dataset),
+                                                  job_id=job_id, job_config=config)
+        except Conflict:
+            job = self.client.get_job(job_id)
+        job.result()
+
+    def curated_window(self, dataset: str, batches: list[dict[str, Any]], seed: int, fraction: float) -> pa.Table:
+        from google.cloud import bigquery
+
+        ids = [b["sha256"] for b in batches]
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ArrayQueryParameter("batches", "STRING", ids), bigquery_parameter("seed", int(seed)),
+            bigquery_parameter("per_million", curated.per_million(fraction))],
+            labels={"tollgate_query": "curated-window"})
+        job = self.client.query(curated.window_text("bigquery", self.curated_table(dataset)), job_config=config)
+        return curated.in_window_order(job.result().to_arrow(create_bqstorage_client=True), ids)
 
     def expire(self, table: str, dataset: str, before: dt.datetime) -> int:
         from google.cloud import bigquery

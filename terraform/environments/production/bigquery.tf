@@ -157,3 +157,58 @@ resource "google_bigquery_table_iam_member" "warehouse_prune" {
   role       = "roles/bigquery.dataEditor"
   member     = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
 }
+
+# Curated batches: a table curated_<dataset> per dataset in a BigQuery dataset of their own, made and appended to
+# by the validator's load jobs (topology `curated: load`: data editor of that dataset only, which holds nothing
+# else), queried by the trainer for its window (`curated: read`: data viewer there). Both run jobs in the project.
+locals {
+  curated_loaders = [for name, j in local.jobs : name if try(j.curated, "") == "load"]
+  curated_readers = [for name, j in local.jobs : name if try(j.curated, "") == "read"]
+  curated_project_roles = concat(
+    [for sa in local.curated_loaders : { sa = sa, role = "roles/bigquery.jobUser" }],
+    flatten([for sa in local.curated_readers : [for role in ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"] : { sa = sa, role = role }]]),
+  )
+}
+
+resource "google_bigquery_dataset" "curated" {
+  project     = var.project_id
+  dataset_id  = var.bigquery_curated_dataset
+  location    = var.bigquery_location
+  description = "Tollgate's curated batches, one table per dataset"
+  labels      = var.labels
+
+  dynamic "default_encryption_configuration" {
+    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+    content {
+      kms_key_name = default_encryption_configuration.value
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "curated_jobs" {
+  for_each = { for grant in local.curated_project_roles : "${grant.sa} ${grant.role}" => grant }
+
+  project = var.project_id
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
+}
+
+resource "google_bigquery_dataset_iam_member" "curated_load" {
+  for_each = toset(local.curated_loaders)
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.curated.dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+resource "google_bigquery_dataset_iam_member" "curated_read" {
+  for_each = toset(local.curated_readers)
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.curated.dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = "serviceAccount:${google_service_account.workload[each.key].email}"
+}

@@ -19,12 +19,13 @@ locals {
 
   # What every workload needs to find the project (Settings.from_env).
   base_env = {
-    GOOGLE_CLOUD_PROJECT      = var.project_id
-    TOLLGATE_BUCKET           = local.bucket
-    TOLLGATE_REGION           = var.region
-    TOLLGATE_CODE_VERSION     = var.image_tag
-    TOLLGATE_WAREHOUSE        = "bigquery"
-    TOLLGATE_BIGQUERY_DATASET = var.bigquery_dataset
+    GOOGLE_CLOUD_PROJECT              = var.project_id
+    TOLLGATE_BUCKET                   = local.bucket
+    TOLLGATE_REGION                   = var.region
+    TOLLGATE_CODE_VERSION             = var.image_tag
+    TOLLGATE_WAREHOUSE                = "bigquery"
+    TOLLGATE_BIGQUERY_DATASET         = var.bigquery_dataset
+    TOLLGATE_BIGQUERY_CURATED_DATASET = var.bigquery_curated_dataset
   }
   # What a workload that deploys the predictor rolls each new model revision from (functions get it all).
   predictor_env = merge(local.base_env, {

@@ -152,6 +152,12 @@ variable "bigquery_dataset" {
   default     = "tollgate"
 }
 
+variable "bigquery_curated_dataset" {
+  description = "BigQuery dataset of the curated batches: one table curated_<dataset> per dataset, loaded by the validator."
+  type        = string
+  default     = "tollgate_curated"
+}
+
 variable "bigquery_location" {
   description = "Where the warehouse's BigQuery dataset lives (a region such as us-central1, or US / EU)."
   type        = string
