@@ -23,11 +23,17 @@ locals {
   warehouse_pruners    = [for name, j in local.jobs : name if try(j.warehouse, "") == "prune"]
 }
 
-resource "google_bigquery_dataset" "warehouse" {
+# The BigQuery datasets: the log's and the curated batches' (each workload is granted on one of them only).
+resource "google_bigquery_dataset" "tollgate" {
+  for_each = {
+    warehouse = { id = var.bigquery_dataset, description = "Tollgate's prediction log and labels" }
+    curated   = { id = var.bigquery_curated_dataset, description = "Tollgate's curated batches, one table per dataset" }
+  }
+
   project     = var.project_id
-  dataset_id  = var.bigquery_dataset
+  dataset_id  = each.value.id
   location    = var.bigquery_location
-  description = "Tollgate's prediction log and labels"
+  description = each.value.description
   labels      = var.labels
 
   dynamic "default_encryption_configuration" {
@@ -45,7 +51,7 @@ resource "google_bigquery_table" "warehouse" {
   for_each = local.warehouse_records
 
   project                  = var.project_id
-  dataset_id               = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id               = google_bigquery_dataset.tollgate["warehouse"].dataset_id
   table_id                 = each.key
   description              = "One row per Pub/Sub message of kind ${each.key} (its records repeated), written by subscription ${each.key}-to-bigquery"
   labels                   = var.labels
@@ -79,7 +85,7 @@ resource "google_bigquery_table_iam_member" "subscription_writer" {
   for_each = local.warehouse_records
 
   project    = var.project_id
-  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id = google_bigquery_dataset.tollgate["warehouse"].dataset_id
   table_id   = google_bigquery_table.warehouse[each.key].table_id
   role       = "roles/bigquery.dataEditor"
   member     = "serviceAccount:${local.pubsub_agent}"
@@ -95,7 +101,7 @@ resource "google_pubsub_subscription" "warehouse" {
   labels  = var.labels
 
   bigquery_config {
-    table               = "${var.project_id}.${google_bigquery_dataset.warehouse.dataset_id}.${google_bigquery_table.warehouse[each.key].table_id}"
+    table               = "${var.project_id}.${google_bigquery_dataset.tollgate["warehouse"].dataset_id}.${google_bigquery_table.warehouse[each.key].table_id}"
     use_table_schema    = true
     write_metadata      = true
     drop_unknown_fields = true
@@ -142,7 +148,7 @@ resource "google_bigquery_dataset_iam_member" "warehouse_read" {
   for_each = toset(local.warehouse_readers)
 
   project    = var.project_id
-  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id = google_bigquery_dataset.tollgate["warehouse"].dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = "serviceAccount:${google_service_account.workload[each.key].email}"
 }
@@ -152,7 +158,7 @@ resource "google_bigquery_table_iam_member" "warehouse_prune" {
   for_each = { for pair in setproduct(local.warehouse_pruners, keys(local.warehouse_records)) : "${pair[0]} ${pair[1]}" => { sa = pair[0], table = pair[1] } }
 
   project    = var.project_id
-  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id = google_bigquery_dataset.tollgate["warehouse"].dataset_id
   table_id   = google_bigquery_table.warehouse[each.value.table].table_id
   role       = "roles/bigquery.dataEditor"
   member     = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
@@ -170,23 +176,6 @@ locals {
   )
 }
 
-resource "google_bigquery_dataset" "curated" {
-  project     = var.project_id
-  dataset_id  = var.bigquery_curated_dataset
-  location    = var.bigquery_location
-  description = "Tollgate's curated batches, one table per dataset"
-  labels      = var.labels
-
-  dynamic "default_encryption_configuration" {
-    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
-    content {
-      kms_key_name = default_encryption_configuration.value
-    }
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
 resource "google_project_iam_member" "curated_jobs" {
   for_each = { for grant in local.curated_project_roles : "${grant.sa} ${grant.role}" => grant }
 
@@ -199,7 +188,7 @@ resource "google_bigquery_dataset_iam_member" "curated_load" {
   for_each = toset(local.curated_loaders)
 
   project    = var.project_id
-  dataset_id = google_bigquery_dataset.curated.dataset_id
+  dataset_id = google_bigquery_dataset.tollgate["curated"].dataset_id
   role       = "roles/bigquery.dataEditor"
   member     = "serviceAccount:${google_service_account.workload[each.key].email}"
 }
@@ -208,7 +197,12 @@ resource "google_bigquery_dataset_iam_member" "curated_read" {
   for_each = toset(local.curated_readers)
 
   project    = var.project_id
-  dataset_id = google_bigquery_dataset.curated.dataset_id
+  dataset_id = google_bigquery_dataset.tollgate["curated"].dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = "serviceAccount:${google_service_account.workload[each.key].email}"
+}
+
+moved {
+  from = google_bigquery_dataset.warehouse
+  to   = google_bigquery_dataset.tollgate["warehouse"]
 }
