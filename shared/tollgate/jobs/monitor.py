@@ -205,8 +205,8 @@ def request_retraining(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, r
         return None
     latest = batches[-1]
     run_id = "retrain-" + hashlib.sha256(f"{spec.name}:{at.isoformat()}".encode()).hexdigest()[:20]
-    curated = {k: latest[k] for k in ("object", "generation", "sha256", "rows", "time_min", "time_max")
-               if k in latest}
+    curated = {k: latest[k] for k in ("object", "generation", "sha256", "object_sha256", "rows", "time_min",
+                                      "time_max") if k in latest}
     state.create_run(run_id, {"dataset": spec.name, "spec": spec.raw, "spec_sha256": spec.sha256,
                               "source": {"kind": "retrain", "requested_by": ACTOR, "reason": reason}})
     event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
