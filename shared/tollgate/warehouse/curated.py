@@ -86,8 +86,3 @@ def in_window_order(table: pa.Table, batches: list[str]) -> pa.Table:
     order = pc.sort_indices(pa.table({"p": position, "r": table.column(ROW)}),
                             sort_keys=[("p", "ascending"), ("r", "ascending")])
     return table.take(order).drop_columns(list(COLUMNS))
-
-
-def strip(table: pa.Table) -> pa.Table:
-    """A curated batch as the pipeline reads it: its data columns only."""
-    return table.drop_columns([c for c in COLUMNS if c in table.column_names])
