@@ -133,7 +133,8 @@ def load(config: PredictorConfig) -> tuple[Any, dict[str, Any]]:
         if record.get("sha256") != config.model_sha256:
             raise artifacts.ArtifactError(f"record.json in {config.storage_uri} gives sha256 {record.get('sha256')}, "
                                           f"the deployment {config.model_sha256}: refusing both")
-        return artifacts.loads(_read(config.storage_uri, "model.skops"), config.model_sha256), record
+        return artifacts.loads(_read(config.storage_uri, "model.skops"), config.model_sha256,
+                               artifacts.record_spec(record)), record
     from tollgate import runtime
     from tollgate.jobs.common import load_model
 

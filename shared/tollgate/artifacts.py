@@ -95,6 +95,18 @@ def read_verified(cloud: Any, record: dict[str, Any]) -> bytes:
     return blob
 
 
+def record_spec(record: dict[str, Any]) -> Any:
+    """The dataset spec a version was trained with (its registry record carries it): what its loaders probe it
+    with."""
+    from tollgate import spec as specs
+
+    try:
+        return specs.from_dict(record["spec"])
+    except (KeyError, specs.SpecError) as exc:
+        raise ArtifactError(f"the registry record of {record.get('dataset')} v{record.get('version')} carries no "
+                            f"spec this code can read ({type(exc).__name__})") from None
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -110,13 +122,17 @@ def dumps(model: Any) -> bytes:
     return sio.dumps(model)
 
 
-def nodes(data: bytes) -> set[tuple[str, str]]:
-    """Every (type, loader) the skops file's schema names, wherever it sits in the tree."""
+def _archive(data: bytes) -> tuple[zipfile.ZipFile, Any]:
+    """The skops file as a zip archive and its parsed ``schema.json``."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            schema = json.loads(archive.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, OSError, EOFError) as exc:
         raise ArtifactError(f"not a skops model file: {type(exc).__name__}: {exc}"[:300]) from None
+    return archive, schema
+
+
+def _schema_nodes(schema: Any) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     stack = [schema]
     while stack:
@@ -130,17 +146,33 @@ def nodes(data: bytes) -> set[tuple[str, str]]:
     return found
 
 
+def nodes(data: bytes) -> set[tuple[str, str]]:
+    """Every (type, loader) the skops file's schema names, wherever it sits in the tree."""
+    archive, schema = _archive(data)
+    with archive:
+        return _schema_nodes(schema)
+
+
 def check(data: bytes) -> list[str]:
-    """The types skops must be told to trust, if every node of the file is allowed; else ArtifactError."""
-    refused = sorted(nodes(data) - ALLOWED_NODES)
-    if refused:
-        raise ArtifactError("the model holds nodes outside Tollgate's allow-list: "
-                            + ", ".join(f"{t} ({loader})" for t, loader in refused[:20])
-                            + (f" and {len(refused) - 20} more" if len(refused) > 20 else "")
-                            + "; refusing to load it")
+    """The types skops must be told to trust, if every node of the file is allowed and the arrays its trees are
+    built from are sound (``tollgate.modelcheck``); else ArtifactError."""
+    from tollgate import modelcheck
+
+    archive, schema = _archive(data)
+    with archive:
+        refused = sorted(_schema_nodes(schema) - ALLOWED_NODES)
+        if refused:
+            raise ArtifactError("the model holds nodes outside Tollgate's allow-list: "
+                                + ", ".join(f"{t} ({loader})" for t, loader in refused[:20])
+                                + (f" and {len(refused) - 20} more" if len(refused) > 20 else "")
+                                + "; refusing to load it")
+        modelcheck.check_archive(archive, schema)   # before skops builds a Tree, which reads them in C
     import skops.io as sio
 
-    untrusted = sorted(sio.get_untrusted_types(data=data))
+    try:
+        untrusted = sorted(sio.get_untrusted_types(data=data))
+    except Exception as exc:   # skops could not walk the schema: malformed
+        raise ArtifactError(f"not a skops model file skops can read ({type(exc).__name__})") from None
     beyond = [t for t in untrusted if t not in TRUSTED_TYPES]
     if beyond:   # every node is allowed, yet skops distrusts a name we do not: refuse rather than guess
         raise ArtifactError(f"skops does not trust {', '.join(beyond)}, which Tollgate's allow-list does not "
@@ -148,8 +180,10 @@ def check(data: bytes) -> list[str]:
     return untrusted
 
 
-def loads(data: bytes, expected_sha256: str) -> Any:
-    """Load a model only if its bytes hash to what the registry recorded and every node is allowed."""
+def loads(data: bytes, expected_sha256: str, spec: Any = None) -> Any:
+    """Load a model only if its bytes hash to what the registry recorded, every node is allowed and its structure
+    is sound (``tollgate.modelcheck``); with the dataset ``spec``, also only if it predicts finite values on a
+    sample of valid input. Whatever is wrong with the file is an ArtifactError, never a crash."""
     actual = sha256(data)
     if actual != expected_sha256:
         raise ArtifactError(f"model bytes hash to {actual}, but the registry recorded {expected_sha256}: "
@@ -157,4 +191,14 @@ def loads(data: bytes, expected_sha256: str) -> Any:
     trusted = check(data)
     import skops.io as sio
 
-    return sio.loads(data, trusted=trusted)
+    from tollgate import modelcheck
+
+    try:
+        model = sio.loads(data, trusted=trusted)
+    except Exception as exc:   # the schema is allowed but does not build: a malformed file
+        raise ArtifactError(f"the model file does not build ({type(exc).__name__}: {str(exc)[:200]}); "
+                            "refusing to load it") from None
+    modelcheck.check_model(model)
+    if spec is not None:
+        modelcheck.probe(model, spec)
+    return model

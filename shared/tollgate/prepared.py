@@ -374,7 +374,10 @@ def prepare(pipeline: Any, spec: DatasetSpec, rows: int = 512) -> Prepared:
         part = Columns(check.numeric[:size], [c[:size] for c in check.categorical])
         head = Outputs(expected.predictions[:size],
                        None if expected.probabilities is None else expected.probabilities[:size])
-        problem = agree(head, predict(part), spec.task)
+        try:
+            problem = agree(head, predict(part), spec.task)
+        except Exception as exc:   # what the model's own predict accepts, the prepared path must too, or go
+            problem = f"{type(exc).__name__}: {str(exc)[:200]}"
         if problem:
             return Prepared(reference, "plain", f"prepared path disagrees with the model on {size} rows: {problem}")
     return Prepared(predict, "prepared", f"agrees with the registered model on {rows} sample rows")

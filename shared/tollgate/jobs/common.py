@@ -67,7 +67,8 @@ def write_or_adopt(cloud: Cloud, name: str, data: bytes, content_type: str = "ap
 
 def load_model(cloud: Cloud, state: State, dataset: str, version: int) -> tuple[Any, dict[str, Any]]:
     """A registered model, read only from ``models/<dataset>/<version>/model.skops``, hash-checked against
-    its registry record and every node allow-listed before it is deserialised (artifacts.loads)."""
+    its registry record, every node allow-listed before it is deserialised, its structure checked and a sample of
+    valid input predicted (artifacts.loads with the version's spec)."""
     record = state.get_version(dataset, version)
     if record is None:
         raise StepFailed(f"model {dataset} v{version} is not registered")
@@ -76,4 +77,5 @@ def load_model(cloud: Cloud, state: State, dataset: str, version: int) -> tuple[
         raise artifacts.ArtifactError(f"the registry record of {dataset} v{version} names the artifact "
                                       f"{record.get('artifact')!r}; Tollgate loads a version only from "
                                       f"gs://{cloud.settings.bucket}/{name}")
-    return artifacts.loads(cloud.read_bytes(name), record["sha256"]), record
+    return artifacts.loads(cloud.read_bytes(name), record["sha256"], artifacts.record_spec(record)), record
+
