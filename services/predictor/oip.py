@@ -168,7 +168,7 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
         def decode() -> Columns:
             binary = b""
             if header_length is None:
-                body = parse(data)
+                body = parse(loaded.checker.bounded(data))
             else:
                 try:
                     length = int(header_length)
@@ -177,7 +177,7 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
                 if not 0 < length <= len(data):
                     raise BadRequest([f"Inference-Header-Content-Length {length} is outside the {len(data)}-byte "
                                       "body"])
-                body, binary = parse(data[:length]), data[length:]
+                body, binary = parse(loaded.checker.bounded(data[:length])), data[length:]
             columns = tensors(loaded.checker, body, binary)
             parsed.update(body)
             return columns

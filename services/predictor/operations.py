@@ -43,8 +43,8 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics, ids: in
         """``{"labels": [{"request_id", "row" (default 0), "label"}]}`` (or one such object): accepted (202) onto
         the prediction log; the monitor joins them."""
         try:
-            labels = inputs.feedback_labels(parse(request.get_data()), loaded.spec, loaded.classes, ids,
-                                            config.max_instances)
+            body = parse(loaded.checker.bounded(request.get_data()))
+            labels = inputs.feedback_labels(body, loaded.spec, loaded.classes, ids, config.max_instances)
         except inputs.BadRequest as exc:
             return error(exc.status, "invalid feedback: " + "; ".join(exc.problems[:3]), exc.problems)
         if not loaded.predlog.enabled:

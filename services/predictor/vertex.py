@@ -20,7 +20,8 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
     @routes.post(config.predict_route, endpoint="predict")
     @needs_model(holder)
     def predict(loaded: Loaded) -> Response:
-        result = run_model(loaded, metrics, lambda: loaded.checker.instances(parse(request.get_data())))
+        checker = loaded.checker
+        result = run_model(loaded, metrics, lambda: checker.instances(parse(checker.bounded(request.get_data()))))
         if isinstance(result, Response):
             return result
         columns, outputs = result

@@ -50,6 +50,21 @@ class Checker:
                              frozenset(spec.columns[name].allowed) if spec.columns[name].allowed else None)
                             for name in spec.categorical_features]
         self.known = frozenset(spec.features) | {spec.target}
+        # What a request may hold, counted on its bytes before it is parsed: every key and array element of a
+        # JSON body is followed by one `,` or `:`, and a full request has about 2 per feature of each instance;
+        # twice that leaves room for separators inside string values. A body of 700,000 unknown keys (7 MB,
+        # under the size limit) is refused before orjson builds it.
+        self.max_separators = 2 * max_instances * (2 * len(self.known) + 4) + 1_024
+        self.max_keys = len(self.known) + 8    # per instance: the features, the target, a few unknown ones
+
+    def bounded(self, body: bytes) -> bytes:
+        """``body`` if the JSON it holds is no larger than a full request can be; else BadRequest (413)."""
+        separators = body.count(b",") + body.count(b":")
+        if separators > self.max_separators:
+            raise BadRequest([f"the body holds about {separators:,} JSON values and keys, more than a request of "
+                              f"{self.max_instances} instances of {len(self.spec.features)} features can "
+                              f"({self.max_separators:,}): split it, and send only the features"], status=413)
+        return body
 
     # -- one value ---------------------------------------------------------------------------
     @staticmethod
@@ -119,10 +134,14 @@ class Checker:
             if type(inst) is not dict:
                 problems.append(f"instances[{i}]: must be an object keyed by feature name, got {inst!r:.80}")
                 continue
+            if len(inst) > self.max_keys:
+                problems.append(f"instances[{i}]: {len(inst)} fields, more than the {len(self.spec.features)} "
+                                "features (and the target) an instance may have")
+                continue
             if len(inst) > len(known) or not known.issuperset(inst):
                 for key in inst:
                     if key not in known:
-                        problems.append(f"instances[{i}].{key}: unknown field "
+                        problems.append(f"instances[{i}].{str(key)[:80]}: unknown field "
                                         f"(features: {', '.join(self.spec.features)})")
             row = numeric[i]
             for j, (name, nullable, low, high) in enumerate(self.numeric):

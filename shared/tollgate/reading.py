@@ -4,8 +4,10 @@ Memory stays bounded whatever the file size: CSV is read ``chunk_bytes`` at a ti
 line break (pyarrow's own default assumes no line breaks inside values, so this cut is safe) and
 parsed with the spec's column types by pyarrow on all cores; Parquet is read row group by row group.
 A hostile file cannot make the reader hold more: the spec's ``max_file_bytes`` caps the bytes a gzip
-file decompresses to (and a Parquet file's uncompressed size), ``max_line_bytes`` the longest line, and
-``max_columns`` the header, each checked before anything large is parsed.
+file decompresses to (and what a Parquet file decodes to, counted row by row before its values are built),
+``max_line_bytes`` the longest line (or decoded Parquet row), and ``max_columns`` the header, each checked before
+anything large is parsed; a Parquet column of a type Tollgate cannot read (lists, maps, structs, binary) is a
+rejection with a reason.
 A chunk whose values do not parse as the declared types is re-read as text, so the contract can
 name the offending rows instead of failing the file. Every way a file can be unreadable raises
 ``BatchRejected`` with a stable ``reason`` and a message a person can act on.
@@ -32,7 +34,7 @@ import pyarrow.parquet as pq
 from tollgate.spec import DatasetSpec
 
 CHUNK_BYTES = 16 * 2**20
-PARQUET_BATCH_ROWS = 250_000
+PARQUET_BATCH_ROWS = 65_536
 _SNIFF = 64 * 1024
 _ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
 _BOM = codecs.BOM_UTF8
@@ -174,28 +176,123 @@ def iter_chunks(fh: IO[bytes], spec: DatasetSpec, *, size: int | None = None, ma
     fh.seek(0)
     kind = sniff_format(head)
     if kind == "parquet":
-        yield from _parquet_chunks(fh, spec)
+        yield from _parquet_chunks(fh, spec, chunk_bytes)
         return
     stream: IO[bytes] = gzip.GzipFile(fileobj=fh, mode="rb") if kind == "gzip" else fh
     yield from _csv_chunks(stream, spec, malformed or MalformedRows(), chunk_bytes, compressed=kind == "gzip")
 
 
-def _parquet_chunks(fh: IO[bytes], spec: DatasetSpec) -> Iterator[pd.DataFrame]:
+def _parquet_type(kind: pa.DataType, declared: str | None) -> pa.DataType | None:
+    """What a Parquet column of type ``kind`` is read as for a spec column of type ``declared`` (None: it is
+    not declared, and left out), or None when Tollgate cannot read it: nested, binary, interval and extension
+    types become a rejection with a reason, never an exception."""
+    import pyarrow.types as t
+
+    if t.is_dictionary(kind):
+        return _parquet_type(kind.value_type, declared)
+    if t.is_null(kind) or t.is_boolean(kind) or t.is_string(kind) or t.is_floating(kind):
+        return pa.float64() if t.is_float16(kind) else kind
+    if t.is_large_string(kind):
+        return pa.string()
+    if t.is_integer(kind):   # uint64 beyond int64 must not overflow the int64 it would become: read as float
+        return pa.float64() if t.is_uint64(kind) else kind
+    if t.is_decimal(kind):
+        return pa.float64()
+    if t.is_timestamp(kind) or t.is_date(kind):   # Unix seconds for a number column, ISO text for any other
+        return pa.float64() if declared in ("int", "float") else pa.string()
+    if t.is_time(kind):
+        return pa.string()
+    return None
+
+
+def _row_bytes(batch: pa.RecordBatch) -> np.ndarray:
+    """Each row's size once decoded: fixed widths, and string lengths read off dictionaries' entries and offsets
+    without building a single decoded value."""
+    import pyarrow.compute as pc
+
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        kind = column.type
+        if isinstance(column, pa.DictionaryArray):
+            lengths = pc.binary_length(column.dictionary) if pa.types.is_string(kind.value_type) else None
+            if lengths is not None:
+                sizes += pc.fill_null(lengths.take(column.indices), 0).to_numpy(zero_copy_only=False) + 4
+            else:
+                sizes += max(kind.value_type.bit_width // 8, 1)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False) + 4
+        elif not pa.types.is_null(kind):
+            sizes += max(getattr(kind, "bit_width", 64) // 8, 1)
+    return sizes
+
+
+def _decoded(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pd.DataFrame:
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns):
+        if isinstance(column, pa.DictionaryArray):
+            column = column.dictionary_decode()
+        target = types[name]
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            if pa.types.is_floating(target):   # Unix seconds
+                column = column.cast(pa.timestamp("s"), safe=False).cast(pa.int64()).cast(pa.float64())
+            else:
+                column = column.cast(pa.string())
+        elif column.type != target:
+            column = column.cast(target, safe=False)   # uint64 and decimals as floats: the contract checks them
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names).to_pandas()
+
+
+def _parquet_chunks(fh: IO[bytes], spec: DatasetSpec, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pd.DataFrame]:
+    """Parquet, batch by batch, bounded by what it decodes to: string columns stay dictionary-encoded until each
+    row's decoded size is known, rows are cut into chunks of about ``chunk_bytes``, and the file is refused as
+    soon as its decoded total passes ``max_file_bytes`` (its metadata's sizes are measured after dictionary
+    encoding: 13 KB can declare 12 KB and decode to 97 MiB)."""
     try:
         parquet = pq.ParquetFile(fh)
+        schema = parquet.schema_arrow
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise BatchRejected("unreadable_parquet", f"the file looks like Parquet but cannot be read: {exc}") from exc
     if parquet.metadata.num_columns > spec.max_columns:
         raise _too_many_columns(parquet.metadata.num_columns, spec)
-    check_columns(parquet.schema_arrow.names, spec)
+    check_columns(schema.names, spec)
     uncompressed = sum(parquet.metadata.row_group(i).total_byte_size for i in range(parquet.metadata.num_row_groups))
     if uncompressed > spec.max_file_bytes:
         raise _too_large(spec, f"holds {uncompressed / 2**30:.2f} GiB once uncompressed,")
     if parquet.metadata.num_rows == 0:
         raise BatchRejected("no_rows", "the Parquet file has a schema but no rows")
+    types: dict[str, pa.DataType] = {}
+    refused = []
+    for field in schema:
+        declared = spec.columns[field.name].type if field.name in spec.columns else None
+        read_as = _parquet_type(field.type, declared)
+        if read_as is None:
+            refused.append(f"{field.name} ({field.type})")
+        types[field.name] = read_as
+    if refused:
+        raise BatchRejected("unsupported_column_type",
+                            f"column(s) of types Tollgate cannot validate: {', '.join(refused)[:500]}; a batch "
+                            "holds numbers, text, booleans, dates and timestamps (write lists, maps, structs and "
+                            "binary values as text columns)", columns=refused)
+    strings = [f.name for f in schema if pa.types.is_string(types[f.name])]
+    decoded = 0
     try:
+        parquet = pq.ParquetFile(fh, read_dictionary=strings)
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            yield batch.to_pandas()
+            sizes = _row_bytes(batch)
+            if len(sizes) and int(sizes.max()) > spec.max_line_bytes:
+                raise BatchRejected("line_too_long", f"a row decodes to {int(sizes.max())} bytes, more than the "
+                                                     f"{spec.max_line_bytes} the spec allows (max_line_bytes)")
+            decoded += int(sizes.sum())
+            if decoded > spec.max_file_bytes:
+                raise _too_large(spec, "decodes to")
+            ends = np.cumsum(sizes)
+            start = 0
+            while start < batch.num_rows:   # rows cut by their decoded bytes, not by their count
+                stop = int(np.searchsorted(ends, ends[start] - sizes[start] + chunk_bytes, side="right"))
+                stop = max(stop, start + 1)
+                yield _decoded(batch.slice(start, stop - start), types)
+                start = stop
     except (OSError, pa.ArrowException) as exc:
         raise BatchRejected("unreadable_parquet", f"the Parquet file is damaged: {exc}") from exc
 

@@ -1,5 +1,10 @@
 """HTML reports for people: a summary first, then the details, with plots embedded (one file).
 
+Data are shown as text, never as markup: category values and column names come from users' files, so the HTML is
+autoescaped and matplotlib's mathtext is off (a price band ``$5-$10`` or a column ``$\\x$`` is drawn as written, not
+parsed as TeX). A report that still cannot be drawn (:func:`drawn`) becomes a plain page that says so, and the job
+goes on: a report never fails a run or changes its decision.
+
 Pure: report dicts (as written to ``reports/<run_id>/*.json``) in, an HTML string out.
 """
 
@@ -73,6 +78,8 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False   # data are text: `$...$` in a label is not TeX
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -84,6 +91,29 @@ def _png(fig: Any) -> str:
     fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+_UNDRAWN = _ENV.from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ kind }} report {{ run_id }}</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem">
+<h1>{{ kind|capitalize }} report of run <code>{{ run_id }}</code></h1>
+<p>This report could not be drawn ({{ problem }}); the run went on without it. What it would show is below as
+JSON (also in <code>{{ kind }}.json</code> beside this page).</p>
+<pre style="white-space: pre-wrap">{{ body }}</pre></body></html>
+""")
+
+
+def drawn(kind: str, report: dict[str, Any], draw: Any) -> tuple[str, str | None]:
+    """(the report's HTML, None), or when ``draw()`` fails, (a plain page saying so with the report as JSON,
+    what failed): whatever a batch holds, its run gets a report and goes on."""
+    try:
+        return draw(), None
+    except Exception as exc:   # a report is for people; the run's outcome never depends on drawing it
+        problem = f"{type(exc).__name__}: {str(exc)[:300]}"
+        import orjson
+
+        body = orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+        return _UNDRAWN.render(kind=kind, run_id=report.get("run_id", ""), problem=problem, body=body), problem
 
 
 def fractions(counts: list[float]) -> list[float]:

@@ -54,6 +54,7 @@ _REFUSED = {
     ast.Dict: "dict literals", ast.Set: "set literals", ast.Await: "await", ast.Yield: "yield",
     ast.YieldFrom: "yield", ast.Slice: "slices", ast.FormattedValue: "f-strings",
 }
+_NULLABLE_INTS = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
 # Column types of a spec → the kind of value a rule sees.
 KINDS = {"float": "number", "int": "number", "string": "string", "bool": "bool"}
 
@@ -101,7 +102,7 @@ def parse(text: str, columns: dict[str, str]) -> Expression:
         raise RuleError(f"the rule has {nodes} parts; at most {MAX_NODES}")
     checker = _Checker({name: KINDS[kind] for name, kind in columns.items()})
     kind = checker.visit(tree)
-    if kind not in ("bool", "any"):
+    if kind != "bool":
         raise RuleError(f"a rule must be a condition (a comparison, and/or/not, `in`, isnull(), ...), but "
                         f"`{text.strip()}` is a {kind}")
     return Expression(text=text.strip(), tree=tree, columns=tuple(sorted(checker.used)))
@@ -113,7 +114,8 @@ def _source(node: ast.AST) -> str:
 
 
 class _Checker:
-    """The grammar: every node is one of the allowed kinds; infers "number", "string", "bool" or "any"."""
+    """The grammar: every node is one of the allowed kinds; infers "number", "string", "bool" or "none"
+    (the literal None, which only `==`, `!=` and `in` lists take: say `isnull(x)` for a missing value)."""
 
     def __init__(self, columns: dict[str, str]) -> None:
         self.columns = columns
@@ -141,7 +143,7 @@ class _Checker:
     def visit_Constant(self, node: ast.Constant) -> str:
         value = node.value
         if value is None:
-            return "any"
+            return "none"
         if isinstance(value, bool):
             return "bool"
         if isinstance(value, (int, float)) and not isinstance(value, complex):
@@ -159,9 +161,9 @@ class _Checker:
             raise self.refuse(node, f"the operator `{type(node.op).__name__}`")
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(node.op, ast.Add) and "string" in (left, right):
-            if {left, right} <= {"string", "any"}:
+            if {left, right} == {"string"}:
                 return "string"
-        elif {left, right} <= {"number", "any"}:
+        elif {left, right} == {"number"}:
             return "number"
         raise RuleError(f"`{_source(node)}`: {_BINARY[type(node.op)][0]} needs numbers (or two strings for +), "
                         f"not {left} and {right}")
@@ -169,11 +171,11 @@ class _Checker:
     def visit_UnaryOp(self, node: ast.UnaryOp) -> str:
         kind = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
-            if kind not in ("bool", "any"):
+            if kind != "bool":
                 raise RuleError(f"`{_source(node)}`: `not` needs a condition, not a {kind}")
             return "bool"
         if isinstance(node.op, (ast.USub, ast.UAdd)):
-            if kind not in ("number", "any"):
+            if kind != "number":
                 raise RuleError(f"`{_source(node)}`: a sign needs a number, not a {kind}")
             return "number"
         raise self.refuse(node, "the operator `~`")
@@ -181,7 +183,7 @@ class _Checker:
     def visit_BoolOp(self, node: ast.BoolOp) -> str:
         for value in node.values:
             kind = self.visit(value)
-            if kind not in ("bool", "any"):
+            if kind != "bool":
                 raise RuleError(f"`{_source(value)}` is a {kind}, not a condition: `and`/`or` join conditions")
         return "bool"
 
@@ -199,7 +201,9 @@ class _Checker:
             elif type(op) in _COMPARE:
                 right = self.visit(comparator)
                 ordering = not isinstance(op, (ast.Eq, ast.NotEq))
-                if "any" not in (left, right) and left != right and ordering:
+                if ordering and "none" in (left, right):
+                    raise RuleError(f"`{_source(node)}` orders None; test a missing value with isnull()")
+                if "none" not in (left, right) and left != right and ordering:
                     raise RuleError(f"`{_source(node)}` compares a {left} with a {right}")
             else:
                 raise self.refuse(node, f"the comparison `{type(op).__name__}` (is / is not)")
@@ -213,7 +217,7 @@ class _Checker:
         if node.keywords or len(node.args) != 1:
             raise RuleError(f"`{_source(node)}`: {name}() takes exactly one argument")
         kind = self.visit(node.args[0])
-        if name == "abs" and kind not in ("number", "any"):
+        if name == "abs" and kind != "number":
             raise RuleError(f"`{_source(node)}`: abs() needs a number, not a {kind}")
         return FUNCTIONS[name]
 
@@ -228,7 +232,10 @@ class _Evaluator:
         return getattr(self, f"visit_{type(node).__name__}")(node)
 
     def visit_Name(self, node: ast.Name) -> Any:
-        return self.frame[node.id]
+        column = self.frame[node.id]
+        if column.dtype.kind in "iu" or str(column.dtype) in _NULLABLE_INTS:   # as documented: 64-bit floats, so
+            return column.astype("float64")                                   # int64 never wraps around
+        return column
 
     def visit_Constant(self, node: ast.Constant) -> Any:
         import numpy as np

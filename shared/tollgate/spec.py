@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from tollgate import rules as rule_language
+from tollgate import yamlload
 
 TASKS = ("regression", "classification")
 COLUMN_TYPES = ("float", "int", "string", "bool")
@@ -606,8 +607,9 @@ def _semantics(spec: DatasetSpec) -> list[tuple[tuple[Any, ...], str]]:
     return problems
 
 
-def _lines(text: str) -> dict[tuple[Any, ...], int]:
-    """YAML path → 1-based line of its key (mappings) or item (sequences)."""
+def _lines(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """YAML path → 1-based line of its key (mappings) or item (sequences). The tree is bounded once expanded
+    (``tollgate.yamlload``), so walking its aliases is too."""
     lines: dict[tuple[Any, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
@@ -621,10 +623,6 @@ def _lines(text: str) -> dict[tuple[Any, ...], int]:
                 lines[path + (i,)] = item.start_mark.line + 1
                 walk(item, path + (i,))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
     if root is not None:
         lines[()] = root.start_mark.line + 1
         walk(root, ())
@@ -725,10 +723,11 @@ def from_dict(raw: Any, lines: dict[tuple[Any, ...], int] | None = None) -> Data
 
 def loads(text: str) -> DatasetSpec:
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"the dataset spec is not valid YAML: {exc}") from exc
-    return from_dict(raw, _lines(text))
+        raw, root = yamlload.load(text)
+    except yamlload.YamlError as exc:
+        raise SpecError(f"the dataset spec is {exc}" if str(exc).startswith("not valid YAML")
+                        else f"the dataset spec cannot be read: {exc}") from None
+    return from_dict(raw, _lines(root))
 
 
 def load(path: Path | str) -> DatasetSpec:

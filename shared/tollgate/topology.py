@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
+from tollgate import yamlload
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = ROOT / "topology.yaml"
@@ -99,7 +99,7 @@ class Topology:
 
 
 def load(path: Path | str = DEFAULT_PATH) -> Topology:
-    raw = yaml.safe_load(Path(path).read_text())
+    raw, _ = yamlload.load(Path(path).read_text())
     topics = raw.get("topics") or {}
     functions = {}
     for name, f in (raw.get("functions") or {}).items():

@@ -159,8 +159,8 @@ def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series | N
             return series, None
         cast = series.astype("float64") if kind == "f" else pd.to_numeric(series, errors="coerce").astype("float64")
         bad = series.notna() & cast.isna()
-        bad |= cast.notna() & (cast % 1 != 0)
-        return cast, bad
+        bad |= cast.notna() & ((cast % 1 != 0) | (cast.abs() >= 2.0**63))   # whole, and within int64
+        return cast.mask(bad), bad   # a value that failed its type is never written (nor overflows int64)
     if column.type == "bool":
         if kind == "b":
             return series, None

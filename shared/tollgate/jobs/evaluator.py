@@ -38,11 +38,15 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     name = f"reports/{run_id}/evaluation" + (f"-{attempt}" if attempt else "")
     report = {"run_id": run_id, "dataset": spec.name, "data": record["curated"], **result}
     cloud.write_json_once(f"{name}.json", report)
-    cloud.write_once(f"{name}.html", reports.evaluation_html(report, y, scored, champion_scored).encode(),
-                     "text/html; charset=utf-8")
+    html, undrawn = reports.drawn("evaluation", report,
+                                  lambda: reports.evaluation_html(report, y, scored, champion_scored))
+    cloud.write_once(f"{name}.html", html.encode(), "text/html; charset=utf-8")
+    if undrawn:
+        log.warning("evaluation report not drawn; the run goes on", run_id=run_id, error=undrawn)
     event = outbox.Event("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
     if state.transition(run_id, (lifecycle.EVALUATING,), lifecycle.EVALUATED, events=(event,), evaluation=result,
-                        evaluated_against=champion_version):
+                        evaluated_against=champion_version,
+                        **({"reports.evaluation_undrawn": undrawn} if undrawn else {})):
         outbox.publish(cloud, state, [event])
     log.info("models evaluated", run_id=run_id, challenger=challenger_version, champion=champion_version,
              metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric))

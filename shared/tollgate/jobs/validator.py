@@ -40,8 +40,10 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
         report = {"run_id": run_id, "dataset": spec.name, "source": src,
                   "reference": {"champion_version": champion} if reference else None, **summary}
         cloud.write_json_once(f"reports/{run_id}/validation.json", report)
-        cloud.write_once(f"reports/{run_id}/validation.html", reports.validation_html(report, reference).encode(),
-                         "text/html; charset=utf-8")
+        html, undrawn = reports.drawn("validation", report, lambda: reports.validation_html(report, reference))
+        cloud.write_once(f"reports/{run_id}/validation.html", html.encode(), "text/html; charset=utf-8")
+        if undrawn:
+            log.warning("validation report not drawn; the run goes on", run_id=run_id, error=undrawn)
         drift_verdict = {"verdict": result.drift["verdict"], "message": result.drift.get("message", "")}
         if result.status == "rejected":
             quarantine = f"quarantine/{spec.name}/{run_id}/"
@@ -54,7 +56,7 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
                                                                "checks": summary["checks"]})
             state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.REJECTED, reason=result.reason,
                              message=result.message, validation=_compact(summary), quarantine=quarantine,
-                             drift=drift_verdict)
+                             drift=drift_verdict, **_undrawn("validation", undrawn))
             log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
             return "rejected"
         digest = artifacts.file_sha256(curated_file)
@@ -77,11 +79,17 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
                                                     curated=curated, drift=drift_verdict["verdict"]))
     if state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.VALIDATED, events=(event,), curated=curated,
-                        validation=_compact(summary), message=result.message, drift=drift_verdict):
+                        validation=_compact(summary), message=result.message, drift=drift_verdict,
+                        **_undrawn("validation", undrawn)):
         outbox.publish(cloud, state, [event])
     log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped,
              drift=drift_verdict["verdict"])
     return "validated"
+
+
+def _undrawn(kind: str, problem: str | None) -> dict[str, Any]:
+    """What the run records of a report that could not be drawn (nothing when it was)."""
+    return {f"reports.{kind}_undrawn": problem} if problem else {}
 
 
 def _compact(summary: dict[str, Any]) -> dict[str, Any]:
