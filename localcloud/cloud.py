@@ -160,7 +160,7 @@ class LocalCloud:
         self._code_version: str | None = None   # what its functions and jobs record: read once, at `up`
         self.parts: dict[str, Part] = {}
         self.ports: dict[str, int] = {}
-        self.review_token: str | None = None
+        self.issuer: dict[str, str] | None = None   # the key that signs reviewers' ID tokens (tollgate.identity)
         self.feedback_key: str | None = None   # signs the predictors' request ids (TOLLGATE_FEEDBACK_KEY)
         self.console_secret: str | None = None  # signs the console's CSRF tokens
         self.mlflow = mlflow   # also run an MLflow tracking server, the deployment's TOLLGATE_MLFLOW_URI
@@ -174,7 +174,7 @@ class LocalCloud:
     def _save_state(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {"project": self.project, "region": self.region, "bucket": self.bucket, "ports": self.ports,
-                "review_token": self.review_token, "feedback_key": self.feedback_key,
+                "issuer": self.issuer, "feedback_key": self.feedback_key,
                 "console_secret": self.console_secret, "code_version": self._code_version, "mlflow": self.mlflow,
                 "parts": {n: dataclasses.asdict(p) for n, p in self.parts.items()}, "env": self.env()}
         tmp = self.state_file.with_suffix(".tmp")
@@ -196,8 +196,9 @@ class LocalCloud:
             "TOLLGATE_CODE_VERSION": self.code_version,
             "TOLLGATE_TRACES": f"file:{self.home / 'traces'}",   # each run's spans (`tollgate trace RUN_ID`)
         }
-        if self.review_token:
-            env["TOLLGATE_REVIEW_TOKEN"] = self.review_token
+        if self.issuer:   # reviewers' ID tokens are signed by the local cloud and verified as Google's are on GCP
+            env["TOLLGATE_IDENTITY"] = "local"
+            env["TOLLGATE_LOCAL_ISSUER_KEYS"] = json.dumps(self.issuer["public_keys"])
         if "function:review" in p:
             env["TOLLGATE_REVIEW_URL"] = f"http://127.0.0.1:{p['function:review']}"
         if "console" in p:
@@ -229,12 +230,20 @@ class LocalCloud:
         self.ports = dict(state.get("ports", {}))
         self.parts = {n: Part(**p) for n, p in state.get("parts", {}).items()}
         self.project, self.region, self.bucket = state["project"], state["region"], state["bucket"]
-        self.review_token = state.get("review_token")
+        self.issuer = state.get("issuer")
         self.console_secret = state.get("console_secret")
         self.feedback_key = state.get("feedback_key")
         self._code_version = state.get("code_version")
         self.mlflow = bool(state.get("mlflow")) or self.mlflow
         return self
+
+    def local_issuer(self) -> Any:
+        """What signs the local reviewers' ID tokens (``tollgate review token``): an ``identity.LocalIssuer``."""
+        from tollgate import identity
+
+        if not self.issuer:
+            raise LocalCloudError("the local cloud has no token issuer yet: start it with `make up`")
+        return identity.LocalIssuer(self.issuer["private_pem"], self.issuer["key_id"])
 
     @property
     def code_version(self) -> str:
@@ -313,7 +322,7 @@ class LocalCloud:
         self.home.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
         self.ports = self._allocate_ports(saved.get("ports", {}))
-        self.review_token = saved.get("review_token") or secrets.token_urlsafe(24)
+        self.issuer = saved.get("issuer") or _new_issuer()
         self.feedback_key = saved.get("feedback_key") or secrets.token_urlsafe(32)
         self.console_secret = saved.get("console_secret") or secrets.token_urlsafe(32)
         self._code_version = code_version()   # this `up`'s code, whatever an earlier one recorded
@@ -573,8 +582,15 @@ class LocalCloud:
             out["mlflow"] = f"http://127.0.0.1:{self.ports['mlflow']}"
         for name, fn in self.topology.functions.items():
             out[f"function {name}"] = (f"http://127.0.0.1:{self.ports['function:' + name]}"
-                                       + ("  (HTTP; Bearer $TOLLGATE_REVIEW_TOKEN)" if fn.http else ""))
+                                       + ("  (HTTP; Bearer $(tollgate review token))" if fn.http else ""))
         return out
+
+
+def _new_issuer() -> dict[str, str]:
+    from tollgate import identity
+
+    issuer = identity.LocalIssuer.generate()
+    return {"private_pem": issuer.private_pem, "key_id": issuer.key_id, "public_keys": issuer.public_keys()}
 
 
 def _port_free(port: int) -> bool:

@@ -96,6 +96,13 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook):
                 os.environ[k] = v
 
 
+def review_auth(local_cloud, name: str = "tester") -> dict[str, str]:
+    """The header a reviewer named ``name`` sends the local review function: an ID token the local cloud signed
+    for its URL, as `tollgate review token` prints."""
+    url = local_cloud.env()["TOLLGATE_REVIEW_URL"]
+    return {"Authorization": f"Bearer {local_cloud.local_issuer().mint(name, url)}"}
+
+
 @pytest.fixture(scope="session")
 def cloud(local_cloud):
     from tollgate.cloud import Cloud

@@ -62,7 +62,7 @@ def unsigned(claims: dict) -> str:
     (lambda p: unsigned({"iss": IAP_ISSUER, "aud": AUDIENCE, "email": "eve@example.com"}), "not signed with ES256"),
     (lambda p: assertion(p, aud="/projects/999/global/backendServices/1"), "does not verify"),   # another app
     (lambda p: assertion(p, exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "does not verify"),
-    (lambda p: assertion(p, iss="https://accounts.google.com"), "not IAP"),
+    (lambda p: assertion(p, iss="https://accounts.google.com"), "not by https://cloud.google.com/iap"),
     (lambda p: assertion(p, kid="unknown"), "does not verify"),
     (lambda p: "not-a-jwt", "malformed"),
     (lambda p: None, "no X-Goog-IAP-JWT-Assertion header"),

@@ -19,7 +19,7 @@ import requests
 import yaml
 
 from localcloud import runapi
-from tests.conftest import taxi_period, write_csv
+from tests.conftest import review_auth, taxi_period, write_csv
 from tests.test_chain_e2e import INSTANCE, drop, tollgate
 
 pytestmark = pytest.mark.e2e
@@ -244,14 +244,16 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
     review_url = local_cloud.env()["TOLLGATE_REVIEW_URL"]
     assert requests.get(f"{review_url}/reviews", timeout=10).status_code == 401
     wrong = requests.get(f"{review_url}/reviews", headers={"Authorization": "Bearer nope"}, timeout=10)
-    assert wrong.status_code == 401 and "TOLLGATE_REVIEW_TOKEN" in wrong.json()["error"]
-    auth = {"Authorization": f"Bearer {local_cloud.env()['TOLLGATE_REVIEW_TOKEN']}"}
+    assert wrong.status_code == 401 and "not authenticated" in wrong.json()["error"]
+    auth = review_auth(local_cloud, "ana")
     report = requests.get(f"{review_url}/reviews/{run_id}/report/validation", headers=auth, timeout=10)
     assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/html")
     bad = requests.post(f"{review_url}/reviews/{run_id}/approve", headers=auth, data=b"{", timeout=10)
     assert bad.status_code == 400 and "JSON" in bad.json()["error"]
-    no_reason = requests.post(f"{review_url}/reviews/{run_id}/approve", headers=auth, json={"reviewer": "ana"},
-                              timeout=10)
+    impostor = requests.post(f"{review_url}/reviews/{run_id}/approve", headers=auth,
+                             json={"reviewer": "the-boss", "reason": "looks fine"}, timeout=10)
+    assert impostor.status_code == 400 and "(ana)" in impostor.json()["error"]   # the token says who, not the body
+    no_reason = requests.post(f"{review_url}/reviews/{run_id}/approve", headers=auth, json={}, timeout=10)
     assert no_reason.status_code == 400 and "reason" in no_reason.json()["error"]
 
     listed = json.loads(tollgate(local_cloud, "review", "list", "--dataset", dataset, "--json").stdout)

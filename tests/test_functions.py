@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import functions_framework
+import orjson
 import pytest
 
 from tollgate import events, runtime, topology
@@ -155,12 +156,17 @@ def test_a_temporary_failure_is_answered_500_so_the_event_comes_back(recorder, m
     assert client("decider").post("/", json=push("model-evaluated")).status_code == 500
 
 
-def test_the_review_function_refuses_a_caller_without_the_token(recorder, monkeypatch, client):
-    monkeypatch.setenv("TOLLGATE_REVIEW_TOKEN", "s3cret")
+def test_the_review_function_refuses_a_caller_without_a_verified_token(recorder, monkeypatch, client):
+    from tollgate import identity
+
+    issuer = identity.LocalIssuer.generate()
+    monkeypatch.setenv("TOLLGATE_IDENTITY", "local")
+    monkeypatch.setenv("TOLLGATE_LOCAL_ISSUER_KEYS", orjson.dumps(issuer.public_keys()).decode())
     review = client("review")
     response = review.get("/reviews", headers={"Authorization": "Bearer wrong"})
-    assert response.status_code == 401 and "TOLLGATE_REVIEW_TOKEN" in response.json["error"]
-    assert review.get("/nowhere", headers={"Authorization": "Bearer s3cret"}).status_code == 404
+    assert response.status_code == 401 and "not authenticated" in response.json["error"]
+    signed = {"Authorization": f"Bearer {issuer.mint('ana', 'http://localhost')}"}
+    assert review.get("/nowhere", headers=signed).status_code == 404
 
 
 # -- each entry point against the local cloud ---------------------------------------------------------------------
@@ -180,5 +186,6 @@ def test_each_function_handles_a_real_event_on_the_local_cloud(local_cloud, clou
         assert client(function).post("/", json=unknown).status_code == 200, function
     assert client("reconciler").post("/", json=push("model-evaluated", data={})).status_code == 200
     assert client("review-expiry").post("/", json=push("model-evaluated", data={})).status_code == 200
-    listed = client("review").get("/reviews", headers={"Authorization": f"Bearer {local_cloud.review_token}"})
+    token = local_cloud.local_issuer().mint("tester", "http://localhost")   # the test client's URL
+    listed = client("review").get("/reviews", headers={"Authorization": f"Bearer {token}"})
     assert listed.status_code == 200 and isinstance(listed.json["reviews"], list)

@@ -4,6 +4,7 @@ import pytest
 import requests
 
 from localcloud import cloud as lc
+from tests.conftest import review_auth
 
 
 def test_missing_tools_are_named_with_their_packages(monkeypatch, tmp_path):
@@ -49,10 +50,9 @@ def test_up_is_idempotent_and_runs_every_function(local_cloud):
     assert again.parts["scheduler"].alive()                   # Cloud Scheduler's stand-in for `schedules:`
     assert again.parts["console"].alive()
     assert requests.get(f"{again.env()['TOLLGATE_CONSOLE_URL']}/health", timeout=10).status_code == 200
-    env = again.env()                                       # the review function: its URL and its token
+    env = again.env()                                       # the review function: its URL, tokens signed for it
     assert env["TOLLGATE_REVIEW_URL"] == f"http://127.0.0.1:{again.ports['function:review']}"
-    listed = requests.get(f"{env['TOLLGATE_REVIEW_URL']}/reviews", timeout=10,
-                          headers={"Authorization": f"Bearer {env['TOLLGATE_REVIEW_TOKEN']}"})
+    listed = requests.get(f"{env['TOLLGATE_REVIEW_URL']}/reviews", timeout=10, headers=review_auth(again))
     assert listed.status_code == 200 and isinstance(listed.json()["reviews"], list)
 
 

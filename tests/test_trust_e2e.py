@@ -13,7 +13,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import taxi_period, write_csv
+from tests.conftest import review_auth, taxi_period, write_csv
 from tests.hostile import crafted_artifact
 from tests.test_chain_e2e import tollgate
 from tollgate import artifacts, events, lifecycle, training, validation
@@ -163,5 +163,5 @@ def test_the_webhook_url_never_reaches_documents_logs_or_answers(local_cloud, cl
     logged = capsys.readouterr().out
     assert "webhook failed" in logged and token not in logged
     answer = requests.get(f"{local_cloud.env()['TOLLGATE_REVIEW_URL']}/reviews", params={"status": "all"},
-                          headers={"Authorization": f"Bearer {local_cloud.review_token}"}, timeout=30)
+                          headers=review_auth(local_cloud), timeout=30)
     assert answer.status_code == 200 and run_id in answer.text and token not in answer.text

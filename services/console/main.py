@@ -24,7 +24,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from services.console import charts
-from services.console.auth import IAP_HEADER, IapVerifier, Unauthenticated
+from services.console.auth import IAP_HEADER, IapVerifier, Unauthenticated, Verifier
 from tollgate import errors, lifecycle, log, promotion, reviews, serving, tracing
 from tollgate.cli import views
 from tollgate.cloud import Adapters
@@ -44,7 +44,7 @@ class Console(Adapters):
 
 
 def create_app(env: Mapping[str, str] | None = None, console: Console | None = None,
-               verifier: IapVerifier | None = None) -> Flask:
+               verifier: Verifier | None = None) -> Flask:
     env = dict(os.environ if env is None else env)
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
     secret = env.get("TOLLGATE_CONSOLE_SECRET")

@@ -69,6 +69,16 @@ def identity_token(audience: str) -> str:
         return done.stdout.strip()
 
 
+def actor() -> str:
+    """Who runs this: ``$TOLLGATE_ACTOR``, else the login."""
+    import getpass
+
+    try:
+        return os.environ.get("TOLLGATE_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "local user"
+
+
 class Client(Adapters):
     """Tollgate's runs, models, ledger and predictors: on the running local cloud (``.tollgate/`` or
     ``$TOLLGATE_HOME``), else (and with ``TOLLGATE_TARGET=gcp``) the project in ``GOOGLE_CLOUD_PROJECT`` with the
@@ -90,6 +100,17 @@ class Client(Adapters):
             return Settings.from_env()
         except SettingsError as exc:
             raise ClientError(f"no local cloud is running (start one with `make up`) and {exc}") from exc
+
+    def id_token(self, audience: str, name: str | None = None) -> str:
+        """An ID token for ``audience`` (a function's URL) naming the caller: on the local cloud signed by it, for
+        ``name`` (default :func:`actor`); on Google Cloud Google's, for whoever the credentials are (``name``
+        cannot change who that is)."""
+        self.settings()
+        if self.local:
+            return local_cloud().attach().local_issuer().mint(name or actor(), audience)
+        if name:
+            raise ClientError("on Google Cloud the reviewer is whoever your credentials name; leave out --as")
+        return identity_token(audience)
 
     # -- runs ------------------------------------------------------------------------------------------------
     def runs(self, dataset: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -233,7 +254,10 @@ class Client(Adapters):
         from tollgate import artifacts
 
         record, blob = self.model_bytes(dataset, version)
-        return artifacts.loads(blob, record["sha256"])
+        try:
+            return artifacts.loads(blob, record["sha256"], artifacts.record_spec(record))
+        except artifacts.ArtifactError as exc:
+            raise ClientError(str(exc)) from None
 
     def download(self, dataset: str, version: int | str = "champion", directory: str | Path = ".") -> dict[str, Path]:
         """Write a version's artifact (verified), its registry record and its training profile into

@@ -3,8 +3,6 @@ serving moves (through the one promotion path)."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from tollgate.cli import render, views
@@ -15,9 +13,9 @@ from tollgate.cli.target import Target
 
 
 def actor(given: str | None) -> str:
-    import getpass
+    from tollgate.client import actor as login
 
-    return given or os.environ.get("TOLLGATE_ACTOR") or getpass.getuser()
+    return given or login()
 
 
 @main.group("review")
@@ -56,8 +54,7 @@ def review_show(obj: Target, run_id: str, as_json: bool) -> None:
 
 def _decide(obj: Target, action: str, run_id: str, reviewer: str | None, reason: str, as_json: bool) -> None:
     with console.status(f"{action} run {run_id}…"):
-        result = ReviewClient(obj).call("POST", f"/reviews/{run_id}/{action}",
-                                        json={"reviewer": actor(reviewer), "reason": reason})
+        result = ReviewClient(obj, reviewer).call("POST", f"/reviews/{run_id}/{action}", json={"reason": reason})
     if as_json:
         dump(result)
         return
@@ -71,11 +68,23 @@ def _review_decision(action: str, doc: str) -> None:
     @review_group.command(action, help=doc)
     @click.argument("run_id")
     @click.option("--reason", required=True, help="Why; recorded in the decision ledger.")
-    @click.option("--reviewer", help="Who (default: $TOLLGATE_ACTOR or your login).")
+    @click.option("--reviewer", help="On the local cloud, who its token names (default: $TOLLGATE_ACTOR or your "
+                                      "login); on Google Cloud your credentials say who you are.")
     @json_option
     @click.pass_obj
     def command(obj: Target, run_id: str, reason: str, reviewer: str | None, as_json: bool) -> None:
         _decide(obj, action, run_id, reviewer, reason, as_json)
+
+
+@review_group.command("token")
+@click.option("--as", "name", help="On the local cloud, who the token names (default: $TOLLGATE_ACTOR or your "
+                                   "login).")
+@click.pass_obj
+def review_token(obj: Target, name: str | None) -> None:
+    """Print an ID token for the review function (`Authorization: Bearer ...`): signed by the local cloud for you,
+    or Google's on Google Cloud. The function records the reviewer the token names, verified."""
+    client = ReviewClient(obj, name)
+    click.echo(client.token())
 
 
 _review_decision("approve", "Approve: the challenger is promoted through the same path as an automatic promotion.")

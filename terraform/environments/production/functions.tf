@@ -4,7 +4,11 @@
 
 locals {
   function_sources = toset([for f in values(local.functions) : f.source])
-  shared_files     = fileset("${local.root}/shared", "tollgate/**/*.{py,json}")
+  # The review function records the reviewer its caller's Google ID token names, verified again in the code
+  # (tollgate/identity.py) after Cloud Run IAM: a token for the function's own URL (a service account's), or for
+  # the gcloud CLI's OAuth client, the audience of people's own `gcloud auth print-identity-token`.
+  reviewer_env = { TOLLGATE_ID_AUDIENCES = "32555940559.apps.googleusercontent.com" }
+  shared_files = fileset("${local.root}/shared", "tollgate/**/*.{py,json}")
 
 }
 
@@ -52,7 +56,7 @@ module "functions" {
   docker_repository           = google_artifact_registry_repository.functions.id
   source_object               = google_storage_bucket_object.function_source[each.value.source].name
   service_account_email       = google_service_account.workload[each.key].email
-  environment                 = merge(local.predictor_env, try(each.value.env, {}))
+  environment                 = merge(local.predictor_env, try(each.value.env, {}), try(each.value.trigger, "") == "http" ? local.reviewer_env : {})
   secret_environment          = local.secret_env[each.key]
   trigger_topic_id            = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].id
   dead_letter_topic_id        = try(each.value.trigger_topic, null) == null ? null : module.topics[each.value.trigger_topic].dead_letter_topic_id
