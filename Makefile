@@ -44,6 +44,12 @@ test: lint check-terraform mlflow ## lint, terraform checks, then unit, emulator
 test-unit: setup $(PROVIDER_SCHEMA) ## only the fast unit tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not e2e"
 
+fuzz: setup ## more seeded mutations of model artifacts and data files than make test runs (FUZZ_CASES=10000, FUZZ_SEED=N)
+	FUZZ_CASES=$(or $(FUZZ_CASES),10000) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider
+
+chaos: setup ## fault injection on a fresh local cloud: random SIGKILLs during bursts, invariants checked (SEEDS="1 2 3")
+	$(BIN)/python -m tests.chaos --seeds $(or $(SEEDS),1 2 3) $(if $(DROPS),--drops $(DROPS))
+
 lint: setup ## ruff (pyflakes, syntax errors, line length, sorted imports) on all Python code
 	$(BIN)/ruff check shared functions services localcloud tests examples benchmarks   # rules: pyproject.toml
 
@@ -160,6 +166,6 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] [T
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$(IMAGE_TAG) . ; \
 	  status=$$?; rm -f $(TF_DIR)/deploy.auto.tfvars; exit $$status
 
-.PHONY: help setup up down clean demo test test-unit lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst bench-console \
+.PHONY: help setup up down clean demo test test-unit fuzz chaos lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst bench-console \
 	wrk deploy \
 	check-terraform mlflow

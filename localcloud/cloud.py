@@ -195,6 +195,7 @@ class LocalCloud:
             "TOLLGATE_HOME": str(self.home),
             "TOLLGATE_CODE_VERSION": self.code_version,
             "TOLLGATE_TRACES": f"file:{self.home / 'traces'}",   # each run's spans (`tollgate trace RUN_ID`)
+            "TOLLGATE_EGRESS_ALLOW": "127.0.0.1/32",   # its MLflow and webhook receivers listen on loopback
         }
         if self.issuer:   # reviewers' ID tokens are signed by the local cloud and verified as Google's are on GCP
             env["TOLLGATE_IDENTITY"] = "local"
@@ -314,9 +315,11 @@ class LocalCloud:
             self._create_predictors()
             return self
         if self._load_state().get("parts"):
+            wanted = self.mlflow
             self.attach()
-            self.echo("part of the local cloud had stopped; restarting it (data is kept)")
-            self.down(export=False)
+            self.mlflow = self.mlflow or wanted
+            self.restart_dead()
+            return self
         self.specs()   # a spec that would be refused later stops `up` before anything starts
         check_prerequisites()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -357,21 +360,70 @@ class LocalCloud:
                 kept[key] = port
         return {key: kept.get(key) or free_port(reserve=tuple(kept.values())) for key in keys}
 
+    def restart_dead(self) -> list[str]:
+        """Start again only the parts that died, keeping every other one and its data (never a Firestore that is
+        alive: its memory is the state). A dead Firestore comes back from its latest export — taken at every
+        `down` and every few minutes by the scheduler — and says so; a dead Pub/Sub gets its topics and
+        subscriptions again (messages in flight are redelivered by the reconciler)."""
+        dead = [name for name, part in self.parts.items() if not part.alive()]
+        if not dead:
+            return []
+        self.echo(f"part of the local cloud had stopped ({', '.join(dead)}); restarting only that, keeping the rest "
+                  "and its data")
+        self._code_version = self._code_version or code_version()
+        if "firestore" in dead:
+            export = self._firestore_export()
+            self.echo("warning: Firestore had stopped, and an emulator keeps its data in memory: "
+                      + (f"it restarts from its export of {time.ctime(export.stat().st_mtime)}; later runs are lost"
+                         if export else "no export existed; it restarts empty"))
+        try:
+            if "pubsub" in dead:
+                self._start_pubsub()
+            if "firestore" in dead:
+                self._start_firestore()
+            if "pubsub" in dead:
+                self._create_topics()
+            if "mlflow" in dead:
+                self._start_mlflow()
+            if "storage" in dead:
+                self._start_storage()
+            if "cloudrun" in dead:
+                self._start_cloudrun()
+            functions = [fn for fn in self.topology.functions if f"function-{fn}" in dead]
+            if functions or "pubsub" in dead:
+                self._start_functions(functions, subscribe="pubsub" in dead)
+            if "scheduler" in dead:
+                self._start_scheduler()
+            if "console" in dead:
+                self._start_console()
+        finally:
+            self._save_state()
+        return dead
+
     def _start_emulators(self) -> None:
+        self._start_pubsub()
+        self._start_firestore()
+        self._create_topics()
+
+    def _start_pubsub(self) -> None:
         pubsub_dir = self.home / "pubsub"
         pubsub_dir.mkdir(parents=True, exist_ok=True)
         pubsub = self._start("pubsub", ["gcloud", "beta", "emulators", "pubsub", "start",
                                         f"--host-port=127.0.0.1:{self.ports['pubsub']}",
                                         f"--project={self.project}", f"--data-dir={pubsub_dir}", "--quiet"],
                              self.ports["pubsub"])
+        self._wait(pubsub, self._http_ok(f"http://127.0.0.1:{self.ports['pubsub']}/v1/projects/{self.project}/topics"))
+
+    def _start_firestore(self) -> None:
         command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{self.ports['firestore']}",
                    "--quiet"]
         export = self._firestore_export()
         if export is not None:
             command.append(f"--import-data={export}")
         firestore = self._start("firestore", command, self.ports["firestore"])
-        self._wait(pubsub, self._http_ok(f"http://127.0.0.1:{self.ports['pubsub']}/v1/projects/{self.project}/topics"))
         self._wait(firestore, self._http_ok(f"http://127.0.0.1:{self.ports['firestore']}/"))
+
+    def _create_topics(self) -> None:
         with _env(self.env()):
             from google.cloud import pubsub_v1
 
@@ -437,10 +489,13 @@ class LocalCloud:
                                                         "TOLLGATE_FEEDBACK_KEY": self.feedback_key or ""})
         self._wait(part, self._http_ok(f"http://127.0.0.1:{self.ports['cloudrun']}/healthz"))
 
-    def _start_functions(self) -> None:
+    def _start_functions(self, names: list[str] | None = None, subscribe: bool = True) -> None:
+        """Start the functions (``names``: only those), then (``subscribe``) the push subscriptions of all."""
         ff = Path(sys.executable).parent / "functions-framework"
         parts = []
         for fn in self.topology.functions.values():
+            if names is not None and fn.name not in names:
+                continue
             port = self.ports[f"function:{fn.name}"]
             env = {**self.env(), **fn.env, "K_SERVICE": fn.name, "PYTHONUNBUFFERED": "1"}
             parts.append(self._start(f"function-{fn.name}",
@@ -451,6 +506,8 @@ class LocalCloud:
                                      port, env=env))
         for part in parts:
             self._wait(part, lambda p=part: _port_open(p.port))
+        if not subscribe:
+            return
         with _env(self.env()):
             from google.cloud import pubsub_v1
 
@@ -482,11 +539,11 @@ class LocalCloud:
         self._wait(part, self._http_ok(f"http://127.0.0.1:{port}{service.health_path}"))
 
     def _start_scheduler(self) -> None:
-        """Cloud Scheduler's part: publish to each schedule's topic on its cron."""
-        if not set(self.topology.schedules) - set(self.paused_schedules):
-            return
+        """Cloud Scheduler's part: publish to each schedule's topic on its cron; and, for the local cloud only,
+        export Firestore every few minutes, so that even a Firestore emulator that dies loses little."""
         self._start("scheduler", [sys.executable, "-m", "localcloud.scheduler", "--topology", str(self.topology_path),
-                                  *[f"--pause={name}" for name in self.paused_schedules]],
+                                  *[f"--pause={name}" for name in self.paused_schedules],
+                                  "--export-firestore", str(self.home / "firestore-export")],
                     0, env={**self.env(), "PYTHONUNBUFFERED": "1"})
 
     def specs(self) -> dict[str, Path]:
@@ -536,23 +593,15 @@ class LocalCloud:
             self.echo(f"predictor services awaiting a first model: {', '.join(created)}")
 
     def export_firestore(self) -> None:
-        target = self.home / "firestore-export"
-        fresh = self.home / "firestore-export.new"
-        shutil.rmtree(fresh, ignore_errors=True)
-        fresh.mkdir(parents=True)
-        response = requests.post(
-            f"http://127.0.0.1:{self.ports['firestore']}/emulator/v1/projects/{self.project}:export",
-            json={"database": f"projects/{self.project}/databases/(default)", "export_directory": str(fresh)},
-            timeout=120)
-        response.raise_for_status()
-        shutil.rmtree(target, ignore_errors=True)
-        fresh.rename(target)
+        export_firestore(f"127.0.0.1:{self.ports['firestore']}", self.project, self.home / "firestore-export")
 
     def down(self, wipe: bool = False, export: bool = True) -> None:
         """Stop only what `up` started; keep the data unless ``wipe``."""
         if not self.parts:
             self.attach() if self.state_file.exists() else None
         if export and "firestore" in self.parts and self.parts["firestore"].alive():
+            if "scheduler" in self.parts:   # its own periodic export must not race this one
+                self._stop_parts([self.parts["scheduler"]])
             try:
                 self.export_firestore()
             except requests.RequestException as exc:
@@ -584,6 +633,24 @@ class LocalCloud:
             out[f"function {name}"] = (f"http://127.0.0.1:{self.ports['function:' + name]}"
                                        + ("  (HTTP; Bearer $(tollgate review token))" if fn.http else ""))
         return out
+
+
+def export_firestore(host: str, project: str, target: Path) -> None:
+    """Export the Firestore emulator's data into ``target`` (replaced only once the new export is whole), which
+    the next start imports."""
+    fresh = target.with_name(target.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    response = requests.post(f"http://{host}/emulator/v1/projects/{project}:export",
+                             json={"database": f"projects/{project}/databases/(default)",
+                                   "export_directory": str(fresh)}, timeout=120)
+    response.raise_for_status()
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _new_issuer() -> dict[str, str]:

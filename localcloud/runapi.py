@@ -595,26 +595,31 @@ class Runtime:
             # Validate before anything starts; then every revision that will take traffic runs
             # (a rollback may route to an older revision that had been stopped).
             targets = [service.revisions[r] for r, p, _ in service.resolved_traffic(traffic) if p > 0]
-            for target in {revision, *targets}:
+            # As Cloud Run: an unchanged template makes no revision, so a traffic-only update waits only on the
+            # revisions that take traffic, never on a template revision that may not start (nothing routes to it)
+            starting = {revision, *targets} if new else set(targets)
+            for target in starting:
                 target.wanted_at = time.monotonic()
-            for target in {revision, *targets}:
+            for target in starting:
                 target.start()
             operation = Operation(self.parent, SERVICE_TYPE, service.to_json())
             self.operations[operation.name] = operation
-        threading.Thread(target=self._finish_deploy, args=(service, revision, targets, traffic, operation),
-                         daemon=True).start()
+        threading.Thread(target=self._finish_deploy, args=(service, revision if new else None, targets, traffic,
+                                                           operation), daemon=True).start()
         return operation
 
-    def _finish_deploy(self, service: ServiceState, revision: Revision, targets: list[Revision],
+    def _finish_deploy(self, service: ServiceState, revision: Revision | None, targets: list[Revision],
                        traffic: list[dict[str, Any]], operation: Operation) -> None:
-        for waited in {revision, *targets}:
-            waited.ready.wait()
+        waited = set(targets) | ({revision} if revision is not None else set())
+        for one in waited:
+            one.ready.wait()
         with self.lock:
-            failed = [r for r in {revision, *targets} if r.error]
+            failed = [r for r in waited if r.error]
             if failed:
                 operation.finish(error=(9, failed[0].error))   # traffic stays where it was
                 return
-            service.latest_ready = revision.name
+            if revision is not None:
+                service.latest_ready = revision.name
             service.traffic = traffic
             service.apply_traffic()
             self.save()

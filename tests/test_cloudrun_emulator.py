@@ -34,3 +34,24 @@ def test_unknown_job_and_service_are_not_found(cloud):
     with pytest.raises(NotFound):
         cloudrun.run_job(cloud, "no-such-job", {})
     assert cloudrun.get_service(cloud, "no_such_dataset") is None
+
+
+def test_a_traffic_only_update_does_not_wait_on_a_template_revision_that_cannot_start(cloud, unique):
+    """A promotion whose revision never turns ready (its model will not load) leaves the template naming it; moving
+    traffic back to a revision that works changes no template, so it must not wait on that one (Cloud Run makes
+    no revision for an unchanged template)."""
+    from google.cloud import run_v2
+
+    dataset = f"tmpl_{unique}"
+    cloudrun.create_service(cloud, dataset, {}).result(timeout=120)   # model-less: healthy, answers 503
+    working = cloudrun.get_service(cloud, dataset).latest_ready_revision.rsplit("/", 1)[-1]
+    with pytest.raises(FailedPrecondition, match="exited|not ready"):
+        cloudrun.set_traffic(cloud, dataset, [(99, 100)], {}, timeout=120)   # v99 is registered nowhere
+    service = cloudrun.get_service(cloud, dataset)
+    assert service.template.revision == cloudrun.revision_id(dataset, 99)
+    del service.traffic[:]
+    service.traffic.append(run_v2.TrafficTarget(
+        type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION, revision=working,
+        percent=100))
+    moved = cloud.services.update_service(service=service).result(timeout=60)
+    assert [(t.revision, t.percent) for t in moved.traffic] == [(working, 100)]

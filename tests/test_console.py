@@ -231,3 +231,23 @@ def test_each_feature_is_drawn_against_the_reference_on_the_reports_bins():
     assert all('"reference"' in html and '"batch"' in html for html in drawn)
     assert len(charts.features(batch, None, [])) == len(batch["columns"])        # no champion yet: the batch alone
     assert charts.features(None, None, []) == []
+
+
+def test_category_values_and_names_are_drawn_as_text_not_markup():
+    """Plotly renders a subset of HTML in labels: a category `<a href=...>` or a column `<b>x</b>` from a user's
+    file would be a link or bold text. Escaped, it is shown as written."""
+    import numpy as np
+    import pandas as pd
+
+    from services.console import charts
+    from tollgate import drift
+    from tollgate import spec as specs
+
+    raw = {**RAW, "columns": {**RAW["columns"], "c": {"type": "string"}}}
+    spec = specs.from_dict(raw)
+    hostile = '<a href="javascript:alert(1)">click</a>'
+    frame = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0), "c": [hostile, "$\\x$"] * 25,
+                          "y": np.arange(50.0)})
+    profile = drift.profile(frame, spec)
+    html = "".join(charts.features(profile, None, ["c"]))
+    assert "&lt;a href" in html and '<a href="javascript' not in html and "$\\\\x$" in html

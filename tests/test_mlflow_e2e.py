@@ -17,7 +17,7 @@ import yaml
 from examples.wine import wine_frame
 from localcloud.cloud import MLFLOW_SERVER, free_port
 from tests.test_chain_e2e import tollgate
-from tollgate import inference, tracking
+from tollgate import egress, inference, tracking
 
 pytestmark = pytest.mark.e2e
 
@@ -160,3 +160,12 @@ def test_runs_versions_and_aliases_are_mirrored_and_survive_mlflow_down(local_cl
     assert mirror.run(run_id) == mirrored.info.run_id
     assert [r.info.run_id for r in client.search_runs([exp.experiment_id],
                                                       f"tags.`tollgate.run_id` = '{run_id}'")] == [mirrored.info.run_id]
+
+    # 4. a server that names where artifacts go (file://, another bucket) gets no artifact: only its proxied API
+    elsewhere = tmp_path / "server-chosen"
+    hostile = f"hostile-{unique}"
+    client.create_experiment(hostile, artifact_location=elsewhere.as_uri())
+    mirror = tracking.Mirror(tracking.Target(mlflow_server.url, hostile, f"other-{unique}"), cloud, state, dataset)
+    with pytest.raises(egress.EgressRefused, match="proxied artifact API"):
+        mirror.run(run_id)
+    assert not elsewhere.exists()

@@ -304,3 +304,82 @@ def test_an_instance_with_too_many_keys_is_one_problem_not_one_per_key(taxi_spec
     with pytest.raises(inputs.BadRequest) as refused:
         checker.instances({"instances": [instance]})
     assert refused.value.problems[0].startswith("instances[0]: 5000 fields")
+
+
+# ---------------------------------------------------------------- outbound calls
+
+@pytest.mark.parametrize("uri", ["http://169.254.169.254/", "http://metadata.google.internal/computeMetadata/v1/",
+                                 "http://[fe80::1]:5000/", "http://[::ffff:169.254.169.254]/", "ftp://mlflow.example"])
+def test_a_spec_cannot_name_the_metadata_server_as_its_tracking_server(taxi_spec, uri):
+    with pytest.raises(specs.SpecError, match="tracking.mlflow.uri"):
+        specs.replace(taxi_spec, tracking={"mlflow": {"uri": uri}})
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:5000", "http://10.0.0.7", "http://[::1]:80", "http://192.168.1.1"])
+def test_loopback_and_private_addresses_are_refused_unless_the_deployment_allows_them(uri):
+    from tollgate import egress
+
+    with pytest.raises(egress.EgressRefused, match="not a global address"):
+        egress.check_url(uri, allow=())
+    egress.check_url(uri, allow=egress.allowed_networks({egress.ALLOW_ENV: "127.0.0.0/8, 10.0.0.0/8, ::1/128, "
+                                                                           "192.168.0.0/16"}))
+    with pytest.raises(egress.EgressRefused, match="link-local"):   # never, whatever is allowed
+        egress.check_url("http://169.254.169.254/", allow=egress.allowed_networks({egress.ALLOW_ENV: "0.0.0.0/0"}))
+
+
+def test_a_name_is_checked_on_every_address_it_resolves_to(monkeypatch):
+    from tollgate import egress
+
+    monkeypatch.delenv(egress.ALLOW_ENV, raising=False)
+    with pytest.raises(egress.EgressRefused, match="resolves to 127.0.0.1"):
+        egress.admit("http://localhost:9/", "the MLflow tracking server")
+
+
+def test_a_dns_answer_that_changes_after_the_check_is_refused_at_connect_time(monkeypatch):
+    """Rebinding: the name resolves to a global address when checked, to loopback when connected to. The
+    connection itself is checked, so the request never reaches the loopback server."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    from tollgate import egress
+
+    reached = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            reached.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = socket.getaddrinfo
+    answers = iter([[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", server.server_port))]])
+
+    def rebinding(host, *args, **kwargs):
+        if host == "mlflow.rebind.example":
+            return next(answers, None) or real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.delenv(egress.ALLOW_ENV, raising=False)
+    url = f"http://mlflow.rebind.example:{server.server_port}/api"
+    assert egress.admit(url) == "mlflow.rebind.example"   # the check saw a global address
+    with pytest.raises(requests.ConnectionError, match="not a global address"):
+        requests.get(url, timeout=5)
+    server.shutdown()
+    assert reached == []
+
+
+def test_the_webhook_is_held_to_the_same_rule(monkeypatch):
+    from tollgate import promotion
+
+    monkeypatch.setenv(promotion.WEBHOOK_ENV, "http://169.254.169.254/latest/meta-data/")
+    status = promotion.post_webhook("hello", {"run_id": "r"})
+    assert status["status"] == "failed" and status["error"] == "EgressRefused"

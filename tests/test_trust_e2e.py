@@ -165,3 +165,26 @@ def test_the_webhook_url_never_reaches_documents_logs_or_answers(local_cloud, cl
     answer = requests.get(f"{local_cloud.env()['TOLLGATE_REVIEW_URL']}/reviews", params={"status": "all"},
                           headers=review_auth(local_cloud), timeout=30)
     assert answer.status_code == 200 and run_id in answer.text and token not in answer.text
+
+
+def test_a_version_folder_left_by_another_world_is_never_adopted(local_cloud, cloud, state, taxi, taxi_spec,
+                                                                 tmp_path, unique):
+    """A local cloud whose Firestore started over kept its bucket: `models/<dataset>/1/` holds a model no run of
+    this registry wrote. The first training reserves v1, finds it taken, and registers past it; the old bytes are
+    neither adopted nor touched, and what serves is what was trained."""
+    from tests.test_chain_e2e import drop
+    from tests.test_decisions_e2e import push_spec
+
+    dataset = f"stale_world_{unique}"
+    push_spec(local_cloud, taxi_spec, tmp_path, dataset)
+    foreign = b"a model of a world this registry does not remember"
+    cloud.write_once(artifacts.artifact_object(dataset, 1), foreign)      # written before: no run named in it
+    code, run = drop(local_cloud, write_csv(taxi_period(taxi, "2014-01-01", "2014-04-01"), tmp_path / "b.csv"),
+                     dataset=dataset)
+    assert code == 0 and run["decision"] == "promote", run
+    assert run["model_version"] == 2 and [v["version"] for v in state.list_versions(dataset)] == [2]
+    assert cloud.read_bytes(artifacts.artifact_object(dataset, 1)) == foreign
+    record = state.get_version(dataset, 2)
+    assert artifacts.sha256(artifacts.read_verified(cloud, record)) == record["sha256"]
+    blob = cloud.bucket.get_blob(artifacts.artifact_object(dataset, 2))
+    assert blob.metadata == {"tollgate-run-id": run["run_id"]}   # the artifact names the run that wrote it

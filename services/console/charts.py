@@ -13,6 +13,14 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _LAYOUT = {"height": 320, "margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "template": "plotly_white"}
 
 
+def _text(value: Any) -> str:
+    """A data value or column name as Plotly text: Plotly renders a subset of HTML in labels (`<b>`, `<a href>`),
+    so what comes from users' files is escaped and shown as written."""
+    import html
+
+    return html.escape(str(value), quote=False)
+
+
 def _time(value: Any) -> Any:
     """Firestore's times (DatetimeWithNanoseconds) as ISO text, which Plotly's JSON encoder takes."""
     return value.isoformat() if isinstance(value, dt.datetime) else value
@@ -58,7 +66,7 @@ def drift(validation: dict[str, Any] | None) -> str | None:
         return None
     colours = {"none": "#2e7d32", "warn": "#f9a825", "severe": "#c62828"}
     figure = go.Figure(layout={**_LAYOUT, "title": "drift distance per feature (PSI numeric, JS categorical)"})
-    figure.add_bar(x=[f["feature"] for f in features], y=[f.get("score") for f in features],
+    figure.add_bar(x=[_text(f["feature"]) for f in features], y=[f.get("score") for f in features],
                    marker_color=[colours.get(f.get("status"), "#777") for f in features],
                    text=[f.get("status") for f in features])
     return _html(figure)
@@ -77,10 +85,10 @@ def features(profile: dict[str, Any] | None, reference: dict[str, Any] | None, o
     out = []
     for name in [n for n in order if n in columns] + sorted(set(columns) - set(order)):
         labels, series = reports.feature_bins(columns[name], references.get(name))
-        figure = go.Figure(layout={**_LAYOUT, "height": 260, "title": name, "barmode": "group",
+        figure = go.Figure(layout={**_LAYOUT, "height": 260, "title": _text(name), "barmode": "group",
                                    "yaxis": {"title": "share of rows"}})
         for label, counts in series:
-            figure.add_bar(x=labels, y=reports.fractions(counts), name=label)
+            figure.add_bar(x=[_text(v) for v in labels], y=reports.fractions(counts), name=label)
         out.append(_html(figure))
     return out
 

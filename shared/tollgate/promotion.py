@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from tollgate import log, outbox, serving
+from tollgate import egress, log, outbox, serving
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
@@ -103,9 +103,10 @@ def post_webhook(text: str, payload: dict[str, Any]) -> dict[str, Any]:
     body = {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
             "tollgate": payload}
     try:
+        egress.admit(url, "the webhook")
         response = requests.post(url, json=orjson.loads(orjson.dumps(body, default=str)), timeout=5,
                                  allow_redirects=False)
-    except requests.RequestException as exc:
+    except (requests.RequestException, egress.EgressRefused) as exc:
         failure: dict[str, Any] = {"status": "failed", "error": type(exc).__name__}
     else:
         if 200 <= response.status_code < 300:

@@ -3,28 +3,26 @@
     GET  /reviews[?status=pending|approved|rejected|expired|stale|all][&dataset=D]
     GET  /reviews/<run_id>                                   one review and its evidence
     GET  /reviews/<run_id>/report/<validation|evaluation>    the run's HTML report
-    POST /reviews/<run_id>/approve   {"reviewer": "...", "reason": "..."}
-    POST /reviews/<run_id>/reject    {"reviewer": "...", "reason": "..."}
+    POST /reviews/<run_id>/approve   {"reason": "..."}
+    POST /reviews/<run_id>/reject    {"reason": "..."}
 
-Locally every request needs ``Authorization: Bearer $TOLLGATE_REVIEW_TOKEN``. On GCP the function
-is not public: Cloud Run IAM checks the caller's identity token (roles/run.invoker) before the
-code runs, and the verified e-mail in that token is recorded as the reviewer's identity.
+Every request carries ``Authorization: Bearer <ID token>`` for the function's URL, and the reviewer recorded in
+the ledger is the e-mail that token was verified to name (``tollgate.identity``): on Google Cloud a Google-signed
+ID token (Cloud Run IAM admits only the ``reviewers``, and the function verifies the token again itself); on the
+local cloud one it signs (``tollgate review token``). A body cannot name someone else: a ``reviewer`` field that
+differs from the verified caller is refused.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
-import os
 from typing import Any
 
 import orjson
 
-from tollgate import errors, promotion, serving
+from tollgate import errors, identity, promotion, serving
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 
-TOKEN_ENV = "TOLLGATE_REVIEW_TOKEN"
 STATUSES = ("pending", "approved", "rejected", "expired", "stale")
 # The core's errors as the API answers them.
 STATUS = {errors.InvalidReview: 400, errors.ReviewNotFound: 404, errors.ReviewClosed: 409, errors.ReviewStale: 409,
@@ -37,23 +35,19 @@ class HttpError(Exception):
         self.status = status
 
 
-def caller_identity(authorization: str | None) -> str | None:
-    """Check the local token, or read the e-mail of the identity token IAM verified on GCP."""
-    token = (authorization or "").removeprefix("Bearer ").strip()
-    expected = os.environ.get(TOKEN_ENV)
-    if expected:
-        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise HttpError(401, "missing or wrong token: send `Authorization: Bearer $TOLLGATE_REVIEW_TOKEN` "
-                                 "(`tollgate env` prints it for the local cloud)")
-        return None
-    parts = token.split(".")
-    if len(parts) == 3:   # a Google identity token, already verified by Cloud Run IAM
-        try:
-            claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-            return claims.get("email")
-        except (ValueError, orjson.JSONDecodeError):
-            return None
-    return None
+def caller_identity(authorization: str | None, verifier: identity.Verifier | None, url: str | None) -> str:
+    """The verified e-mail of the caller's bearer token, for the function's ``url`` (the one the request came
+    to); 401 otherwise."""
+    if verifier is None:
+        raise HttpError(401, "the review function cannot verify callers: it refuses every request")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        raise HttpError(401, "send `Authorization: Bearer <ID token>` for this function's URL (`tollgate review "
+                             "token` prints one; on Google Cloud `gcloud auth print-identity-token`)")
+    try:
+        return verifier.identity(token.strip(), (url.rstrip("/"),) if url else ())
+    except identity.Unauthenticated as exc:
+        raise HttpError(401, f"not authenticated: {exc}") from None
 
 
 def expired_if_overdue(cloud: Cloud, state: st.State, review: dict[str, Any]) -> dict[str, Any]:
@@ -102,10 +96,11 @@ def evidence(cloud: Cloud, state: st.State, review: dict[str, Any], base_url: st
 
 
 def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str, str],
-           body: bytes, authorization: str | None, base_url: str | None) -> tuple[int, Any, str]:
+           body: bytes, authorization: str | None, base_url: str | None,
+           verifier: identity.Verifier | None) -> tuple[int, Any, str]:
     """One request → (status, payload, content type). Every failure is a 4xx with a message."""
     try:
-        identity = caller_identity(authorization)
+        caller = caller_identity(authorization, verifier, base_url)
         parts = [p for p in path.strip("/").split("/") if p]
         if not parts or parts[0] != "reviews":
             raise HttpError(404, "not found: the review API lives under /reviews")
@@ -142,11 +137,12 @@ def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str
             except orjson.JSONDecodeError as exc:
                 raise HttpError(400, f"the body is not valid JSON: {exc}") from None
             if not isinstance(request, dict):
-                raise HttpError(400, 'the body must be a JSON object: {"reviewer": "...", "reason": "..."}')
-            reviewer = str(request.get("reviewer") or identity or "")
-            if identity and request.get("reviewer") and request["reviewer"] != identity:
-                reviewer = f"{request['reviewer']} <{identity}>"
-            result = promotion.resolve_review(cloud, state, run_id, parts[2], reviewer,
+                raise HttpError(400, 'the body must be a JSON object: {"reason": "..."}')
+            named = request.get("reviewer")
+            if named not in (None, "", caller):   # the audit trail records who verifiably decided, no one else
+                raise HttpError(400, f"the reviewer is the caller your token names ({caller}), not {str(named)[:80]!r}"
+                                     ": leave `reviewer` out")
+            result = promotion.resolve_review(cloud, state, run_id, parts[2], caller,
                                               str(request.get("reason") or ""))
             return 200, result, "application/json"
         raise HttpError(405 if len(parts) <= 3 else 404, f"{method} {path} is not part of the review API")

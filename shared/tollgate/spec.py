@@ -365,9 +365,15 @@ class MLflow(Section):
             return None
         from urllib.parse import urlsplit
 
+        from tollgate import egress
+
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL of a tracking server")
+        try:   # loopback and private addresses are the deployment's call (TOLLGATE_EGRESS_ALLOW), at connect time
+            egress.never_allowed(value, "the tracking server's URL")
+        except egress.EgressRefused as exc:
+            raise ValueError(str(exc)) from None
         if parts.username or parts.password:
             raise ValueError("credentials do not belong in a spec: put the URL with them in the deployment's "
                              "TOLLGATE_MLFLOW_URI (a Secret Manager secret on Google Cloud) and leave `uri` out")

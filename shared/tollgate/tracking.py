@@ -31,13 +31,14 @@ from typing import Any, Iterable
 
 import orjson
 
-from tollgate import artifacts, log
+from tollgate import artifacts, egress, log
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 from tollgate.jsonable import iso
 
 URI_ENV = "TOLLGATE_MLFLOW_URI"
+ARTIFACT_BUCKETS_ENV = "TOLLGATE_MLFLOW_ARTIFACT_BUCKETS"   # gs:// buckets the mirror may write artifacts to
 ALIASES = ("champion", "canary")
 # One short try per sync, not MLflow's default of minutes of retries: the reconciler is the retry.
 _CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -127,6 +128,7 @@ class Mirror:
             os.environ.setdefault(name, value)
         from mlflow.tracking import MlflowClient  # here: only deployments that mirror pay for importing it
 
+        egress.admit(where.uri, "the MLflow tracking server")   # every connection to it is checked again
         self.where, self.cloud, self.state, self.dataset = where, cloud, state, dataset
         self.client = MlflowClient(tracking_uri=where.uri, registry_uri=where.uri)
         self._experiment_id: str | None = None
@@ -260,8 +262,29 @@ class Mirror:
             metrics[_key("slice", part.get("column"), part.get("slice"))] = part.get("challenger")
         return {k: n for k, v in metrics.items() if (n := _number(v)) is not None}
 
+    def artifact_location(self, mlflow_run: str) -> str:
+        """Where MLflow keeps the run's artifacts, if Tollgate may write there: through the tracking server's
+        proxied artifact API (``mlflow-artifacts:``, or http(s) on the server's own host), or a bucket the
+        deployment allow-lists (``TOLLGATE_MLFLOW_ARTIFACT_BUCKETS``). A server answering ``file:///…`` would
+        have the function write its own disk; ``gs://…`` would be written with the function's credentials."""
+        from urllib.parse import urlsplit
+
+        location = self.client.get_run(mlflow_run).info.artifact_uri or ""
+        parts = urlsplit(location)
+        buckets = {b.strip() for b in os.environ.get(ARTIFACT_BUCKETS_ENV, "").split(",") if b.strip()}
+        if parts.scheme == "mlflow-artifacts" and not parts.netloc:
+            return location
+        if parts.scheme in ("http", "https") and parts.hostname == urlsplit(self.where.uri).hostname:
+            return location
+        if parts.scheme == "gs" and parts.netloc in buckets:
+            return location
+        raise egress.EgressRefused(f"the MLflow server keeps this run's artifacts at a {parts.scheme or 'plain'}:"
+                                   " location it names; Tollgate uploads only through its proxied artifact API "
+                                   f"(mlflow server --serve-artifacts) or to buckets in {ARTIFACT_BUCKETS_ENV}")
+
     def _artifacts(self, mlflow_run: str, record: dict[str, Any], version: dict[str, Any] | None) -> None:
         """The run's reports and, for a trained run, its model (checked against the registry) with its record."""
+        self.artifact_location(mlflow_run)
         run_id = record["run_id"]
         with tempfile.TemporaryDirectory(prefix="tollgate-mirror-") as tmp:
             reports = Path(tmp, "reports")

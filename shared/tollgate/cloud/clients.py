@@ -101,8 +101,10 @@ class Cloud:
     def bucket(self):  # type: ignore[no-untyped-def]
         return self.storage.bucket(self.settings.bucket)
 
-    def write_once(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> int:
-        """Create an object only if it does not exist (412 otherwise); returns its generation.
+    def write_once(self, name: str, data: bytes, content_type: str = "application/octet-stream",
+                   metadata: dict[str, str] | None = None) -> int:
+        """Create an object only if it does not exist (412 otherwise); returns its generation. ``metadata``: the
+        object's custom metadata (who wrote it).
 
         An existing object with the same bytes is accepted (a retried step writes the same
         content-addressed artifact); different bytes raise ``FileExistsError``.
@@ -110,6 +112,8 @@ class Cloud:
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket.blob(name)
+        if metadata:
+            blob.metadata = metadata
         try:
             blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
             return int(blob.generation)

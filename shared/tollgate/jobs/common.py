@@ -53,15 +53,29 @@ def load_batch(cloud: Cloud, batch: dict[str, Any]) -> pd.DataFrame:
     return frame.drop(columns=[c for c in curated.COLUMNS if c in frame.columns])
 
 
-def write_or_adopt(cloud: Cloud, name: str, data: bytes, content_type: str = "application/octet-stream") -> bytes:
-    """Write an artifact of the run's reserved version once; if an earlier attempt of this run wrote it (and
-    crashed before registering), keep those bytes: skops files are not byte-for-byte reproducible, and only
-    this run's trainer may write under its reserved version."""
+OWNER = "tollgate-run-id"   # the custom metadata naming the run that wrote a version's artifact
+
+
+class ForeignArtifact(Exception):
+    """A version's folder holds an object another run wrote (a local cloud whose Firestore started over while its
+    bucket kept the models): it is never adopted."""
+
+
+def write_or_adopt(cloud: Cloud, name: str, data: bytes, run_id: str,
+                   content_type: str = "application/octet-stream") -> bytes:
+    """Write an artifact of the run's reserved version once, naming the run in its metadata; if an earlier attempt
+    of *this* run wrote it (and crashed before registering), keep those bytes (skops files are not byte-for-byte
+    reproducible). An object written by any other run — or by no known run — is not adopted: ForeignArtifact."""
     try:
-        cloud.write_once(name, data, content_type)
+        cloud.write_once(name, data, content_type, metadata={OWNER: run_id})
         return data
     except FileExistsError:
-        log.info("artifact written by an earlier attempt; adopting it", object=name)
+        existing = cloud.bucket.get_blob(name)
+        owner = (existing.metadata or {}).get(OWNER) if existing is not None else None
+        if owner != run_id:
+            raise ForeignArtifact(f"gs://{cloud.settings.bucket}/{name} was written by "
+                                  f"{'run ' + owner if owner else 'no run this registry knows'}") from None
+        log.info("artifact written by an earlier attempt of this run; adopting it", object=name)
         return cloud.read_bytes(name)
 
 

@@ -22,7 +22,7 @@ from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
 from tollgate.errors import StepFailed
 from tollgate.events import envelope
-from tollgate.jobs.common import load_batch, open_run, write_or_adopt
+from tollgate.jobs.common import ForeignArtifact, load_batch, open_run, write_or_adopt
 
 if TYPE_CHECKING:
     from tollgate.warehouse.engines import Warehouse
@@ -157,15 +157,22 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     # Artifacts first, then the record: a crash at any point leaves no version or a whole one, and a retry
     # converges on the same number (reserved for this run) and the same files.
     version = state.reserve_version(spec.name, run_id)
-    blob = write_or_adopt(cloud, artifact_object(spec.name, version), blob)
-    artifacts.check(blob)   # adopted bytes too
-    write_or_adopt(cloud, f"models/{spec.name}/{version}/profile.json",
-                    orjson.dumps(prof, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str),
-                    "application/json")
+    while True:
+        try:
+            blob = write_or_adopt(cloud, artifact_object(spec.name, version), blob, run_id)
+            artifacts.check(blob)   # adopted bytes too
+            write_or_adopt(cloud, f"models/{spec.name}/{version}/profile.json",
+                           orjson.dumps(prof, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str),
+                           run_id, "application/json")
+            manifest_object = f"models/{spec.name}/{version}/window.json"
+            manifest = write_or_adopt(cloud, manifest_object, window_manifest(spec.name, version, run_id, window),
+                                      run_id, "application/json")
+            break
+        except ForeignArtifact as exc:   # never adopted: this run's version moves past every taken folder
+            taken = _highest_version_folder(cloud, spec.name)
+            log.warning(f"{exc}; v{version} is taken, registering past v{taken}", run_id=run_id)
+            version = state.reserve_version(spec.name, run_id, after=taken)
     digest = artifacts.sha256(blob)
-    manifest_object = f"models/{spec.name}/{version}/window.json"
-    manifest = write_or_adopt(cloud, manifest_object, window_manifest(spec.name, version, run_id, window),
-                              "application/json")
 
     def record(version: int) -> dict[str, Any]:
         return {
@@ -191,3 +198,10 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     log.info("challenger trained", run_id=run_id, version=version, train_rows=len(train_df),
              seconds=round(fit_seconds, 2), params=params)
     return "trained"
+
+
+def _highest_version_folder(cloud: Cloud, dataset: str) -> int:
+    """The highest N of the bucket's ``models/<dataset>/N/`` folders (0 without any)."""
+    numbers = [int(part) for name in cloud.list_names(f"models/{dataset}/")
+               if (part := name.split("/")[2]).isdigit()]
+    return max(numbers, default=0)

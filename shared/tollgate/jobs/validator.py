@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tollgate import artifacts, drift, lifecycle, log, outbox, reports, validation
+from tollgate import artifacts, drift, events, lifecycle, log, outbox, reports, validation
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
@@ -33,7 +33,10 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     champion, reference = champion_profile(cloud, state, spec.name)
     with tempfile.TemporaryDirectory() as tmp:
         curated_file = Path(tmp) / "curated.parquet"
-        reader, size = cloud.open_read(src["object"], generation=src["generation"])
+        try:
+            reader, size = cloud.open_read(src["object"], generation=src["generation"])
+        except FileNotFoundError:
+            return _replaced(cloud, state, run_id, src)
         with reader:
             result = validation.validate_file(reader, spec, curated_file, reference=reference, size=size)
         summary = result.summary()
@@ -85,6 +88,20 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped,
              drift=drift_verdict["verdict"])
     return "validated"
+
+
+def _replaced(cloud: Cloud, state: State, run_id: str, src: dict[str, Any]) -> str:
+    """The run's generation is gone: the same name was dropped again (an overwrite replaces the object unless the
+    bucket keeps versions). The newer generation has its own run; this one ends saying so."""
+    bucket, name = cloud.settings.bucket, src["object"]
+    current = cloud.bucket.get_blob(name)
+    newer = (f"generation {current.generation} (run {events.run_id(bucket, name, current.generation)})"
+             if current is not None else "a newer generation, since deleted")
+    message = (f"gs://{bucket}/{name} generation {src['generation']} was replaced by {newer}, which is validated "
+               "in a run of its own; nothing of this one was read")
+    state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.REJECTED, reason="object_replaced", message=message)
+    log.warning("dropped object replaced before it was validated", run_id=run_id, object=src["object"])
+    return "rejected"
 
 
 def _undrawn(kind: str, problem: str | None) -> dict[str, Any]:

@@ -26,6 +26,9 @@ locals {
     TOLLGATE_WAREHOUSE                = "bigquery"
     TOLLGATE_BIGQUERY_DATASET         = var.bigquery_dataset
     TOLLGATE_BIGQUERY_CURATED_DATASET = var.bigquery_curated_dataset
+    # The one egress rule (tollgate/egress.py): URLs from configuration reach only global addresses and these.
+    TOLLGATE_EGRESS_ALLOW            = join(",", var.egress_allow)
+    TOLLGATE_MLFLOW_ARTIFACT_BUCKETS = join(",", var.mlflow_artifact_buckets)
   }
   # What a workload that deploys the predictor rolls each new model revision from (functions get it all).
   predictor_env = merge(local.base_env, {

@@ -108,6 +108,22 @@ variable "mlflow_tracking_uri" {
   sensitive   = true
 }
 
+variable "egress_allow" {
+  description = "Networks besides global addresses that URLs from configuration (a spec's MLflow, the webhook) may reach, e.g. [\"10.8.0.0/24\"] for an MLflow on the VPC; link-local (the metadata server) never."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for n in var.egress_allow : can(cidrhost(n, 0)) && !startswith(n, "169.254.")])
+    error_message = "Each entry must be a CIDR network, and never link-local (169.254.0.0/16)."
+  }
+}
+
+variable "mlflow_artifact_buckets" {
+  description = "gs:// buckets (names only) the MLflow mirror may upload artifacts to when the MLflow server names one; otherwise artifacts go only through its proxied artifact API."
+  type        = list(string)
+  default     = []
+}
+
 variable "kms_key_name" {
   description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) for topics and images; null: Google-managed."
   type        = string

@@ -26,11 +26,12 @@ class Registry(Base):
     def list_versions(self, dataset: str) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.dataset_ref(dataset).collection("versions").order_by("version").stream()]
 
-    def reserve_version(self, dataset: str, run_id: str) -> int:
+    def reserve_version(self, dataset: str, run_id: str, after: int | None = None) -> int:
         """The version number of the run's challenger, allocated once per run in one transaction before any
         artifact is written: concurrent trainings get distinct, consecutive numbers and a retried trainer
         gets its run's number again. A run that never registers (it failed for good) leaves its number
-        unused."""
+        unused. ``after``: the numbers up to it are taken in the bucket by artifacts this registry does not know
+        (a local cloud whose Firestore started over): the run gets a number past them instead."""
         ds_ref, run_ref = self.dataset_ref(dataset), self.run_ref(run_id)
 
         @firestore.transactional
@@ -38,9 +39,10 @@ class Registry(Base):
             run = run_ref.get(transaction=tx)
             ds = ds_ref.get(transaction=tx)
             reserved = (run.to_dict() or {}).get("reserved_version") if run.exists else None
-            if reserved:
+            if reserved and (after is None or int(reserved) > after):
                 return int(reserved)
             version = int((ds.to_dict() or {}).get("next_version", 1)) if ds.exists else 1
+            version = max(version, (after or 0) + 1)
             tx.set(ds_ref, {"next_version": version + 1, "updated_at": now()}, merge=True)
             if run.exists:
                 tx.update(run_ref, {"reserved_version": version, "updated_at": now()})
