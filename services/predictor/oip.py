@@ -92,9 +92,13 @@ def tensors(checker: Checker, body: Any, binary: bytes = b"") -> Columns:
         raise BadRequest([f"inputs have different lengths: {sorted(lengths)}"])
     n = lengths.pop()
     checker.count(n)
-    numeric = np.empty((n, len(checker.numeric)), dtype="float64")
+    numeric = np.empty((n, len(checker.numeric) + len(checker.datetimes)), dtype="float64")
     for j, (name, nullable, low, high) in enumerate(checker.numeric):
         numeric[:, j] = checker.number_column(name, data[name], nullable, low, high, problems)
+    for j, (name, nullable, low, high, scale) in enumerate(checker.datetimes, start=len(checker.numeric)):
+        values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data[name]]
+        numeric[:, j] = [checker.moment(f"instances[{i}].{name}", v, nullable, low, high, scale, problems)
+                         for i, v in enumerate(values)]
     categorical = []
     for name, nullable, allowed in checker.categorical:
         values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data[name]]
@@ -215,7 +219,7 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
         if loaded is None:
             return error(503, holder.not_ready())
         spec = loaded.spec
-        inputs = [{"name": n, "datatype": "FP64" if n in spec.numeric_features else "BYTES", "shape": [-1]}
+        inputs = [{"name": n, "datatype": "FP64" if n in spec.input_numeric else "BYTES", "shape": [-1]}
                   for n in spec.features]
         outputs = [{"name": "predict", "datatype": "FP64" if spec.task == "regression" else "BYTES", "shape": [-1]}]
         if spec.task == "classification":

@@ -18,6 +18,8 @@ def _feature(spec: DatasetSpec, name: str) -> dict[str, Any]:
             schema["minimum"] = column.min
         if column.max is not None:
             schema["maximum"] = column.max
+    elif name in spec.datetime_features:   # ISO-8601 text (or a Unix time in the column's unit)
+        schema = {"type": "string", "format": "date-time"}
     else:
         schema = {"type": "string"}
         if column.allowed:

@@ -148,6 +148,7 @@ class PredictionLog:
         for i in range(len(columns)):
             features = {name: _number(columns.numeric[i, j]) for j, name in enumerate(self.numeric)}
             features.update({name: columns.categorical[j][i] for j, name in enumerate(self.categorical)})
+            features.update({name: values[i] for name, values in columns.ids.items()})   # identifiers, kept
             record = {"request_id": request_id, "row": i, "time": when, "model_version": self.version,
                       "status": status, "features": json_text(features),
                       "prediction": text(outputs.predictions[i]),

@@ -39,9 +39,11 @@ _PIPELINE = {(f"sklearn.{t}", "ObjectNode") for t in (
     "preprocessing._encoders.OneHotEncoder", "preprocessing._encoders.OrdinalEncoder",
     "preprocessing._data.StandardScaler",
     "preprocessing._label.LabelEncoder",
+    "preprocessing._target_encoder.TargetEncoder",
     # ColumnTransformer keeps "passthrough" columns as a FunctionTransformer without a function; a function in
     # it would be a FunctionNode, which is refused
     "preprocessing._function_transformer.FunctionTransformer")}
+_PIPELINE |= {("tollgate.transformers.DatetimeParts", "ObjectNode")}   # datetime features' parts (plain data)
 # Each supported estimator family (spec.ESTIMATORS), for regression and classification.
 _ESTIMATORS = {(f"sklearn.{t}", "ObjectNode") for t in (
     "ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
@@ -77,6 +79,7 @@ ALLOWED_NODES: frozenset[tuple[str, str]] = frozenset(_PLAIN | _CONTAINERS | _NU
 # reports as untrusted for every trained model is a subset of these).
 TRUSTED_TYPES: frozenset[str] = frozenset({
     "numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", "sklearn.tree._tree.Tree",
+    "tollgate.transformers.DatetimeParts", "sklearn.preprocessing._target_encoder.TargetEncoder",
     "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"})
 
 

@@ -254,8 +254,9 @@ class Client(Adapters):
         from tollgate import artifacts
 
         record, blob = self.model_bytes(dataset, version)
+        registered = self.state.get_version(dataset, int(record["version"])) or {}   # with the spec it was trained on
         try:
-            return artifacts.loads(blob, record["sha256"], artifacts.record_spec(record))
+            return artifacts.loads(blob, record["sha256"], artifacts.record_spec(registered))
         except artifacts.ArtifactError as exc:
             raise ClientError(str(exc)) from None
 

@@ -46,10 +46,12 @@ class Checker:
         self.max_instances = max_instances
         self.numeric = [(name, spec.columns[name].nullable, spec.columns[name].min, spec.columns[name].max)
                         for name in spec.numeric_features]
+        self.datetimes = [(name, spec.columns[name].nullable, spec.columns[name].min, spec.columns[name].max,
+                           1000.0 if spec.columns[name].unit == "ms" else 1.0) for name in spec.datetime_features]
         self.categorical = [(name, spec.columns[name].nullable,
                              frozenset(spec.columns[name].allowed) if spec.columns[name].allowed else None)
                             for name in spec.categorical_features]
-        self.known = frozenset(spec.features) | {spec.target}
+        self.known = frozenset(spec.features) | {spec.target} | frozenset(spec.id_columns)
         # What a request may hold, counted on its bytes before it is parsed: every key and array element of a
         # JSON body is followed by one `,` or `:`, and a full request has about 2 per feature of each instance;
         # twice that leaves room for separators inside string values. A body of 700,000 unknown keys (7 MB,
@@ -91,6 +93,25 @@ class Checker:
         return value
 
     @staticmethod
+    def moment(where: str, value: Any, nullable: bool, low: float | None, high: float | None, scale: float,
+               problems: list[str]) -> float:
+        """A datetime input: ISO-8601 text, or a Unix time in the column's unit; as Unix seconds."""
+        from tollgate.spec import datetime_seconds
+
+        if isinstance(value, str):
+            seconds = datetime_seconds(value)
+            if seconds is None:
+                try:
+                    seconds = float(value) / scale
+                except ValueError:
+                    problems.append(f"{where}: {value!r:.80} is not an ISO-8601 time or a Unix time")
+                    return math.nan
+            value = seconds
+        elif type(value) is not bool and isinstance(value, (int, float)):
+            value = value / scale
+        return Checker.number(where, value, nullable, low, high, problems)
+
+    @staticmethod
     def category(where: str, value: Any, nullable: bool, allowed: frozenset[str] | None,
                   problems: list[str]) -> Any:
         if value is None:
@@ -127,7 +148,8 @@ class Checker:
         problems: list[str] = [f"{key}: unknown top-level field (expected instances, parameters)"
                                for key in sorted(unexpected)]
         n = len(instances)
-        numeric = np.empty((n, len(self.numeric)), dtype="float64")
+        numeric = np.empty((n, len(self.numeric) + len(self.datetimes)), dtype="float64")
+        first_datetime = len(self.numeric)
         categorical: list[list[Any]] = [[None] * n for _ in self.categorical]
         known = self.known
         for i, inst in enumerate(instances):
@@ -150,6 +172,8 @@ class Checker:
                     row[j] = value   # the common case, checked in one comparison
                 else:
                     row[j] = self.number(f"instances[{i}].{name}", value, nullable, low, high, problems)
+            for j, (name, nullable, low, high, scale) in enumerate(self.datetimes, start=first_datetime):
+                row[j] = self.moment(f"instances[{i}].{name}", inst.get(name), nullable, low, high, scale, problems)
             for j, (name, nullable, allowed) in enumerate(self.categorical):
                 value = inst.get(name)
                 if type(value) is str and (allowed is None or value in allowed):
@@ -158,7 +182,9 @@ class Checker:
                     categorical[j][i] = self.category(f"instances[{i}].{name}", value, nullable, allowed, problems)
         if problems:
             raise BadRequest(problems)
-        return Columns(numeric, categorical)
+        ids = {name: [None if type(inst.get(name)) not in (str, int, float) else str(inst.get(name))[:200]
+                      for inst in instances] for name in self.spec.id_columns}
+        return Columns(numeric, categorical, ids)
 
     def number_column(self, name: str, values: Any, nullable: bool, low: float | None, high: float | None,
                        problems: list[str]) -> np.ndarray:

@@ -39,14 +39,17 @@ class Outputs:
 
 
 class Columns:
-    """Validated instances as columns: a float matrix of the numeric features (NaN = missing) in
-    spec order, and one list per categorical feature (None = missing)."""
+    """Validated instances as columns: a float matrix of the numeric features then the datetime ones (as Unix
+    seconds; NaN = missing) in spec order (``spec.input_numeric``), and one list per categorical feature (None =
+    missing)."""
 
-    __slots__ = ("numeric", "categorical")
+    __slots__ = ("numeric", "categorical", "ids")
 
-    def __init__(self, numeric: np.ndarray, categorical: list[list[Any]]) -> None:
+    def __init__(self, numeric: np.ndarray, categorical: list[list[Any]],
+                 ids: dict[str, list[Any]] | None = None) -> None:
         self.numeric = numeric
         self.categorical = categorical
+        self.ids = ids or {}   # identifier columns (role: id) a request carried: logged, never predicted from
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
@@ -57,13 +60,14 @@ class Columns:
             return parts[0]
         numeric = np.concatenate([p.numeric for p in parts])
         categorical = [sum((p.categorical[j] for p in parts), []) for j in range(len(parts[0].categorical))]
-        return Columns(numeric, categorical)
+        ids = {name: sum((p.ids.get(name) or [None] * len(p) for p in parts), []) for name in parts[0].ids}
+        return Columns(numeric, categorical, ids)
 
     def frame(self, spec: DatasetSpec) -> Any:
         """The DataFrame the registered pipeline expects (``training.features_frame`` dtypes)."""
         import pandas as pd
 
-        data: dict[str, Any] = {name: self.numeric[:, j] for j, name in enumerate(spec.numeric_features)}
+        data: dict[str, Any] = {name: self.numeric[:, j] for j, name in enumerate(spec.input_numeric)}
         for j, name in enumerate(spec.categorical_features):
             data[name] = pd.Series([np.nan if v is None else v for v in self.categorical[j]], dtype=object)
         return pd.DataFrame(data, index=pd.RangeIndex(len(self)))
@@ -133,9 +137,11 @@ def _probe(encoder: Any, names: list[str], j: int, values: list[Any]) -> Any:
     return probe
 
 
-def _codes_block(encoder: Any, names: list[str]) -> tuple[int, Callable[[list[list[Any]], np.ndarray, int], None]]:
+def _codes_block(encoder: Any, names: list[str], positions: list[int]) -> tuple[int, Callable[[list[list[Any]],
+                                                                                             np.ndarray, int], None]]:
     """(output width, fill(columns, out, offset)): each category's code (NaN: unknown or missing) through
-    lookup tables read off the fitted ordinal encoder's own output."""
+    lookup tables read off the fitted ordinal encoder's own output. ``positions``: where each of ``names`` is among
+    the validated categorical columns."""
 
     if encoder.handle_unknown != "use_encoded_value" or not np.isnan(encoder.unknown_value) \
             or not np.isnan(encoder.encoded_missing_value):
@@ -150,13 +156,13 @@ def _codes_block(encoder: Any, names: list[str]) -> tuple[int, Callable[[list[li
     def fill(categorical: list[list[Any]], out: np.ndarray, start: int) -> None:
         for j, (table, unknown, missing) in enumerate(tables):
             get = table.get
-            out[:, start + j] = np.fromiter((missing if v is None else get(v, unknown) for v in categorical[j]),
-                                            dtype="float64", count=out.shape[0])
+            out[:, start + j] = np.fromiter((missing if v is None else get(v, unknown)
+                                             for v in categorical[positions[j]]), dtype="float64", count=out.shape[0])
     return len(names), fill
 
 
-def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callable[[list[list[Any]], np.ndarray, int],
-                                                                                  None]]:
+def _categorical_block(transformer: Any, names: list[str], positions: list[int]) -> tuple[
+        int, Callable[[list[list[Any]], np.ndarray, int], None]]:
     """(output width, fill(columns, out, offset)): one-hot through lookup tables read off the encoder, or
     one code column per feature (``_codes_block``)."""
     from sklearn.impute import SimpleImputer
@@ -164,14 +170,13 @@ def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callabl
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
     if isinstance(transformer, OrdinalEncoder):
-        return _codes_block(transformer, names)
+        return _codes_block(transformer, names, positions)
     if not isinstance(transformer, Pipeline) or len(transformer.steps) != 2:
         raise _Unsupported("categorical transformer is not imputer + one-hot")
     imputer, encoder = transformer.steps[0][1], transformer.steps[1][1]
     if not (isinstance(imputer, SimpleImputer) and imputer.strategy == "constant"
-            and isinstance(encoder, OneHotEncoder) and encoder.drop is None
-            and not getattr(encoder, "sparse_output", True)):
-        raise _Unsupported("categorical transformer is not constant imputer + dense one-hot without drop")
+            and isinstance(encoder, OneHotEncoder) and encoder.drop is None):
+        raise _Unsupported("categorical transformer is not constant imputer + one-hot without drop")
     widths = list(getattr(encoder, "_n_features_outs", []))
     if len(widths) != len(names):
         raise _Unsupported("one-hot block widths unknown")
@@ -180,8 +185,8 @@ def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callabl
     offset = 0
     for j, name in enumerate(names):
         values = [v for v in encoder.categories_[j] if isinstance(v, str)] + [UNKNOWN, fill_value]
-        block = np.asarray(encoder.transform(imputer.transform(_probe(encoder, names, j, values))))[
-            :, offset:offset + widths[j]]
+        encoded = encoder.transform(imputer.transform(_probe(encoder, names, j, values)))
+        block = np.asarray(encoded.toarray() if hasattr(encoded, "toarray") else encoded)[:, offset:offset + widths[j]]
         if not np.all((block == 0) | (block == 1)) or np.any(block.sum(axis=1) > 1):
             raise _Unsupported(f"one-hot block of {name} is not one-hot")
         index = [int(np.argmax(row)) if row.any() else -1 for row in block]
@@ -194,7 +199,7 @@ def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callabl
         position = start
         for j, (table, default) in enumerate(tables):
             get = table.get
-            cols = np.fromiter((get(fill_value if v is None else v, default) for v in categorical[j]),
+            cols = np.fromiter((get(fill_value if v is None else v, default) for v in categorical[positions[j]]),
                                dtype=np.intp, count=out.shape[0])
             hit = cols >= 0
             out[rows[hit], position + cols[hit]] = 1.0
@@ -202,12 +207,29 @@ def _categorical_block(transformer: Any, names: list[str]) -> tuple[int, Callabl
     return offset, fill
 
 
+def _datetime_part_block(transformer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A datetime feature's block: its DatetimeParts (numpy, the fitted transformer itself), then the numeric steps
+    that follow it (imputer, scaler) as ``_numeric_block`` applies them."""
+    from sklearn.pipeline import Pipeline
+
+    from tollgate.transformers import DatetimeParts
+
+    steps = transformer.steps if isinstance(transformer, Pipeline) else [(None, transformer)]
+    parts = steps[0][1]
+    if not isinstance(parts, DatetimeParts):
+        raise _Unsupported("datetime block does not start with DatetimeParts")
+    width = len(parts.get_feature_names_out())
+    rest = _numeric_block(Pipeline(steps[1:]), width) if len(steps) > 1 else (lambda x: x)
+    return lambda seconds: rest(parts.transform(seconds.reshape(-1, 1)))
+
+
 def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns], np.ndarray]]:
     from sklearn.compose import ColumnTransformer
 
-    if not isinstance(pre, ColumnTransformer) or pre.remainder != "drop" or pre.sparse_output_:
-        raise _Unsupported("preprocessor is not a dense ColumnTransformer dropping the remainder")
+    if not isinstance(pre, ColumnTransformer) or pre.remainder != "drop":   # a sparse one is served dense: its
+        raise _Unsupported("preprocessor is not a ColumnTransformer dropping the remainder")   # width is bounded
     numeric, categorical = list(spec.numeric_features), list(spec.categorical_features)
+    inputs = list(spec.input_numeric)
     blocks: list[tuple[str, int, Any]] = []   # (kind, width, apply)
     for name, transformer, cols in pre.transformers_:
         if transformer == "drop" or name == "remainder":
@@ -215,9 +237,14 @@ def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns],
         cols = list(cols)
         if cols == numeric:
             blocks.append(("numeric", len(cols), _numeric_block(transformer, len(cols))))
-        elif cols == categorical:
-            width, fill = _categorical_block(transformer, cols)
+        elif cols and set(cols) <= set(categorical) and name != "target":
+            width, fill = _categorical_block(transformer, cols, [categorical.index(c) for c in cols])
             blocks.append(("categorical", width, fill))
+        elif len(cols) == 1 and cols[0] in spec.datetime_features:
+            apply = _datetime_part_block(transformer)
+            column = inputs.index(cols[0])
+            width = apply(np.zeros(1)).shape[1]
+            blocks.append(("datetime", width, lambda x, a=apply, c=column: a(x[:, c])))
         else:
             raise _Unsupported(f"transformer {name} takes columns {cols}")
     width = sum(w for _, w, _ in blocks)
@@ -227,6 +254,8 @@ def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns],
         position = 0
         for kind, w, apply in blocks:
             if kind == "numeric":
+                out[:, position:position + w] = apply(columns.numeric[:, :len(numeric)])
+            elif kind == "datetime":
                 out[:, position:position + w] = apply(columns.numeric)
             else:
                 apply(columns.categorical, out, position)
@@ -314,13 +343,14 @@ def sample(spec: DatasetSpec, pipeline: Any, forest: Any = None, rows: int = 512
     """Instances that exercise every branch a mismatch could hide in: values from each feature's range,
     exactly on and just either side of every split threshold, missing values, unknown categories."""
     rng = np.random.default_rng(seed)
-    numeric = np.empty((rows, len(spec.numeric_features)))
-    for j, name in enumerate(spec.numeric_features):
+    numeric = np.empty((rows, len(spec.input_numeric)))
+    for j, name in enumerate(spec.input_numeric):
         column = spec.columns[name]
-        low = column.min if column.min is not None else -1e3
-        high = column.max if column.max is not None else 1e3
+        default = (946_684_800.0, 2_524_608_000.0) if column.type == "datetime" else (-1e3, 1e3)   # 2000 to 2050
+        low = column.min if column.min is not None else default[0]
+        high = column.max if column.max is not None else default[1]
         values = rng.uniform(low, high, rows)
-        if forest is not None and forest.thresholds.get(j) is not None and len(forest.thresholds[j]):
+        if forest is not None and j < len(spec.numeric_features) and len(forest.thresholds.get(j, ())):
             t = rng.choice(forest.thresholds[j], rows)
             values = np.where(rng.random(rows) < 0.7, t + rng.choice([-1.0, 0.0, 1.0], rows) * np.spacing(t),
                               values)
@@ -329,12 +359,18 @@ def sample(spec: DatasetSpec, pipeline: Any, forest: Any = None, rows: int = 512
         numeric[:, j] = values
     categorical: list[list[Any]] = []
     pre = pipeline[0]
-    encoders = [t.steps[-1][1] if hasattr(t, "steps") else t
-                for name, t, cols in pre.transformers_ if list(cols) == list(spec.categorical_features)]
+    encoders = {}   # categorical feature → (its encoder, its index among the encoder's columns)
+    for _, t, cols in pre.transformers_:
+        cols = list(cols) if not isinstance(cols, str) else [cols]
+        encoder = t.steps[-1][1] if hasattr(t, "steps") else t
+        for k, c in enumerate(cols):
+            if c in spec.categorical_features and hasattr(encoder, "categories_"):
+                encoders[c] = (encoder, k)
     for j, name in enumerate(spec.categorical_features):
         known: list[Any] = list(spec.columns[name].allowed or [])
-        if encoders:
-            known += [v for v in encoders[0].categories_[j] if isinstance(v, str)]
+        if name in encoders:
+            encoder, k = encoders[name]
+            known += [v for v in encoder.categories_[k] if isinstance(v, str)]
         choices = known + ["never-seen-category", None]
         categorical.append([choices[i] for i in rng.integers(0, len(choices), rows)])
     return Columns(numeric, categorical)

@@ -36,7 +36,9 @@ from tollgate.spec import DatasetSpec
 CHUNK_BYTES = 16 * 2**20
 PARQUET_BATCH_ROWS = 65_536
 _SNIFF = 64 * 1024
-_ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
+# how each spec type is parsed from CSV (datetimes as text, then read as ISO-8601 or Unix numbers by the contract)
+_ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_(),
+                "datetime": pa.string()}
 _BOM = codecs.BOM_UTF8
 
 
@@ -200,6 +202,8 @@ def _parquet_type(kind: pa.DataType, declared: str | None) -> pa.DataType | None
         return pa.float64()
     if t.is_timestamp(kind) or t.is_date(kind):   # Unix seconds for a number column, ISO text for any other
         return pa.float64() if declared in ("int", "float") else pa.string()
+    if declared == "datetime" and (t.is_integer(kind) or t.is_floating(kind)):
+        return pa.float64()
     if t.is_time(kind):
         return pa.string()
     return None

@@ -13,6 +13,7 @@ import hashlib
 import re
 import types
 import typing
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -32,7 +33,10 @@ from tollgate import rules as rule_language
 from tollgate import yamlload
 
 TASKS = ("regression", "classification")
-COLUMN_TYPES = ("float", "int", "string", "bool")
+COLUMN_TYPES = ("float", "int", "string", "bool", "datetime")
+ROLES = ("data", "id", "ignore")
+DATETIME_PARTS = ("year", "month", "day", "day_of_week", "hour", "minute", "day_of_year", "elapsed_days")
+DEFAULT_DATETIME_PARTS = ("year", "month", "day", "day_of_week", "hour", "elapsed_days")
 ACTIONS = ("drop", "reject")
 SOFT_ACTIONS = ("report", "drop", "reject")   # rules and outlier checks may also only report
 OUTLIER_METHODS = ("iqr", "mad")
@@ -45,7 +49,9 @@ TASK_METRICS = {"regression": ("r2", "rmse", "mae"), "classification": ("accurac
 ESTIMATOR_TASKS = {"naive_bayes": ("classification",)}
 
 Task = Literal["regression", "classification"]
-ColumnType = Literal["float", "int", "string", "bool"]
+ColumnType = Literal["float", "int", "string", "bool", "datetime"]
+Role = Literal["data", "id", "ignore"]
+DatetimePart = Literal["year", "month", "day", "day_of_week", "hour", "minute", "day_of_year", "elapsed_days"]
 Action = Literal["drop", "reject"]
 SoftAction = Literal["report", "drop", "reject"]
 Estimator = Literal["hist_gradient_boosting", "gradient_boosting", "random_forest", "decision_tree", "linear",
@@ -103,14 +109,35 @@ class Outliers(Section):
 
 
 class Column(Section):
-    """A column a batch may carry. A failed check drops the offending rows or rejects the batch (``on_fail``)."""
+    """A column a batch may carry. A failed check drops the offending rows or rejects the batch (``on_fail``).
+
+    A ``datetime`` column holds ISO-8601 times or dates (``2013-01-01T06:00:00Z``, ``2013-01-01``) or Unix times
+    (numbers, in ``unit`` seconds or milliseconds); Tollgate keeps it as Unix seconds (UTC) and, listed under
+    ``features.datetime``, the model learns from its ``parts`` (one transformer, the same in training and
+    serving). ``role: id`` marks an identifier: kept in the data and the prediction log, never learned from;
+    ``role: ignore`` a column a batch may carry that is left out."""
     name: str = Field("", exclude=True, json_schema_extra={"hidden": True})   # the key under `columns`
-    type: ColumnType = Field("float", description="`float`, `int`, `string` or `bool`; values that do not parse "
-                                                  "as it fail the column")
+    type: ColumnType = Field("float", description="`float`, `int`, `string`, `bool` or `datetime`; values that do "
+                                                  "not parse as it fail the column")
+    role: Role = Field("data", description="`data`; `id`: an identifier, kept but never a feature; `ignore`: "
+                                           "left out of the curated data")
+    unit: Literal["s", "ms"] | None = Field(None, description="datetime columns holding numbers: Unix `s` "
+                                                              "(default) or `ms`")
+    parts: tuple[DatetimePart, ...] = Field(DEFAULT_DATETIME_PARTS, description="What the model learns from a "
+                                            "datetime feature: " + ", ".join(f"`{p}`" for p in DATETIME_PARTS))
+    cyclical: bool = Field(False, description="datetime features: month, day of week and hour also as sine and "
+                                              "cosine (so December is next to January)")
+    encoding: Literal["auto", "one_hot", "codes", "target"] = Field(
+        "auto", description="Categorical features: `auto` (codes for gradient boosting, one-hot for the others), "
+                            "`one_hot` (the `model.max_categories` most frequent values each a column, the rest "
+                            "shared), `codes` (one column of codes), or `target` (scikit-learn's cross-fitted "
+                            "TargetEncoder: one number per category, any width)")
     required: bool = Field(True, description="A batch without this column is rejected")
     nullable: bool = Field(True, description="Empty values are allowed")
-    min: float | None = Field(None, description="Smallest allowed value (numeric columns)")
-    max: float | None = Field(None, description="Largest allowed value (numeric columns)")
+    min: float | None = Field(None, description="Smallest allowed value (numeric columns; a datetime's as ISO "
+                                                "text or Unix seconds)")
+    max: float | None = Field(None, description="Largest allowed value (numeric columns; a datetime's as ISO text "
+                                                "or Unix seconds)")
     allowed: tuple[Union[bool, int, float, str], ...] | None = Field(
         None, description="The only values allowed, written as the column's type (e.g. `[0, 1, 2]` for an int "
                           "label, `[Cash, Card]` for a string)")
@@ -124,11 +151,27 @@ class Column(Section):
     def _outliers_flag(cls, value: Any) -> Any:
         return {} if value is True else None if value is False else value
 
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _datetime_bound(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("type") == "datetime" and isinstance(value, (str, date)):
+            seconds = datetime_seconds(value)
+            if seconds is None:
+                raise ValueError(f"{value!r} is not an ISO-8601 date or time")
+            return seconds
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Column:
-        numeric = self.type in ("float", "int")
+        numeric = self.type in ("float", "int", "datetime")
         if not numeric and (self.min is not None or self.max is not None):
-            raise ValueError(f"min and max apply to numeric columns; this one is of type {self.type}")
+            raise ValueError(f"min and max apply to numeric and datetime columns; this one is of type {self.type}")
+        if self.unit is not None and self.type != "datetime":
+            raise ValueError("unit applies to datetime columns")
+        if self.type == "datetime" and (self.allowed is not None or self.outliers is not None):
+            raise ValueError("a datetime column takes min and max, not allowed values or outlier fences")
+        if self.role != "data" and self.outliers is not None:
+            raise ValueError(f"a column with role {self.role} is not checked for outliers")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
         if self.outliers is not None and not numeric:
@@ -143,6 +186,24 @@ class Column(Section):
         if not allowed:
             raise ValueError("allowed lists no value; leave it out to allow any")
         return tuple(_typed(v, info.data.get("type", "float")) for v in allowed)
+
+
+def datetime_seconds(value: Any) -> float | None:
+    """An ISO-8601 date or time (naive ones are UTC) as Unix seconds; None when it is not one."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
 
 
 def _typed(value: Any, kind: str) -> Any:
@@ -255,14 +316,19 @@ class Search(Section):
 
 
 class Features(Section):
-    """The model's inputs; at least one, none of them the target."""
-    numeric: tuple[str, ...] = Field((), description="Numeric features (float or int columns)")
+    """The model's inputs; at least one, none of them the target or an identifier."""
+    numeric: tuple[str, ...] = Field((), description="Numeric features (float, int or bool columns)")
     categorical: tuple[str, ...] = Field((), description="Categorical features")
+    datetime: tuple[str, ...] = Field((), description="Datetime features: the model learns from each one's "
+                                                      "`parts` (year, month, day of week, hour, time elapsed, ...)")
 
 
 class Model(Section):
     estimator: Estimator = Field("hist_gradient_boosting", description="The scikit-learn model family: "
                                  + ", ".join(f"`{e}`" for e in ESTIMATORS))
+    max_categories: int = Field(64, ge=2, le=10_000, description="Most columns (or codes) one categorical feature "
+                                "becomes: its most frequent values, the rest sharing one (values seen fewer than 5 "
+                                "times always do)")
     params: dict[str, Any] = Field({}, description="Keyword arguments of the estimator (e.g. `max_iter: 200`)")
     search: Search | None = Field(None, description="A cross-validated grid search over params")
 
@@ -392,8 +458,9 @@ class DatasetSpec(Section):
     description: str = Field("", description="What the model predicts, for people")
     task: Task = Field(description="`regression` or `classification`")
     target: str = Field(description="The column to predict; declared under columns")
-    time_column: str | None = Field(None, description="An int column of Unix seconds, for `training.window: "
-                                                      "days`")
+    time_column: str | None = Field(None, description="The batch's time: a datetime column (or an int of Unix "
+                                                      "seconds), for `training.window: days` and time-ordered "
+                                                      "evaluation")
     columns: dict[str, Column] = Field(min_length=1, description="Every column a batch may carry")
     extra_columns: Literal["reject", "ignore"] = Field("reject", description="A batch with columns the spec does "
                                                        "not declare: `reject` it, or `ignore` those columns")
@@ -443,8 +510,23 @@ class DatasetSpec(Section):
         return self.feature_lists.categorical
 
     @property
+    def datetime_features(self) -> tuple[str, ...]:
+        return self.feature_lists.datetime
+
+    @property
+    def input_numeric(self) -> tuple[str, ...]:
+        """The features a request carries as numbers once read: numeric ones, then datetime ones (as Unix
+        seconds): the numeric block of the predictor's validated columns."""
+        return self.numeric_features + self.datetime_features
+
+    @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric_features + self.categorical_features
+        return self.numeric_features + self.categorical_features + self.datetime_features
+
+    @property
+    def id_columns(self) -> tuple[str, ...]:
+        """Identifier columns (``role: id``): kept with each row and logged with each prediction."""
+        return tuple(c.name for c in self.columns.values() if c.role == "id")
 
     @property
     def estimator(self) -> str:
@@ -552,22 +634,38 @@ def _semantics(spec: DatasetSpec) -> list[tuple[tuple[Any, ...], str]]:
                                                                   "classes"))
     if not spec.features:
         problems.append((("features",), "features.numeric or features.categorical must list at least one column"))
-    for group in ("numeric", "categorical"):
+    for group in ("numeric", "categorical", "datetime"):
         for i, feature in enumerate(getattr(spec.feature_lists, group)):
             path = ("features", group, i)
             if feature not in columns:
                 undeclared(path, feature, "the feature")
             elif feature == spec.target:
                 problems.append((path, f"the target {feature!r} cannot also be a feature"))
+            elif columns[feature].role != "data":
+                problems.append((path, f"{feature!r} has role {columns[feature].role}: an identifier or an ignored "
+                                       "column is never a feature"))
             elif group == "numeric" and columns[feature].type not in ("float", "int", "bool"):
+                other = "datetime" if columns[feature].type == "datetime" else "categorical"
                 problems.append((path, f"{feature!r} is a {columns[feature].type} column; list it under "
-                                       "features.categorical"))
-    both = set(spec.numeric_features) & set(spec.categorical_features)
+                                       f"features.{other}"))
+            elif group == "datetime" and columns[feature].type != "datetime":
+                problems.append((path, f"{feature!r} is a {columns[feature].type} column; features.datetime takes "
+                                       "datetime columns"))
+            elif group == "categorical" and columns[feature].type == "datetime":
+                problems.append((path, f"{feature!r} is a datetime column; list it under features.datetime"))
+    groups = [set(spec.numeric_features), set(spec.categorical_features), set(spec.datetime_features)]
+    both = (groups[0] & groups[1]) | (groups[0] & groups[2]) | (groups[1] & groups[2])
     if both:
-        problems.append((("features",), f"{', '.join(sorted(both))} listed as both numeric and categorical"))
+        problems.append((("features",), f"{', '.join(sorted(both))} listed in more than one feature group"))
+    if spec.target in columns and columns[spec.target].role != "data":
+        problems.append((("target",), f"the target {spec.target!r} has role {columns[spec.target].role}"))
     if spec.time_column is not None:
         if spec.time_column not in columns:
             undeclared(("time_column",), spec.time_column, "time_column")
+        elif columns[spec.time_column].type not in ("int", "float", "datetime"):
+            problems.append((("time_column",), f"time_column {spec.time_column!r} is a "
+                                               f"{columns[spec.time_column].type} column; it must be a datetime (or "
+                                               "an int of Unix seconds)"))
     metric = spec.primary_metric
     if metric not in TASK_METRICS[spec.task]:
         problems.append((("evaluation", "primary_metric"), f"{metric} is not a {spec.task} metric; use one of "
@@ -595,9 +693,9 @@ def _semantics(spec: DatasetSpec) -> list[tuple[tuple[Any, ...], str]]:
                          f"({monitoring.label_window_hours:g} hours), whose predictions the realised metrics "
                          "join labels to"))
     for i, column in enumerate(monitoring.id_columns):
-        if column not in spec.features:
-            problems.append((("monitoring", "id_columns", i), f"{column!r} is not a feature (labels are joined on "
-                                                              "features)"))
+        if column not in spec.features and column not in spec.id_columns:
+            problems.append((("monitoring", "id_columns", i), f"{column!r} is neither a feature nor a column of "
+                                                              "role id (labels are joined on what requests carry)"))
         elif not ID_COLUMN.fullmatch(column):   # they become JSON paths in the warehouse's SQL
             problems.append((("monitoring", "id_columns", i), f"{column!r}: id columns must be named with letters, "
                                                               "digits and underscores, not starting with a digit"))

@@ -50,18 +50,21 @@ def split_newest(newest: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame,
     return newest.loc[~mask].reset_index(drop=True), newest.loc[mask].reset_index(drop=True)
 
 
-def _categorical_encoder() -> OneHotEncoder:
-    return OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, sparse_output=False)
+def _categorical_encoder(max_categories: int, sparse: bool = False) -> OneHotEncoder:
+    """One-hot with a bounded width: the ``max_categories`` most frequent values of each feature (values seen
+    fewer than 5 times, and unknown ones, share the infrequent column); sparse for the families that take it."""
+    return OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, max_categories=max_categories,
+                         sparse_output=sparse)
 
 
-def _category_codes() -> OrdinalEncoder:
+def _category_codes(max_categories: int) -> OrdinalEncoder:
     """Categories as one column of codes per feature for gradient boosting, whose trees split on the codes
     like on any number, instead of a dense one-hot block (the taxi companies' one-hot was most of the trainer's
     memory). Categories seen fewer than 5 times share one code; unknown and missing values become NaN, which
     the trees send to each split's missing side. (Not the trees' native categorical splits: their fitted
     model carries a function reference, which the artifact allow-list refuses.)"""
     return OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
-                          min_frequency=5)
+                          min_frequency=5, max_categories=max_categories)
 
 
 def _scaled() -> Pipeline:
@@ -105,27 +108,70 @@ def _model(estimator: str, regression: bool, seed: int, params: dict[str, Any]) 
                                                                                "random_state": seed, **params})
 
 
+SPARSE_FAMILIES = ("linear",)   # take a sparse one-hot block as it is (the others would densify it)
+
+
+def encodings(spec: DatasetSpec) -> dict[str, str]:
+    """Each categorical feature's encoding: ``codes`` (gradient boosting's default), ``one_hot`` (the others'),
+    or ``target``, as the spec says (``columns.<name>.encoding``)."""
+    default = "codes" if spec.estimator == "hist_gradient_boosting" else "one_hot"
+    return {name: (spec.columns[name].encoding if spec.columns[name].encoding != "auto" else default)
+            for name in spec.categorical_features}
+
+
+def _datetime_block(spec: DatasetSpec, name: str, numeric: Any) -> Any:
+    """A datetime feature's parts (tollgate.transformers.DatetimeParts), then what the family does to numbers
+    (imputed, scaled), except for gradient boosting, which routes missing parts itself."""
+    from tollgate.transformers import DatetimeParts
+
+    column = spec.columns[name]
+    parts = DatetimeParts(parts=tuple(column.parts), cyclical=column.cyclical)
+    if numeric == "passthrough":
+        return parts
+    steps = [("parts", parts)] + (list(numeric.steps) if isinstance(numeric, Pipeline) else [("impute", numeric)])
+    from sklearn.base import clone
+
+    return Pipeline([(name, clone(step) if name != "parts" else step) for name, step in steps])
+
+
 def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None) -> Pipeline:
     """The spec's pipeline; ``params`` (a search candidate) replace the spec's model params."""
+    from sklearn.preprocessing import TargetEncoder
+
     params = dict(spec.model_params if params is None else params)
     numeric, model = _model(spec.estimator, spec.task == "regression", spec.training_seed, params)
-    categorical: Any = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-                                 ("onehot", _categorical_encoder())])
-    if spec.estimator == "hist_gradient_boosting":
-        categorical = _category_codes()
-    transformers = []
+    width = spec.model.max_categories
+    sparse = spec.estimator in SPARSE_FAMILIES
+    chosen = encodings(spec)
+    by_kind = {kind: [n for n in spec.categorical_features if chosen[n] == kind] for kind in ("one_hot", "codes",
+                                                                                           "target")}
+    transformers: list[tuple[str, Any, list[str]]] = []
     if spec.numeric_features:
         transformers.append(("numeric", numeric, list(spec.numeric_features)))
-    if spec.categorical_features:
-        transformers.append(("categorical", categorical, list(spec.categorical_features)))
-    pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    if by_kind["codes"]:
+        transformers.append(("categorical", _category_codes(width), by_kind["codes"]))
+    if by_kind["one_hot"]:
+        transformers.append(("categorical" if not by_kind["codes"] else "onehot",
+                             Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+                                       ("onehot", _categorical_encoder(width, sparse))]), by_kind["one_hot"]))
+    if by_kind["target"]:
+        encoder = TargetEncoder(target_type="continuous" if spec.task == "regression" else "auto",
+                                cv=5)
+        transformers.append(("target", Pipeline([("impute", SimpleImputer(strategy="constant",
+                                                                          fill_value="(missing)")),
+                                                 ("encode", encoder)]), by_kind["target"]))
+    for name in spec.datetime_features:
+        transformers.append((f"datetime_{name}", _datetime_block(spec, name, numeric), [name]))
+    pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False,
+                            sparse_threshold=0.3 if sparse else 0.0)
     return Pipeline([("preprocess", pre), ("model", model)])
 
 
 def features_frame(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """The model's input columns with stable dtypes (float for numeric, object for categorical)."""
+    """The model's input columns with stable dtypes (float for numeric and datetime — Unix seconds, as curated —,
+    object for categorical)."""
     out = pd.DataFrame(index=df.index)
-    for name in spec.numeric_features:
+    for name in spec.input_numeric:
         out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64") if name in df else np.nan
     for name in spec.categorical_features:
         col = df[name] if name in df else pd.Series(np.nan, index=df.index)

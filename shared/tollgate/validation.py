@@ -32,7 +32,8 @@ from tollgate.spec import Column, DatasetSpec, Rule
 __all__ = ["BatchRejected", "CheckResult", "ValidationResult", "contract_schema", "validate", "validate_file"]
 
 _EXAMPLES = 5
-_ARROW = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
+# what each spec type is curated as: a datetime as Unix seconds (UTC)
+_ARROW = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_(), "datetime": pa.float64()}
 
 
 @dataclasses.dataclass
@@ -146,9 +147,29 @@ def contract_schema(spec: DatasetSpec) -> pda.DataFrameSchema:
     return pda.DataFrameSchema(columns, checks=rules, name=spec.name)
 
 
+def datetime_seconds(series: pd.Series, unit: str | None) -> tuple[pd.Series, pd.Series]:
+    """A datetime column's values as Unix seconds (UTC): numbers in ``unit`` (``s`` by default, ``ms``), ISO-8601
+    text (a naive time is UTC; a date is its midnight); (seconds, mask of values that did not parse)."""
+    scale = 1000.0 if unit == "ms" else 1.0
+    if series.dtype.kind in "fiu":
+        seconds = series.astype("float64") / scale
+        return seconds, series.notna() & ~np.isfinite(seconds)
+    text = series.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    times = text.where(numbers.isna() & text.notna())
+    parsed = pd.to_datetime(times, utc=True, errors="coerce", format="ISO8601")
+    seconds = (numbers / scale).where(numbers.notna(),
+                                      pd.Series(parsed.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9,
+                                                index=series.index).where(parsed.notna()))
+    return seconds.astype("float64"), (series.notna() & seconds.isna()).astype(bool)
+
+
 def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series | None]:
     """Cast to the declared type; returns (cast series, mask of values that did not parse, or None)."""
     kind = series.dtype.kind
+    if column.type == "datetime":
+        seconds, bad = datetime_seconds(series, column.unit)
+        return seconds, bad
     if column.type == "float":
         if kind in "fiu":
             return (series if series.dtype == np.float64 else series.astype("float64")), None
@@ -185,11 +206,12 @@ class _Validation:
         self.outlier_columns = [c for c in spec.columns.values() if c.outliers]
         columns = drift.profiled_columns(spec)
         columns.update({c.name: "numeric" for c in self.outlier_columns})
-        if spec.time_column and spec.columns[spec.time_column].type in ("float", "int"):
+        if spec.time_column and spec.columns[spec.time_column].type in ("float", "int", "datetime"):
             columns.setdefault(spec.time_column, "numeric")   # its range goes on the curated batch
         self.profile = drift.ProfileBuilder(columns, reference, spec.drift.sample_size, seed=spec.evaluation_seed)
         self.fences: dict[str, tuple[float, float]] = {}
-        self.arrow_schema = pa.schema([(c.name, _ARROW[c.type]) for c in spec.columns.values()])
+        self.kept = [c.name for c in spec.columns.values() if c.role != "ignore"]   # what is curated
+        self.arrow_schema = pa.schema([(c.name, _ARROW[c.type]) for c in spec.columns.values() if c.name in self.kept])
 
     def _record(self, name: str, kind: str, action: str, mask: np.ndarray, message: str, frame: pd.DataFrame,
                 columns: list[str], column: str | None = None, first_row: int | None = None) -> None:
@@ -234,8 +256,10 @@ class _Validation:
                 drop[mask] = True
 
         for col in self.spec.columns.values():
+            if col.role == "ignore":   # may be there, is never checked nor curated
+                continue
             if col.name not in raw:
-                numeric = col.type in ("float", "int")
+                numeric = col.type in ("float", "int", "datetime")
                 cast[col.name] = pd.Series(np.nan if numeric else None, index=raw.index,
                                            dtype="float64" if numeric else "str")
                 continue
@@ -255,7 +279,7 @@ class _Validation:
             for check in self.schema.columns[col.name].checks:   # ignore_na=False: full-length outputs
                 failed = ~check(values).check_output.to_numpy(dtype=bool) & present
                 record(check.name, "column", col.on_fail, failed, check.error, [col.name], col.name)
-        frame = raw.assign(**cast)[list(self.spec.columns)] if cast else raw
+        frame = raw.assign(**cast)[self.kept] if cast or len(self.kept) != len(raw.columns) else raw
         for rule, check in zip(self.spec.rules, self.schema.checks):
             try:
                 failed = ~check(frame).check_output.to_numpy(dtype=bool)
