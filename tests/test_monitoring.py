@@ -308,7 +308,8 @@ def test_the_monitoring_section_of_a_spec_is_checked(taxi_spec):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minute": 5}})
     with pytest.raises(specs.SpecError, match="window_minutes: Input should be greater than 0"):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"window_minutes": 0}})
-    with pytest.raises(specs.SpecError, match=r"monitoring.id_columns\[0\]: 'trip_id' is neither a feature nor a column of role id"):
+    with pytest.raises(specs.SpecError,
+                       match=r"monitoring.id_columns\[0\]: 'trip_id' is neither a feature nor a column of role id"):
         specs.from_dict({**taxi_spec.raw, "monitoring": {"id_columns": ["trip_id"]}})
     odd = {**taxi_spec.raw, "columns": {**taxi_spec.raw["columns"], "a') OR ('1": {"type": "float"}},
            "features": {**taxi_spec.raw["features"],
