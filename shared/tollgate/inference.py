@@ -1,7 +1,18 @@
-"""`tollgate spec infer`: a first dataset spec written from a sample of the data, as TFDV's ``infer_schema`` does
-for its users: column types, nullability, ranges with a margin, categories, and a cross-validated baseline that
-suggests the estimator, the primary metric and the policy's threshold. The spec is a start, commented for a person
-to read and adjust; what it writes passes ``tollgate spec check``.
+"""`tollgate spec infer`: a first dataset spec that describes the file as it is, as TFDV's ``infer_schema`` does
+for its users, and that the file it came from passes (``tollgate spec check --data``).
+
+- Every row counts, those without a target too: types, nullability, ranges (widened) and categories come from all
+  of them; rows whose target is empty are dropped by the validator as *unlabelled*, never a reason to reject.
+- A column is described by what it holds: ``datetime`` when its text parses as ISO-8601 dates or times (or its
+  integers are Unix times and its name says so), ``role: id`` when it identifies rows (unique, or a row counter)
+  — kept, never learned from —, a *wide* category (more values than ``model.max_categories``) encoded by target,
+  and ``allowed`` values only where they are few and stable (the same in both halves of the file).
+- A time-bounded baseline cross-validates candidate families on a larger sample (time-ordered folds when a
+  datetime exists) and suggests the estimator and the policy's threshold: a score the first model meets on a
+  holdout of the expected size with high probability (a bootstrap of the out-of-fold predictions), not the
+  cross-validated mean less a guess.
+
+The spec is a start, commented for a person to read and adjust.
 """
 
 from __future__ import annotations
@@ -9,18 +20,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
+import time
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from tollgate import spec as specs
 
 SAMPLE_ROWS = 200_000          # rows read to infer from
-BASELINE_ROWS = 5_000          # rows the baseline models are cross-validated on
-MAX_CATEGORIES = 30            # a string column with more distinct values gets no `allowed` list
+BASELINE_ROWS = 20_000         # rows the baseline models are cross-validated on
+BASELINE_SECONDS = 60.0        # what the baseline may take, all candidates together
+MAX_ALLOWED = 30               # a text column with more distinct values gets no `allowed` list
 MAX_CLASS_VALUES = 20          # an int target with at most this many values is a classification by default
 CANDIDATES = ("hist_gradient_boosting", "random_forest", "linear")
+ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|[a-z]Id$|^id[_\W]", re.IGNORECASE)
+TIME_NAME = re.compile(r"time|date|timestamp|epoch|_at$|^at$|datetime", re.IGNORECASE)
+UNIX_SECONDS = (1e8, 5e9)      # 1973 to 2128
+UNIX_MILLISECONDS = (1e11, 5e12)
 
 
 class InferError(ValueError):
@@ -34,6 +52,10 @@ class Baseline:
     score: float
     std: float
     scores: dict[str, float]
+    threshold: float = 0.0
+    rows: int = 0
+    time_ordered: bool = False
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
 
 def dataset_name(stem: str) -> str:
@@ -43,21 +65,77 @@ def dataset_name(stem: str) -> str:
     return name or "dataset"
 
 
+# ---------------------------------------------------------------- what each column holds
+
 def _column_type(series: pd.Series) -> str:
+    """As the file holds it: integers stay int, anything written with decimals (``151.0``) is float."""
     if pd.api.types.is_bool_dtype(series):
         return "bool"
     if pd.api.types.is_integer_dtype(series):
         return "int"
     if pd.api.types.is_float_dtype(series):
-        present = series.dropna()
-        return "int" if len(present) and bool((present % 1 == 0).all()) and present.abs().max() < 2**53 else "float"
+        return "float"
     return "string"
 
 
+def _datetime_unit(name: str, series: pd.Series) -> str | None:
+    """``"iso"`` for text that parses as ISO-8601 (at least 95% of it), ``"s"``/``"ms"`` for integers that are
+    Unix times and whose name says they are; None otherwise."""
+    present = series.dropna()
+    if not len(present):
+        return None
+    if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
+        sample = present.astype(str).head(2_000)
+        looks = sample.str.match(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+        if looks.mean() < 0.95:
+            return None
+        parsed = pd.to_datetime(sample, utc=True, errors="coerce", format="ISO8601")
+        return "iso" if parsed.notna().mean() >= 0.95 else None
+    if pd.api.types.is_integer_dtype(series) and TIME_NAME.search(name):
+        low, high = float(present.min()), float(present.max())
+        if UNIX_SECONDS[0] <= low and high <= UNIX_SECONDS[1]:
+            return "s"
+        if UNIX_MILLISECONDS[0] <= low and high <= UNIX_MILLISECONDS[1]:
+            return "ms"
+    return None
+
+
+def _identifier(name: str, series: pd.Series) -> str | None:
+    """Why a column identifies rows rather than describing them (None if it does not): unique per row, a row
+    counter, or named as an id with a value for almost every row."""
+    present = series.dropna()
+    if len(present) < 20:
+        return None
+    distinct = present.nunique()
+    ratio = distinct / len(present)
+    if pd.api.types.is_integer_dtype(series):
+        values = present.to_numpy()
+        if distinct == len(present) and (np.all(np.diff(values) == 1) or ratio == 1 and ID_NAME.search(name)):
+            return "counts rows" if np.all(np.diff(values) == 1) else "unique per row"
+        if ID_NAME.search(name) and ratio > 0.5:
+            return f"named as an id, {distinct:,} values for {len(present):,} rows"
+        return None
+    if pd.api.types.is_float_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    if ratio >= 0.9:
+        return "unique per row" if distinct == len(present) else f"{ratio:.0%} of rows have their own value"
+    return None
+
+
+def _stable(series: pd.Series) -> bool:
+    """The values of the file's second half are those of its first: a list new batches can be held to."""
+    present = series.dropna().astype(str)
+    half = len(present) // 2
+    if half < 10:
+        return True
+    first, second = set(present.iloc[:half]), set(present.iloc[half:])
+    return second <= first
+
+
 def _margin(low: float, high: float, kind: str) -> tuple[float | int, float | int]:
-    """The observed range widened by half its span each way (never below 0 for non-negative data), so that new
-    batches from the same source pass and a broken unit (×1000) does not."""
-    span = (high - low) or abs(high) or 1.0
+    """The observed range widened by half its span each way (a single value: by a tenth of it), never below 0
+    for non-negative data, so that new batches from the same source pass and a broken unit (×1000) does not."""
+    span = (high - low) or max(abs(high) * 0.2, 1.0)
     lo, hi = low - span / 2, high + span / 2
     if low >= 0:
         lo = max(lo, 0.0)
@@ -87,38 +165,191 @@ def _metric(task: str, classes: int) -> str:
     return "roc_auc" if classes == 2 else "accuracy"
 
 
-def baseline(frame: pd.DataFrame, spec: specs.DatasetSpec, seed: int = 0) -> Baseline:
-    """Each candidate family cross-validated (3 folds) on a sample; the best one, its mean and spread."""
+@dataclasses.dataclass
+class Described:
+    entry: dict[str, Any]
+    group: str | None        # "numeric" | "categorical" | "datetime" | None (not a feature)
+    note: str = ""
+
+
+def describe(name: str, series: pd.Series, target: str, task: str, max_categories: int) -> Described:
+    """One column as the spec declares it, and the feature group it goes in (if any)."""
+    present = series.dropna()
+    entry: dict[str, Any] = {"type": _column_type(series), "nullable": bool(series.isna().any())}
+    if name == target:
+        entry["nullable"] = False   # a row without a target is unlabelled: dropped, counted, never a rejection
+        if task == "classification":
+            values = sorted(present.unique().tolist(), key=str)
+            entry["allowed"] = [v.item() if hasattr(v, "item") else v for v in values]
+            return Described(entry, None, f"{len(values)} classes")
+        if entry["type"] == "string":
+            raise InferError(f"the target {target!r} holds text; a regression needs numbers (pass --task "
+                             "classification to predict its values as classes)")
+        entry["type"] = "float"   # predictions are numbers: a later 151.5 must pass
+    unit = _datetime_unit(name, series) if name != target else None
+    if unit is not None:
+        entry["type"] = "datetime"
+        if unit in ("s", "ms"):
+            entry["unit"] = unit
+        from tollgate.validation import datetime_seconds
+
+        seconds = datetime_seconds(present, entry.get("unit"))[0].dropna()
+        if len(seconds):
+            first, last = (pd.Timestamp(seconds.min(), unit="s", tz="UTC"), pd.Timestamp(seconds.max(), unit="s",
+                                                                                           tz="UTC"))
+            return Described(entry, "datetime", f"times {first:%Y-%m-%d} to {last:%Y-%m-%d}")
+        return Described(entry, "datetime")
+    why = _identifier(name, series) if name != target else None
+    if why is not None:
+        entry["role"] = "id"
+        return Described(entry, None, f"an identifier ({why}): kept, not learned from")
+    if entry["type"] in ("int", "float") and len(present) and name != target:
+        entry["min"], entry["max"] = _margin(float(present.min()), float(present.max()), entry["type"])
+        return Described(entry, "numeric", f"seen {present.min():g} to {present.max():g}")
+    if entry["type"] in ("int", "float") and len(present):   # a regression target
+        entry["min"], entry["max"] = _margin(float(present.min()), float(present.max()), entry["type"])
+        return Described(entry, None, f"seen {present.min():g} to {present.max():g}")
+    if entry["type"] == "bool":
+        return Described(entry, "numeric")
+    if entry["type"] in ("int", "float"):   # never present
+        return Described(entry, None, "always empty: not a feature")
+    distinct = int(present.nunique())
+    if not distinct:
+        return Described(entry, None, "always empty: not a feature")
+    if distinct <= MAX_ALLOWED and _stable(series):
+        entry["allowed"] = sorted(present.astype(str).unique().tolist())
+        return Described(entry, "categorical", f"{distinct} distinct value(s)")
+    if distinct > max_categories:
+        entry["encoding"] = "target"
+        return Described(entry, "categorical", f"{distinct:,} distinct values: a wide category, encoded by target")
+    return Described(entry, "categorical", f"{distinct} distinct value(s)")
+
+
+# ---------------------------------------------------------------- the baseline
+
+def _splitter(spec: specs.DatasetSpec, time_ordered: bool, folds: int = 3) -> Any:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if time_ordered:   # the frame is sorted by time: each fold is a later stretch of it
+        return KFold(n_splits=folds, shuffle=False)
+    cls = StratifiedKFold if spec.task == "classification" else KFold
+    return cls(n_splits=folds, shuffle=True, random_state=spec.training_seed)
+
+
+def baseline(frame: pd.DataFrame, spec: specs.DatasetSpec, *, holdout_rows: int, seed: int = 0,
+             seconds: float = BASELINE_SECONDS, progress: Callable[[str], None] | None = None) -> Baseline:
+    """Each candidate family cross-validated (3 folds, time-ordered when the spec has a time column) on a sample
+    of at most ``BASELINE_ROWS``, within ``seconds`` in all; the best one's score, spread, and the threshold a
+    first model meets on ``holdout_rows`` held-out rows with 97.5% probability."""
+    from sklearn.model_selection import cross_val_predict
+
     from tollgate import training
 
+    from tollgate.validation import datetime_seconds
+
+    started = time.monotonic()
+    for name in spec.columns:   # datetimes as the validator curates them: Unix seconds
+        if spec.columns[name].type == "datetime" and name in frame:
+            frame = frame.assign(**{name: datetime_seconds(frame[name], spec.columns[name].unit)[0]})
+    time_ordered = spec.time_column is not None and arrives_in_time_order(frame[spec.time_column])
     sample = frame.sample(n=min(len(frame), BASELINE_ROWS), random_state=seed)
+    if time_ordered:
+        sample = sample.sort_values(spec.time_column, kind="stable")
+    sample = sample.reset_index(drop=True)
     scores: dict[str, float] = {}
     best: dict[str, Any] | None = None
+    skipped: list[str] = []
     for estimator in CANDIDATES:
+        elapsed = time.monotonic() - started
+        if best is not None and elapsed > seconds * 0.6:   # the next family would take it past its time
+            skipped.append(estimator)
+            continue
+        if progress:
+            progress(f"cross-validating {estimator} on {len(sample):,} rows"
+                     + (" in time order" if time_ordered else "") + f" ({elapsed:.0f} s of {seconds:.0f})")
         candidate = specs.replace(spec, model__estimator=estimator, model__params={})
         try:
-            result = training.cross_validate(sample, candidate, {})
+            pipeline = training.build_pipeline(candidate)
+            X, y = training.features_frame(sample, candidate), training.target(sample, candidate)
+            method = "predict_proba" if spec.task == "classification" else "predict"
+            predicted = cross_val_predict(pipeline, X, y, cv=_splitter(candidate, time_ordered), method=method)
         except ValueError:   # e.g. a class with fewer rows than folds
             continue
-        scores[estimator] = result["score"]
-        if best is None or result["score"] > best["score"]:
-            best = {**result, "estimator": estimator}
+        folds = [score_of(y[test], predicted[test], spec, pipeline, y)
+                 for _, test in _splitter(candidate, time_ordered).split(X, y if spec.task == "classification"
+                                                                            else None)]
+        mean = float(np.mean(folds))
+        scores[estimator] = mean
+        if best is None or _better(mean, best["score"], spec):
+            best = {"estimator": estimator, "score": mean, "std": float(np.std(folds)), "y": y,
+                    "predicted": predicted}
     if best is None:
         raise InferError("no baseline model could be cross-validated on this data (each class needs at least 3 "
                          "rows); add rows or pass --no-baseline")
-    sign = 1 if specs.METRICS[spec.primary_metric] else -1    # scikit-learn scorers are higher-is-better
-    return Baseline(best["estimator"], spec.primary_metric, sign * best["score"], best["std"],
-                    {k: sign * v for k, v in scores.items()})
+    threshold = _reachable(best["y"], best["predicted"], spec, holdout_rows, seed)
+    return Baseline(best["estimator"], spec.primary_metric, best["score"], best["std"], scores, threshold,
+                    len(sample), time_ordered, skipped)
 
 
-def threshold(result: Baseline) -> float:
-    """The policy's threshold: the baseline's cross-validated score less two spreads, and at least 5% of the
-    score (a model that serves must do about as well as the first one could, not perfectly), rounded outward."""
-    higher = specs.METRICS[result.metric]
-    slack = max(2 * result.std, 0.05 * abs(result.score))
-    value = result.score - slack if higher else result.score + slack
+def arrives_in_time_order(seconds: pd.Series) -> bool:
+    """Whether the file's rows follow their time (95% of consecutive pairs do not go back): then the next batch is
+    the future, and the baseline is cross-validated on later stretches of time. A file sorted by something else
+    (an airport, a user) is validated across its rows, like the batches that will come."""
+    values = seconds.dropna().to_numpy()
+    if len(values) < 20:
+        return False
+    steps = np.diff(values)
+    back = -steps[steps < 0].sum()   # a file of series one after another (an airport's, then the next's) goes
+    span = float(values.max() - values.min()) or 1.0   # far back where each begins: not one stream of time
+    return float(np.mean(steps >= 0)) >= 0.95 and back <= 0.05 * span
+
+
+def _better(a: float, b: float, spec: specs.DatasetSpec) -> bool:
+    return a > b if spec.higher_is_better else a < b
+
+
+def score_of(y: np.ndarray, predicted: np.ndarray, spec: specs.DatasetSpec, pipeline: Any = None,
+             classes_from: Any = None) -> float:
+    """The primary metric of predictions (regression values, or class probabilities in sorted class order); a
+    ValueError when it is undefined on these rows (one class only)."""
+    from tollgate import evaluation
+
+    if spec.task == "regression":
+        return evaluation.regression_metrics(y, predicted)[spec.primary_metric]
+    classes = [str(c) for c in np.unique(classes_from if classes_from is not None else y)]
+    labels = np.asarray(classes)[np.argmax(predicted, axis=1)]
+    values = evaluation.classification_metrics(np.asarray(y).astype(str), labels, predicted, classes)
+    if spec.primary_metric not in values:
+        raise ValueError(f"{spec.primary_metric} is undefined on these rows")
+    return values[spec.primary_metric]
+
+
+def _reachable(y: np.ndarray, predicted: np.ndarray, spec: specs.DatasetSpec, holdout_rows: int, seed: int,
+               resamples: int = 400) -> float:
+    """The 2.5th percentile of the metric over random holdouts of ``holdout_rows`` out-of-fold predictions (a
+    first model's score on its one holdout varies that much), a further 2% of slack, rounded outward."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    size = max(min(holdout_rows, n), 10)
+    values = []
+    for _ in range(resamples):
+        pick = rng.choice(n, size=size, replace=size > n)
+        try:
+            values.append(score_of(y[pick], predicted[pick], spec, classes_from=y))
+        except ValueError:   # a resample with one class
+            continue
+    if not values:
+        return 0.0
+    higher = spec.higher_is_better
+    low = float(np.percentile(values, 2.5 if higher else 97.5))
+    slack = 0.02 * abs(low)
+    value = low - slack if higher else low + slack
+    if spec.primary_metric in ("r2",):
+        value = min(value, 0.99)
     return _round(value, down=higher) if value else 0.0
 
+
+# ---------------------------------------------------------------- the spec
 
 def _flow(mapping: dict[str, Any] | list[Any]) -> str:
     return yaml.safe_dump(mapping, default_flow_style=True, sort_keys=False, width=10_000).strip()
@@ -140,93 +371,89 @@ def _wrapped(key: str, items: list[str], width: int = 110) -> list[str]:
 
 
 def infer(frame: pd.DataFrame, name: str, target: str, task: str | None = None, with_baseline: bool = True,
-          source: str = "") -> str:
-    """The commented YAML of a spec for ``frame`` (a sample of the data)."""
+          source: str = "", seconds: float = BASELINE_SECONDS,
+          progress: Callable[[str], None] | None = None) -> str:
+    """The commented YAML of a spec for ``frame`` (the file, or its first rows)."""
     if target not in frame.columns:
         raise InferError(f"no column {target!r} in the data; its columns are {', '.join(map(str, frame.columns))}")
-    if frame[target].isna().all():
+    labelled = frame[frame[target].notna()]
+    if labelled.empty:
         raise InferError(f"the target {target!r} has no values")
     specs.check_dataset_name(name)
-    task = task or infer_task(frame[target])
-    frame = frame[frame[target].notna()]
+    task = task or infer_task(labelled[target])
+    if task == "classification" and labelled[target].nunique() < 2:
+        raise InferError(f"the target {target!r} has a single value ({labelled[target].iloc[0]!r}): there is "
+                         "nothing to classify")
+    max_categories = specs.Model.model_fields["max_categories"].default
     columns: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}
-    numeric: list[str] = []
-    categorical: list[str] = []
+    groups: dict[str, list[str]] = {"numeric": [], "categorical": [], "datetime": []}
     for column in frame.columns:
-        series = frame[column]
-        kind = _column_type(series)
-        entry: dict[str, Any] = {"type": kind, "nullable": bool(series.isna().any())}
-        present = series.dropna()
-        distinct = int(present.nunique())
-        if column == target:
-            entry["nullable"] = False
-            if task == "classification":
-                if distinct < 2:
-                    raise InferError(f"the target {target!r} has a single value ({present.iloc[0]!r}): there is "
-                                     "nothing to classify")
-                values = sorted(present.unique().tolist(), key=str)
-                entry["allowed"] = [v.item() if hasattr(v, "item") else v for v in values]
-                entry["on_fail"] = "reject"
-            elif kind == "string":
-                raise InferError(f"the target {target!r} holds text; a regression needs numbers (pass "
-                                 "--task classification to predict its values as classes)")
-        if kind in ("int", "float") and len(present) and (column != target or task == "regression"):
-            entry["min"], entry["max"] = _margin(float(present.min()), float(present.max()), kind)
-            notes[column] = f"seen {present.min():g} to {present.max():g}"
-        if kind == "string" and column != target:
-            if distinct <= MAX_CATEGORIES:
-                entry["allowed"] = sorted(present.astype(str).unique().tolist())
-            notes[column] = f"{distinct} distinct value(s)"
-        if kind == "string" and len(present) and distinct == len(present) and len(present) > MAX_CATEGORIES:
-            notes[column] = "unique per row (an identifier?): not a feature"
-        elif column != target:
-            (categorical if kind == "string" else numeric).append(column)
-        columns[str(column)] = entry
-    if not numeric and not categorical:
+        described = describe(str(column), frame[column], target, task, max_categories)
+        columns[str(column)] = described.entry
+        if described.note:
+            notes[str(column)] = described.note
+        if described.group is not None:
+            groups[described.group].append(str(column))
+    if not any(groups.values()):
         raise InferError("no column besides the target can be a feature")
-    classes = int(frame[target].nunique())
+    unlabelled = len(frame) - len(labelled)
+    if unlabelled:
+        notes[target] = (notes.get(target, "") + "; " if notes.get(target) else "") + \
+            f"empty in {unlabelled:,} of {len(frame):,} rows: those are dropped as unlabelled"
+    classes = int(labelled[target].nunique())
     raw: dict[str, Any] = {
         "name": name, "task": task, "target": target, "columns": columns,
-        "features": {"numeric": numeric, "categorical": categorical},
+        "features": {k: v for k, v in groups.items() if v or k != "datetime"},
         "evaluation": {"primary_metric": _metric(task, classes)}, "policy": {"threshold": 0.0},
     }
+    if groups["datetime"]:
+        raw["time_column"] = groups["datetime"][0]
     spec = specs.from_dict(raw)
-    result = baseline(frame, spec) if with_baseline else None
-    if result is not None:
+    result = None
+    if with_baseline:
+        holdout = int(round(len(labelled) * spec.holdout_fraction))
+        result = baseline(labelled, spec, holdout_rows=holdout, seconds=seconds, progress=progress)
         raw["model"] = {"estimator": result.estimator}
-        raw["policy"]["threshold"] = threshold(result)
+        raw["policy"]["threshold"] = result.threshold
         spec = specs.from_dict(raw)   # the suggestion is checked like any spec
     return _render(raw, spec, notes, result, source, len(frame))
 
 
 def _render(raw: dict[str, Any], spec: specs.DatasetSpec, notes: dict[str, str], result: Baseline | None,
             source: str, rows: int) -> str:
-    lines = [f"# Dataset spec inferred by `tollgate spec infer` from {source or 'a sample'} ({rows} rows).",
+    lines = [f"# Dataset spec inferred by `tollgate spec infer` from {source or 'a sample'} ({rows:,} rows).",
              "# A start: read each line, tighten what you know better, then `tollgate spec check` it.",
              f"name: {raw['name']}",
              f"task: {raw['task']}",
-             f"target: {raw['target']}",
-             "",
-             "# Every column a batch may carry; ranges are the observed ones widened by half their span.",
-             "columns:"]
+             f"target: {raw['target']}"]
+    if raw.get("time_column"):
+        lines.append(f"time_column: {raw['time_column']}   # the batch's time: time-ordered baseline, window by days")
+    lines += ["",
+              "# Every column a batch may carry; ranges are the observed ones widened by half their span.",
+              "columns:"]
     for column, entry in raw["columns"].items():
         note = f"   # {notes[column]}" if column in notes else ""
         lines.append(f"  {yaml.safe_dump(column, default_style=None).splitlines()[0]}: {_flow(entry)}{note}")
     features = raw["features"]
     lines += ["", "features:", *_wrapped("numeric", features["numeric"]),
-              *_wrapped("categorical", features["categorical"]), ""]
+              *_wrapped("categorical", features["categorical"])]
+    if features.get("datetime"):
+        lines += _wrapped("datetime", features["datetime"])
+    lines.append("")
     if result is not None:
         tried = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
-        lines += [f"# Cross-validated {result.metric} (3 folds, up to {BASELINE_ROWS} rows): {tried}.",
+        order = "time-ordered " if result.time_ordered else ""
+        lines += [f"# Cross-validated {result.metric} ({order}3 folds, {result.rows:,} rows): {tried}"
+                  + (f"; not tried in the time: {', '.join(result.skipped)}" if result.skipped else "") + ".",
                   f"# Other families: {', '.join(e for e in specs.ESTIMATORS if e not in result.scores)}.",
                   "model:", f"  estimator: {result.estimator}   # the baseline's best", ""]
     metric = raw["evaluation"]["primary_metric"]
     lines += ["evaluation:", f"  primary_metric: {metric}   # {', '.join(specs.TASK_METRICS[spec.task])}",
               "  holdout_fraction: 0.3", "", "policy:"]
     if result is not None:
-        lines.append(f"  threshold: {raw['policy']['threshold']:g}   # the baseline's {result.score:.4f} less two "
-                     f"spreads ({result.std:.4f}) or 5%")
+        lines.append(f"  threshold: {raw['policy']['threshold']:g}   # what the first model meets on its holdout in "
+                     f"97.5% of draws (cross-validated {result.score:.4f} ± {result.std:.4f})")
     else:
         lines.append("  threshold: 0   # set the primary metric a model must reach to serve")
     lines += ["  margin: 0.0", "  confidence: 0.95", ""]
@@ -235,12 +462,33 @@ def _render(raw: dict[str, Any], spec: specs.DatasetSpec, notes: dict[str, str],
     return text
 
 
+def sniff_delimiter(head: bytes) -> str | None:
+    """The delimiter of a CSV's first lines when it is not a comma (``;``, tab, ``|``), else None."""
+    line = head.split(b"\n", 1)[0]
+    counts = {d: line.count(d.encode()) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if best != "," and counts[best] > counts[","] else None
+
+
 def read_sample(path: str, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
-    """The first ``rows`` rows of a CSV or Parquet file (numbers as numbers, empty cells as missing)."""
+    """The first ``rows`` rows of a CSV (gzip too) or Parquet file (numbers as numbers, empty cells as missing).
+    A CSV separated by anything but commas is refused, since the validator reads comma-separated files only."""
     if str(path).endswith(".parquet"):
         import pyarrow.parquet as pq
 
         table = pq.ParquetFile(path)
         return next(table.iter_batches(batch_size=rows)).to_pandas()
-    return pd.read_csv(path, nrows=rows)
+    import gzip
 
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        stream = gzip.GzipFile(fileobj=fh) if head == b"\x1f\x8b" else fh
+        first = stream.read(64 * 1024)
+    delimiter = sniff_delimiter(first)
+    if delimiter is not None:
+        label = {";": "semicolons", "\t": "tabs", "|": "pipes"}[delimiter]
+        raise InferError(f"{path} is separated by {label}, and the validator reads comma-separated CSV: save it "
+                         "with commas (e.g. in pandas: pd.read_csv(path, sep=...).to_csv(new, index=False)), then "
+                         "infer from that file")
+    return pd.read_csv(path, nrows=rows)

@@ -52,7 +52,7 @@ class DatetimeParts(TransformerMixin, BaseEstimator):
     also as sine and cosine. Missing times give missing parts (gradient boosting routes them; other families
     impute after this step)."""
 
-    def __init__(self, parts: tuple[str, ...] = ("year", "month", "day", "day_of_week", "hour", "elapsed_days"),
+    def __init__(self, parts: tuple[str, ...] = ("year", "month", "day", "day_of_week", "hour"),
                  cyclical: bool = False) -> None:
         self.parts = parts
         self.cyclical = cyclical

@@ -202,6 +202,7 @@ class _Validation:
         self.checks: dict[str, CheckResult] = {}
         self.rows_in = 0
         self.rows_out = 0
+        self.unlabelled = 0   # rows without a target: dropped, but not counted against max_drop_fraction
         self.malformed = MalformedRows()
         self.outlier_columns = [c for c in spec.columns.values() if c.outliers]
         columns = drift.profiled_columns(spec)
@@ -272,7 +273,13 @@ class _Validation:
                 bad_type = bad_type.to_numpy(dtype=bool)
                 record(f"{col.name}:type", "column", col.on_fail, bad_type, f"are not of type {col.type}",
                        [col.name], col.name)
-            if not col.nullable:
+            if col.name == self.spec.target and col.on_fail == "drop":   # no label: nothing to learn from
+                missing = ~present if bad_type is None else ~present & ~bad_type
+                self.unlabelled += int(np.count_nonzero(missing))
+                record(f"{col.name}:unlabelled", "rows", "drop", missing,
+                       "have no target: unlabelled, left out (never a reason to reject the batch)", [col.name],
+                       col.name)
+            elif not col.nullable:
                 missing = ~present if bad_type is None else ~present & ~bad_type
                 record(f"{col.name}:not_null", "column", col.on_fail, missing,
                        "are empty but the column may not be", [col.name], col.name)
@@ -346,12 +353,14 @@ class _Validation:
                                   profile=batch_profile)
         rejecting = [c for c in checks if c.action == "reject"]
         dropped = self.rows_in - self.rows_out
+        labelled = self.rows_in - self.unlabelled
+        failing = dropped - self.unlabelled
         if rejecting:
             result.reason = "rule_rejected"
             result.message = "; ".join(f"{c.name}: {c.failed_rows} row(s) {c.message}" for c in rejecting)
-        elif self.rows_in and dropped / self.rows_in > spec.max_drop_fraction:
+        elif labelled and failing / labelled > spec.max_drop_fraction:
             result.reason = "too_many_dropped"
-            result.message = (f"{dropped} of {self.rows_in} rows ({dropped / self.rows_in:.0%}) fail row checks, "
+            result.message = (f"{failing} of {labelled} labelled rows ({failing / labelled:.0%}) fail row checks, "
                               f"more than the {spec.max_drop_fraction:.0%} the spec allows; "
                               "see the failed checks for examples")
         elif self.rows_out < spec.min_rows:
@@ -361,6 +370,7 @@ class _Validation:
             result.status = "rejected"
             return result
         result.message = (f"{self.rows_out} of {self.rows_in} rows valid" + (f", {dropped} dropped" if dropped else "")
+                          + (f" ({self.unlabelled} unlabelled)" if self.unlabelled else "")
                           + f"; drift {drift_result['verdict']}")
         return result
 

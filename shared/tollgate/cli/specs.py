@@ -11,7 +11,7 @@ import click
 
 from tollgate.cli import render
 from tollgate.cli.app import main
-from tollgate.cli.output import console, dump
+from tollgate.cli.output import console, dump, out
 from tollgate.cli.target import Target
 
 
@@ -60,11 +60,14 @@ def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
     if as_json:
         dump({**summary, "valid": True, "validation": report})
     else:
-        render.checks(report)
+        render.checks(report)   # the table and its verdict, both on stdout
         verdict = ("[green]valid[/]" if result.status == "valid" else f"[red]rejected[/] ({result.reason})")
-        console.print(f"{data}: {verdict}: {result.message}")
+        out.print(f"{data}: {verdict}: {result.message}")
         if result.status == "valid":
-            console.print(f"  {result.rows_out} of {result.rows_in} rows would be curated and trained on")
+            held = int(round(result.rows_out * parsed.holdout_fraction))
+            out.print(f"  {result.rows_out} of {result.rows_in} rows would be curated; as a dataset's first "
+                          f"batch, {result.rows_out - held} would train the model and {held} "
+                          f"(evaluation.holdout_fraction {parsed.holdout_fraction:g}) be held out to evaluate it")
     sys.exit(0 if result.status == "valid" else 1)
 
 
@@ -77,10 +80,14 @@ def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the spec here (default: stdout). An existing file is not overwritten.")
 @click.option("--no-baseline", is_flag=True, help="Skip the cross-validated baseline (estimator and threshold).")
+@click.option("--time-budget", type=float, default=60, show_default=True,
+              help="Seconds the baseline may take; families it has no time for are listed in the spec.")
 def spec_infer(data: Path, target: str, task: str | None, name: str | None, output: Path | None,
-               no_baseline: bool) -> None:
-    """Write a commented spec inferred from a data file: column types, nullability, ranges with a margin,
-    categories, and a cross-validated baseline that suggests the estimator, metric and threshold.
+               no_baseline: bool, time_budget: float) -> None:
+    """Write a commented spec inferred from a data file, as the file is: column types (datetimes and identifiers
+    recognised), nullability, ranges with a margin, categories (an allowed list only when few and stable), and a
+    time-bounded cross-validated baseline that suggests the estimator, metric and a threshold the first model can
+    meet. Rows without a target count too: the validator drops them as unlabelled.
 
     Reads up to the first 200,000 rows. Review what it writes, then `tollgate spec check SPEC --data DATA`.
     """
@@ -89,12 +96,17 @@ def spec_infer(data: Path, target: str, task: str | None, name: str | None, outp
 
     if output is not None and output.exists():
         raise click.ClickException(f"{output} exists; choose another --output or remove it")
+    given = name or data.name.split(".")[0]   # `My Data.csv.gz` → `My Data`
+    chosen = given if specs.DATASET_NAME.fullmatch(given) else inference.dataset_name(given)
+    if chosen != given:   # --name and the file's name are normalised the same way, and it is said
+        console.print(f"dataset name {chosen!r}, from {given!r} ({specs.DATASET_NAME_RULE})")
     try:
         frame = inference.read_sample(str(data))
-        with console.status(f"inferring a spec from {len(frame)} rows of {data}"
-                            + ("" if no_baseline else " and cross-validating a baseline")):
-            text = inference.infer(frame, name or inference.dataset_name(data.stem), target, task,
-                                   with_baseline=not no_baseline, source=data.name)
+        with console.status(f"inferring a spec from {len(frame):,} rows of {data}") as status:
+            def progress(message: str) -> None:
+                status.update(f"{message}; --no-baseline skips this")
+            text = inference.infer(frame, chosen, target, task, with_baseline=not no_baseline, source=data.name,
+                                   seconds=time_budget, progress=progress)
     except (inference.InferError, specs.SpecError) as exc:
         raise click.ClickException(str(exc)) from exc
     if output is None:
