@@ -85,7 +85,7 @@ $(GE_VENV)/.installed: benchmarks/requirements-ge.in benchmarks/constraints-ge.t
 	$(GE_VENV)/bin/pip install --quiet -r benchmarks/requirements-ge.in -c benchmarks/constraints-ge.txt
 	@touch $@
 
-bench: bench-validate bench-train bench-serve bench-scale bench-console ## every benchmark, numbers side by side with the tools we compare against
+bench: bench-validate bench-train bench-quality bench-serve bench-scale bench-console ## every benchmark, numbers side by side with the tools we compare against
 
 bench-validate: setup $(GE_VENV)/.installed ## validate a generated 1,000,000-row taxi file: tollgate vs Great Expectations
 	$(BIN)/python benchmarks/validate.py $(if $(ROWS),--rows $(ROWS))
@@ -98,6 +98,16 @@ bench-burst: setup ## 50 files for one dataset at once on a fresh local cloud: t
 
 bench-console: setup ## console pages with 1,000 runs and 100 versions of a dataset: p50/p95 ms of overview and dataset
 	$(BIN)/python benchmarks/console.py $(if $(RUNS),--runs $(RUNS))
+
+FLAML_VENV := .bench/flaml
+
+$(FLAML_VENV)/.installed: benchmarks/requirements-flaml.in benchmarks/constraints-flaml.txt
+	$(PYTHON) -m venv $(FLAML_VENV)
+	$(FLAML_VENV)/bin/pip install --quiet -r benchmarks/requirements-flaml.in -c benchmarks/constraints-flaml.txt
+	@touch $@
+
+bench-quality: setup $(FLAML_VENV)/.installed ## the newcomer path on 8 real tables vs hand-written HistGradientBoosting and FLAML
+	$(BIN)/python benchmarks/quality.py $(if $(TABLES),--tables $(TABLES)) $(if $(FLAML_SECONDS),--flaml-seconds $(FLAML_SECONDS))
 
 bench-train: setup ## training and evaluation time of each estimator on the full taxi data
 	$(BIN)/python benchmarks/train.py
@@ -116,7 +126,10 @@ wrk:
 bench-serve: setup wrk $(MLSERVER_VENV)/.installed ## predictor vs MLServer on the taxi model: req/s, rows/s, p50/p99, RSS, start-up
 	$(BIN)/python benchmarks/serve.py $(if $(SECONDS_PER_RUN),--seconds $(SECONDS_PER_RUN))
 
-docs: setup ## build the documentation site into build/site (MkDocs, strict: a warning fails)
+reference: setup ## regenerate docs/reference/ (spec, CLI, client, predictor API) from the code
+	$(BIN)/python docs/hooks.py
+
+docs: setup reference ## build the documentation site into build/site (MkDocs, strict: a warning fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	@echo "site: build/site/index.html"
 
@@ -166,6 +179,6 @@ deploy: ## deploy to GCP: make deploy PROJECT=my-project [REGION=us-central1] [T
 	  --substitutions=_REGION=$(REGION),_TF_STATE_BUCKET=$(PROJECT)-tfstate,_IMAGE_TAG=$(IMAGE_TAG) . ; \
 	  status=$$?; rm -f $(TF_DIR)/deploy.auto.tfvars; exit $$status
 
-.PHONY: help setup up down clean demo test test-unit fuzz chaos lint docs lock bench bench-validate bench-train bench-serve bench-scale bench-burst bench-console \
+.PHONY: help setup up down clean demo test test-unit fuzz chaos lint reference docs lock bench bench-validate bench-train bench-quality bench-serve bench-scale bench-burst bench-console \
 	wrk deploy \
 	check-terraform mlflow

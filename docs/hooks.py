@@ -14,17 +14,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def on_files(files: Any, config: Any) -> Any:
-    from mkdocs.structure.files import File
-
+def pages() -> dict[str, str]:
+    """The generated reference pages: their path under docs/ and their text."""
     for path in (ROOT, ROOT / "shared"):   # here: MkDocs restores sys.path after loading this module
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
-    for name, text in (("reference/spec.md", spec_reference()), ("reference/cli.md", cli_reference()),
-                       ("reference/predictor-api.md", predictor_reference()),
-                       ("reference/client.md", client_reference())):
-        files.append(File.generated(config, name, content=text))
+    return {"reference/spec.md": spec_reference(), "reference/cli.md": cli_reference(),
+            "reference/predictor-api.md": predictor_reference(), "reference/client.md": client_reference()}
+
+
+def on_files(files: Any, config: Any) -> Any:
+    """The reference pages are in the tree (docs/reference/, written by `make reference`, so that links work in
+    the repository too); the build checks they are what the code generates now."""
+    for name, text in pages().items():
+        committed = ROOT / "docs" / name
+        if not committed.exists() or committed.read_text() != text:
+            raise SystemExit(f"docs/{name} is not what the code generates: run `make reference` and commit it")
     return files
+
+
+def main() -> None:
+    """`make reference`: write the reference pages into docs/reference/."""
+    for name, text in pages().items():
+        path = ROOT / "docs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote docs/{name}")
 
 
 # ---------------------------------------------------------------- the spec
@@ -75,12 +90,35 @@ def _section(model: Any, key: str) -> list[str]:
     return lines + [""]
 
 
+EXAMPLE = """
+name: weather
+task: regression
+target: temp
+time_column: time_hour
+columns:
+  station_id: {type: string, role: id}                  # kept, logged, never a feature
+  time_hour: {type: datetime, parts: [month, day_of_week, hour], cyclical: true}
+  origin: {type: string, allowed: [EWR, JFK, LGA]}
+  carrier_route: {type: string, encoding: target}       # 3,000 values: one number each
+  dewp: {type: float, min: -60, max: 130}
+  humid: {type: float, min: 0, max: 100}
+  temp: {type: float, nullable: false}                  # empty: unlabelled, dropped, counted
+features:
+  numeric: [dewp, humid]
+  categorical: [origin, carrier_route]
+  datetime: [time_hour]
+policy:
+  threshold: 0.9
+"""
+
+
 def spec_reference() -> str:
     from tollgate import spec as specs
 
     sections = [(specs.DatasetSpec, "the top level"), (specs.Column, "columns.<name>"),
                 (specs.Outliers, "columns.<name>.outliers"), (specs.Rule, "rules[]"), (specs.Features, "features"),
-                (specs.Model, "model"), (specs.Search, "model.search"), (specs.Training, "training"),
+                (specs.Model, "model"), (specs.Search, "model.search"), (specs.Range, "model.search.space.<param>"),
+                (specs.Training, "training"),
                 (specs.Evaluation, "evaluation"), (specs.Policy, "policy"), (specs.Drift, "drift"),
                 (specs.Thresholds, "drift.psi, drift.js"), (specs.Deployment, "deployment"),
                 (specs.Review, "review"), (specs.Monitoring, "monitoring"), (specs.Tracking, "tracking"),
@@ -96,7 +134,15 @@ def spec_reference() -> str:
                                                           specs.TASK_METRICS.items()) +
              "); a classification target's `allowed` lists at least two classes; `naive_bayes` is for "
              "classification; `training.window: days` needs `time_column`; `monitoring.retention_days` keeps at "
-             "least the label window; every rule parses in the rule language over the declared columns.", ""]
+             "least the label window; every rule parses in the rule language over the declared columns.", "",
+             "## A table with a timestamp and an identifier", "",
+             "A spec for weather observations whose `time_hour` holds ISO-8601 times and whose `station_id` "
+             "identifies the row's station (what `tollgate spec infer` finds in such a file): the time is a "
+             "`datetime` the model learns "
+             "from through its parts (it is also the batch's `time_column`), the identifier is kept and logged "
+             "with each prediction but never learned from, a wide category is target-encoded, and rows without a "
+             "target are dropped as unlabelled.", "",
+             "```yaml", EXAMPLE.strip(), "```", ""]
     for model, key in sections:
         lines += _section(model, key)
     return "\n".join(lines)
@@ -168,3 +214,7 @@ def predictor_reference() -> str:
                       for code, answer in operation.get("responses", {}).items()]
             lines.append("")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,17 +11,26 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def make_batches(folder: Path, batches: int = 2, seed: int = 7) -> list[Path]:
+
+def cancer_frame(seed: int = 7) -> "pd.DataFrame":
+    """The 569 cases, shuffled with ``seed``: `diagnosis` (`malignant` or `benign`) and the 30 measurements."""
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer(as_frame=True)
     frame = data.data.rename(columns=lambda c: c.replace(" ", "_"))
     frame.insert(0, "diagnosis", np.asarray(data.target_names)[data.target])
-    frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def make_batches(folder: Path, batches: int = 2, seed: int = 7) -> list[Path]:
+    frame = cancer_frame(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, part in enumerate(np.array_split(np.arange(len(frame)), batches), start=1):

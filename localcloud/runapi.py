@@ -33,6 +33,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
+from localcloud import memory
 from localcloud.cloud import free_port
 from tollgate import topology as topo
 
@@ -137,8 +138,11 @@ class Execution:
         self.start_time: str | None = None
         self.completion_time: str | None = None
         self.exit_codes: dict[int, int] = {}
+        self.memory_exceeded: dict[int, str] = {}   # task → Cloud Run's message, for a task stopped over its limit
+        self.memory_limit = runtime.memory_limit(job.name, job.memory)
         self.retried = 0
         self.procs: list[subprocess.Popen[bytes]] = []   # every attempt's process (stop_all ends the live ones)
+        self.failure: str | None = None
         self.operation = Operation(runtime.parent, EXECUTION_TYPE, {})
         self.operation.metadata = self.to_json()
 
@@ -156,16 +160,29 @@ class Execution:
     def _attempt(self, task: int, attempt: int) -> int:
         env = {**os.environ, **self.env, "CLOUD_RUN_JOB": self.job.name, "CLOUD_RUN_EXECUTION": self.id,
                "CLOUD_RUN_TASK_INDEX": str(task), "CLOUD_RUN_TASK_COUNT": str(self.task_count),
-               "CLOUD_RUN_TASK_ATTEMPT": str(attempt), "TOLLGATE_MAX_ATTEMPTS": str(self.job.max_attempts)}
+               "CLOUD_RUN_TASK_ATTEMPT": str(attempt), "TOLLGATE_MAX_ATTEMPTS": str(self.job.max_attempts),
+               "TOLLGATE_MEMORY_LIMIT": str(self.memory_limit)}
         path = self.log_path(task)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as log:
             proc = subprocess.Popen(_resolve(self.job.command), cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT)
         self.procs.append(proc)
+        watchdog = memory.Watchdog(proc.pid, self.memory_limit)
         try:
-            return proc.wait(timeout=self.timeout)
+            code = proc.wait(timeout=self.timeout)
+            watchdog.stop()
+            if watchdog.exceeded:   # as Cloud Run stops a container over its limit: SIGKILL, and says so
+                self.memory_exceeded[task] = watchdog.message
+                with path.open("a") as log:
+                    log.write(f"\n[local cloud run] attempt {attempt} stopped: {watchdog.message}\n")
+                return 137
+            with path.open("a") as log:   # what Cloud Run's metrics would show: the attempt's peak memory
+                log.write(f"\n[local cloud run] attempt {attempt} peak memory {watchdog.peak // 2**20} MiB "
+                          f"(limit {self.memory_limit // 2**20} MiB)\n")
+            return code
         except subprocess.TimeoutExpired:
+            watchdog.stop()
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -195,8 +212,10 @@ class Execution:
         failed = [t for t, c in self.exit_codes.items() if c != 0]
         if failed:
             task = failed[0]
-            message = (f"Task {self.id}-task{task} failed with exit code {self.exit_codes[task]}. "
-                       f"Log tail:\n{_tail(self.log_path(task))}")
+            message = (f"Task {self.id}-task{task} failed with exit code {self.exit_codes[task]}"
+                       + (f": {self.memory_exceeded[task]}" if task in self.memory_exceeded else "")
+                       + f". Log tail:\n{_tail(self.log_path(task))}")
+            self.failure = message
             self.operation.finish(error=(9, message))
         else:
             self.operation.finish(self.to_json())
@@ -218,6 +237,10 @@ class Execution:
             out["startTime"] = self.start_time
         if self.completion_time:
             out["completionTime"] = self.completion_time
+            # Completed: CONDITION_FAILED (3) with why, as Cloud Run reports a failed execution; else SUCCEEDED (4)
+            out["conditions"] = [{"type": "Completed", "state": 3 if self.failure else 4,
+                                  "message": (self.failure or "").split(". Log tail:")[0],
+                                  "lastTransitionTime": self.completion_time}]
         return out
 
 
@@ -235,6 +258,7 @@ class Revision:
         self.ready = threading.Event()
         self.error: str | None = None
         self.lifecycle = threading.RLock()   # start and stop never interleave
+        self.watchdog: memory.Watchdog | None = None
         self.wanted_at = 0.0                 # when a deployment last chose it to take traffic
 
     @property
@@ -264,7 +288,18 @@ class Revision:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(_resolve(definition.command), cwd=ROOT, env=env, stdout=log,
                                          stderr=subprocess.STDOUT)
+        limit = self.runtime.memory_limit(definition.name, definition.memory)
+        self.watchdog = memory.Watchdog(self.proc.pid, limit)   # an instance over its limit is stopped, and
+        threading.Thread(target=self._report_memory, args=(self.proc, self.watchdog), daemon=True).start()
         threading.Thread(target=self._wait_ready, args=(definition.health_path,), daemon=True).start()
+
+    def _report_memory(self, proc: subprocess.Popen[bytes], watchdog: memory.Watchdog) -> None:
+        """Write Cloud Run's message into the revision's log when its instance was stopped over its limit."""
+        proc.wait()
+        watchdog.stop()
+        if watchdog.exceeded:
+            with self.log_path.open("a") as log:
+                log.write(f"\n[local cloud run] instance stopped: {watchdog.message}\n")
 
     def _wait_ready(self, health_path: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -504,6 +539,13 @@ class Runtime:
             service.apply_traffic()
 
     # -- lookups ----------------------------------------------------------------------------
+    def memory_limit(self, workload: str, declared: str) -> int:
+        """A job's or service's memory limit in bytes: topology.yaml's, unless ``<home>/cloudrun/limits.json``
+        sets another (``{"trainer": "512Mi"}``: what `gcloud run jobs update --memory` does on Google Cloud)."""
+        path = self.home / "cloudrun" / "limits.json"
+        overrides = json.loads(path.read_text()) if path.exists() else {}
+        return topo.memory_bytes(str(overrides.get(workload, declared)))
+
     def service_definition(self, image: str) -> topo.Service:
         base = re.split(r"[:@]", image.rsplit("/", 1)[-1])[0]
         if base not in self.topology.services:

@@ -181,3 +181,31 @@ def test_a_decider_killed_between_its_commit_and_cloud_run_is_converged(local_cl
     answer = requests.post(f"{predictor_url(local_cloud, dataset)}/predict", json={"instances": [INSTANCE]},
                            timeout=60)
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == str(run["challenger_version"])
+
+
+def test_a_trainer_over_its_memory_limit_is_stopped_and_the_run_says_so(local_cloud, cloud, state, taxi,
+                                                                          taxi_spec, tmp_path, unique):
+    """The local Cloud Run holds each job to its memory (topology.yaml, or `cloudrun/limits.json` as `gcloud run
+    jobs update --memory` sets it): a trainer past it is stopped as Cloud Run stops one, both attempts; the
+    reconciler fails the run at once (the same window would overrun again) with Cloud Run's message and what to
+    change."""
+    limits = local_cloud.home / "cloudrun" / "limits.json"
+    limits.write_text(json.dumps({"trainer": "150Mi"}))
+    try:
+        run_id = drop_and_leave(local_cloud, taxi, taxi_spec, tmp_path, f"hungry_{unique}")
+        execution = failed_execution(cloud, state, run_id, "trainer")
+    finally:
+        limits.unlink()
+    from tollgate.cloud import run as cloudrun
+
+    seen = cloudrun.describe_execution(cloud, execution)
+    assert seen["retried"] == 1 and cloudrun.memory_exceeded(seen["message"]), seen
+    report = reconcile(local_cloud)
+    [action] = [r for r in report["runs"] if r["run_id"] == run_id]
+    assert action["action"] == "failed"   # not relaunched: a relaunch would overrun again
+    run = state.get_run(run_id)
+    assert run["status"] == lifecycle.FAILED and lifecycle.failed_step(run["error"]) == "trainer"
+    assert "Memory limit of 150 MiB exceeded" in run["error"]["message"]
+    assert "training.max_rows" in run["error"]["message"]
+    log = (local_cloud.home / "logs" / "jobs").glob(f"{execution.rsplit('/', 1)[-1]}-task0.log")
+    assert "stopped: Memory limit of 150 MiB exceeded" in next(log).read_text()

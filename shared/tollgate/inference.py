@@ -244,7 +244,6 @@ def baseline(frame: pd.DataFrame, spec: specs.DatasetSpec, *, holdout_rows: int,
     from sklearn.model_selection import cross_val_predict
 
     from tollgate import training
-
     from tollgate.validation import datetime_seconds
 
     started = time.monotonic()

@@ -135,9 +135,16 @@ def _claimed(cloud: Cloud, state: st.State, record: dict[str, Any], now: dt.date
     name = execution.rsplit("/", 1)[-1]
     if seen is None:
         why = f"its execution {name} no longer exists"
+    elif seen["state"] == "failed" and cloudrun.memory_exceeded(seen.get("message")):
+        # the same window overruns the same limit again: relaunching cannot help; say what to change
+        why = (f"its execution {name} was stopped over the job's memory limit after {seen['retried'] + 1} "
+               f"attempt(s): {seen['message'].split(': ', 1)[-1]}; lower training.max_rows or the encodings' "
+               "width (model.max_categories, `encoding: target`), or raise the job's memory")
+        return _recover(cloud, state, record, job, before, execution, why, relaunch=False)
     elif seen["state"] == "failed":
         why = (f"its execution {name} failed after {seen['retried'] + 1} attempt(s) without recording why "
-               "(killed: out of memory, SIGKILL, or a crash before it could)")
+               "(killed: SIGKILL, or a crash before it could)" + (f": {seen['message']}" if seen.get("message")
+                                                                 else ""))
     elif seen["state"] == "succeeded":
         if _age(seen["completed"], now) < grace:
             return None   # it just finished; its own transition may still be on the way
@@ -155,12 +162,13 @@ def _claimed(cloud: Cloud, state: st.State, record: dict[str, Any], now: dt.date
 
 
 def _recover(cloud: Cloud, state: st.State, record: dict[str, Any], job: str, before: str, execution: str | None,
-             why: str) -> dict[str, Any] | None:
-    """Relaunch the step (hand the run back and re-publish its event), or fail the run when relaunched enough."""
+             why: str, relaunch: bool = True) -> dict[str, Any] | None:
+    """Relaunch the step (hand the run back and re-publish its event), or fail the run when relaunched enough (or
+    when a relaunch cannot help: ``relaunch=False``)."""
     run_id, status = record["run_id"], record["status"]
     relaunches = int((record.get("relaunches") or {}).get(job, 0))
     event = step_event(record, before)
-    if relaunches < MAX_RELAUNCHES and event is not None:
+    if relaunch and relaunches < MAX_RELAUNCHES and event is not None:
         recovery = {"job": job, "execution": execution, "why": why, "action": "relaunched",
                     "relaunch": relaunches + 1}
         if not state.recover_run(run_id, status, record, before, recovery, (event,),

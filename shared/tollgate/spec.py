@@ -292,27 +292,60 @@ class Drift(Section):
         return self.js.severe
 
 
+class Range(Section):
+    """One hyperparameter's range for an Optuna search: numbers from ``low`` to ``high`` (``log``: on a log scale;
+    ``integer``: whole numbers), or one of ``choices``."""
+    low: float | None = Field(None, description="Smallest value")
+    high: float | None = Field(None, description="Largest value")
+    log: bool = Field(False, description="Sample on a log scale")
+    integer: bool = Field(False, description="Whole numbers only")
+    choices: tuple[Union[str, float, bool, None], ...] | None = Field(None, description="The values to choose from")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Range:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices lists no value")
+            return self
+        if self.low is None or self.high is None or self.low > self.high:
+            raise ValueError("a range needs low <= high (or choices)")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
 class Search(Section):
-    """A hyperparameter grid searched by cross-validation, its candidates spread over the tasks of one
-    trainer execution (CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT)."""
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
-        min_length=1, description="Parameter name → the values to try; at most 200 combinations")
+    """A hyperparameter search by cross-validation, its candidates spread over the tasks of one trainer execution
+    (CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT): a ``grid`` of every combination, or ``optuna``: Optuna's TPE
+    sampler (seeded: the same data and seed give the same model) over ``space`` (default: the family's), ``trials``
+    in all, each pruned when its first folds already trail the others'."""
+    method: Literal["grid", "optuna"] = Field("grid", description="`grid` (every combination) or `optuna` (TPE)")
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = Field(
+        None, description="Grid: parameter name → the values to try; at most 200 combinations")
+    space: dict[str, Range] | None = Field(None, description="Optuna: parameter name → its range (default: a space "
+                                                             "for the model family)")
+    trials: int = Field(20, ge=1, le=500, description="Optuna: trials in all, over the tasks")
     tasks: int = Field(1, ge=1, le=20, description="Cloud Run tasks the candidates are spread over")
     folds: int = Field(3, ge=2, le=10, description="Cross-validation folds")
 
     @model_validator(mode="after")
     def _bounded(self) -> Search:
-        size = 1
-        for values in self.grid.values():
-            size *= len(values)
-        if size > 200:
-            raise ValueError(f"grid: {size} candidates; at most 200")
+        if self.method == "grid":
+            if not self.grid:
+                raise ValueError("a grid search needs grid: {param: [values]} (or method: optuna)")
+            size = 1
+            for values in self.grid.values():
+                size *= len(values)
+            if size > 200:
+                raise ValueError(f"grid: {size} candidates; at most 200")
+        elif self.grid:
+            raise ValueError("an optuna search takes a space (or its family's default), not a grid")
         return self
 
     @property
     def sorted_grid(self) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         """The grid in a fixed order (names sorted)."""
-        return tuple((name, tuple(self.grid[name])) for name in sorted(self.grid))
+        return tuple((name, tuple((self.grid or {})[name])) for name in sorted(self.grid or {}))
 
 
 class Features(Section):
@@ -330,7 +363,10 @@ class Model(Section):
                                 "becomes: its most frequent values, the rest sharing one (values seen fewer than 5 "
                                 "times always do)")
     params: dict[str, Any] = Field({}, description="Keyword arguments of the estimator (e.g. `max_iter: 200`)")
-    search: Search | None = Field(None, description="A cross-validated grid search over params")
+    search: Search | None = Field(None, description="A cross-validated search over params (grid or Optuna)")
+    tune: Literal["auto", "off"] = Field("auto", description="Without a search: `auto` tunes gradient boosting a "
+                                         "little (an Optuna search of 12 trials) when the window has at least "
+                                         "10,000 rows, where it pays for itself; `off` never")
 
 
 class Training(Section):

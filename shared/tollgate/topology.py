@@ -48,6 +48,7 @@ class Job:
                                   # "prune": also deletes old rows of the log tables (their data editor)
     curated: str | None = None    # "load": loads curated batches into BigQuery (data editor of the curated
                                   # dataset); "read": queries them (data viewer there)
+    memory: str = "2Gi"           # the task's memory limit, as Cloud Run's (the local Cloud Run holds it too)
 
     @property
     def max_attempts(self) -> int:
@@ -63,6 +64,7 @@ class Service:
     health_path: str
     publishes: tuple[str, ...] = ()
     deploys_predictor: bool = False
+    memory: str = "1Gi"           # per instance, as Cloud Run's (the local Cloud Run holds it too)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +124,8 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
                   publishes=_topics(j.get("publishes")), timeout_seconds=int(j.get("timeout_seconds", 600)),
                   deploys_predictor=bool(j.get("deploys_predictor", False)),
                   max_retries=int(j.get("max_retries", 1)), writes=tuple(j.get("writes") or ()),
-                  updates=tuple(j.get("updates") or ()), warehouse=j.get("warehouse"), curated=j.get("curated"))
+                  updates=tuple(j.get("updates") or ()), warehouse=j.get("warehouse"), curated=j.get("curated"),
+                  memory=str(j.get("memory", "2Gi")))
         for name, j in (raw.get("jobs") or {}).items()
     }
     for job in jobs.values():
@@ -143,9 +146,11 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
     services = {
         name: Service(name=name, source=s["source"], command=list(s["command"]),
                       health_path=s.get("health_path", "/health"), publishes=tuple(s.get("publishes") or ()),
-                      deploys_predictor=bool(s.get("deploys_predictor", False)))
+                      deploys_predictor=bool(s.get("deploys_predictor", False)), memory=str(s.get("memory", "1Gi")))
         for name, s in (raw.get("services") or {}).items()
     }
+    for workload in [*jobs.values(), *services.values()]:
+        memory_bytes(workload.memory)   # a quantity Cloud Run takes, or a TopologyError
     for sched in schedules.values():
         if sched.topic not in topics:
             raise TopologyError(f"schedule {sched.name!r} publishes to unknown topic {sched.topic!r}")
@@ -181,6 +186,19 @@ def load(path: Path | str = DEFAULT_PATH) -> Topology:
             raise TopologyError(f"subscription {sub.name!r}: its reader {sub.reader!r} is not a job")
     return Topology(topics=topics, functions=functions, jobs=jobs, services=services, schedules=schedules,
                     subscriptions=subscriptions)
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Cloud Run memory quantity (``512Mi``, ``2Gi``, ``1G``) in bytes."""
+    import re
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|K|M|G)", str(quantity).strip())
+    if not match:
+        raise TopologyError(f"memory {quantity!r} is not a quantity such as 512Mi or 2Gi")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _topics(value: Any) -> tuple[str, ...]:

@@ -71,6 +71,21 @@ def _scaled() -> Pipeline:
     return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
 
 
+EARLY_STOPPING_ROWS = 10_000   # from here boosting holds out a tenth of its rows and stops when they stop improving
+
+
+def _early_stopping(estimator: str, params: dict[str, Any], rows: int | None) -> dict[str, Any]:
+    """Boosting's defaults on a window large enough to hold out a validation tenth: up to 1,000 iterations,
+    stopped once 20 (10 for classic boosting) bring no gain, instead of a fixed 100. The spec's own params win."""
+    if rows is None or rows < EARLY_STOPPING_ROWS:
+        return params
+    if estimator == "hist_gradient_boosting" and not {"max_iter", "early_stopping"} & set(params):
+        return {"max_iter": 1000, "early_stopping": True, "n_iter_no_change": 20, **params}
+    if estimator == "gradient_boosting" and not {"n_estimators", "n_iter_no_change"} & set(params):
+        return {"n_estimators": 1000, "n_iter_no_change": 10, "validation_fraction": 0.1, **params}
+    return params
+
+
 def _model(estimator: str, regression: bool, seed: int, params: dict[str, Any]) -> tuple[Any, Any]:
     """(the numeric columns' preprocessing, the final estimator) of one family. Scale-sensitive families (linear,
     SVM, k-nearest neighbours, naive Bayes) see standardised numbers; trees see them as they are."""
@@ -134,11 +149,12 @@ def _datetime_block(spec: DatasetSpec, name: str, numeric: Any) -> Any:
     return Pipeline([(name, clone(step) if name != "parts" else step) for name, step in steps])
 
 
-def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None) -> Pipeline:
-    """The spec's pipeline; ``params`` (a search candidate) replace the spec's model params."""
+def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None, rows: int | None = None) -> Pipeline:
+    """The spec's pipeline; ``params`` (a search candidate) replace the spec's model params; ``rows``: how many it
+    will be fitted on (boosting stops early on large windows)."""
     from sklearn.preprocessing import TargetEncoder
 
-    params = dict(spec.model_params if params is None else params)
+    params = _early_stopping(spec.estimator, dict(spec.model_params if params is None else params), rows)
     numeric, model = _model(spec.estimator, spec.task == "regression", spec.training_seed, params)
     width = spec.model.max_categories
     sparse = spec.estimator in SPARSE_FAMILIES
@@ -185,7 +201,7 @@ def target(df: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
 
 
 def fit(train: pd.DataFrame, spec: DatasetSpec, params: dict[str, Any] | None = None) -> Pipeline:
-    pipeline = build_pipeline(spec, params)
+    pipeline = build_pipeline(spec, params, rows=len(train))
     pipeline.fit(features_frame(train, spec), target(train, spec))
     return pipeline
 
@@ -196,8 +212,8 @@ SCORERS = {"r2": "r2", "rmse": "neg_root_mean_squared_error", "mae": "neg_mean_a
 
 
 def candidates(spec: DatasetSpec) -> list[dict[str, Any]]:
-    """The search's candidates in a fixed order (grid keys sorted), each over the spec's params."""
-    if spec.search is None:
+    """The grid search's candidates in a fixed order (grid keys sorted), each over the spec's params."""
+    if spec.search is None or spec.search.method != "grid":
         return [dict(spec.model_params)]
     names = [name for name, _ in spec.search.sorted_grid]
     return [{**spec.model_params, **dict(zip(names, values))}
@@ -211,7 +227,107 @@ def cross_validate(train: pd.DataFrame, spec: DatasetSpec, params: dict[str, Any
     folds = spec.search.folds if spec.search else 3
     splitter = (StratifiedKFold if spec.task == "classification" else KFold)(
         n_splits=folds, shuffle=True, random_state=spec.training_seed)
-    scores = cross_val_score(build_pipeline(spec, params), features_frame(train, spec), target(train, spec),
+    scores = cross_val_score(build_pipeline(spec, params, rows=len(train) * (folds - 1) // folds),
+                             features_frame(train, spec), target(train, spec),
                              scoring=SCORERS[spec.primary_metric], cv=splitter)
     return {"params": params, "score": float(np.mean(scores)), "std": float(np.std(scores)),
             "folds": [float(v) for v in scores], "scorer": SCORERS[spec.primary_metric]}
+
+
+# ---------------------------------------------------------------- search by Optuna
+
+TUNE_ROWS = 10_000      # `model.tune: auto` tunes gradient boosting from this window size on
+TUNE_TRIALS = 12
+
+
+def _space(spec: DatasetSpec) -> dict[str, Any]:
+    """The search's space: the spec's, or a space known to matter for the family."""
+    from tollgate.spec import Range
+
+    if spec.search is not None and spec.search.space:
+        return dict(spec.search.space)
+    regression = spec.task == "regression"
+    spaces: dict[str, dict[str, Range]] = {
+        "hist_gradient_boosting": {"learning_rate": Range(low=0.02, high=0.3, log=True),
+                                   "max_leaf_nodes": Range(low=15, high=255, log=True, integer=True),
+                                   "min_samples_leaf": Range(low=5, high=200, log=True, integer=True),
+                                   "l2_regularization": Range(low=1e-8, high=10.0, log=True),
+                                   "max_features": Range(low=0.4, high=1.0)},
+        "random_forest": {"min_samples_leaf": Range(low=1, high=30, log=True, integer=True),
+                          "max_features": Range(low=0.2, high=1.0)},
+        "gradient_boosting": {"learning_rate": Range(low=0.02, high=0.3, log=True),
+                              "max_depth": Range(low=2, high=8, integer=True), "subsample": Range(low=0.5, high=1.0)},
+        "decision_tree": {"max_depth": Range(low=2, high=24, integer=True),
+                          "min_samples_leaf": Range(low=1, high=100, log=True, integer=True)},
+        "linear": ({"alpha": Range(low=1e-4, high=100.0, log=True)} if regression
+                   else {"C": Range(low=1e-3, high=100.0, log=True)}),
+        "svm": {"C": Range(low=0.01, high=100.0, log=True)},
+        "knn": {"n_neighbors": Range(low=3, high=64, log=True, integer=True),
+                "weights": Range(choices=("uniform", "distance"))},
+        "naive_bayes": {"var_smoothing": Range(low=1e-12, high=1e-3, log=True)},
+    }
+    return spaces[spec.estimator]
+
+
+def tuning(spec: DatasetSpec, rows: int) -> DatasetSpec:
+    """The spec with the search it trains with: its own, or (``model.tune: auto``, gradient boosting, a window of
+    at least ``TUNE_ROWS``) a small Optuna search that pays for itself on data that large; else unchanged."""
+    from tollgate import spec as specs
+
+    if spec.search is not None or spec.model.tune != "auto" or spec.estimator != "hist_gradient_boosting" \
+            or rows < TUNE_ROWS:
+        return spec
+    return specs.replace(spec, model__search={"method": "optuna", "trials": TUNE_TRIALS, "folds": 3})
+
+
+def optuna_search(train: pd.DataFrame, spec: DatasetSpec, task: int = 0, tasks: int = 1) -> list[dict[str, Any]]:
+    """This task's share of an Optuna search: ``trials`` spread over ``tasks``, each task its own TPE sampler
+    (seeded by the training seed and the task), each trial cross-validated fold by fold and pruned when its running
+    score trails the median of earlier trials at the same fold. Deterministic: the same data, spec and seed give
+    the same trials, scores and best parameters."""
+    import optuna
+    from sklearn.metrics import get_scorer
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = spec.search
+    mine = search.trials // tasks + (1 if task < search.trials % tasks else 0)
+    if mine == 0:
+        return []
+    space = _space(spec)
+    X, y = features_frame(train, spec), target(train, spec)
+    splitter = (StratifiedKFold if spec.task == "classification" else KFold)(
+        n_splits=search.folds, shuffle=True, random_state=spec.training_seed)
+    folds = list(splitter.split(X, y))
+    scorer = get_scorer(SCORERS[spec.primary_metric])
+    rows = len(train) * (search.folds - 1) // search.folds
+
+    def objective(trial: Any) -> float:
+        params = {**spec.model_params, **{name: _suggest(trial, name, r) for name, r in space.items()}}
+        scores = []
+        for step, (fit_rows, test_rows) in enumerate(folds):
+            model = build_pipeline(spec, params, rows=rows).fit(X.iloc[fit_rows], y[fit_rows])
+            scores.append(float(scorer(model, X.iloc[test_rows], y[test_rows])))
+            trial.report(float(np.mean(scores)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("folds", scores)
+        trial.set_user_attr("params", params)
+        return float(np.mean(scores))
+
+    sampler = optuna.samplers.TPESampler(seed=spec.training_seed * 1000 + task, n_startup_trials=min(5, mine))
+    study = optuna.create_study(direction="maximize", sampler=sampler,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    study.optimize(objective, n_trials=mine)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return [{"candidate": task * 1000 + t.number, "params": t.user_attrs["params"], "score": float(t.value),
+             "std": float(np.std(t.user_attrs["folds"])), "folds": t.user_attrs["folds"],
+             "scorer": SCORERS[spec.primary_metric]} for t in done]
+
+
+def _suggest(trial: Any, name: str, space: Any) -> Any:
+    if space.choices is not None:
+        return trial.suggest_categorical(name, list(space.choices))
+    if space.integer:
+        return trial.suggest_int(name, int(space.low), int(space.high), log=space.log)
+    return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)

@@ -47,18 +47,22 @@ def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
                "estimator": parsed.estimator, "primary_metric": parsed.primary_metric,
                "threshold": parsed.policy.threshold, "extra_columns": parsed.extra_columns}
     if data is None:
+        memory = _memory_warning(parsed, None)
         if as_json:
-            dump({**summary, "valid": True})
+            dump({**summary, "valid": True, "memory_warning": memory})
         else:
             console.print(f"[green]✓[/] {path}: spec {parsed.name} is valid ({parsed.task} of {parsed.target} from "
                           f"{len(parsed.features)} feature(s); {parsed.estimator}; {parsed.primary_metric} "
                           f"≥ {parsed.policy.threshold:g} to serve)")
+            if memory:
+                console.print(f"[yellow]![/] memory: {memory}")
         return
     with tempfile.TemporaryDirectory() as tmp, data.open("rb") as fh, console.status(f"validating {data}"):
         result = validation.validate_file(fh, parsed, Path(tmp) / "curated.parquet", size=data.stat().st_size)
     report = result.summary()
+    memory = _memory_warning(parsed, result) if result.status == "valid" else None
     if as_json:
-        dump({**summary, "valid": True, "validation": report})
+        dump({**summary, "valid": True, "validation": report, "memory_warning": memory})
     else:
         render.checks(report)   # the table and its verdict, both on stdout
         verdict = ("[green]valid[/]" if result.status == "valid" else f"[red]rejected[/] ({result.reason})")
@@ -68,7 +72,28 @@ def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
             out.print(f"  {result.rows_out} of {result.rows_in} rows would be curated; as a dataset's first "
                           f"batch, {result.rows_out - held} would train the model and {held} "
                           f"(evaluation.holdout_fraction {parsed.holdout_fraction:g}) be held out to evaluate it")
+        if memory:
+            out.print(f"[yellow]![/] memory: {memory}")
     sys.exit(0 if result.status == "valid" else 1)
+
+
+def _memory_warning(parsed, result) -> str | None:
+    """Whether the trainer's memory (topology.yaml) holds a training of this spec: at the file's rows and category
+    counts with --data, otherwise at training.max_rows with every category as wide as it may be."""
+    from tollgate import capacity
+    from tollgate import topology as topo
+
+    limit = topo.memory_bytes(topo.load().jobs["trainer"].memory)
+    if result is None:
+        rows, distinct = parsed.training.max_rows, None
+        where = f"at training.max_rows {rows:,}"
+    else:
+        columns = (result.profile or {}).get("columns") or {}
+        distinct = {n: len((columns.get(n) or {}).get("counts") or {}) or 1 for n in parsed.categorical_features}
+        rows = min(result.rows_out, parsed.training.max_rows)
+        where = f"for this file's {rows:,} rows (more batches make the window larger)"
+    why = capacity.problem(parsed, rows, limit, distinct)
+    return f"{where}: {why}" if why else None
 
 
 @spec.command("infer")

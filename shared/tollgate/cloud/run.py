@@ -52,9 +52,18 @@ def describe_execution(cloud: Cloud, execution: str) -> dict[str, Any] | None:
         ex = cloud.executions.get_execution(name=execution)
     except NotFound:
         return None
+    from google.cloud import run_v2
+
+    failed = [c.message for c in ex.conditions if c.type_ == "Completed" and c.message
+              and c.state == run_v2.Condition.State.CONDITION_FAILED]
     return {"state": _state_of(ex), "started": _when(ex.start_time) or _when(ex.create_time),
             "completed": _when(ex.completion_time), "retried": int(ex.retried_count),
-            "failed_tasks": int(ex.failed_count)}
+            "failed_tasks": int(ex.failed_count), "message": failed[0] if failed else None}
+
+
+def memory_exceeded(message: str | None) -> bool:
+    """Whether an execution failed because a task passed its memory limit (Cloud Run's own words)."""
+    return bool(message) and "Memory limit of" in message and "exceeded" in message
 
 
 def job_limits(cloud: Cloud, job: str) -> tuple[float, int]:

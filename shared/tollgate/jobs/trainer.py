@@ -115,23 +115,30 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     window = training_window(state, spec, record)
     train_df, holdout, sampling = training_rows(lambda batch: load_batch(cloud, batch), spec, window,
                                                 cloud.warehouse)
+    plan_memory(spec, train_df)
     search = None
     params = dict(spec.model_params)
-    if spec.search is not None:
+    searching = training.tuning(spec, len(train_df))   # the spec's search, or a little tuning of a large window
+    if searching.search is not None:
         tasks = max(tasks, 1)
         mine = f"reports/{run_id}/search/task-{task}.json"
         if cloud.read_json(mine) is None:
-            scored = [{"candidate": i, **training.cross_validate(train_df, spec, candidate)}
-                      for i, candidate in enumerate(training.candidates(spec)) if i % tasks == task]
+            if searching.search.method == "optuna":
+                scored = training.optuna_search(train_df, searching, task, tasks)
+            else:
+                scored = [{"candidate": i, **training.cross_validate(train_df, searching, candidate)}
+                          for i, candidate in enumerate(training.candidates(searching)) if i % tasks == task]
             cloud.write_json_once(mine, {"run_id": run_id, "task": task, "tasks": tasks, "results": scored})
-            log.info("search candidates scored", run_id=run_id, task=task, candidates=len(scored))
+            log.info("search candidates scored", run_id=run_id, task=task, candidates=len(scored),
+                     method=searching.search.method)
         if not state.search_task_done(run_id, task, tasks):
             return "searched"
         parts = [cloud.read_json(f"reports/{run_id}/search/task-{i}.json") or {} for i in range(tasks)]
         results = sorted((r for part in parts for r in part.get("results", [])), key=lambda r: r["candidate"])
         best = max(results, key=lambda r: (r["score"], -r["candidate"]))
         params = best["params"]
-        search = {"scorer": best["scorer"], "folds": spec.search.folds, "tasks": tasks, "best": best["candidate"],
+        search = {"method": searching.search.method, "auto": spec.search is None, "scorer": best["scorer"],
+                  "folds": searching.search.folds, "tasks": tasks, "best": best["candidate"],
                   "candidates": [{k: r[k] for k in ("candidate", "params", "score", "std")} for r in results]}
     elif task:
         return "skipped"    # without a search, task 0 trains alone
@@ -205,3 +212,32 @@ def _highest_version_folder(cloud: Cloud, dataset: str) -> int:
     numbers = [int(part) for name in cloud.list_names(f"models/{dataset}/")
                if (part := name.split("/")[2]).isdigit()]
     return max(numbers, default=0)
+
+
+def plan_memory(spec: specs.DatasetSpec, train_df: pd.DataFrame) -> None:
+    """Stop before fitting when the window will not fit in this job's memory (TOLLGATE_MEMORY_LIMIT, the job's
+    limit in bytes): a permanent failure that names the columns and the settings to change, instead of being
+    killed over the limit, retried and killed again."""
+    import os
+
+    from tollgate import capacity
+
+    limit = int(os.environ.get("TOLLGATE_MEMORY_LIMIT") or 0)
+    if not limit:
+        return
+    distinct = {name: int(train_df[name].nunique()) for name in spec.categorical_features if name in train_df}
+    classes = int(train_df[spec.target].nunique()) if spec.task == "classification" else 2
+    why = capacity.problem(spec, len(train_df), limit, distinct, classes, resident=_resident())
+    if why:
+        raise StepFailed(f"the training window will not fit in the trainer's memory: {why}")
+
+
+def _resident() -> int:
+    """This process's resident memory in bytes."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -67,7 +67,7 @@ resource "google_cloud_run_v2_service" "console" {
       resources {
         limits = {
           cpu    = "1"
-          memory = "1Gi"
+          memory = try(local.topology.services.console.memory, "1Gi")
         }
       }
 

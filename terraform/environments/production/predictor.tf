@@ -23,6 +23,7 @@ module "predictors" {
   service_account_email = google_service_account.workload["predictor"].email
   environment           = merge(local.base_env, { TOLLGATE_FEEDBACK_KEY_SECRET = google_secret_manager_secret.feedback_key.secret_id })
   secret_environment    = { TOLLGATE_FEEDBACK_KEY = google_secret_manager_secret.feedback_key.secret_id }
+  memory                = try(local.topology.services.predictor.memory, "1Gi")
   ingress               = var.predictor_ingress
   deletion_protection   = var.predictor_deletion_protection
   labels                = var.labels

@@ -1,0 +1,137 @@
+"""Memory you can plan: what a training run will need, estimated from the spec and the size of its window before
+anything is fitted, so that a trainer over its job's memory stops with a reason instead of being killed (and
+retried, and killed again), and `spec check` says at push time which settings will not fit.
+
+The estimate counts what grows with the rows: the encoded design matrix (one column per numeric feature, per
+datetime part, per kept category of a one-hot feature — at most ``model.max_categories`` —, one per code or target
+encoding), and what each family builds on it (gradient boosting's binned copy and gradients, a forest's trees
+that grow with the rows, nearest neighbours' stored rows, libsvm's cache). It is deliberately a little generous:
+a plan, not a measurement. Pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tollgate.spec import DatasetSpec
+
+HEADROOM = 0.7              # of the job's limit: the rest is the interpreter, libraries and the window itself
+TREE_NODE_BYTES = 72        # a scikit-learn tree node and its value
+SCALING_ROWS = {"svm": 50_000, "knn": 200_000}   # beyond these, time (not memory) makes a family impractical
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    bytes: int
+    width: int                      # columns of the encoded design matrix
+    widths: dict[str, int]          # per feature
+    rows: int
+    note: str                       # what dominates, in words
+
+
+def feature_widths(spec: DatasetSpec, distinct: dict[str, int] | None = None, classes: int = 2) -> dict[str, int]:
+    """Columns each feature becomes: ``distinct`` gives each categorical's number of values (default: as many as
+    ``model.max_categories`` allows, the widest it can be)."""
+    from tollgate import training
+    from tollgate.transformers import PERIODS
+
+    widths = {name: 1 for name in spec.numeric_features}
+    for name in spec.datetime_features:
+        column = spec.columns[name]
+        widths[name] = len(column.parts) + (2 * sum(p in PERIODS for p in column.parts) if column.cyclical else 0)
+    cap = spec.model.max_categories
+    target_width = 1 if spec.task == "regression" or classes <= 2 else classes
+    for name, encoding in training.encodings(spec).items():
+        if encoding == "one_hot":
+            seen = (distinct or {}).get(name, cap)
+            widths[name] = min(seen, cap) + 1   # the kept values, and the infrequent ones' shared column
+        elif encoding == "target":
+            widths[name] = target_width
+        else:
+            widths[name] = 1
+    return widths
+
+
+def _param(spec: DatasetSpec, name: str, default: Any) -> Any:
+    return spec.model_params.get(name, default)
+
+
+def estimate(spec: DatasetSpec, rows: int, distinct: dict[str, int] | None = None, classes: int = 2) -> Estimate:
+    """Bytes a fit of ``spec`` on ``rows`` rows adds to what the window already holds."""
+    widths = feature_widths(spec, distinct, classes)
+    width = max(sum(widths.values()), 1)
+    k = 1 if spec.task == "regression" or classes <= 2 else classes
+    family = spec.estimator
+    onehot = sum(w for n, w in widths.items() if n in spec.categorical_features
+                 and spec.columns[n].encoding in ("auto", "one_hot") and family != "hist_gradient_boosting")
+    dense = rows * width * 8
+    if family == "linear":   # the one-hot block is sparse: one stored value per row and feature
+        dense = rows * (width - onehot) * 8 + rows * len([n for n in spec.categorical_features
+                                                          if widths[n] > 1]) * 12
+        total, note = dense * 3, "the design matrix and the solver's copies"
+    elif family == "hist_gradient_boosting":
+        total = dense + rows * width + rows * k * 24
+        note = "the design matrix, its binned copy and the gradients"
+    elif family in ("random_forest", "decision_tree"):
+        trees = int(_param(spec, "n_estimators", 100)) if family == "random_forest" else 1
+        leaf = max(int(_param(spec, "min_samples_leaf", 1)), 1)
+        depth = _param(spec, "max_depth", None)
+        nodes = 2 * rows // leaf if depth is None else min(2 * rows // leaf, 2 ** (int(depth) + 1))
+        value = TREE_NODE_BYTES + 8 * k
+        total = dense + rows * width * 4 + trees * nodes * value
+        note = f"{trees} tree(s) of up to {nodes:,} nodes each (they grow with the rows)"
+    elif family == "gradient_boosting":
+        total = dense + rows * width * 4 + rows * k * 24
+        note = "the design matrix and the gradients"
+    elif family == "knn":
+        total, note = dense * 2, "the stored training rows"
+    elif family == "svm":
+        total, note = dense * 2 + 200 * 2**20, "the support vectors and libsvm's cache"
+    else:
+        total, note = dense * 2, "the design matrix"
+    return Estimate(int(total), width, widths, rows, note)
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.1f} GiB"
+
+
+def problem(spec: DatasetSpec, rows: int, limit: int, distinct: dict[str, int] | None = None,
+            classes: int = 2, resident: int = 0) -> str | None:
+    """None if training ``rows`` fits in a job of ``limit`` bytes (``resident`` already used); else why not and
+    what to change, naming the widest columns and the settings."""
+    planned = estimate(spec, rows, distinct, classes)
+    budget = limit * HEADROOM - resident
+    slow = SCALING_ROWS.get(spec.estimator)
+    if planned.bytes <= budget and (slow is None or rows <= slow):
+        return None
+    fits = rows_within(spec, limit, distinct, classes, resident)
+    widest = sorted(planned.widths.items(), key=lambda kv: -kv[1])[:3]
+    columns = ", ".join(f"{n} ({w} column{'s' if w != 1 else ''})" for n, w in widest if w > 1)
+    if slow is not None and rows > slow and planned.bytes <= budget:
+        return (f"{spec.estimator} on {rows:,} rows would take hours: it scales with the square of the rows; set "
+                f"training.max_rows to at most {slow:,}, or choose hist_gradient_boosting or linear")
+    advice = [f"training.max_rows to at most {fits:,}" if fits else "a smaller training.max_rows"]
+    if columns:
+        advice.append(f"encoding: target (or codes) or a lower model.max_categories for {columns}")
+    if spec.estimator in ("random_forest", "decision_tree"):
+        advice.append("model.params min_samples_leaf or max_depth (the trees grow with the rows)")
+    return (f"{spec.estimator} on {rows:,} rows × {planned.width} encoded columns needs about "
+            f"{_gib(planned.bytes)} for {planned.note}, more than the {_gib(budget)} this job can plan with (of its "
+            f"{_gib(limit)}); set " + "; or ".join(advice))
+
+
+def rows_within(spec: DatasetSpec, limit: int, distinct: dict[str, int] | None = None, classes: int = 2,
+                resident: int = 0) -> int:
+    """The most rows that fit in ``limit`` (a bisection over the estimate)."""
+    low, high = 0, 100_000_000
+    budget = limit * HEADROOM - resident
+    while low < high:
+        middle = (low + high + 1) // 2
+        if estimate(spec, middle, distinct, classes).bytes <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    slow = SCALING_ROWS.get(spec.estimator)
+    return min(low, slow) if slow else low
