@@ -1,10 +1,10 @@
-"""What `tollgate` commands print as JSON (tollgate.cli.views), from plain records: no cloud, no CLI process."""
+"""What `tollgate` commands print as JSON (tollgate.views), from plain records: no cloud, no CLI process."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from tollgate.cli import views
+from tollgate import views
 
 AT = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
 EVALUATED = {

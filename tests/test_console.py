@@ -165,8 +165,10 @@ def test_a_decision_needs_the_csrf_token_a_reason_and_fresh_evidence(console, st
 
 @pytest.mark.emulator
 def test_a_serving_move_needs_a_confirmation_and_a_reason(console, pending):
-    dataset, _ = pending
-    token = csrf(console.get(f"/datasets/{dataset}").data)
+    dataset, (first, _) = pending
+    page = console.get(f"/datasets/{dataset}").data
+    assert b'id="serving-form"' not in page and b"None now" in page   # no canary, no predecessor: nothing offered
+    token = csrf(console.get(f"/reviews/{first}").data)   # a form of the console's: the session's CSRF token
     unconfirmed = console.post(f"/datasets/{dataset}/serving",
                                data={"action": "rollback", "reason": "bad", "csrf_token": token})
     assert unconfirmed.status_code == 400 and b"confirm" in unconfirmed.data

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import taxi_period
 from tollgate import drift, reports, validation
+from tollgate import spec as specs
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_a_batch_from_the_same_distribution_does_not_drift(taxi, taxi_spec):
 
 def test_significance_accounts_for_sample_size(taxi, taxi_spec, reference):
     later = taxi_period(taxi, "2015-01-01", "2016-01-01")
-    small = batch_drift(later.head(40), taxi_spec, reference)
+    small = batch_drift(later.head(40), specs.replace(taxi_spec, drift__min_rows=10), reference)
     miles = {f["feature"]: f for f in small["features"]}["trip_miles"]
     big = {f["feature"]: f for f in batch_drift(later, taxi_spec, reference)["features"]}["trip_miles"]
     assert miles["q_value"] > big["q_value"]            # the same shift is less certain on 40 rows
@@ -87,3 +88,12 @@ def test_the_html_report_puts_the_summary_first_and_plots_each_feature(taxi, tax
     assert page.index("Summary") < page.index("Checks that found something") < page.index("Drift against")
     assert "large_fare_needs_distance" in page and "severe" in page
     assert page.count("data:image/png;base64,") == len(result.profile["columns"])
+
+
+def test_a_handful_of_rows_gets_no_verdict_never_an_alert(taxi, taxi_spec, reference):
+    """Two requests of 20 rows raised `drift critical` and retrained the model: below drift.min_rows there is no
+    verdict, only "not enough data"."""
+    later = taxi_period(taxi, "2015-01-01", "2016-01-01")
+    few = batch_drift(later.head(40), taxi_spec, reference)
+    assert (few["verdict"], few["reason"]) == ("none", "not_enough_data") and "fewer than the 200" in few["message"]
+    assert batch_drift(later.head(400), taxi_spec, reference)["reason"] is None

@@ -1,7 +1,7 @@
 """The Tollgate console: the pipeline at a glance in a browser, and reviews and serving moves decided with a click.
 
 Server-rendered Flask over the same adapters and rules as the CLI: the pages show the CLI's views
-(`tollgate.cli.views`), a review is decided by `promotion.resolve_review` (what the `review` function runs), a
+(`tollgate.views`), a review is decided by `promotion.resolve_review` (what the `review` function runs), a
 canary or rollback by `promotion.move`. No rule or state change is implemented twice.
 
 Every page has its own URL. Forms carry a CSRF token and change state only on POST, each with a required reason,
@@ -25,14 +25,21 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from services.console import charts
 from services.console.auth import IAP_HEADER, IapVerifier, Unauthenticated, Verifier
-from tollgate import errors, lifecycle, log, promotion, reviews, serving, tracing
-from tollgate.cli import views
+from tollgate import errors, lifecycle, log, promotion, reviews, serving, tracing, views
 from tollgate.cloud import Adapters
 
 HERE = Path(__file__).parent
-RUN_STATUSES = (*lifecycle.ORDER, lifecycle.QUEUED, lifecycle.SUPERSEDED, lifecycle.REJECTED, lifecycle.FAILED)
+RUN_STATUSES = (*lifecycle.ORDER, lifecycle.QUEUED, lifecycle.SUPERSEDED, lifecycle.DUPLICATE, lifecycle.REJECTED,
+                lifecycle.FAILED)
 ACTIONS = {"canary-promote": "promote the canary to 100%", "canary-abort": "abort the canary (0%)",
            "rollback": "roll back to the previous champion"}
+
+
+def available_actions(ds: dict[str, Any]) -> dict[str, str]:
+    """The serving moves the dataset's state allows: the canary's only while one runs, a rollback once a champion
+    had a predecessor."""
+    return {key: text for key, text in ACTIONS.items()
+            if (ds.get("canary") if key.startswith("canary-") else ds.get("previous_version") is not None)}
 
 
 class Console(Adapters):
@@ -99,14 +106,8 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
     @app.get("/")
     def overview() -> str:
         rows = []
-        known = {ds["name"]: ds for ds in data.state.list_datasets()}
-        for name in sorted(set(known) | set(_spec_names(data))):   # a pushed spec, before its first run too
-            ds = known.get(name) or {"name": name}
-            champion = ds.get("champion_version")
-            record = data.state.get_version(name, champion) if champion else None
-            status = views.dataset_status(ds, data.state.get_run(record["run_id"]) if record else None,
-                                          _predictor_url(data, name),
-                                          len(data.state.list_reviews("pending", name)))
+        for status in data.dataset_statuses(lambda name: _predictor_url(data, name)):   # the CLI's, the same way
+            name = status["dataset"]
             last = data.state.list_runs(1, name, views.RUN_SUMMARY_FIELDS)
             rows.append({**status, "last_run": views.run_summary(last[0]) if last else None,
                          "alerts": data.state.alerts(name, limit=3)})
@@ -137,7 +138,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
                                runs=runs, shown=shown, status=status, decision=decision, answer=answer,
                                at_text=at_text,
                                at_error=at_error, chart=charts.metric_over_versions(models, entries),
-                               statuses=RUN_STATUSES, actions=ACTIONS, identity=g.identity)
+                               statuses=RUN_STATUSES, actions=available_actions(ds), identity=g.identity)
 
     @app.get("/datasets/<name>/monitoring")
     def monitoring(name: str) -> str:
@@ -264,11 +265,7 @@ def _login() -> str:
 
 
 def _spec_names(data: Console) -> list[str]:
-    from tollgate import spec as specs
-
-    names = [blob.name.removeprefix("specs/").removesuffix(".yaml")
-             for blob in data.cloud.bucket.list_blobs(prefix="specs/") if blob.name.endswith(".yaml")]
-    return [n for n in names if specs.DATASET_NAME.fullmatch(n)]
+    return data.cloud.list_specs()
 
 
 def _dataset(data: Console, name: str) -> dict[str, Any]:

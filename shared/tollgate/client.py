@@ -115,13 +115,13 @@ class Client(Adapters):
     # -- runs ------------------------------------------------------------------------------------------------
     def runs(self, dataset: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """Recent runs, newest first."""
-        from tollgate.cli import views
+        from tollgate import views
 
         return [views.run_summary(r) for r in self.state.list_runs(limit=limit, dataset=dataset)]
 
     def run(self, run_id: str) -> dict[str, Any]:
         """One run with its validation, evaluation, history and executions."""
-        from tollgate.cli import views
+        from tollgate import views
 
         return views.run_detail(self.existing_run(run_id))
 
@@ -145,7 +145,7 @@ class Client(Adapters):
         """Upload a data file to ``incoming/DATASET/``, which starts a run; with ``wait``, the run once it has
         ended (a promotion: once deployed), else ``{"run_id", "status": "dropped", ...}``."""
         from tollgate import spec as specs
-        from tollgate.cli import views
+        from tollgate import views
         from tollgate.events import run_id as derive_run_id
 
         try:
@@ -207,7 +207,7 @@ class Client(Adapters):
     # -- models and the ledger -------------------------------------------------------------------------------
     def models(self, dataset: str) -> list[dict[str, Any]]:
         """A dataset's versions: role, held-out and cross-validated metric, lineage summary."""
-        from tollgate.cli import views
+        from tollgate import views
 
         versions = self.state.list_versions(dataset)
         if not versions:
@@ -217,8 +217,7 @@ class Client(Adapters):
 
     def model(self, dataset: str, version: int | str = "champion") -> dict[str, Any]:
         """A version's whole registry record (lineage, params, libraries, artifact and hash) and its role."""
-        from tollgate import serving
-        from tollgate.cli import views
+        from tollgate import serving, views
 
         number = self._version(dataset, version)
         record = self.state.get_version(dataset, number)
@@ -283,8 +282,7 @@ class Client(Adapters):
     def history(self, dataset: str, at: dt.datetime | str | None = None) -> Any:
         """The decision ledger, oldest first; with ``at``, ``{"at", "serving", "entries"}``: what served then,
         since when and why, and the ledger up to then."""
-        from tollgate import serving
-        from tollgate.cli import views
+        from tollgate import serving, views
 
         when = views.parse_time(at) if isinstance(at, str) else at
         entries = self.state.ledger(dataset)
@@ -305,9 +303,18 @@ class Client(Adapters):
             raise ClientError(str(exc)) from None
         service = cloudrun.get_service(self.cloud, dataset)
         if service is None or not service.uri:
-            raise ClientError(f"{dataset} has no predictor yet: its service starts with the dataset's first "
-                              f"promoted model (see `tollgate runs --dataset {dataset}`)")
+            raise ClientError(self.not_serving(dataset))
         return service.uri.rstrip("/")
+
+    def not_serving(self, dataset: str) -> str:
+        """Why a dataset has no model to answer, and what to do: a review to decide, or the first promotion."""
+        pending = self.state.list_reviews("pending", dataset)
+        if pending:
+            run_id = pending[0]["run_id"]
+            return (f"{dataset} has no model serving yet: run {run_id} waits for a review; see its evidence with "
+                    f"`tollgate review show {run_id}`, then `tollgate review approve {run_id} --reason ...`")
+        return (f"{dataset} has no model serving yet: its predictor serves the dataset's first promoted model (see "
+                f"`tollgate runs --dataset {dataset}`)")
 
     def predict_answer(self, dataset: str, rows: pd.DataFrame, batch_size: int = 500,
                        progress: Any = None) -> dict[str, Any]:
@@ -318,6 +325,8 @@ class Client(Adapters):
         from tollgate import spec as specs
 
         url = self.url(dataset)
+        if (self.state.get_dataset(dataset) or {}).get("champion_version") is None:   # its service answers 503
+            raise ClientError(self.not_serving(dataset))
         spec = specs.loads(self.cloud.read_bytes(specs.object_name(dataset)).decode())
         missing = [f for f in spec.features if f not in rows.columns]
         if missing:

@@ -240,11 +240,21 @@ def compare(reference: dict[str, Any] | None, batch: dict[str, Any], settings: D
         return {"verdict": "none", "reason": "unsupported_reference",
                 "message": f"the reference profile has format {reference.get('format')!r}, not {FORMAT}",
                 "features": []}
+    rows = int(batch.get("rows") or 0)
+    if rows < settings.min_rows:   # a handful of requests says nothing: no verdict, never an alert or a retraining
+        return {"verdict": "none", "reason": "not_enough_data",
+                "message": f"not enough data: {rows} row(s), fewer than the {settings.min_rows} drift needs for a "
+                           "verdict (drift.min_rows)", "features": [], "batch_rows": rows,
+                "min_rows": settings.min_rows}
     features: list[dict[str, Any]] = []
+    too_few: list[str] = []
     for name, cur in batch["columns"].items():
         ref = reference["columns"].get(name)
         if (name in settings.exclude or not ref or not ref.get("count") or not cur.get("count")
                 or ref["kind"] != cur["kind"]):
+            continue
+        if cur["count"] < settings.min_rows:   # mostly empty in this batch: too few values to judge it on
+            too_few.append(name)
             continue
         scores = _numeric(ref, cur) if cur["kind"] == "numeric" else _categorical(ref, cur)
         features.append({"feature": name, **scores})
@@ -263,10 +273,12 @@ def compare(reference: dict[str, Any] | None, batch: dict[str, Any], settings: D
     drifted = [f["feature"] for f in features if f["status"] != "none"]
     message = (f"{len(drifted)} of {len(features)} features drifted: {', '.join(drifted)}" if drifted
                else f"no drift in {len(features)} features")
+    if too_few:
+        message += f"; not judged (fewer than {settings.min_rows} values): {', '.join(too_few)}"
     return {"verdict": verdict, "reason": None, "message": message, "fdr": settings.fdr,
             "thresholds": {"psi": [settings.psi_warn, settings.psi_severe],
                            "js": [settings.js_warn, settings.js_severe]},
-            "excluded": list(settings.exclude), "reference_rows": reference.get("rows"),
+            "excluded": list(settings.exclude), "too_few_values": too_few, "reference_rows": reference.get("rows"),
             "batch_rows": batch.get("rows"), "features": features}
 
 

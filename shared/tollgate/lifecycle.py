@@ -4,6 +4,7 @@ A run is one dropped file (or one retraining request) on its way to a decision::
 
     received → validating → validated → training → trained → evaluating → evaluated → decided
                      ↘ rejected (the batch cannot be used)        any step ↘ failed
+                     ↘ duplicate (its rows are a batch the dataset has already)
                                    ↘ queued → validated (its turn to train) | superseded
 
 At most one run per dataset trains at a time (it holds the dataset's training slot from its claim of the
@@ -20,8 +21,8 @@ from __future__ import annotations
 RECEIVED, VALIDATING, VALIDATED = "received", "validating", "validated"
 TRAINING, TRAINED, EVALUATING, EVALUATED = "training", "trained", "evaluating", "evaluated"
 DECIDED, REJECTED, FAILED = "decided", "rejected", "failed"
-QUEUED, SUPERSEDED = "queued", "superseded"
-TERMINAL = (DECIDED, REJECTED, FAILED, SUPERSEDED)
+QUEUED, SUPERSEDED, DUPLICATE = "queued", "superseded", "duplicate"
+TERMINAL = (DECIDED, REJECTED, FAILED, SUPERSEDED, DUPLICATE)
 ORDER = (RECEIVED, VALIDATING, VALIDATED, TRAINING, TRAINED, EVALUATING, EVALUATED, DECIDED)
 WAITING = (RECEIVED, VALIDATED, TRAINED, EVALUATED)   # for an event that starts the next step
 
@@ -45,6 +46,7 @@ PROGRESS = {
     EVALUATED: "evaluated, deciding", DECIDED: "decided", REJECTED: "rejected", FAILED: "failed",
     QUEUED: "valid, waiting for the dataset's training in progress",
     SUPERSEDED: "superseded: its batch is trained on by a later run",
+    DUPLICATE: "a duplicate: the dataset has these rows already",
 }
 
 # Runs stored before one name per step recorded the failed step as a verb.

@@ -265,6 +265,9 @@ class Drift(Section):
     js: Thresholds = Field(Thresholds(warn=0.1, severe=0.2), description="Jensen–Shannon distance thresholds "
                                                                         "(categorical features), at most 1")
     sample_size: int = Field(20_000, ge=100, description="Rows sampled per batch for the tests")
+    min_rows: int = Field(200, ge=1, description="Fewer rows in a batch or a window of live requests (or values of a "
+                                                 "feature) give no verdict: not enough data, never an alert or a "
+                                                 "retraining")
     exclude: tuple[str, ...] = Field((), description="Columns not judged, e.g. calendar features that shift "
                                                      "by design between batches")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from tollgate.cli import render, views
+from tollgate import views
+from tollgate.cli import render
 from tollgate.cli.app import main
 from tollgate.cli.output import console, dump, json_option, out
 from tollgate.cli.review_client import ReviewClient

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from tollgate.cli import render, views
+from tollgate import views
+from tollgate.cli import render
 from tollgate.cli.app import main
 from tollgate.cli.output import console, dump, json_option
 from tollgate.cli.target import Target

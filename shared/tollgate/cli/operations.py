@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from tollgate.cli import render, views
+from tollgate import views
+from tollgate.cli import render
 from tollgate.cli.app import main
 from tollgate.cli.output import console, dump, json_option
 from tollgate.cli.target import Target
@@ -18,17 +19,8 @@ from tollgate.cli.target import Target
 @json_option
 @click.pass_obj
 def status(obj: Target, as_json: bool) -> None:
-    """What serves where: predictor URL per dataset, champions, recent runs."""
-    from tollgate.cloud import run as cloudrun
-
-    datasets = []
-    for ds in obj.state.list_datasets():
-        champion = ds.get("champion_version")
-        record = obj.state.get_version(ds["name"], champion) if champion else None
-        service = cloudrun.get_service(obj.cloud, ds["name"]) if champion else None
-        datasets.append(views.dataset_status(ds, obj.state.get_run(record["run_id"]) if record else None,
-                                             service.uri if service else None,
-                                             len(obj.state.list_reviews("pending", ds["name"]))))
+    """What serves where: every dataset with a spec, its champion and predictor URL, pending reviews, recent runs."""
+    datasets = obj.dataset_statuses()
     payload = views.status(obj.cloud.settings.project, obj.cloud.settings.bucket, datasets,
                            obj.state.list_runs(limit=10), os.environ.get("TOLLGATE_CONSOLE_URL"),
                            # the local cloud's own server only: a deployment's URL may carry credentials

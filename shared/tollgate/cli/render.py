@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from tollgate.cli.output import number, out
-from tollgate.cli.views import recovery, run_summary, serving_text, when, window_actions
+from tollgate.views import recovery, run_summary, serving_text, when, window_actions
 
 DRIFT_COLOURS = {"none": "green", "warn": "yellow", "severe": "red"}
 
@@ -16,9 +16,9 @@ def run(record: dict[str, Any]) -> None:
     """One run: status, decision and reason, metrics with the interval, checks, drift, recoveries."""
     s = run_summary(record)
     table = Table(show_header=False, title=f"run {s['run_id']}")
-    for key in ("dataset", "status", "followed_from", "superseded_by", "queued_behind", "decision", "reason", "message",
-                "model_version", "challenger_version", "champion_version", "metric", "challenger_metric",
-                "champion_metric", "rows_in", "rows_out", "drift", "quarantine"):
+    for key in ("dataset", "status", "followed_from", "superseded_by", "duplicate_of", "queued_behind", "decision",
+                "reason", "message", "model_version", "challenger_version", "champion_version", "metric",
+                "challenger_metric", "champion_metric", "rows_in", "rows_out", "drift", "quarantine"):
         if s.get(key) is not None:
             value = s[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -95,7 +95,8 @@ def runs(records: list[dict[str, Any]]) -> None:
         table.add_column(col)
     for r in records:
         s = run_summary(r)
-        decision = s["decision"] or (f"by {s['superseded_by']}" if s["superseded_by"] else "") or \
+        decision = s["decided_as"] or (f"by {s['superseded_by']}" if s["superseded_by"] else "") or \
+            (f"of {s['duplicate_of']}" if s["duplicate_of"] else "") or \
             (f"behind {s['queued_behind']}" if s["queued_behind"] else "")
         table.add_row(s["run_id"], s["dataset"] or "", when(s["created_at"]), s["status"] or "",
                       decision, number(s["challenger_metric"]), number(s["champion_metric"]),
@@ -163,8 +164,9 @@ def review(run_id: str, record: dict[str, Any]) -> None:
     if metric:
         champion = (ev.get("champion") or {}).get(metric)
         table.add_row(f"challenger v{record['challenger_version']}", f"{metric}={ev['challenger'].get(metric):.4f}")
-        table.add_row(f"champion v{record.get('evaluated_against')}",
-                      f"{metric}={champion:.4f}" if champion is not None else "none yet")
+        against = record.get("evaluated_against")
+        table.add_row("champion" + (f" v{against}" if against is not None else ""),
+                      f"{metric}={champion:.4f}" if champion is not None else "none yet (the first model)")
         diff = ev.get("difference")
         if diff:
             table.add_row("improvement", f"{diff['improvement']:+.4f}  [{diff['low']:+.4f}, {diff['high']:+.4f}] "

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from tollgate import lifecycle, tracing
-from tollgate.cli import render, views
+from tollgate import lifecycle, tracing, views
+from tollgate.cli import render
 from tollgate.cli.app import main
 from tollgate.cli.output import console, dump, json_option, out
 from tollgate.cli.target import Target
@@ -27,8 +27,9 @@ from tollgate.cli.target import Target
 def drop(obj: Target, path: Path, dataset: str, name: str | None, wait: bool, as_json: bool, timeout: int) -> None:
     """Upload a data file to gs://BUCKET/incoming/DATASET/, which starts a run.
 
-    With --wait, exits 0 when the run reached a decision and 1 when it was rejected or failed
-    (or its promotion could not be deployed).
+    With --wait, exits 0 once a model serves the decision (a promotion deployed, or the champion kept), 2 when
+    the run waits for a person (the review to decide is named) and 1 when it was rejected or failed (or its
+    promotion could not be deployed).
     """
     dropped = obj.drop(path, dataset, wait=False, name=name)
     console.print(f"dropped {path} → gs://{obj.cloud.settings.bucket}/{dropped['object']} (generation "
@@ -42,8 +43,26 @@ def drop(obj: Target, path: Path, dataset: str, name: str | None, wait: bool, as
         dump(views.run_summary(run))
     else:
         render.run(run)
-    deployed = (run.get("deployment") or {}).get("status") != "failed"
-    sys.exit(0 if run.get("status") == lifecycle.DECIDED and deployed else 1)
+    sys.exit(outcome(obj, run))
+
+
+def outcome(obj: Target, run: dict[str, Any]) -> int:
+    """The exit code of a wait: 0 a model serves the decision (or the rows were there already: a duplicate), 2 a
+    person must decide (and how), 1 otherwise."""
+    if run.get("status") == lifecycle.DUPLICATE:
+        return 0
+    if run.get("status") != lifecycle.DECIDED or (run.get("deployment") or {}).get("status") == "failed":
+        return 1
+    review = obj.state.get_review(run["run_id"]) if run.get("decision") == "review" else None
+    if review is not None and review.get("status") == "pending":
+        serving = (obj.state.get_dataset(run["dataset"]) or {}).get("champion_version")
+        console.print(f"[yellow]run {run['run_id']} waits for a person[/]: "
+                      + (f"v{serving} keeps serving meanwhile; " if serving is not None else
+                         f"{run['dataset']} has no model serving until then; ")
+                      + f"see the evidence with `tollgate review show {run['run_id']}`, then `tollgate review "
+                        f"approve {run['run_id']} --reason ...` (or reject)", highlight=False)
+        return 2
+    return 0
 
 
 def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
@@ -88,7 +107,8 @@ def run_group() -> None:
 @run_group.command("show")
 @click.argument("run_id")
 @json_option
-@click.option("--wait", is_flag=True, help="Follow the run until it ends first (exit 1 if it was rejected or failed).")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends first (exit 1 if it was rejected or failed, "
+                                          "2 if it waits for a review).")
 @click.option("--timeout", default=900, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj
 def run_show(obj: Target, run_id: str, as_json: bool, wait: bool, timeout: int) -> None:
@@ -102,8 +122,8 @@ def run_show(obj: Target, run_id: str, as_json: bool, wait: bool, timeout: int) 
         render.run(run)
         out.print(f"trace {tracing.trace_id(run['run_id'])}: its spans across functions and jobs with "
                   f"`tollgate trace {run['run_id']}`", highlight=False)
-    if wait and run.get("status") != lifecycle.DECIDED:
-        sys.exit(1)
+    if wait:
+        sys.exit(outcome(obj, run))
 
 
 @main.command("trace")

@@ -6,6 +6,8 @@ emulators through their standard variables and the local Cloud Run Admin API thr
 ``CLOUD_RUN_API_ENDPOINT``.
 """
 
+from typing import Any
+
 from tollgate.cloud.clients import Cloud
 
 __all__ = ["Adapters", "Cloud"]
@@ -36,3 +38,25 @@ class Adapters:
 
             self._state = State(self.cloud.firestore)
         return self._state
+
+    def dataset_statuses(self, predictor_url: Any = None) -> list[dict[str, Any]]:
+        """Every dataset that has a spec or a record (a pushed spec before its first run too), as `tollgate status`
+        and the console's overview show it: its champion and the run that made it, its predictor's URL
+        (``predictor_url(name)``; default: asked of Cloud Run for a dataset that serves) and its pending reviews."""
+        from tollgate import views
+        from tollgate.cloud import run as cloudrun
+
+        def url(name: str) -> str | None:
+            service = cloudrun.get_service(self.cloud, name)
+            return service.uri if service else None
+
+        known = {ds["name"]: ds for ds in self.state.list_datasets()}
+        out = []
+        for name in sorted(set(known) | set(self.cloud.list_specs())):
+            ds = known.get(name) or {"name": name}
+            champion = ds.get("champion_version")
+            record = self.state.get_version(name, champion) if champion else None
+            link = (predictor_url or url)(name) if champion is not None or predictor_url else None
+            out.append(views.dataset_status(ds, self.state.get_run(record["run_id"]) if record else None, link,
+                                            len(self.state.list_reviews("pending", name))))
+        return out

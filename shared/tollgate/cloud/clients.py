@@ -172,6 +172,14 @@ class Cloud:
     def list_names(self, prefix: str) -> list[str]:
         return [b.name for b in self.storage.list_blobs(self.settings.bucket, prefix=prefix)]
 
+    def list_specs(self) -> list[str]:
+        """The datasets whose spec is in the bucket (``specs/<name>.yaml``, a valid dataset name)."""
+        from tollgate.spec import DATASET_NAME
+
+        names = [n.removeprefix("specs/").removesuffix(".yaml") for n in self.list_names("specs/")
+                 if n.endswith(".yaml") and n.count("/") == 1]
+        return sorted(n for n in names if DATASET_NAME.fullmatch(n))
+
     # -- pub/sub ---------------------------------------------------------------------------
     def publish(self, topic: str, payload: dict[str, Any], **attributes: str) -> str:
         """Publish JSON and wait for the message id (a step is not done until its event is out). Inside a run's

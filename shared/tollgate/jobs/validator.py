@@ -63,6 +63,9 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
             log.warning("batch rejected", run_id=run_id, reason=result.reason, detail=result.message)
             return "rejected"
         digest = artifacts.file_sha256(curated_file)
+        earlier = state.get_batch(spec.name, digest)
+        if earlier is not None and earlier.get("run_id") != run_id:   # the same rows again: train on them once
+            return _duplicate(state, run_id, earlier, digest, summary, drift_verdict)
         stored = Path(tmp) / "stored.parquet"
         warehouse_curated.add_columns(curated_file, stored, digest)
         name = f"curated/{spec.name}/{digest}.parquet"
@@ -88,6 +91,18 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     log.info("batch validated", run_id=run_id, rows=result.rows_out, dropped=result.rows_dropped,
              drift=drift_verdict["verdict"])
     return "validated"
+
+
+def _duplicate(state: State, run_id: str, earlier: dict[str, Any], digest: str, summary: dict[str, Any],
+               drift_verdict: dict[str, Any]) -> str:
+    """The batch's curated rows are a batch the dataset has already (the same file dropped again, under any name):
+    the run ends a duplicate of the run that brought them, so they are never in a training window twice."""
+    message = (f"the same {summary['rows_out']} curated rows as run {earlier.get('run_id')} (sha256 {digest[:12]}…), "
+               "already in the dataset's batches: nothing new to train on")
+    state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.DUPLICATE, duplicate_of=earlier.get("run_id"),
+                     message=message, validation=_compact(summary), drift=drift_verdict)
+    log.info("duplicate batch", run_id=run_id, duplicate_of=earlier.get("run_id"), sha256=digest)
+    return "duplicate"
 
 
 def _replaced(cloud: Cloud, state: State, run_id: str, src: dict[str, Any]) -> str:

@@ -74,5 +74,9 @@ class Registry(Base):
         except AlreadyExists:
             pass
 
+    def get_batch(self, dataset: str, sha256: str) -> dict[str, Any] | None:
+        snap = self.dataset_ref(dataset).collection("batches").document(sha256).get()
+        return snap.to_dict() if snap.exists else None
+
     def list_batches(self, dataset: str) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.dataset_ref(dataset).collection("batches").order_by("added_at").stream()]

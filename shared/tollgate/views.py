@@ -10,7 +10,14 @@ from tollgate import lifecycle, serving
 
 
 def when(value: Any) -> str:
-    """A time as people read it in tables: UTC, to the second."""
+    """A time as people read it in tables: UTC, to the second (an ISO text from an API answer too)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return "" if value is None else str(value)
@@ -45,7 +52,8 @@ RUN_SUMMARY_FIELDS = (
     "run_id", "dataset", "status", "decision", "reason", "message", "model_version", "challenger_version",
     "evaluated_against", "evaluation.metric", "evaluation.challenger", "evaluation.champion", "evaluation.difference",
     "validation.rows_in", "validation.rows_out", "drift", "source", "quarantine", "error", "deployment", "review",
-    "decided_by", "recoveries", "queued_behind", "superseded_by", "followed_from", "created_at", "updated_at",
+    "decided_by", "recoveries", "queued_behind", "superseded_by", "duplicate_of", "followed_from", "created_at",
+    "updated_at",
 )
 
 
@@ -70,8 +78,20 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "recoveries": run.get("recoveries") or [],
         "queued_behind": run.get("queued_behind") if run.get("status") == lifecycle.QUEUED else None,
         "superseded_by": run.get("superseded_by"), "followed_from": run.get("followed_from"),
+        "duplicate_of": run.get("duplicate_of"), "decided_as": decided_as(run),
         "created_at": run.get("created_at"), "updated_at": run.get("updated_at"),
     }
+
+
+def decided_as(run: dict[str, Any]) -> str | None:
+    """How the run's decision came about, in words: ``promote``, or ``review → approved → promote`` when a person
+    decided (the run's ``decision`` is then what the review did)."""
+    review = run.get("review") or {}
+    if not run.get("decision"):
+        return None
+    if review.get("status") in (None, "pending"):
+        return "review (pending)" if review.get("status") == "pending" else run["decision"]
+    return f"review → {review['status']} → {run['decision']}"
 
 
 def run_detail(run: dict[str, Any]) -> dict[str, Any]:
