@@ -288,7 +288,8 @@ class Revision:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(_resolve(definition.command), cwd=ROOT, env=env, stdout=log,
                                          stderr=subprocess.STDOUT)
-        limit = self.runtime.memory_limit(definition.name, definition.memory)
+        asked = ((container.get("resources") or {}).get("limits") or {}).get("memory")   # the template's, if set
+        limit = self.runtime.memory_limit(definition.name, asked or definition.memory)
         self.watchdog = memory.Watchdog(self.proc.pid, limit)   # an instance over its limit is stopped, and
         threading.Thread(target=self._report_memory, args=(self.proc, self.watchdog), daemon=True).start()
         threading.Thread(target=self._wait_ready, args=(definition.health_path,), daemon=True).start()

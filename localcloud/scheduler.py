@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import orjson
 from croniter import croniter
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     while not stop.is_set():
         now = dt.datetime.now(dt.timezone.utc)
         if args.export_firestore and time.monotonic() >= next_export:
+            if not _still_mine(Path(args.export_firestore).parent, project):
+                log.info("the local cloud that started this scheduler is gone; stopping")
+                return
             _export(args.export_firestore, project)
             next_export = time.monotonic() + args.export_minutes * 60
         for name, when in due.items():
@@ -56,9 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         stop.wait(min(max((min(due.values()) - now).total_seconds(), 0.5), 30) if due else 30)
 
 
-def _export(folder: str, project: str) -> None:
-    from pathlib import Path
+def _still_mine(home: Path, project: str) -> bool:
+    """Whether the local cloud in ``home`` is still the one that started this scheduler (same project, this
+    process its scheduler): a scheduler left behind by a killed one must not export into a new one's home."""
+    import json
 
+    try:
+        state = json.loads((home / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    part = (state.get("parts") or {}).get("scheduler") or {}
+    return state.get("project") == project and part.get("pid") in (os.getpid(), os.getpgid(0))
+
+
+def _export(folder: str, project: str) -> None:
     import requests
 
     from localcloud.cloud import export_firestore

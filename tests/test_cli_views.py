@@ -127,3 +127,23 @@ def test_without_a_cloud_the_client_and_the_cli_say_what_to_start(tmp_path, monk
         Client().runs()
     done = subprocess.run([sys.executable, "-m", "tollgate", "models", "wine"], capture_output=True, text=True)
     assert done.returncode == 1 and "no local cloud is running" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_runs_side_by_side_name_every_field_once_and_what_differs():
+    a = {"run_id": "r1", "dataset": "d", "status": "decided", "decision": "promote", "challenger_version": 1,
+         "curated": {"sha256": "aa"}, "evaluation": {"holdout_rows": 30, "challenger": {"metrics": {"r2": 0.8}}}}
+    b = {**a, "run_id": "r2", "decision": "keep", "challenger_version": 2, "curated": {"sha256": "bb"},
+         "review": {"status": "approved"}, "evaluation": {"holdout_rows": 30, "challenger": {"metrics": {"r2": 0.7}}}}
+    compared = views.compare_runs(a, b, {"estimator": "linear", "params": {"alpha": 1}},
+                                  {"estimator": "linear", "params": {"alpha": 2}})
+    fields = [r["field"] for r in compared["rows"]]
+    assert len(fields) == len(set(fields)) and {"held-out r2", "params", "data sha256"} <= set(fields)
+    assert set(compared["differences"]) >= {"decision", "held-out r2", "params", "data sha256",
+                                            "challenger version"}
+    assert "estimator" not in compared["differences"] and "holdout rows" not in compared["differences"]
+    assert {r["field"]: r["b"] for r in compared["rows"]}["decision"] == "review → approved → keep"
+
+
+def test_times_from_an_api_answer_read_to_the_second():
+    assert views.when("2026-12-02T02:41:55.123456+00:00") == "2026-12-02 02:41:55"
+    assert views.when("2026-12-02T02:41:55Z") == "2026-12-02 02:41:55" and views.when("soon") == "soon"

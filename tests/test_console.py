@@ -137,6 +137,10 @@ def test_every_page_renders_what_firestore_holds(console, pending):
     review = console.get(f"/reviews/{first}")
     assert review.status_code == 200 and b'id="approve"' in review.data
     assert console.get("/runs/nope").status_code == 404 and console.get("/datasets/nope").status_code == 404
+    compared = console.get(f"/compare?a={first}&b={pending[1][1]}")   # two runs side by side
+    assert compared.status_code == 200 and b'id="comparison"' in compared.data and b"challenger version" in \
+        compared.data and b'class="differs"' in compared.data
+    assert console.get(f"/compare?a={first}").status_code == 404
 
 
 @pytest.mark.emulator

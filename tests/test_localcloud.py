@@ -86,3 +86,20 @@ def test_up_refuses_a_spec_it_would_refuse_later_before_starting_anything(tmp_pa
     (specs_dir / "chicago_taxi.yaml").write_text(yaml.safe_dump({**raw, "rules": [], "name": "taxi"}))
     with pytest.raises(lc.LocalCloudError, match="the spec is named 'taxi'; name the file taxi.yaml"):
         local.specs()
+
+
+def test_a_scheduler_left_by_another_local_cloud_stops_instead_of_exporting_into_its_home(tmp_path):
+    """A killed local cloud's scheduler outlived it and exported its own Firestore into the home a new local
+    cloud then started from: it checks that the home is still its cloud's before each export."""
+    import json
+    import os
+
+    from localcloud import scheduler
+
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"project": "p1", "parts": {"scheduler": {"pid": os.getpid()}}}))
+    assert scheduler._still_mine(tmp_path, "p1")
+    state.write_text(json.dumps({"project": "p2", "parts": {"scheduler": {"pid": 1}}}))   # another cloud now
+    assert not scheduler._still_mine(tmp_path, "p1")
+    state.unlink()
+    assert not scheduler._still_mine(tmp_path, "p1")

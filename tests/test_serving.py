@@ -125,3 +125,29 @@ def test_spec_deployment_and_review_settings(taxi_spec):
         specs.from_dict({**raw, "deployment": {"canary_percent": 100}})
     with pytest.raises(specs.SpecError, match="expire_after_hours"):
         specs.from_dict({**raw, "review": {"expire_after_hours": 0}})
+
+
+def test_a_spec_sizes_the_revisions_its_promotions_make():
+    """CPU, memory, min and max instances and concurrency from `deployment` in the spec, on the revision template
+    (what Cloud Run's Admin API takes); what the spec leaves out is the deployment's (terraform's) own."""
+    from google.cloud import run_v2
+
+    from tollgate import spec as specs
+    from tollgate.cloud import run as cloudrun
+
+    raw = {"name": "sized", "task": "regression", "target": "y", "columns": {"y": {}, "x": {}},
+           "features": {"numeric": ["x"]}, "policy": {"threshold": 0},
+           "deployment": {"cpu": "2", "memory": "2Gi", "min_instances": 1, "max_instances": 5, "concurrency": 40}}
+    sizing = specs.from_dict(raw).deployment.sizing()
+    template = run_v2.RevisionTemplate(containers=[run_v2.Container(
+        image="predictor", resources=run_v2.ResourceRequirements(limits={"cpu": "1", "memory": "1Gi"}))])
+    cloudrun._size(template, sizing)
+    assert dict(template.containers[0].resources.limits) == {"cpu": "2", "memory": "2Gi"}
+    assert (template.scaling.min_instance_count, template.scaling.max_instance_count,
+            template.max_instance_request_concurrency) == (1, 5, 40)
+    partial = specs.from_dict({**raw, "deployment": {"memory": "512Mi"}}).deployment.sizing()
+    assert partial == {"memory": "512Mi"}
+    with pytest.raises(specs.SpecError, match="min_instances"):
+        specs.from_dict({**raw, "deployment": {"min_instances": 3, "max_instances": 2}})
+    with pytest.raises(specs.SpecError, match="memory"):
+        specs.from_dict({**raw, "deployment": {"memory": "lots"}})

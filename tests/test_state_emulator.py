@@ -203,3 +203,28 @@ def test_one_training_per_dataset_and_a_burst_coalesces(state, unique):
     assert state.pass_training_slot(dataset, events) == (None, [], None)
     assert "training" not in state.get_dataset(dataset)
     assert state.take_training_slot(dataset, runs[3]) == "skipped"                  # decided: no training
+
+
+def test_versions_take_tags_and_aliases_people_set(state, unique):
+    """Labels a person attaches (never model facts, which stay immutable): tags on a version, aliases on the dataset
+    that `model show`, `model download` and the client take wherever a version goes."""
+    from tollgate.client import Client, ClientError
+
+    dataset = f"tags_{unique}"
+    state.create_run(f"run-{unique}", {"dataset": dataset})
+    state.register_version(dataset, f"run-{unique}", lambda v: {"sha256": "x" * 64})
+    assert state.tag_version(dataset, 1, {"ticket": "ML-12", "reviewed-by": "ana"}) == {"ticket": "ML-12",
+                                                                                        "reviewed-by": "ana"}
+    assert state.tag_version(dataset, 1, {"ticket": None}) == {"reviewed-by": "ana"}
+    assert state.set_alias(dataset, "staging", 1) == {"staging": 1}
+    client = Client()
+    client._state = state
+    assert client._version(dataset, "staging") == 1
+    with pytest.raises(ClientError, match="not one of champion"):
+        client.alias(dataset, "champion", 1)        # those follow what serves
+    with pytest.raises(ClientError, match="no version 9"):
+        client.alias(dataset, "audit", 9)
+    assert client.alias(dataset, "staging", None) == {}
+    with pytest.raises(ClientError, match="aliases \\(none yet\\)"):
+        client._version(dataset, "staging")
+    assert state.get_version(dataset, 1)["sha256"] == "x" * 64   # the record itself is unchanged

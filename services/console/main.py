@@ -184,6 +184,19 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
                                review=data.state.get_review(run_id), trace=trace, spans=spans,
                                first_ns=spans[0][1]["start_ns"] if spans else 0, identity=g.identity)
 
+    @app.get("/compare")
+    def compare() -> str:
+        a, b = request.args.get("a", "").strip(), request.args.get("b", "").strip()
+        runs = [data.state.get_run(r) if r else None for r in (a, b)]
+        if not all(runs):
+            abort(404, "compare two runs: /compare?a=RUN&b=RUN (each a run id)")
+
+        def version(run: dict[str, Any]) -> dict[str, Any] | None:
+            number = run.get("challenger_version")
+            return data.state.get_version(run["dataset"], int(number)) if number is not None else None
+        compared = views.compare_runs(runs[0], runs[1], version(runs[0]), version(runs[1]))
+        return render_template("compare.html", compared=compared, identity=g.identity)
+
     @app.get("/runs/<run_id>/reports/<kind>")
     def report(run_id: str, kind: str) -> Response:
         from google.api_core.exceptions import NotFound

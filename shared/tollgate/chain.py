@@ -110,21 +110,6 @@ def next_training(cloud: Cloud, state: State, dataset: str) -> str | None:
     return chosen
 
 
-def evidence_of(run: dict[str, Any], spec: specs.DatasetSpec) -> policy.Evidence:
-    ev = run["evaluation"]
-    metric = spec.primary_metric
-    champion = ev.get("champion")
-    diff = ev.get("difference")
-    return policy.Evidence(
-        metric=metric, higher_is_better=spec.higher_is_better,
-        challenger=float(ev["challenger"]["metrics"][metric]),
-        champion=float(champion["metrics"][metric]) if champion else None,
-        improvement_low=float(diff["low"]) if diff else None,
-        holdout_rows=int(ev["holdout_rows"]),
-        drift=(run.get("validation") or {}).get("drift", {}).get("verdict", "none"),
-    )
-
-
 def decide(cloud: Cloud, state: State, run_id: str) -> str:
     """Apply the policy to an evaluated run and make it take effect (promotion.py). A redelivered
     event for a decided run finishes what is left (a deployment that failed, the announcement)."""
@@ -137,7 +122,7 @@ def decide(cloud: Cloud, state: State, run_id: str) -> str:
         return "skipped"
     else:
         spec = specs.from_dict(run["spec"])
-        finished = _record(cloud, state, run, spec, policy.decide(spec.policy, evidence_of(run, spec)))
+        finished = _record(cloud, state, run, spec, policy.decide(spec.policy, policy.evidence_of(run, spec)))
     next_training(cloud, state, run["dataset"])   # a no-op unless the run holding the slot has ended
     return finished
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -67,6 +68,11 @@ def identity_token(audience: str) -> str:
         if done.returncode != 0:
             raise ClientError(f"no identity token for {audience}: {done.stderr.strip()}") from None
         return done.stdout.strip()
+
+
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+RESERVED_ALIASES = ("champion", "canary", "shadow", "latest")
 
 
 def actor() -> str:
@@ -124,6 +130,17 @@ class Client(Adapters):
         from tollgate import views
 
         return views.run_detail(self.existing_run(run_id))
+
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        """Two runs side by side: their decisions, data, models, params and held-out metrics, and what differs."""
+        from tollgate import views
+
+        first, second = self.existing_run(a), self.existing_run(b)
+
+        def version(run: dict[str, Any]) -> dict[str, Any] | None:
+            number = run.get("challenger_version")
+            return self.state.get_version(run["dataset"], int(number)) if number is not None else None
+        return views.compare_runs(first, second, version(first), version(second))
 
     def trace(self, run_id: str) -> dict[str, Any]:
         """The run's OpenTelemetry trace: ``trace_id``, and the spans (locally, read from the local cloud's trace
@@ -236,7 +253,35 @@ class Client(Adapters):
         try:
             return int(version)
         except (TypeError, ValueError):
-            raise ClientError(f"version {version!r}: a number, champion or latest") from None
+            aliases = (self.state.get_dataset(dataset) or {}).get("aliases") or {}
+            if version in aliases:
+                return int(aliases[version])
+            raise ClientError(f"version {version!r}: a number, champion, latest or one of {dataset}'s aliases "
+                              f"({', '.join(sorted(aliases)) or 'none yet'})") from None
+
+    def tag(self, dataset: str, version: int | str, tags: dict[str, str | None]) -> dict[str, Any]:
+        """Set tags on a version (None removes one); its tags. Tags are people's labels, not model facts."""
+        for key, value in tags.items():
+            if not TAG.fullmatch(key) or (value is not None and len(str(value)) > 500):
+                raise ClientError(f"tag {key!r}: keys are letters, digits, `.`, `_` and `-` (up to 64), values up "
+                                  "to 500 characters")
+        number = self._version(dataset, version)
+        try:
+            return self.state.tag_version(dataset, number, tags)
+        except LookupError as exc:
+            raise ClientError(str(exc)) from None
+
+    def alias(self, dataset: str, name: str, version: int | str | None) -> dict[str, int]:
+        """Point alias ``name`` at a version (None removes it); the dataset's aliases. `champion`, `canary`,
+        `shadow` and `latest` follow what serves and are not set by hand."""
+        if name in RESERVED_ALIASES or not ALIAS.fullmatch(name):
+            raise ClientError(f"alias {name!r}: lowercase letters, digits, `_` and `-` (up to 40), not one of "
+                              f"{', '.join(RESERVED_ALIASES)} (those follow what serves)")
+        number = None if version is None else self._version(dataset, version)
+        try:
+            return self.state.set_alias(dataset, name, number)
+        except LookupError as exc:
+            raise ClientError(str(exc)) from None
 
     def model_bytes(self, dataset: str, version: int | str = "champion") -> tuple[dict[str, Any], bytes]:
         """(record, artifact bytes) of a version, the bytes checked against the registered sha256."""

@@ -11,8 +11,9 @@ interval of the improvement must exceed the spec's margin, so noise never promot
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from tollgate.spec import Policy
+from tollgate.spec import DatasetSpec, Policy
 
 PROMOTE, KEEP, REVIEW = "promote", "keep", "review"
 
@@ -64,3 +65,19 @@ def decide(policy: Policy, ev: Evidence) -> Decision:
                               f"{ev.champion:.4f} stays")
     return Decision(REVIEW, f"neither model is good enough: challenger {ev.challenger:.4f}, champion "
                             f"{ev.champion:.4f}, threshold {policy.threshold}")
+
+
+def evidence_of(run: dict[str, Any], spec: DatasetSpec) -> Evidence:
+    """What the policy weighs, read off an evaluated run (its evaluation and its validation's drift verdict)."""
+    ev = run["evaluation"]
+    metric = spec.primary_metric
+    champion = ev.get("champion")
+    diff = ev.get("difference")
+    return Evidence(
+        metric=metric, higher_is_better=spec.higher_is_better,
+        challenger=float(ev["challenger"]["metrics"][metric]),
+        champion=float(champion["metrics"][metric]) if champion else None,
+        improvement_low=float(diff["low"]) if diff else None,
+        holdout_rows=int(ev["holdout_rows"]),
+        drift=(run.get("validation") or {}).get("drift", {}).get("verdict", "none"),
+    )

@@ -45,7 +45,7 @@ def converge(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | No
     generation = (ds.get("deployment") or {}).get("generation")
     env = {"GOOGLE_CLOUD_PROJECT": cloud.settings.project, "TOLLGATE_BUCKET": cloud.settings.bucket}
     try:
-        result = cloudrun.set_traffic(cloud, dataset, targets, env)
+        result = cloudrun.set_traffic(cloud, dataset, targets, env, sizing=_sizing(state, dataset, targets))
     except Exception as exc:
         if generation is not None:
             state.set_deployment(dataset, generation, "failed", error=str(exc)[:500])
@@ -54,6 +54,18 @@ def converge(cloud: Cloud, state: st.State, dataset: str) -> dict[str, Any] | No
         state.set_deployment(dataset, generation, "done", uri=result["uri"])
     log.info("predictor traffic set", dataset=dataset, traffic=result["traffic"])
     return result
+
+
+def _sizing(state: st.State, dataset: str, targets: list[tuple[int, int]]) -> dict[str, Any]:
+    """The size and scaling a new revision gets: the newest target version's spec (``deployment``)."""
+    from tollgate import spec as specs
+
+    newest = max(v for v, _ in targets)
+    record = state.get_version(dataset, newest) or {}
+    try:
+        return specs.from_dict(record["spec"]).deployment.sizing()
+    except (KeyError, specs.SpecError):
+        return {}
 
 
 # -- events -----------------------------------------------------------------------------------

@@ -406,8 +406,27 @@ class Policy(Section):
 
 class Deployment(Section):
     """How a promotion reaches traffic: at once, or as a canary taking ``canary_percent`` of the
-    requests until `tollgate canary promote` (or the monitor) gives it 100%."""
+    requests until `tollgate canary promote` (or the monitor) gives it 100%; and the size and scaling of the
+    predictor's revision each promotion makes (left out: the deployment's defaults, terraform's)."""
     canary_percent: int = Field(0, ge=0, le=99, description="0: no canary")
+    cpu: str | None = Field(None, pattern=r"^(\d+(\.\d+)?|\d+m)$", description="CPUs per instance (`1`, `2`, "
+                                                                                 "`500m`)")
+    memory: str | None = Field(None, pattern=r"^\d+(Mi|Gi)$", description="Memory per instance (`512Mi`, `2Gi`)")
+    min_instances: int | None = Field(None, ge=0, le=100, description="Instances kept warm")
+    max_instances: int | None = Field(None, ge=1, le=1000, description="Most instances under load")
+    concurrency: int | None = Field(None, ge=1, le=1000, description="Requests one instance serves at once")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> Deployment:
+        if self.min_instances is not None and self.max_instances is not None and self.min_instances > \
+                self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) is above max_instances ({self.max_instances})")
+        return self
+
+    def sizing(self) -> dict[str, Any]:
+        """What a new predictor revision is given (only what the spec sets)."""
+        return {k: getattr(self, k) for k in ("cpu", "memory", "min_instances", "max_instances", "concurrency")
+                if getattr(self, k) is not None}
 
 
 class Review(Section):

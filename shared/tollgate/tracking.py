@@ -350,12 +350,16 @@ class Mirror:
         name is removed."""
         from tollgate import serving
 
-        serving_now = serving.serving_summary(self.state.get_dataset(self.dataset))
+        ds = self.state.get_dataset(self.dataset)
+        serving_now = serving.serving_summary(ds)
         pointers = {"champion": serving_now["version"], "canary": (serving_now["canary"] or {}).get("version")}
+        for name, number in sorted((ds.get("aliases") or {}).items()):   # people's own aliases, mirrored too
+            if name not in pointers:
+                pointers[name] = number
         model = self.where.registered_model
         current = self._current_aliases()
         moved: dict[str, str | None] = {}
-        for alias in ALIASES:
+        for alias in [*ALIASES, *(a for a in pointers if a not in ALIASES)]:
             wanted = pointers.get(alias)
             if wanted is None:
                 if alias in current:

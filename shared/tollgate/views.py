@@ -115,7 +115,9 @@ def model_rows(ds: dict[str, Any], versions: list[dict[str, Any]],
                      "metric": metric, "value": value, "cv": (v.get("metrics") or {}).get("cv"),
                      "estimator": v.get("estimator"), "train_rows": v.get("train_rows"),
                      "batches": serving.training_batches(v), "sha256": v.get("sha256"),
-                     "registered_at": v.get("registered_at"), "code_version": v.get("code_version")})
+                     "registered_at": v.get("registered_at"), "code_version": v.get("code_version"),
+                     "tags": v.get("tags") or {},
+                     "aliases": sorted(a for a, n in (ds.get("aliases") or {}).items() if n == v["version"])})
     return rows
 
 
@@ -183,3 +185,32 @@ def recovery(r: dict[str, Any]) -> str:
     what = f"the {r['job']} step" if r.get("job") else f"the run waiting in {r.get('waiting')}"
     return (f"{when(r.get('at'))} UTC by the {r.get('by', 'reconciler')}: {r.get('action')} {what}, "
             f"because {r.get('why')}")
+
+
+def compare_runs(a: dict[str, Any], b: dict[str, Any], version_a: dict[str, Any] | None,
+                 version_b: dict[str, Any] | None) -> dict[str, Any]:
+    """`runs compare` and the console's comparison: two runs side by side (their records and the versions they
+    trained), each field once, and the fields that differ."""
+    def fields(run: dict[str, Any], version: dict[str, Any] | None) -> dict[str, Any]:
+        s = run_summary(run)
+        version = version or {}
+        cv = (version.get("metrics") or {}).get("cv") or {}
+        curated = run.get("curated") or {}
+        out = {"dataset": s["dataset"], "status": s["status"], "decision": s["decided_as"],
+               "reason": s["reason"] or s["message"], "challenger version": s["challenger_version"],
+               "champion version": s["champion_version"], "estimator": version.get("estimator"),
+               "params": version.get("params"), "search": (version.get("search") or {}).get("method"),
+               "train rows": version.get("train_rows"), "holdout rows": (run.get("evaluation") or {}).get(
+                   "holdout_rows"), "rows in": s["rows_in"], "rows kept": s["rows_out"], "drift": s["drift"],
+               "data sha256": curated.get("sha256"), "spec sha256": run.get("spec_sha256"),
+               "code version": version.get("code_version"), f"cv {cv.get('metric', '')}".strip(): cv.get("score"),
+               "created": when(s["created_at"])}
+        metrics = (((run.get("evaluation") or {}).get("challenger") or {}).get("metrics")) or {}
+        out.update({f"held-out {k}": v for k, v in metrics.items()})
+        return out
+
+    left, right = fields(a, version_a), fields(b, version_b)
+    names = list(dict.fromkeys([*left, *right]))
+    rows = [{"field": n, "a": left.get(n), "b": right.get(n), "same": left.get(n) == right.get(n)} for n in names]
+    return {"a": a["run_id"], "b": b["run_id"], "rows": rows, "differences": [r["field"] for r in rows
+                                                                              if not r["same"]]}

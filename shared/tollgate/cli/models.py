@@ -37,8 +37,8 @@ def model_group() -> None:
 @click.argument("version", default="champion")
 @click.pass_obj
 def model_show(obj: Target, dataset: str, version: str) -> None:
-    """The whole registry record of a version (a number, `champion` or `latest`; lineage, params, libraries,
-    artifact and hash), as JSON."""
+    """The whole registry record of a version (a number, `champion`, `latest` or an alias; lineage, params,
+    libraries, artifact, hash and tags), as JSON."""
     dump(obj.model(dataset, version))
 
 
@@ -56,6 +56,39 @@ def model_download(obj: Target, dataset: str, version: str, directory: Path) -> 
     written = obj.download(dataset, version, directory)
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
+
+
+@model_group.command("tag")
+@click.argument("dataset")
+@click.argument("version")
+@click.argument("tags", nargs=-1, required=True)
+@click.pass_obj
+def model_tag(obj: Target, dataset: str, version: str, tags: tuple[str, ...]) -> None:
+    """Label a version: `KEY=VALUE` sets a tag, `KEY=` removes it (`tollgate model tag taxi 7 ticket=ML-12`)."""
+    pairs = {}
+    for item in tags:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE (or KEY= to remove)")
+        pairs[key] = value or None
+    current = obj.tag(dataset, version, pairs)
+    console.print(f"{dataset} v{version}: " + (", ".join(f"{k}={v}" for k, v in sorted(current.items())) or
+                                                "no tags"))
+
+
+@model_group.command("alias")
+@click.argument("dataset")
+@click.argument("name")
+@click.argument("version", required=False)
+@click.option("--remove", is_flag=True, help="Remove the alias.")
+@click.pass_obj
+def model_alias(obj: Target, dataset: str, name: str, version: str | None, remove: bool) -> None:
+    """Point an alias people choose (`staging`, `audit-2026`) at a version, or remove it; `model show`, `model
+    download` and the client take it wherever they take a version. `champion` and `canary` follow what serves."""
+    if remove == (version is not None):
+        raise click.UsageError("give a VERSION to point the alias at, or --remove")
+    aliases = obj.alias(dataset, name, None if remove else version)
+    console.print(f"{dataset} aliases: " + (", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "none"))
 
 
 def parse_time(value: str) -> dt.datetime:

@@ -57,8 +57,9 @@ def console_cmd(obj: Target, open_browser: bool) -> None:
 @click.pass_obj
 def reconcile_cmd(obj: Target, grace: float | None, as_json: bool) -> None:
     """One reconciler pass now (what the scheduled `reconcile-tick` runs every 5 minutes): publish outbox events,
-    relaunch or fail runs whose job execution failed, vanished or outlived its timeout, re-deliver lost events,
-    finish deployments left pending."""
+    relaunch or fail runs whose job execution failed, vanished or outlived its timeout (at once when it was stopped
+    over its memory limit), re-deliver lost events, finish deployments left pending, and sync the MLflow mirrors a
+    failure left owed."""
     from tollgate import log, reconciler
 
     log.configure(stream=sys.stderr, min_severity="ERROR")   # what it repaired is printed below, once

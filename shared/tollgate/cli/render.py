@@ -107,13 +107,14 @@ def runs(records: list[dict[str, Any]]) -> None:
 def models(dataset: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"models of {dataset}")
     for col in ("version", "role", "held-out", "cross-validated", "estimator", "train rows", "batches", "run",
-                "registered"):
+                "registered", "aliases, tags"):
         table.add_column(col)
     for r in rows:
         value = f"{r['metric']}={r['value']:.4f}" if r["value"] is not None else ""
         cv = f"{r['cv']['score']:.4f} ± {r['cv']['std']:.4f}" if r["cv"] else ""
+        labels = ", ".join([*r.get("aliases", []), *(f"{k}={v}" for k, v in sorted((r.get("tags") or {}).items()))])
         table.add_row(str(r["version"]), r["role"], value, cv, r["estimator"] or "", str(r["train_rows"]),
-                      str(r["batches"]), r["run_id"], when(r["registered_at"]))
+                      str(r["batches"]), r["run_id"], when(r["registered_at"]), labels)
     out.print(table)
 
 
@@ -327,3 +328,17 @@ def reconciled(report: dict[str, Any]) -> None:
                   + (f" ({m['error']}; retried on the next pass)" if m.get("error") else ""), highlight=False)
     if not report["runs"] and not report["deployments"] and not report.get("mirrors"):
         out.print("nothing stranded")
+
+
+def comparison(compared: dict[str, Any]) -> None:
+    table = Table(title=f"run {compared['a']} against run {compared['b']}")
+    for col in ("", compared["a"], compared["b"]):
+        table.add_column(col, overflow="fold")
+
+    def shown(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
+    for row in compared["rows"]:
+        style = "" if row["same"] else "bold"
+        table.add_row(row["field"], shown(row["a"]), shown(row["b"]), style=style)
+    out.print(table)
+    out.print(f"{len(compared['differences'])} field(s) differ", highlight=False)

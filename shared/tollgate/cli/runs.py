@@ -86,13 +86,16 @@ def wait_for_run(obj: Target, run_id: str, timeout: float) -> dict[str, Any]:
     raise AssertionError("follow() ends with the run or raises")   # pragma: no cover
 
 
-@main.command("runs")
+@main.group("runs", invoke_without_command=True)
 @click.option("--dataset", help="Only this dataset's runs.")
 @click.option("--limit", default=20, show_default=True)
 @json_option
-@click.pass_obj
-def runs_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first."""
+@click.pass_context
+def runs_cmd(ctx: click.Context, dataset: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first (`tollgate runs compare A B` puts two side by side)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Target = ctx.obj
     if as_json:
         dump(obj.runs(dataset, limit))
         return
@@ -102,6 +105,20 @@ def runs_cmd(obj: Target, dataset: str | None, limit: int, as_json: bool) -> Non
 @main.group("run")
 def run_group() -> None:
     """One run."""
+
+
+@runs_cmd.command("compare")
+@click.argument("a")
+@click.argument("b")
+@json_option
+@click.pass_obj
+def run_compare(obj: Target, a: str, b: str, as_json: bool) -> None:
+    """Two runs side by side: decision, data, model and params, held-out metrics; the fields that differ in bold."""
+    compared = obj.compare(a, b)
+    if as_json:
+        dump(compared)
+        return
+    render.comparison(compared)
 
 
 @run_group.command("show")

@@ -33,12 +33,17 @@ def _load(path: Path):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A data file (CSV, gzip CSV or Parquet) to validate against the spec, as the pipeline would.")
+@click.option("--train", is_flag=True, help="With --data: also train and evaluate the first model as the chain "
+                                           "would (its trainer, evaluator and policy, offline) and print the "
+                                           "decision.")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec's summary and the validation report as JSON.")
-def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
-    """Check a dataset spec offline, and with --data what the validator would do with a file.
+def spec_check(path: Path, data: Path | None, train: bool, as_json: bool) -> None:
+    """Check a dataset spec offline, and with --data what the validator would do with a file; with --train too,
+    what the whole chain would decide with it as the dataset's first batch.
 
     Needs no cloud. Exits 1 when the spec has problems (each named with its YAML path and line) or when the
-    validator would reject the file; prints the rows kept and dropped by each check.
+    validator would reject the file; prints the rows kept and dropped by each check. With --train, exits 2 when
+    the first model would go to a person (a review) rather than serve.
     """
     from tollgate import validation
 
@@ -46,6 +51,11 @@ def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
     summary = {"spec": parsed.name, "task": parsed.task, "target": parsed.target, "features": list(parsed.features),
                "estimator": parsed.estimator, "primary_metric": parsed.primary_metric,
                "threshold": parsed.policy.threshold, "extra_columns": parsed.extra_columns}
+    if train and data is None:
+        raise click.UsageError("--train needs --data FILE: the file the first model would train on")
+    if train:
+        _dry_run(parsed, data, as_json)
+        return
     if data is None:
         memory = _memory_warning(parsed, None)
         if as_json:
@@ -75,6 +85,29 @@ def spec_check(path: Path, data: Path | None, as_json: bool) -> None:
         if memory:
             out.print(f"[yellow]![/] memory: {memory}")
     sys.exit(0 if result.status == "valid" else 1)
+
+
+def _dry_run(parsed, data: Path, as_json: bool) -> None:
+    from tollgate import dryrun
+
+    with console.status(f"validating, training and evaluating {data} as {parsed.name}'s first batch"):
+        done = dryrun.first_batch(data, parsed)
+    if as_json:
+        dump({"spec": parsed.name, **done.summary(), "validation_report": done.validation.summary()})
+    else:
+        render.checks(done.validation.summary())
+        if done.decision is None:
+            out.print(f"{data}: [red]rejected[/] ({done.validation.reason}): {done.validation.message}")
+        else:
+            metrics = (done.evaluation or {}).get("challenger", {}).get("metrics") or {}
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            out.print(f"{data}: trained on {done.train_rows} rows, evaluated on {done.holdout_rows} held-out rows "
+                      f"({scores}) in {done.seconds:.0f} s")
+            colour = "green" if done.decision.verdict == "promote" else "yellow"
+            out.print(f"decision: [{colour}]{done.decision.verdict}[/]: {done.decision.reason}")
+    if done.decision is None:
+        sys.exit(1)
+    sys.exit(0 if done.decision.verdict == "promote" else 2)
 
 
 def _memory_warning(parsed, result) -> str | None:

@@ -111,7 +111,7 @@ def revision_exists(cloud: Cloud, dataset: str, version: int) -> bool:
 
 
 def create_service(cloud: Cloud, dataset: str, env: dict[str, str], revision: str | None = None,
-                   traffic: list[run_v2.TrafficTarget] | None = None) -> Any:
+                   traffic: list[run_v2.TrafficTarget] | None = None, sizing: dict[str, Any] | None = None) -> Any:
     """Create the dataset's predictor service from the deployment's settings (image, service account,
     a startup probe on the health route; not public: invokers are granted by name). Returns the
     long-running operation.
@@ -134,6 +134,8 @@ def create_service(cloud: Cloud, dataset: str, env: dict[str, str], revision: st
         min_instance_count=cloud.settings.predictor_min_instances if pinned else 0))
     if cloud.settings.predictor_service_account:
         template.service_account = cloud.settings.predictor_service_account
+    if sizing:
+        _size(template, sizing)
     return cloud.services.create_service(parent=cloud.location, service_id=service_id(dataset),
                                          service=run_v2.Service(template=template, traffic=traffic or []))
 
@@ -147,8 +149,23 @@ def ensure_services(cloud: Cloud, datasets: list[str], timeout: float = 120) -> 
     return [d for d, _ in created]
 
 
+def _size(template: Any, sizing: dict[str, Any]) -> None:
+    """A revision template given the spec's size and scaling (``deployment`` in the spec)."""
+    container = template.containers[0]
+    limits = dict(container.resources.limits) if container.resources else {}
+    limits.update({k: str(sizing[k]) for k in ("cpu", "memory") if k in sizing})
+    if limits:
+        container.resources.limits.update(limits)
+    if "min_instances" in sizing:
+        template.scaling.min_instance_count = int(sizing["min_instances"])
+    if "max_instances" in sizing:
+        template.scaling.max_instance_count = int(sizing["max_instances"])
+    if "concurrency" in sizing:
+        template.max_instance_request_concurrency = int(sizing["concurrency"])
+
+
 def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env: dict[str, str],
-                timeout: float = 300) -> dict[str, Any]:
+                timeout: float = 300, sizing: dict[str, Any] | None = None) -> dict[str, Any]:
     """Make the dataset's predictor serve ``targets`` — (model version, percent) pairs adding up
     to 100 — each version from its own revision, tagged ``v<version>``.
 
@@ -173,7 +190,7 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
     traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
                                     revision=revision_id(dataset, v), percent=p, tag=f"v{v}") for v, p in targets]
     if service is None:   # a dataset whose service terraform (or `tollgate up`) did not make
-        op = create_service(cloud, dataset, pinned, revision_id(dataset, missing[0]), traffic)
+        op = create_service(cloud, dataset, pinned, revision_id(dataset, missing[0]), traffic, sizing)
     else:
         if missing:
             container = service.template.containers[0]
@@ -183,6 +200,8 @@ def set_traffic(cloud: Cloud, dataset: str, targets: list[tuple[int, int]], env:
             container.image = cloud.settings.predictor_image
             service.template.scaling.min_instance_count = cloud.settings.predictor_min_instances
             service.template.revision = revision_id(dataset, missing[0])
+            if sizing:
+                _size(service.template, sizing)
         del service.traffic[:]
         service.traffic.extend(traffic)
         op = cloud.services.update_service(service=service)

@@ -66,6 +66,24 @@ class Registry(Base):
             self.update_run(run_id, challenger_version=version)
         return version
 
+    def tag_version(self, dataset: str, version: int, tags: dict[str, str | None]) -> dict[str, Any]:
+        """Set (or, with None, remove) a registered version's tags: labels people attach (``reviewed-by``,
+        ``ticket``), never facts of the model, which stay immutable. Returns the version's tags."""
+        ref = self.version_ref(dataset, version)
+        if not ref.get().exists:
+            raise LookupError(f"{dataset} has no version {version}")
+        ref.update({f"tags.`{k}`": (firestore.DELETE_FIELD if v is None else v) for k, v in tags.items()})
+        return (ref.get().to_dict() or {}).get("tags") or {}
+
+    def set_alias(self, dataset: str, alias: str, version: int | None) -> dict[str, int]:
+        """Point a name people choose (``staging``, ``audit-2026``) at a registered version, or remove it (None);
+        the dataset's aliases."""
+        ref = self.dataset_ref(dataset)
+        if version is not None and not self.version_ref(dataset, version).get().exists:
+            raise LookupError(f"{dataset} has no version {version}")
+        ref.set({"aliases": {alias: firestore.DELETE_FIELD if version is None else int(version)}}, merge=True)
+        return (ref.get().to_dict() or {}).get("aliases") or {}
+
     def add_batch(self, dataset: str, run_id: str, curated: dict[str, Any]) -> None:
         """Register a curated batch for training windows (content-addressed: once per content)."""
         ref = self.dataset_ref(dataset).collection("batches").document(curated["sha256"])
