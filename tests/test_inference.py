@@ -52,3 +52,29 @@ def test_data_that_cannot_give_a_spec_says_why(frame, target, message):
                                             ("données", "donn_es"), ("___", "dataset")])
 def test_a_dataset_name_from_a_file_name(stem, name):
     assert inference.dataset_name(stem) == name and specs.check_dataset_name(name) == name
+
+
+def test_spec_check_train_runs_the_first_batch_through_the_chain_offline(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    frame = wine_frame(400, seed=2)
+    data = tmp_path / "wine.csv"
+    frame.to_csv(data, index=False)
+    raw = yaml.safe_load(inference.infer(frame, "wine", "cultivar", with_baseline=False))
+    raw["policy"]["threshold"] = 0.5
+    spec_path = tmp_path / "wine.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tollgate", "spec", "check", str(spec_path), "--data",
+                               str(data), "--train"], capture_output=True, text=True)
+    served = check()
+    assert served.returncode == 0 and "decision: promote: first model" in served.stdout, served.stdout
+    assert "trained on 280 rows, evaluated on 120 held-out rows" in served.stdout
+    raw["policy"]["threshold"] = 1.0   # unreachable: a person would have to decide
+    spec_path.write_text(yaml.safe_dump(raw))
+    reviewed = check()
+    assert reviewed.returncode == 2 and "decision: review" in reviewed.stdout

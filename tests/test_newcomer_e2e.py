@@ -31,7 +31,7 @@ def test_from_my_own_csv_to_a_served_model(local_cloud, tmp_path):
 
     checked = tollgate(local_cloud, "spec", "check", str(spec_path), "--data", str(first))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "valid" in checked.stderr and "700 of 700 rows" in checked.stderr
+    assert "valid" in checked.stdout and "700 of 700 rows" in checked.stdout   # the verdict with its table
 
     pushed = tollgate(local_cloud, "spec", "push", str(spec_path))
     assert pushed.returncode == 0, pushed.stderr
@@ -61,3 +61,35 @@ def test_from_my_own_csv_to_a_served_model(local_cloud, tmp_path):
     assert len(body["predictions"]) == 10
     missing = tollgate(local_cloud, "predict", "cellar", "-", input_text="alcohol\n13.2\n")
     assert missing.returncode != 0 and "missing feature column(s)" in missing.stderr
+
+
+def test_the_quickstart_on_a_bundled_scikit_learn_data_set_serves_or_says_which_review_to_decide(local_cloud,
+                                                                                                   tmp_path):
+    """Diabetes, as a new user wrote it: its threshold went unmet (review), `drop --wait` exited 0 anyway and
+    `predict` said only "no predictor yet"; now the inferred threshold is one a first model meets, and a review
+    exits 2 naming it. The same file dropped again is a duplicate: its rows are not trained on twice."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    path = tmp_path / "diabetes.csv"
+    frame.to_csv(path, index=False)
+    spec_path = tmp_path / "diabetes.yaml"
+    assert tollgate(local_cloud, "spec", "infer", str(path), "--target", "target", "-o", str(spec_path)
+                    ).returncode == 0
+    assert "target: {type: float" in spec_path.read_text()   # written as 151.0 in the file: a float
+    dry = tollgate(local_cloud, "spec", "check", str(spec_path), "--data", str(path), "--train")
+    assert dry.returncode in (0, 2) and "decision:" in dry.stdout, dry.stdout + dry.stderr
+    assert tollgate(local_cloud, "spec", "push", str(spec_path)).returncode == 0
+    dropped = tollgate(local_cloud, "drop", str(path), "--dataset", "diabetes", "--wait", "--json")
+    run = json.loads(dropped.stdout)
+    if run["decision"] == "review":
+        assert dropped.returncode == 2 and f"tollgate review approve {run['run_id']}" in dropped.stderr
+        refused = tollgate(local_cloud, "predict", "diabetes", str(path))
+        assert refused.returncode != 0 and f"run {run['run_id']} waits for a review" in refused.stderr
+    else:
+        assert dropped.returncode == 0 and run["decision"] == "promote", (run, dropped.stderr)
+    again = tollgate(local_cloud, "drop", str(path), "--dataset", "diabetes", "--name", "diabetes-again.csv",
+                     "--wait", "--json")
+    duplicate = json.loads(again.stdout)
+    assert again.returncode == 0 and duplicate["status"] == "duplicate", (duplicate, again.stderr)
+    assert duplicate["duplicate_of"] == run["run_id"] and "nothing new to train on" in duplicate["message"]

@@ -91,6 +91,19 @@ def test_chunked_reading_gives_the_same_result_and_bytes(tmp_path, taxi, taxi_sp
     pd.testing.assert_frame_equal(pd.read_parquet(out_whole), pd.read_parquet(out_chunked))
 
 
+def test_the_same_rows_curate_to_the_same_bytes_whatever_order_the_spec_lists_its_columns(tmp_path, batch, taxi_spec):
+    """A spec read back from Firestore has its columns in no set order; the dataset keeps a batch once by the sha256
+    of its curated bytes, so a file dropped again must curate to the same bytes."""
+    content = batch.to_csv(index=False).encode()
+    raw = taxi_spec.raw
+    backwards = specs.from_dict({**raw, "columns": dict(reversed(list(raw["columns"].items())))})
+    assert list(backwards.columns) != list(taxi_spec.columns)
+    _, forwards_out = run_file(tmp_path, content, taxi_spec)
+    backwards_out = tmp_path / "backwards.parquet"
+    assert validation.validate_file(io.BytesIO(content), backwards, backwards_out).status == "valid"
+    assert forwards_out.read_bytes() == backwards_out.read_bytes()
+
+
 def test_values_of_the_wrong_type_are_named_by_row_in_any_chunk(tmp_path, taxi, taxi_spec):
     df = taxi.head(2000).astype({"trip_miles": object})
     df.loc[[3, 1500], "trip_miles"] = "lots"            # trip_miles: on_fail drop

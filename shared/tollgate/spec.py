@@ -584,7 +584,7 @@ class DatasetSpec(Section):
     @property
     def id_columns(self) -> tuple[str, ...]:
         """Identifier columns (``role: id``): kept with each row and logged with each prediction."""
-        return tuple(c.name for c in self.columns.values() if c.role == "id")
+        return tuple(sorted(c.name for c in self.columns.values() if c.role == "id"))
 
     @property
     def estimator(self) -> str:

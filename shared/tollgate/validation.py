@@ -211,8 +211,10 @@ class _Validation:
             columns.setdefault(spec.time_column, "numeric")   # its range goes on the curated batch
         self.profile = drift.ProfileBuilder(columns, reference, spec.drift.sample_size, seed=spec.evaluation_seed)
         self.fences: dict[str, tuple[float, float]] = {}
-        self.kept = [c.name for c in spec.columns.values() if c.role != "ignore"]   # what is curated
-        self.arrow_schema = pa.schema([(c.name, _ARROW[c.type]) for c in spec.columns.values() if c.name in self.kept])
+        # what is curated, in name order: a spec read back from Firestore has its columns in no set order, and the
+        # same rows must make the same bytes (the dataset keeps a batch once, by its content's sha256)
+        self.kept = sorted(c.name for c in spec.columns.values() if c.role != "ignore")
+        self.arrow_schema = pa.schema([(name, _ARROW[spec.columns[name].type]) for name in self.kept])
 
     def _record(self, name: str, kind: str, action: str, mask: np.ndarray, message: str, frame: pd.DataFrame,
                 columns: list[str], column: str | None = None, first_row: int | None = None) -> None:
