@@ -163,7 +163,7 @@ def validated_run(state, dataset, run_id, sha):
 
 
 def test_one_training_per_dataset_and_a_burst_coalesces(state, unique):
-    from tollgate.outbox import Event
+    from tollgate.events import Event
 
     dataset = f"ds-{unique}"
     runs = [f"run-{unique}-{i}" for i in range(4)]

@@ -18,9 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-
-class ArtifactError(Exception):
-    """An artifact cannot be trusted: hash mismatch, not a skops file, or nodes outside the allow-list."""
+from tollgate.errors import ArtifactError
 
 
 _PLAIN = {("builtins." + t, "JsonNode") for t in ("str", "int", "float", "bool", "NoneType")}

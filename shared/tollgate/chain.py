@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollgate import lifecycle, log, outbox, policy, promotion, tracing
+from tollgate import events, lifecycle, log, outbox, policy, promotion, tracing
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
@@ -99,10 +99,8 @@ def next_training(cloud: Cloud, state: State, dataset: str) -> str | None:
     data-validated event (the launch function starts its trainer); the queued runs its window covers end
     superseded. Called by the decider after each decision, by a trainer or evaluator that fails its run, and by
     the reconciler on every pass; a no-op while a training runs or nothing is queued."""
-    from tollgate.reconciler import step_event
-
     chosen, superseded, event = state.pass_training_slot(
-        dataset, lambda run: step_event(run, lifecycle.VALIDATED))   # type: ignore[arg-type]
+        dataset, lambda run: events.step_event(run, lifecycle.VALIDATED))   # type: ignore[arg-type]
     if chosen is None:
         return None
     outbox.publish(cloud, state, [event])

@@ -4,6 +4,11 @@ map them to status codes (tollgate.reviews); nothing here knows about HTTP or Cl
 from __future__ import annotations
 
 
+class ArtifactError(Exception):
+    """An artifact cannot be trusted: hash mismatch, not a skops file, nodes outside the allow-list, or a model
+    whose structure fails a check (tollgate.artifacts, tollgate.modelcheck)."""
+
+
 class StepFailed(Exception):
     """A step cannot finish whatever we retry; the run is marked failed with this message."""
 

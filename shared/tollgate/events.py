@@ -1,15 +1,17 @@
-"""Events: parse Pub/Sub CloudEvents into plain values, derive run ids, and make the payloads Tollgate publishes.
-Pure."""
+"""Events: parse Pub/Sub CloudEvents into plain values, derive run ids, and make the payloads Tollgate publishes
+(each step's event from one function, :func:`step_event`; the schemas are in ``tollgate/schemas``). Pure."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import hashlib
+import uuid
 from typing import Any
 
 import orjson
 
+from tollgate import lifecycle
 from tollgate.jsonable import iso
 
 SCHEMA_VERSION = "1"
@@ -17,6 +19,15 @@ SCHEMA_VERSION = "1"
 
 class MalformedEvent(ValueError):
     """The event cannot be processed whatever we retry: log, record and acknowledge it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A message for ``topic``: a JSON payload and string attributes (``id``: its outbox document)."""
+    topic: str
+    payload: dict[str, Any]
+    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +115,35 @@ def stage_payload(message: Message) -> dict[str, Any]:
 def envelope(kind: str, **fields: Any) -> dict[str, Any]:
     """A versioned event payload; ``schema_version`` changes only when a field changes meaning."""
     return {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}
+
+
+STEP_TOPICS = {lifecycle.VALIDATED: "data-validated", lifecycle.TRAINED: "model-trained",
+               lifecycle.EVALUATED: "model-evaluated"}   # a run's status → the event that starts its next step
+
+
+def step_event(record: dict[str, Any], status: str) -> Event | None:
+    """The event that moves a run on from ``status`` (what its next step's function listens to), made from the run
+    record as it stands in that status (schemas/<topic>.v1.json); None when nothing follows ``status``. The one
+    place these events are made: the step that reaches ``status`` (with the fields its transition writes), the job
+    that finds its work done already, the reconciler, the next training and the re-evaluation all call it."""
+    run_id, dataset = record["run_id"], record.get("dataset")
+    if status == lifecycle.RECEIVED:   # as Cloud Storage notifies a finalized object
+        source = record.get("source") or {}
+        if not source.get("object"):
+            return None
+        generation = str(source["generation"])
+        return Event("data-arrived", {"bucket": source["bucket"], "name": source["object"], "generation": generation},
+                     {"bucketId": source["bucket"], "objectId": source["object"], "objectGeneration": generation,
+                      "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"})
+    topic = STEP_TOPICS.get(status)
+    if topic is None:
+        return None
+    fields: dict[str, Any] = {"run_id": run_id, "dataset": dataset}
+    if status == lifecycle.VALIDATED:
+        fields.update(curated=record.get("curated"), drift=(record.get("drift") or {}).get("verdict", "none"))
+    elif status == lifecycle.TRAINED:
+        fields.update(version=record.get("challenger_version"))
+    return Event(topic, envelope(topic, **fields))
 
 
 def decided_event(entry: dict[str, Any], deployment: dict[str, Any] | None = None) -> dict[str, Any]:

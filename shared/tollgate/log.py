@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import hashlib
 import os
 import sys
 from typing import Any, Iterator
@@ -96,8 +97,11 @@ def trace_field(headers: Any, project: str | None) -> dict[str, str]:
     return _trace(project, value.split("/", 1)[0] or None)
 
 
+def trace_id(run_id: str) -> str:
+    """The 32-hex trace id of a run: the one its log lines carry and its spans share (tollgate.tracing)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:32]
+
+
 def run_trace(project: str | None, run_id: str | None) -> dict[str, str]:
     """The trace field of a run's log lines: its trace (tollgate.tracing), a 32-hex id derived from the run id."""
-    from tollgate.tracing import trace_id
-
     return _trace(project, trace_id(run_id) if run_id else None)

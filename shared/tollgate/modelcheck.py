@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from tollgate.errors import ArtifactError
+
 MAX_UNCOMPRESSED = 2 * 2**30    # what a skops archive may declare it unpacks to
 MAX_ENTRIES = 100_000
 MAX_TREE_NODES = 50_000_000     # of one tree
@@ -41,8 +43,6 @@ KNN_METRICS = ("minkowski", "euclidean", "manhattan", "l1", "l2", "cityblock", "
 
 
 def _error(message: str) -> Exception:
-    from tollgate.artifacts import ArtifactError
-
     return ArtifactError(f"the model's structure fails a check: {message}; refusing to load it")
 
 

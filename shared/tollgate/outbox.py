@@ -10,25 +10,15 @@ therefore go out twice; every consumer is idempotent (a run moves only from the 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tollgate import log
+from tollgate.events import Event
 
 if TYPE_CHECKING:
     from tollgate.cloud import Cloud
     from tollgate.cloud.state import State
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """A message for ``topic``: a JSON payload and string attributes."""
-    topic: str
-    payload: dict[str, Any]
-    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
-    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def publish(cloud: Cloud, state: State, events: list[Event]) -> None:
@@ -41,10 +31,8 @@ def publish(cloud: Cloud, state: State, events: list[Event]) -> None:
 def flush(cloud: Cloud, state: State, older_than: dt.timedelta) -> list[str]:
     """Publish what a crashed step left in the outbox (events older than ``older_than``: a step that is
     still running publishes its own); returns their topics."""
-    from tollgate.cloud.state import now
-
     sent = []
-    for event in state.outbox(now() - older_than):
+    for event in state.outbox(dt.datetime.now(dt.timezone.utc) - older_than):
         cloud.publish(event.topic, event.payload, **event.attributes)
         state.outbox_done(event.id)
         log.info("outbox event published by the reconciler", topic=event.topic, event_id=event.id,

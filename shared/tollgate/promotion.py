@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
-from tollgate import egress, log, outbox, serving
+from tollgate import egress, events, lifecycle, log, outbox, serving
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
 from tollgate.cloud import state as st
 from tollgate.errors import DeploymentFailed, InvalidReview, ReviewClosed, ReviewExpired, ReviewNotFound, ReviewStale
-from tollgate.events import decided_event, envelope
+from tollgate.events import decided_event
 from tollgate.jsonable import iso
 
 WEBHOOK_ENV = "TOLLGATE_REVIEW_WEBHOOK"   # Slack-compatible incoming webhook; on GCP from Secret Manager
@@ -130,11 +130,10 @@ def post_webhook(text: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- runs: the decider's and the reviewer's decisions -----------------------------------------
-def reevaluation(run: dict[str, Any]) -> outbox.Event:
+def reevaluation(run: dict[str, Any]) -> events.Event:
     """The event that sends a run (moved back to `trained` in the same transaction) to the evaluator again:
     the champion changed since it was evaluated."""
-    return outbox.Event("model-trained", envelope("model-trained", run_id=run["run_id"], dataset=run["dataset"],
-                                                  version=run.get("challenger_version")))
+    return events.step_event(run, lifecycle.TRAINED)   # type: ignore[return-value]
 
 
 def finish_run(cloud: Cloud, state: st.State, run: dict[str, Any]) -> str:

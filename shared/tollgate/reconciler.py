@@ -32,11 +32,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tollgate import chain, lifecycle, log, outbox, promotion, tracking
+from tollgate import chain, events, lifecycle, log, outbox, promotion, tracking
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
 from tollgate.cloud import state as st
-from tollgate.events import envelope
 
 MAX_RELAUNCHES = 2                       # per step of a run, on top of Cloud Run's own retries of each execution
 GRACE = dt.timedelta(minutes=5)          # how long a run may wait, or a claim go without an execution
@@ -93,30 +92,6 @@ def run(cloud: Cloud, state: st.State, now: dt.datetime | None = None,
 
 
 # -- runs -------------------------------------------------------------------------------------
-def step_event(record: dict[str, Any], status: str) -> outbox.Event | None:
-    """The event that moves a run on from ``status`` (what its next step's function listens to)."""
-    run_id, dataset = record["run_id"], record.get("dataset")
-    if status == lifecycle.RECEIVED:
-        source = record.get("source") or {}
-        if not source.get("object"):
-            return None
-        return outbox.Event("data-arrived", {"bucket": source["bucket"], "name": source["object"],
-                                             "generation": str(source["generation"])},
-                            {"bucketId": source["bucket"], "objectId": source["object"],
-                             "objectGeneration": str(source["generation"]), "eventType": "OBJECT_FINALIZE",
-                             "payloadFormat": "JSON_API_V1"})
-    if status == lifecycle.VALIDATED:
-        return outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=dataset,
-                                                       curated=record.get("curated"),
-                                                       drift=(record.get("drift") or {}).get("verdict", "none")))
-    if status == lifecycle.TRAINED:
-        return outbox.Event("model-trained", envelope("model-trained", run_id=run_id, dataset=dataset,
-                                                      version=record.get("challenger_version")))
-    if status == lifecycle.EVALUATED:
-        return outbox.Event("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=dataset))
-    return None
-
-
 def _age(value: Any, now: dt.datetime) -> dt.timedelta:
     return now - value if isinstance(value, dt.datetime) else dt.timedelta.max
 
@@ -167,7 +142,7 @@ def _recover(cloud: Cloud, state: st.State, record: dict[str, Any], job: str, be
     when a relaunch cannot help: ``relaunch=False``)."""
     run_id, status = record["run_id"], record["status"]
     relaunches = int((record.get("relaunches") or {}).get(job, 0))
-    event = step_event(record, before)
+    event = events.step_event(record, before)
     if relaunch and relaunches < MAX_RELAUNCHES and event is not None:
         recovery = {"job": job, "execution": execution, "why": why, "action": "relaunched",
                     "relaunch": relaunches + 1}
@@ -194,7 +169,7 @@ def _waiting(cloud: Cloud, state: st.State, record: dict[str, Any], now: dt.date
     if _age(record.get("updated_at"), now) < grace:
         return None
     status, run_id = record["status"], record["run_id"]
-    event = step_event(record, status)
+    event = events.step_event(record, status)
     nudges = int((record.get("nudges") or {}).get(status, 0))
     why = f"it waited in {status} since {record.get('updated_at')} for an event that never arrived"
     if event is None or nudges >= MAX_RELAUNCHES:

@@ -17,22 +17,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
 
+from tollgate import log
+from tollgate.log import trace_id
+
 TRACES_ENV = "TOLLGATE_TRACES"
 ATTRIBUTE = "traceparent"            # on Pub/Sub messages
 JOB_ENV = "TRACEPARENT"              # in a job's environment
 _RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("tollgate_trace_run", default=None)
-
-
-def trace_id(run_id: str) -> str:
-    """The 32-hex trace id of a run (the one its log lines carry)."""
-    return hashlib.sha256(run_id.encode()).hexdigest()[:32]
 
 
 def destination(env: dict[str, str] | None = None) -> str:
@@ -66,8 +63,6 @@ def _tracer(service: str) -> Any:
         elif where.startswith("file:"):
             provider.add_span_processor(BatchSpanProcessor(FileExporter(Path(where[5:]), service)))
     except Exception as exc:   # no credentials, say: the step runs untraced rather than not at all
-        from tollgate import log
-
         log.warning(f"traces are not exported ({TRACES_ENV}={where}): {type(exc).__name__}: {exc}"[:500])
     _PROVIDERS.append(provider)
     return provider.get_tracer("tollgate")

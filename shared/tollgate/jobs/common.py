@@ -8,11 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from tollgate import artifacts, lifecycle, log
+from tollgate import artifacts, events, lifecycle, log
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
 from tollgate.errors import StepFailed
-from tollgate.events import envelope
 
 
 def open_run(cloud: Cloud, state: State, run_id: str, step: str) -> dict[str, Any] | None:
@@ -22,12 +21,13 @@ def open_run(cloud: Cloud, state: State, run_id: str, step: str) -> dict[str, An
     run = state.get_run(run_id)
     if run is None:
         raise StepFailed(f"run {run_id} does not exist")
-    _, running, _, topic = lifecycle.CLAIM[step]
+    _, running, finished, _ = lifecycle.CLAIM[step]
     if run["status"] == running:
         return run
     if lifecycle.done(run["status"], step):
-        cloud.publish(topic, envelope(topic, run_id=run_id, dataset=run["dataset"]))
-        log.info("step already done; event re-published", run_id=run_id, topic=topic)
+        event = events.step_event(run, finished)   # the run as the step left it: every field the event carries
+        cloud.publish(event.topic, event.payload, **event.attributes)   # type: ignore[union-attr]
+        log.info("step already done; event re-published", run_id=run_id, topic=event.topic)   # type: ignore[union-attr]
     else:
         log.info("not this job's turn; nothing to do", run_id=run_id, status=run["status"])
     return None

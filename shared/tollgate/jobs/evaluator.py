@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from tollgate import lifecycle, log, outbox, reports
+from tollgate import events, lifecycle, log, outbox, reports
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
-from tollgate.events import envelope
 from tollgate.jobs.common import load_batch, load_model, open_run
 
 
@@ -43,7 +42,7 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     cloud.write_once(f"{name}.html", html.encode(), "text/html; charset=utf-8")
     if undrawn:
         log.warning("evaluation report not drawn; the run goes on", run_id=run_id, error=undrawn)
-    event = outbox.Event("model-evaluated", envelope("model-evaluated", run_id=run_id, dataset=spec.name))
+    event = events.step_event({"run_id": run_id, "dataset": spec.name}, lifecycle.EVALUATED)
     if state.transition(run_id, (lifecycle.EVALUATING,), lifecycle.EVALUATED, events=(event,), evaluation=result,
                         evaluated_against=champion_version,
                         **({"reports.evaluation_undrawn": undrawn} if undrawn else {})):

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 import orjson
 import pandas as pd
 
-from tollgate import lifecycle, log, monitoring, outbox, promotion, serving
+from tollgate import events, lifecycle, log, monitoring, outbox, promotion, serving
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
@@ -209,8 +209,8 @@ def request_retraining(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, r
                                       "time_max") if k in latest}
     state.create_run(run_id, {"dataset": spec.name, "spec": spec.raw, "spec_sha256": spec.sha256,
                               "source": {"kind": "retrain", "requested_by": ACTOR, "reason": reason}})
-    event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
-                                                    curated=curated, drift="none"))
+    event = events.step_event({"run_id": run_id, "dataset": spec.name, "curated": curated,
+                               "drift": {"verdict": "none"}}, lifecycle.VALIDATED)
     if state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.VALIDATED, events=(event,), curated=curated,
                         message=f"retraining requested by the monitor: {reason}",
                         drift={"verdict": "none", "message": "retraining over curated data"}):

@@ -15,13 +15,12 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from tollgate import artifacts, drift, lifecycle, log, outbox
+from tollgate import artifacts, drift, events, lifecycle, log, outbox
 from tollgate import spec as specs
 from tollgate.artifacts import artifact_object
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
 from tollgate.errors import StepFailed
-from tollgate.events import envelope
 from tollgate.jobs.common import ForeignArtifact, load_batch, open_run, write_or_adopt
 
 if TYPE_CHECKING:
@@ -198,8 +197,8 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
         }
 
     state.register_version(spec.name, run_id, record)
-    event = outbox.Event("model-trained", envelope("model-trained", run_id=run_id, dataset=spec.name,
-                                                   version=version))
+    event = events.step_event({"run_id": run_id, "dataset": spec.name, "challenger_version": version},
+                              lifecycle.TRAINED)
     if state.transition(run_id, (lifecycle.TRAINING,), lifecycle.TRAINED, events=(event,), challenger_version=version):
         outbox.publish(cloud, state, [event])
     log.info("challenger trained", run_id=run_id, version=version, train_rows=len(train_df),

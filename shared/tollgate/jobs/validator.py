@@ -17,7 +17,6 @@ from tollgate import artifacts, drift, events, lifecycle, log, outbox, reports, 
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
-from tollgate.events import envelope
 from tollgate.jobs.common import champion_profile, open_run
 from tollgate.warehouse import curated as warehouse_curated
 
@@ -82,8 +81,7 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     if times.get("count"):
         curated.update(time_min=float(times["min"]), time_max=float(times["max"]))
     state.add_batch(spec.name, run_id, curated)
-    event = outbox.Event("data-validated", envelope("data-validated", run_id=run_id, dataset=spec.name,
-                                                    curated=curated, drift=drift_verdict["verdict"]))
+    event = events.step_event({**record, "curated": curated, "drift": drift_verdict}, lifecycle.VALIDATED)
     if state.transition(run_id, (lifecycle.VALIDATING,), lifecycle.VALIDATED, events=(event,), curated=curated,
                         validation=_compact(summary), message=result.message, drift=drift_verdict,
                         **_undrawn("validation", undrawn)):

@@ -12,8 +12,8 @@ from google.cloud import firestore
 
 from tollgate import decisions
 from tollgate.cloud.state.base import Base, now
+from tollgate.events import Event
 from tollgate.lifecycle import DECIDED, EVALUATED, TRAINED
-from tollgate.outbox import Event
 
 
 class Ledger(Base):

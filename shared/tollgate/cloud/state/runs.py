@@ -11,8 +11,8 @@ from google.cloud import firestore
 
 from tollgate import lifecycle
 from tollgate.cloud.state.base import Base, now
+from tollgate.events import Event
 from tollgate.lifecycle import RECEIVED
-from tollgate.outbox import Event
 
 
 class Runs(Base):

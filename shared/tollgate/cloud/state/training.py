@@ -12,7 +12,7 @@ from google.cloud import firestore
 
 from tollgate import decisions, lifecycle
 from tollgate.cloud.state.base import Base, now
-from tollgate.outbox import Event
+from tollgate.events import Event
 
 
 class Training(Base):
