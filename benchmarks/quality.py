@@ -256,7 +256,7 @@ def main() -> int:
                          "flaml": automl, "flaml_best": best, "vs_hgb": gap(ours.get("score"), hgb, higher),
                          "vs_flaml": gap(ours.get("score"), automl, higher), "seconds": ours.get("seconds"),
                          "peak_mib": peak, "served": ours.get("served"), "decisions": ours.get("decisions"),
-                         "error": ours.get("error"), "estimator": spec.estimator if spec else None})
+                         "error": ours.get("error"), "estimator": spec.model.estimator if spec else None})
             console.print(f"  {rows[-1]}")
     finally:
         local.down(export=False)

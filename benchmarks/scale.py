@@ -79,7 +79,7 @@ def _features_json(trips: pa.Table, spec: specs.DatasetSpec, pick: np.ndarray) -
     parts: list[pa.Array | str] = []
     for i, name in enumerate(spec.features):
         column = trips.column(name).take(pa.array(pick))
-        if name in spec.numeric_features:
+        if name in spec.feature_lists.numeric:
             text = pc.cast(pc.cast(column, pa.float64()), pa.string())
             text = pc.if_else(pc.is_null(column), "null", text)
         else:
@@ -278,7 +278,7 @@ def child_trainer(max_rows: int, how: str = "query") -> dict:
     read_seconds = time.perf_counter() - started
     read_peak = peak_mib()
     model = training.fit(train, spec)
-    drift.profile(train, spec, seed=spec.training_seed)
+    drift.profile(train, spec, seed=spec.training.seed)
     del model
     return {"seconds": time.perf_counter() - started, "read_seconds": read_seconds, "peak_mib": peak_mib(),
             "peak_after_reading_mib": read_peak, "train_rows": len(train), "holdout_rows": len(holdout),

@@ -57,7 +57,7 @@ end
 def v2_body(rows: pd.DataFrame, spec: specs.DatasetSpec) -> bytes:
     inputs = []
     for name in spec.features:
-        numeric = name in spec.numeric_features
+        numeric = name in spec.feature_lists.numeric
         data = [float(v) for v in rows[name]] if numeric else [str(v) for v in rows[name]]
         inputs.append({"name": name, "shape": [len(rows)], "datatype": "FP64" if numeric else "BYTES", "data": data})
     # MLServer's sklearn runtime needs to be told to build a DataFrame; ours ignores the parameter
@@ -153,7 +153,7 @@ def main() -> int:
     blob = artifacts.dumps(model)
     (ours_dir / "model.skops").write_bytes(blob)
     (ours_dir / "record.json").write_text(json.dumps({"sha256": artifacts.sha256(blob), "spec": spec.raw,
-                                                      "estimator": spec.estimator}))
+                                                      "estimator": spec.model.estimator}))
     import joblib
 
     joblib.dump(model, mls_dir / "model.joblib")

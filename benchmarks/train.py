@@ -34,7 +34,7 @@ def families(console: Console, title: str, spec: specs.DatasetSpec, train: pd.Da
     champion_scored = evaluation.score(training.fit(champion_rows, spec), x, spec.task)
     metric = spec.primary_metric
     table = Table(title=f"{title}: train on {len(train):,} rows, evaluate on {len(holdout):,} held-out rows "
-                        f"({spec.bootstrap_resamples} bootstrap resamples of {metric})")
+                        f"({spec.evaluation.bootstrap_resamples} bootstrap resamples of {metric})")
     for col in ("estimator", "train s", "evaluate s", f"{metric} challenger", f"{metric} champion", "gain 95% CI"):
         table.add_column(col, justify="left" if col == "estimator" else "right")
     timings = {}
@@ -42,7 +42,7 @@ def families(console: Console, title: str, spec: specs.DatasetSpec, train: pd.Da
         if spec.task not in specs.ESTIMATOR_TASKS.get(estimator, specs.TASKS):
             continue
         variant = specs.replace(spec, model__estimator=estimator,
-                                model__params=spec.model_params if estimator == spec.estimator else {})
+                                model__params=dict(spec.model.params) if estimator == spec.model.estimator else {})
         started = time.perf_counter()
         model = training.fit(train, variant)
         fit_seconds = time.perf_counter() - started
@@ -76,8 +76,8 @@ def main() -> int:
     train, held = training.split_newest(frame, cancer)
     families(console, "breast_cancer", cancer, train, held, train.iloc[: len(train) // 2])
 
-    fit_seconds, eval_seconds = timings[spec.estimator]
-    print(f"train {spec.estimator} {fit_seconds:.2f} s, evaluate {eval_seconds:.2f} s")
+    fit_seconds, eval_seconds = timings[spec.model.estimator]
+    print(f"train {spec.model.estimator} {fit_seconds:.2f} s, evaluate {eval_seconds:.2f} s")
     return 0
 
 

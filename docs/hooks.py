@@ -124,7 +124,7 @@ def spec_reference() -> str:
                 (specs.Review, "review"), (specs.Monitoring, "monitoring"), (specs.Tracking, "tracking"),
                 (specs.MLflow, "tracking.mlflow")]
     lines = ["# Spec reference", "",
-             "Every key a dataset spec may have, generated from the spec's models (`shared/tollgate/spec.py`). "
+             "Every key a dataset spec may have, generated from the spec's models (`shared/tollgate/spec/`). "
              "A key that is not listed is refused, with the nearest known key suggested; each problem is "
              "reported with its YAML path and line. Check a spec with `tollgate spec check FILE [--data FILE]`, "
              "start one with `tollgate spec infer DATA --target COLUMN`.", "",

@@ -398,7 +398,7 @@ def trust_boundaries(local: LocalCloud, wide: dict[str, str], url: str) -> bool:
 def killed_and_recovered(label: str, path: Path, dataset: str, wide: dict[str, str]) -> dict | None:
     """Drop a batch and walk away; its trainer is SIGKILLed on every attempt, as an out-of-memory kill would do.
     Nothing could mark the run failed: the reconciler finds the failed execution and relaunches the step."""
-    from localcloud import runapi
+    from localcloud import processes
     from tollgate.cloud import Cloud
     from tollgate.cloud import run as cloudrun
     from tollgate.cloud.state import State
@@ -414,7 +414,7 @@ def killed_and_recovered(label: str, path: Path, dataset: str, wide: dict[str, s
     killed: list[int] = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        for pid in runapi.task_pids({"RUN_ID": run_id, "CLOUD_RUN_JOB": "trainer"}):
+        for pid in processes.task_pids({"RUN_ID": run_id, "CLOUD_RUN_JOB": "trainer"}):
             if pid not in killed:
                 os.kill(pid, 9)
                 killed.append(pid)

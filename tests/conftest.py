@@ -148,8 +148,8 @@ def columns_of(df: pd.DataFrame, spec: specs.DatasetSpec):
     """Rows of a DataFrame as the predictor's validated columns."""
     from tollgate.prepared import Columns
 
-    return Columns(df[list(spec.numeric_features)].to_numpy(dtype="float64"),
-                   [[None if pd.isna(v) else v for v in df[name]] for name in spec.categorical_features])
+    return Columns(df[list(spec.feature_lists.numeric)].to_numpy(dtype="float64"),
+                   [[None if pd.isna(v) else v for v in df[name]] for name in spec.feature_lists.categorical])
 
 
 def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:
@@ -163,7 +163,7 @@ def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.skops").write_bytes(blob)
     (folder / "record.json").write_bytes(orjson.dumps({
-        "sha256": artifacts.sha256(blob), "spec": spec.raw, "estimator": spec.estimator,
+        "sha256": artifacts.sha256(blob), "spec": spec.raw, "estimator": spec.model.estimator,
         "metrics": {"r2": 0.9}, "registered_at": "2026-11-22T00:00:00Z", **record}))
     return folder
 

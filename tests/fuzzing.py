@@ -153,9 +153,9 @@ def _artifact_worker() -> None:
                 if spec.task == "classification":
                     outputs.append(np.asarray(model.predict_proba(frame), dtype="float64"))
                 ready = prepared.prepare(model, spec)
-                columns = prepared.Columns(frame[list(spec.numeric_features)].to_numpy(dtype="float64"),
+                columns = prepared.Columns(frame[list(spec.feature_lists.numeric)].to_numpy(dtype="float64"),
                                            [[None if pd.isna(v) else v for v in frame[c]]
-                                            for c in spec.categorical_features])
+                                            for c in spec.feature_lists.categorical])
                 served = ready.predict(columns)
                 outputs.append(np.asarray(served.predictions))
                 numbers = [o for o in outputs if o.dtype.kind in "fiu"]

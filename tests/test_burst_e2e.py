@@ -10,7 +10,7 @@ import signal
 import pytest
 import yaml
 
-from localcloud import runapi
+from localcloud import processes
 from tests.conftest import taxi_period, write_csv
 from tests.test_chain_e2e import tollgate
 from tests.test_decisions_e2e import push_spec
@@ -37,7 +37,7 @@ def test_a_burst_trains_once_behind_the_running_training(local_cloud, cloud, sta
              for i, (start, end) in enumerate(QUARTERS)]
     first = dropped(local_cloud, paths[0], dataset)
     # the first run trains; its trainer is paused (SIGSTOP) so that the burst arrives while it holds the slot
-    pids = wait_for(lambda: runapi.task_pids({"RUN_ID": first, "CLOUD_RUN_JOB": "trainer"}), what="the trainer")
+    pids = wait_for(lambda: processes.task_pids({"RUN_ID": first, "CLOUD_RUN_JOB": "trainer"}), what="the trainer")
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -96,7 +96,7 @@ def test_a_training_that_fails_passes_the_slot_at_once(local_cloud, state, taxi,
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     assert tollgate(local_cloud, "spec", "push", str(tmp_path / "bad.yaml")).returncode == 0
     first = dropped(local_cloud, write_csv(taxi_period(taxi, *QUARTERS[0]), tmp_path / "a.csv"), dataset)
-    pids = wait_for(lambda: runapi.task_pids({"RUN_ID": first, "CLOUD_RUN_JOB": "trainer"}), what="the trainer")
+    pids = wait_for(lambda: processes.task_pids({"RUN_ID": first, "CLOUD_RUN_JOB": "trainer"}), what="the trainer")
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:

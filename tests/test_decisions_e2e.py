@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from localcloud import runapi
+from localcloud import services
 from tests.conftest import review_auth, taxi_period, write_csv
 from tests.test_chain_e2e import INSTANCE, drop, tollgate
 
@@ -181,7 +181,7 @@ def test_canary_split_abort_promote_and_rollback(local_cloud, cloud, taxi, taxi_
 
     # A deployment that fails half-way: v1's revision (drained and stopped by now) refuses to start
     # because its artifact was altered. The pointer moved, traffic did not; the same command finishes it.
-    time.sleep(runapi.DRAIN_SECONDS + 1)
+    time.sleep(services.DRAIN_SECONDS + 1)
     artifact = cloud.bucket.blob(f"models/{dataset}/1/model.skops")
     original = artifact.download_as_bytes()
     artifact.upload_from_string(original[:-1] + bytes([original[-1] ^ 1]))

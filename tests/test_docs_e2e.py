@@ -35,11 +35,11 @@ def test_the_pages_local_cloud_blocks_run_as_written(page, local_cloud, tmp_path
     status = json.loads(tollgate(local_cloud, "status", "--json").stdout)
     [wine] = [d for d in status["datasets"] if d["dataset"] == "wine"]
     assert wine["champion"]["version"] == 1 and status["predictor_urls"]["wine"]
-    from tollgate import spec as specs   # the table with a timestamp and an identifier, end to end
+    from tollgate import spec as specs  # the table with a timestamp and an identifier, end to end
 
     weather = specs.load(tmp_path / "weather.yaml")
     assert weather.columns["time_hour"].type == "datetime" and weather.columns["reading_id"].role == "id"
-    assert "time_hour" in weather.datetime_features and "reading_id" not in weather.features
+    assert "time_hour" in weather.feature_lists.datetime and "reading_id" not in weather.features
     served = pd.read_csv(tmp_path / "weather-predictions.csv")
     assert len(served) == 50 and served["prediction"].between(-20, 120).all()
     assert (served["prediction"] - served["temp"]).abs().mean() < 5   # degrees Fahrenheit

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import wine_frame
-from tollgate import inference, validation
+from tollgate import baseline, inference, validation
 from tollgate import spec as specs
 
 
@@ -17,8 +17,8 @@ def test_a_classification_with_integer_labels_gets_a_checked_spec_and_a_baseline
     spec = specs.loads(text)
     assert spec.task == "classification" and spec.columns["cultivar"].allowed == (0, 1, 2)
     assert spec.columns["magnesium"].type == "int" and spec.columns["vineyard"].allowed == ("east", "north", "south")
-    assert spec.categorical_features == ("vineyard",) and "cultivar" not in spec.features
-    assert spec.primary_metric == "accuracy" and spec.estimator in inference.CANDIDATES
+    assert spec.feature_lists.categorical == ("vineyard",) and "cultivar" not in spec.features
+    assert spec.primary_metric == "accuracy" and spec.model.estimator in baseline.CANDIDATES
     assert 0.5 < spec.policy.threshold < 1
     assert validation.validate(frame, spec).status == "valid"       # the data it came from passes
     low = spec.columns["alcohol"]

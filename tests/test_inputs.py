@@ -35,9 +35,9 @@ def problems(fn, *args):
 def test_good_instances_become_columns(checker, taxi_spec):
     cols = checker.instances({"instances": [GOOD, {**GOOD, "trip_seconds": None, "company": "Flash Cab"}],
                               "parameters": {}})
-    assert cols.numeric.shape == (2, len(taxi_spec.numeric_features))
-    assert math.isnan(cols.numeric[1, taxi_spec.numeric_features.index("trip_seconds")])
-    assert cols.categorical[taxi_spec.categorical_features.index("company")] == [None, "Flash Cab"]
+    assert cols.numeric.shape == (2, len(taxi_spec.feature_lists.numeric))
+    assert math.isnan(cols.numeric[1, taxi_spec.feature_lists.numeric.index("trip_seconds")])
+    assert cols.categorical[taxi_spec.feature_lists.categorical.index("company")] == [None, "Flash Cab"]
 
 
 def test_every_problem_is_listed_with_index_and_field(checker):
@@ -166,7 +166,7 @@ def instance_strategy(spec):
     fields = {}
     for name in spec.features:
         column = spec.columns[name]
-        if name in spec.numeric_features:
+        if name in spec.feature_lists.numeric:
             value = st.floats(min_value=column.min if column.min is not None else -1e9,
                               max_value=column.max if column.max is not None else 1e9, allow_nan=False)
         else:

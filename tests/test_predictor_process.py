@@ -112,7 +112,7 @@ def test_tritonclient_gets_the_models_predictions(server, taxi_model, taxi_spec,
     for binary in (False, True):   # JSON tensors, and the binary tensor extension tritonclient uses by default
         inputs = []
         for name in taxi_spec.features:
-            if name in taxi_spec.numeric_features:
+            if name in taxi_spec.feature_lists.numeric:
                 data, kind = sample[name].to_numpy(dtype="float64").reshape(-1, 1), "FP64"
             else:
                 data, kind = sample[name].to_numpy(dtype=object).reshape(-1, 1), "BYTES"

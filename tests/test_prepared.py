@@ -75,13 +75,13 @@ def test_a_pipeline_it_does_not_know_keeps_plain_predict(taxi_spec, taxi_clean):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder
 
-    pre = ColumnTransformer([("numeric", MinMaxScaler(), list(taxi_spec.numeric_features)),
+    pre = ColumnTransformer([("numeric", MinMaxScaler(), list(taxi_spec.feature_lists.numeric)),
                              ("categorical", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
                                                             encoded_missing_value=-2),
-                              list(taxi_spec.categorical_features))])
+                              list(taxi_spec.feature_lists.categorical))])
     model = Pipeline([("preprocess", pre), ("model", Ridge())])
     data = taxi_clean.head(2000)
-    x = training.features_frame(data, taxi_spec).fillna({n: 0.0 for n in taxi_spec.numeric_features})
+    x = training.features_frame(data, taxi_spec).fillna({n: 0.0 for n in taxi_spec.feature_lists.numeric})
     model.fit(x, training.target(data, taxi_spec))
     ready = prepared.prepare(model, taxi_spec)
     assert ready.path == "plain" and "not prepared" in ready.reason

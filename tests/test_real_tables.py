@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tollgate import inference, training, validation
+from tollgate import baseline, inference, training, validation
 from tollgate import spec as specs
 from tollgate.topology import ROOT
 
@@ -55,13 +55,13 @@ def test_what_each_real_table_holds_is_described_as_it_is(tmp_path):
                                                with_baseline=False)) for t in TARGETS}
     weather, movielens, movies, gss = specs_of["weather"], specs_of["movielens"], specs_of["movies"], \
         specs_of["gss_wages"]
-    assert weather.columns["time_hour"].type == "datetime" and "time_hour" in weather.datetime_features
+    assert weather.columns["time_hour"].type == "datetime" and "time_hour" in weather.feature_lists.datetime
     assert movielens.columns["timestamp"].type == "datetime" and movielens.columns["timestamp"].unit == "s"
     assert movies.columns["title"].role == "id" and "title" not in movies.features   # unique per film
     assert movielens.columns["genres"].encoding == "target"                          # ~900 pipe-joined lists
     assert gss.columns["realrinc"].type == "float" and gss.columns["realrinc"].nullable is False
     # the weather file is one airport's year after another's: not one stream of time, so no time-ordered folds
-    assert not inference.arrives_in_time_order(validation.datetime_seconds(
+    assert not baseline.arrives_in_time_order(validation.datetime_seconds(
         pd.read_csv(sample_of("weather", tmp_path))["time_hour"], None)[0])
 
 
@@ -182,6 +182,6 @@ def test_the_baseline_is_bounded_in_time_and_says_what_it_did(tmp_path):
     text = inference.infer(inference.read_sample(str(path)), "hours", "whrswk", seconds=2, progress=said.append)
     assert said and said[0].startswith("cross-validating hist_gradient_boosting")
     spec = specs.loads(text)
-    assert spec.estimator in inference.CANDIDATES and 0 < spec.policy.threshold < 1
-    assert "not tried in the time" in text or len(said) == len(inference.CANDIDATES)
+    assert spec.model.estimator in baseline.CANDIDATES and 0 < spec.policy.threshold < 1
+    assert "not tried in the time" in text or len(said) == len(baseline.CANDIDATES)
 

@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from localcloud import runapi
+from localcloud import processes
 from tests.conftest import taxi_period, write_csv
 from tests.test_chain_e2e import INSTANCE, tollgate
 from tests.test_decisions_e2e import predictor_url, push_spec
@@ -38,7 +38,7 @@ class Killer:
 
     def _loop(self) -> None:
         while not self.stop.is_set() and (self.times is None or len(self.killed) < self.times):
-            for pid in runapi.task_pids({"RUN_ID": self.run_id, "CLOUD_RUN_JOB": self.job}):
+            for pid in processes.task_pids({"RUN_ID": self.run_id, "CLOUD_RUN_JOB": self.job}):
                 if pid not in self.killed:
                     try:
                         os.kill(pid, signal.SIGKILL)

@@ -104,20 +104,26 @@ def test_regression_refusals():
 def test_a_rule_is_checked_against_the_columns_with_its_line():
     text = SPEC + "rules:\n  - {name: positive, expr: 'lenght > 0'}\n"
     assert "rules[0].expr (line 16): rule 'positive': `lenght` is not a declared column" in refusal(text)
-    spec = specs.loads(SPEC + "rules:\n  - {name: positive, expr: 'length > 0'}\n")
-    assert spec.rules[0].expression is not None
-    assert spec.rules[0].expression.holds(pd.DataFrame({"length": [1.0, -1.0]})).tolist() == [True, False]
+    spec = specs.loads(SPEC + "rules:\n  - {name: positive, expr: 'length  >  0'}\n")
+    assert spec.rules[0].expr == "length  >  0"   # the spec as written: loading parses its rules, never rewrites them
+    assert [e.columns for e in spec.parsed_rules] == [("length",)]
+    assert spec.parsed_rules[0].holds(pd.DataFrame({"length": [1.0, -1.0]})).tolist() == [True, False]
 
 
-def test_the_flat_names_the_pipeline_reads_follow_the_sections():
+def test_each_concept_has_one_name_and_derived_values_follow_the_sections():
+    """The sections are read where they are (spec.model.estimator, spec.training.max_rows); only values derived
+    from several fields are properties."""
+    for alias in ("numeric_features", "estimator", "model_params", "training_max_rows", "holdout_fraction",
+                  "bootstrap_resamples", "slices", "search"):
+        assert not hasattr(specs.DatasetSpec, alias), alias
     spec = specs.loads(SPEC + "training: {max_rows: 500, seed: 3}\nmodel: {estimator: knn, params: "
                               "{n_neighbors: 7}}\n")
     assert spec.features == ("length", "colour") and spec.primary_metric == "roc_auc"
-    assert spec.training_max_rows == 500 and spec.training_seed == 3 and spec.estimator == "knn"
-    assert spec.model_params == {"n_neighbors": 7} and spec.extra_columns == "reject"
-    assert specs.replace(spec, training__max_rows=9).training_max_rows == 9
+    assert spec.training.max_rows == 500 and spec.training.seed == 3 and spec.model.estimator == "knn"
+    assert dict(spec.model.params) == {"n_neighbors": 7} and spec.extra_columns == "reject"
+    assert specs.replace(spec, training__max_rows=9).training.max_rows == 9
     defaults = specs.loads(SPEC.replace("evaluation:\n  primary_metric: roc_auc\n", ""))
-    assert defaults.primary_metric == "accuracy" and defaults.drift.psi_warn == 0.1
+    assert defaults.primary_metric == "accuracy" and defaults.drift.psi.warn == 0.1
 
 
 def test_a_spec_that_is_not_a_mapping_says_what_one_looks_like():
@@ -145,7 +151,7 @@ def test_extra_columns_are_rejected_by_default_and_left_out_when_ignored(tmp_pat
     spec = specs.loads(SPEC + "extra_columns: ignore\n")
     kept = validation.validate_file(io.BytesIO(csv), spec, tmp_path / "b.parquet", size=len(csv))
     assert kept.status == "valid" and kept.rows_out == 3, kept.message
-    assert pd.read_parquet(tmp_path / "b.parquet").columns.tolist() == ["species", "length", "colour"]
+    assert pd.read_parquet(tmp_path / "b.parquet").columns.tolist() == ["colour", "length", "species"]   # by name
     assert [c.message for c in kept.checks if c.name == "ignored_columns"] == [
         "not declared in the spec, left out (extra_columns: ignore): notes"]
     assert "extra_columns (line 15): Input should be 'reject' or 'ignore'" in refusal(SPEC + "extra_columns: keep\n")

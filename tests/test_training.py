@@ -109,8 +109,8 @@ def test_a_window_larger_than_max_rows_is_sampled_batch_by_batch_and_the_same_ev
 
 
 def test_max_rows_is_a_positive_whole_number(taxi_spec):
-    assert specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 500}}).training_max_rows == 500
-    assert taxi_spec.training_max_rows == 2_000_000
+    assert specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 500}}).training.max_rows == 500
+    assert taxi_spec.training.max_rows == 2_000_000
     with pytest.raises(specs.SpecError, match=r"training.max_rows: Input should be greater than 0"):
         specs.from_dict({**taxi_spec.raw, "training": {"max_rows": 0}})
 

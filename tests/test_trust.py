@@ -291,8 +291,8 @@ def test_a_body_of_unknown_keys_is_refused_by_its_bytes_before_it_is_parsed(taxi
         checker.bounded(body)
     assert refused.value.status == 413 and "split it" in str(refused.value)
     assert time.process_time() - started < 0.5
-    full = {"instances": [{f: 1.0 for f in taxi_spec.numeric_features} | {f: "x" for f in
-                                                                          taxi_spec.categorical_features}] * 1000}
+    full = {"instances": [{f: 1.0 for f in taxi_spec.feature_lists.numeric} | {f: "x" for f in
+                                                                          taxi_spec.feature_lists.categorical}] * 1000}
     import orjson
 
     assert checker.bounded(orjson.dumps(full))   # a full request of every feature passes

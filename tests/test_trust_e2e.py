@@ -74,7 +74,7 @@ def register_model(cloud, state, dataset: str, run_id: str, spec, model_bytes: b
     cloud.write_once(artifacts.artifact_object(dataset, version), model_bytes)
     state.register_version(dataset, run_id, lambda v: {
         "artifact": f"gs://{cloud.settings.bucket}/{artifacts.artifact_object(dataset, v)}",
-        "sha256": artifacts.sha256(model_bytes), "estimator": spec.estimator, "spec": spec.raw, "task": spec.task,
+        "sha256": artifacts.sha256(model_bytes), "estimator": spec.model.estimator, "spec": spec.raw, "task": spec.task,
         "features": list(spec.features), "target": spec.target, "metrics": {}})
     return version
 

@@ -146,3 +146,15 @@ def test_drift_is_judged_against_the_champion_profile(cloud, state, dataset, tax
         assert scores["trip_miles"]["status"] == "severe"
     html = cloud.read_bytes(f"reports/{run_id}/validation.html").decode()
     assert "Drift against the champion" in html and html.count("data:image/png") >= len(scores)
+
+
+def test_a_missing_object_is_the_domain_not_found_whatever_the_client_library_raises(cloud):
+    """The core tells a missing object by tollgate.errors.NotFound (ingest rejects an unknown dataset with it, the
+    review function answers 404), never by importing a Google client's exception."""
+    from tollgate.errors import NotFound
+
+    with pytest.raises(NotFound, match="gs://.*/specs/no_such_dataset.yaml does not exist"):
+        cloud.read_bytes("specs/no_such_dataset.yaml")
+    with pytest.raises(NotFound):
+        cloud.open_read("incoming/nothing/here.csv", generation=1)
+    assert cloud.read_json("reports/none/validation.json") is None

@@ -199,7 +199,7 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
 
     @app.get("/runs/<run_id>/reports/<kind>")
     def report(run_id: str, kind: str) -> Response:
-        from google.api_core.exceptions import NotFound
+        from tollgate.errors import NotFound
 
         if kind not in ("validation", "evaluation"):
             abort(404, "reports: validation or evaluation")

@@ -37,7 +37,7 @@ class Loaded:
         self.batcher = MicroBatcher(self.prepared.predict, on_batch=metrics.batch, max_rows=config.batch_max_rows,
                                     max_wait=config.batch_max_wait_ms / 1000)
         self.predlog = PredictionLog(publisher(config), self.dataset, self.version,
-                                     (self.spec.input_numeric, self.spec.categorical_features),
+                                     (self.spec.input_numeric, self.spec.feature_lists.categorical),
                                      on_published=metrics.log_published.inc,
                                      on_lost=lambda n, why: metrics.log_lost.labels(why).inc(n))
         self.openapi = orjson.dumps(openapi.document(self.spec, self.version, config.max_instances))
@@ -50,8 +50,8 @@ class Loaded:
         return {"dataset": self.dataset, "model_version": self.version, "task": spec.task, "target": spec.target,
                 "estimator": r.get("estimator"), "metrics": r.get("metrics"), "trained_at": iso(r.get("registered_at")),
                 "sha256": r.get("sha256"), "code_version": r.get("code_version"),
-                "features": [{"name": n, "type": "number" if n in spec.numeric_features else
-                              "datetime" if n in spec.datetime_features else "string",
+                "features": [{"name": n, "type": "number" if n in spec.feature_lists.numeric else
+                              "datetime" if n in spec.feature_lists.datetime else "string",
                               "nullable": spec.columns[n].nullable, "min": spec.columns[n].min,
                               "max": spec.columns[n].max, "allowed": spec.columns[n].allowed}
                              for n in spec.features],

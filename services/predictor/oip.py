@@ -80,7 +80,7 @@ def tensors(checker: Checker, body: Any, binary: bytes = b"") -> Columns:
                             f"(expected [{len(values)}] or [{len(values)}, 1])")
         if name in numeric_names and datatype not in DATATYPES:
             problems.append(f"{where}: datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}")
-        elif name in checker.spec.categorical_features and datatype != "BYTES":
+        elif name in checker.spec.feature_lists.categorical and datatype != "BYTES":
             problems.append(f"{where}: datatype must be BYTES, got {datatype!r}")
         data[name] = values
     missing = [name for name in checker.spec.features if name not in data]

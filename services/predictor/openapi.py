@@ -12,13 +12,13 @@ _ERROR = {"type": "object", "required": ["error"],
 
 def _feature(spec: DatasetSpec, name: str) -> dict[str, Any]:
     column = spec.columns[name]
-    if name in spec.numeric_features:
+    if name in spec.feature_lists.numeric:
         schema: dict[str, Any] = {"type": "number"}
         if column.min is not None:
             schema["minimum"] = column.min
         if column.max is not None:
             schema["maximum"] = column.max
-    elif name in spec.datetime_features:   # ISO-8601 text (or a Unix time in the column's unit)
+    elif name in spec.feature_lists.datetime:   # ISO-8601 text (or a Unix time in the column's unit)
         schema = {"type": "string", "format": "date-time"}
     else:
         schema = {"type": "string"}

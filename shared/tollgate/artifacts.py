@@ -20,7 +20,6 @@ from typing import Any
 
 from tollgate.errors import ArtifactError
 
-
 _PLAIN = {("builtins." + t, "JsonNode") for t in ("str", "int", "float", "bool", "NoneType")}
 _CONTAINERS = {("builtins.dict", "DictNode"), ("builtins.list", "ListNode"), ("builtins.tuple", "TupleNode"),
                ("builtins.slice", "SliceNode")}

@@ -36,8 +36,8 @@ def feature_widths(spec: DatasetSpec, distinct: dict[str, int] | None = None, cl
     from tollgate import training
     from tollgate.transformers import PERIODS
 
-    widths = {name: 1 for name in spec.numeric_features}
-    for name in spec.datetime_features:
+    widths = {name: 1 for name in spec.feature_lists.numeric}
+    for name in spec.feature_lists.datetime:
         column = spec.columns[name]
         widths[name] = len(column.parts) + (2 * sum(p in PERIODS for p in column.parts) if column.cyclical else 0)
     cap = spec.model.max_categories
@@ -54,7 +54,7 @@ def feature_widths(spec: DatasetSpec, distinct: dict[str, int] | None = None, cl
 
 
 def _param(spec: DatasetSpec, name: str, default: Any) -> Any:
-    return spec.model_params.get(name, default)
+    return spec.model.params.get(name, default)
 
 
 def estimate(spec: DatasetSpec, rows: int, distinct: dict[str, int] | None = None, classes: int = 2) -> Estimate:
@@ -62,12 +62,12 @@ def estimate(spec: DatasetSpec, rows: int, distinct: dict[str, int] | None = Non
     widths = feature_widths(spec, distinct, classes)
     width = max(sum(widths.values()), 1)
     k = 1 if spec.task == "regression" or classes <= 2 else classes
-    family = spec.estimator
-    onehot = sum(w for n, w in widths.items() if n in spec.categorical_features
+    family = spec.model.estimator
+    onehot = sum(w for n, w in widths.items() if n in spec.feature_lists.categorical
                  and spec.columns[n].encoding in ("auto", "one_hot") and family != "hist_gradient_boosting")
     dense = rows * width * 8
     if family == "linear":   # the one-hot block is sparse: one stored value per row and feature
-        dense = rows * (width - onehot) * 8 + rows * len([n for n in spec.categorical_features
+        dense = rows * (width - onehot) * 8 + rows * len([n for n in spec.feature_lists.categorical
                                                           if widths[n] > 1]) * 12
         total, note = dense * 3, "the design matrix and the solver's copies"
     elif family == "hist_gradient_boosting":
@@ -103,21 +103,21 @@ def problem(spec: DatasetSpec, rows: int, limit: int, distinct: dict[str, int] |
     what to change, naming the widest columns and the settings."""
     planned = estimate(spec, rows, distinct, classes)
     budget = limit * HEADROOM - resident
-    slow = SCALING_ROWS.get(spec.estimator)
+    slow = SCALING_ROWS.get(spec.model.estimator)
     if planned.bytes <= budget and (slow is None or rows <= slow):
         return None
     fits = rows_within(spec, limit, distinct, classes, resident)
     widest = sorted(planned.widths.items(), key=lambda kv: -kv[1])[:3]
     columns = ", ".join(f"{n} ({w} column{'s' if w != 1 else ''})" for n, w in widest if w > 1)
     if slow is not None and rows > slow and planned.bytes <= budget:
-        return (f"{spec.estimator} on {rows:,} rows would take hours: it scales with the square of the rows; set "
+        return (f"{spec.model.estimator} on {rows:,} rows would take hours: it scales with the square of the rows; set "
                 f"training.max_rows to at most {slow:,}, or choose hist_gradient_boosting or linear")
     advice = [f"training.max_rows to at most {fits:,}" if fits else "a smaller training.max_rows"]
     if columns:
         advice.append(f"encoding: target (or codes) or a lower model.max_categories for {columns}")
-    if spec.estimator in ("random_forest", "decision_tree"):
+    if spec.model.estimator in ("random_forest", "decision_tree"):
         advice.append("model.params min_samples_leaf or max_depth (the trees grow with the rows)")
-    return (f"{spec.estimator} on {rows:,} rows × {planned.width} encoded columns needs about "
+    return (f"{spec.model.estimator} on {rows:,} rows × {planned.width} encoded columns needs about "
             f"{_gib(planned.bytes)} for {planned.note}, more than the {_gib(budget)} this job can plan with (of its "
             f"{_gib(limit)}); set " + "; or ".join(advice))
 
@@ -133,5 +133,5 @@ def rows_within(spec: DatasetSpec, limit: int, distinct: dict[str, int] | None =
             low = middle
         else:
             high = middle - 1
-    slow = SCALING_ROWS.get(spec.estimator)
+    slow = SCALING_ROWS.get(spec.model.estimator)
     return min(low, slow) if slow else low

@@ -14,6 +14,7 @@ from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import run as cloudrun
 from tollgate.cloud.state import State
+from tollgate.errors import NotFound
 from tollgate.events import ObjectFinalized
 
 MAX_REEVALUATIONS = 3
@@ -43,11 +44,7 @@ def ingest(cloud: Cloud, state: State, obj: ObjectFinalized) -> str:
         record.update(spec=spec.raw, spec_sha256=spec.sha256)
     except (specs.SpecError, UnicodeDecodeError) as exc:
         return _reject_at_ingest(state, run_id, record, "bad_spec", f"the dataset spec is invalid: {exc}")
-    except Exception as exc:
-        from google.api_core.exceptions import NotFound
-
-        if not isinstance(exc, NotFound):
-            raise  # temporary: let the event come back
+    except NotFound:   # anything else is temporary: the event comes back
         return _reject_at_ingest(
             state, run_id, record, "unknown_dataset",
             f"no dataset spec at gs://{obj.bucket}/{specs.object_name(dataset)}; upload one with "

@@ -36,8 +36,8 @@ VERDICTS = ("none", "warn", "severe")
 
 def profiled_columns(spec: DatasetSpec) -> dict[str, str]:
     """Column → kind ("numeric" | "categorical") for every column a profile covers: features and target."""
-    kinds = {name: "numeric" for name in spec.numeric_features}
-    kinds.update({name: "categorical" for name in spec.categorical_features})
+    kinds = {name: "numeric" for name in spec.feature_lists.numeric}
+    kinds.update({name: "categorical" for name in spec.feature_lists.categorical})
     kinds[spec.target] = "numeric" if spec.task == "regression" else "categorical"
     return kinds
 
@@ -263,8 +263,8 @@ def compare(reference: dict[str, Any] | None, batch: dict[str, Any], settings: D
 
         adjusted = stats.false_discovery_control([f["p_value"] for f in features], method="bh")
         for f, q in zip(features, adjusted):
-            warn, severe = ((settings.psi_warn, settings.psi_severe) if f["distance"] == "psi"
-                            else (settings.js_warn, settings.js_severe))
+            warn, severe = ((settings.psi.warn, settings.psi.severe) if f["distance"] == "psi"
+                            else (settings.js.warn, settings.js.severe))
             f["q_value"] = float(q)
             significant = q <= settings.fdr
             f["status"] = ("severe" if significant and f["score"] >= severe
@@ -276,8 +276,8 @@ def compare(reference: dict[str, Any] | None, batch: dict[str, Any], settings: D
     if too_few:
         message += f"; not judged (fewer than {settings.min_rows} values): {', '.join(too_few)}"
     return {"verdict": verdict, "reason": None, "message": message, "fdr": settings.fdr,
-            "thresholds": {"psi": [settings.psi_warn, settings.psi_severe],
-                           "js": [settings.js_warn, settings.js_severe]},
+            "thresholds": {"psi": [settings.psi.warn, settings.psi.severe],
+                           "js": [settings.js.warn, settings.js.severe]},
             "excluded": list(settings.exclude), "too_few_values": too_few, "reference_rows": reference.get("rows"),
             "batch_rows": batch.get("rows"), "features": features}
 

@@ -48,9 +48,9 @@ def first_batch(path: Path, spec: DatasetSpec) -> DryRun:
         curated = pd.read_parquet(Path(tmp) / "curated.parquet")
     train, holdout = training.split_newest(curated, spec)
     searching = training.tuning(spec, len(train))
-    params = dict(spec.model_params)
-    if searching.search is not None:   # the trainer's search (or its little tuning), in one task
-        scored = (training.optuna_search(train, searching) if searching.search.method == "optuna" else
+    params = dict(spec.model.params)
+    if searching.model.search is not None:   # the trainer's search (or its little tuning), in one task
+        scored = (training.optuna_search(train, searching) if searching.model.search.method == "optuna" else
                   [training.cross_validate(train, searching, c) for c in training.candidates(searching)])
         params = max(scored, key=lambda r: r["score"])["params"]
     model = training.fit(train, spec, params)

@@ -9,6 +9,15 @@ class ArtifactError(Exception):
     whose structure fails a check (tollgate.artifacts, tollgate.modelcheck)."""
 
 
+class NotFound(LookupError):
+    """What was asked for does not exist (an object in the bucket, say): the adapters raise it in place of their
+    client libraries' not-found errors, so the core never imports a Google client to tell."""
+
+
+class InferError(ValueError):
+    """The data cannot give a spec (`tollgate spec infer`); the message says why and what to do."""
+
+
 class StepFailed(Exception):
     """A step cannot finish whatever we retry; the run is marked failed with this message."""
 

@@ -244,7 +244,7 @@ def slice_metrics(frame: Any, y: np.ndarray, challenger: Scored, champion: Score
                   min_rows: int = 10) -> list[dict[str, Any]]:
     """The primary metric per value (or quartile) of each slice column, for both models."""
     out = []
-    for column in spec.slices:
+    for column in spec.evaluation.slices:
         keys, kind = _slice_keys(frame[column])
         for key in sorted(set(keys)):
             mask = keys == key
@@ -273,8 +273,8 @@ def compare(frame: Any, y: np.ndarray, challenger: Scored, champion: Scored | No
         result["champion"] = {"metrics": metrics_of(y, champion, spec.task)}
         a, b = _bootstrap_inputs(y, challenger, champion, spec)
         result["difference"] = paired_bootstrap(
-            a[0], a[1], b, spec.primary_metric, spec.bootstrap_resamples, spec.policy.confidence,
-            spec.evaluation_seed).to_dict()
+            a[0], a[1], b, spec.primary_metric, spec.evaluation.bootstrap_resamples, spec.policy.confidence,
+            spec.evaluation.seed).to_dict()
     result["slices"] = slice_metrics(frame, y, challenger, champion, spec)
     return result
 

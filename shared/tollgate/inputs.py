@@ -45,12 +45,12 @@ class Checker:
         self.spec = spec
         self.max_instances = max_instances
         self.numeric = [(name, spec.columns[name].nullable, spec.columns[name].min, spec.columns[name].max)
-                        for name in spec.numeric_features]
+                        for name in spec.feature_lists.numeric]
         self.datetimes = [(name, spec.columns[name].nullable, spec.columns[name].min, spec.columns[name].max,
-                           1000.0 if spec.columns[name].unit == "ms" else 1.0) for name in spec.datetime_features]
+                           1000.0 if spec.columns[name].unit == "ms" else 1.0) for name in spec.feature_lists.datetime]
         self.categorical = [(name, spec.columns[name].nullable,
                              frozenset(spec.columns[name].allowed) if spec.columns[name].allowed else None)
-                            for name in spec.categorical_features]
+                            for name in spec.feature_lists.categorical]
         self.known = frozenset(spec.features) | {spec.target} | frozenset(spec.id_columns)
         # What a request may hold, counted on its bytes before it is parsed: every key and array element of a
         # JSON body is followed by one `,` or `:`, and a full request has about 2 per feature of each instance;

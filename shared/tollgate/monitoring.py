@@ -56,7 +56,7 @@ def realised(y: np.ndarray, predictions: np.ndarray, spec: DatasetSpec, seed: in
     else:
         y, predictions = y.astype(str), predictions.astype(str)
         values = evaluation.classification_metrics(y, predictions, None, sorted(set(y) | set(predictions)))
-    low, high = evaluation.bootstrap_interval(y, predictions, metric, spec.bootstrap_resamples,
+    low, high = evaluation.bootstrap_interval(y, predictions, metric, spec.evaluation.bootstrap_resamples,
                                               spec.policy.confidence, seed)
     return {"rows": int(len(y)), "metric": metric, "value": values.get(metric), "low": low, "high": high,
             "confidence": spec.policy.confidence, "metrics": values}
@@ -156,7 +156,7 @@ def _interval_of_difference(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np
     rng = np.random.default_rng(seed)
     point_a = evaluation.metric_values(ya, a, metric)
     point_b = evaluation.metric_values(yb, b, metric)
-    resamples = spec.bootstrap_resamples
+    resamples = spec.evaluation.bootstrap_resamples
     diffs = (evaluation.bootstrap_values(ya, [a], metric, resamples, rng)[0]
              - evaluation.bootstrap_values(yb, [b], metric, resamples, rng)[0])
     sign = 1.0 if METRICS[metric] else -1.0

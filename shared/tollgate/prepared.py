@@ -68,7 +68,7 @@ class Columns:
         import pandas as pd
 
         data: dict[str, Any] = {name: self.numeric[:, j] for j, name in enumerate(spec.input_numeric)}
-        for j, name in enumerate(spec.categorical_features):
+        for j, name in enumerate(spec.feature_lists.categorical):
             data[name] = pd.Series([np.nan if v is None else v for v in self.categorical[j]], dtype=object)
         return pd.DataFrame(data, index=pd.RangeIndex(len(self)))
 
@@ -228,7 +228,7 @@ def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns],
 
     if not isinstance(pre, ColumnTransformer) or pre.remainder != "drop":   # a sparse one is served dense: its
         raise _Unsupported("preprocessor is not a ColumnTransformer dropping the remainder")   # width is bounded
-    numeric, categorical = list(spec.numeric_features), list(spec.categorical_features)
+    numeric, categorical = list(spec.feature_lists.numeric), list(spec.feature_lists.categorical)
     inputs = list(spec.input_numeric)
     blocks: list[tuple[str, int, Any]] = []   # (kind, width, apply)
     for name, transformer, cols in pre.transformers_:
@@ -240,7 +240,7 @@ def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns],
         elif cols and set(cols) <= set(categorical) and name != "target":
             width, fill = _categorical_block(transformer, cols, [categorical.index(c) for c in cols])
             blocks.append(("categorical", width, fill))
-        elif len(cols) == 1 and cols[0] in spec.datetime_features:
+        elif len(cols) == 1 and cols[0] in spec.feature_lists.datetime:
             apply = _datetime_part_block(transformer)
             column = inputs.index(cols[0])
             width = apply(np.zeros(1)).shape[1]
@@ -350,7 +350,7 @@ def sample(spec: DatasetSpec, pipeline: Any, forest: Any = None, rows: int = 512
         low = column.min if column.min is not None else default[0]
         high = column.max if column.max is not None else default[1]
         values = rng.uniform(low, high, rows)
-        if forest is not None and j < len(spec.numeric_features) and len(forest.thresholds.get(j, ())):
+        if forest is not None and j < len(spec.feature_lists.numeric) and len(forest.thresholds.get(j, ())):
             t = rng.choice(forest.thresholds[j], rows)
             values = np.where(rng.random(rows) < 0.7, t + rng.choice([-1.0, 0.0, 1.0], rows) * np.spacing(t),
                               values)
@@ -364,9 +364,9 @@ def sample(spec: DatasetSpec, pipeline: Any, forest: Any = None, rows: int = 512
         cols = list(cols) if not isinstance(cols, str) else [cols]
         encoder = t.steps[-1][1] if hasattr(t, "steps") else t
         for k, c in enumerate(cols):
-            if c in spec.categorical_features and hasattr(encoder, "categories_"):
+            if c in spec.feature_lists.categorical and hasattr(encoder, "categories_"):
                 encoders[c] = (encoder, k)
-    for j, name in enumerate(spec.categorical_features):
+    for j, name in enumerate(spec.feature_lists.categorical):
         known: list[Any] = list(spec.columns[name].allowed or [])
         if name in encoders:
             encoder, k = encoders[name]

@@ -125,12 +125,8 @@ def handle(cloud: Cloud, state: st.State, method: str, path: str, args: dict[str
                 raise HttpError(404, "reports: validation or evaluation")
             try:
                 return 200, cloud.read_bytes(f"reports/{run_id}/{parts[3]}.html"), "text/html; charset=utf-8"
-            except Exception as exc:
-                from google.api_core.exceptions import NotFound
-
-                if isinstance(exc, NotFound):
-                    raise HttpError(404, f"run {run_id} has no {parts[3]} report") from None
-                raise
+            except errors.NotFound:
+                raise HttpError(404, f"run {run_id} has no {parts[3]} report") from None
         if method == "POST" and len(parts) == 3 and parts[2] in ("approve", "reject"):
             try:
                 request = orjson.loads(body or b"{}")

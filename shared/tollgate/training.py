@@ -46,7 +46,7 @@ def sample_mask(n_rows: int, fraction: float, seed: int, batch: str) -> np.ndarr
 
 def split_newest(newest: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training part, evaluation part) of the newest batch."""
-    mask = holdout_mask(len(newest), spec.holdout_fraction, spec.evaluation_seed)
+    mask = holdout_mask(len(newest), spec.evaluation.holdout_fraction, spec.evaluation.seed)
     return newest.loc[~mask].reset_index(drop=True), newest.loc[mask].reset_index(drop=True)
 
 
@@ -129,9 +129,9 @@ SPARSE_FAMILIES = ("linear",)   # take a sparse one-hot block as it is (the othe
 def encodings(spec: DatasetSpec) -> dict[str, str]:
     """Each categorical feature's encoding: ``codes`` (gradient boosting's default), ``one_hot`` (the others'),
     or ``target``, as the spec says (``columns.<name>.encoding``)."""
-    default = "codes" if spec.estimator == "hist_gradient_boosting" else "one_hot"
+    default = "codes" if spec.model.estimator == "hist_gradient_boosting" else "one_hot"
     return {name: (spec.columns[name].encoding if spec.columns[name].encoding != "auto" else default)
-            for name in spec.categorical_features}
+            for name in spec.feature_lists.categorical}
 
 
 def _datetime_block(spec: DatasetSpec, name: str, numeric: Any) -> Any:
@@ -154,16 +154,16 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None, rows
     will be fitted on (boosting stops early on large windows)."""
     from sklearn.preprocessing import TargetEncoder
 
-    params = _early_stopping(spec.estimator, dict(spec.model_params if params is None else params), rows)
-    numeric, model = _model(spec.estimator, spec.task == "regression", spec.training_seed, params)
+    params = _early_stopping(spec.model.estimator, dict(spec.model.params if params is None else params), rows)
+    numeric, model = _model(spec.model.estimator, spec.task == "regression", spec.training.seed, params)
     width = spec.model.max_categories
-    sparse = spec.estimator in SPARSE_FAMILIES
+    sparse = spec.model.estimator in SPARSE_FAMILIES
     chosen = encodings(spec)
-    by_kind = {kind: [n for n in spec.categorical_features if chosen[n] == kind] for kind in ("one_hot", "codes",
+    by_kind = {kind: [n for n in spec.feature_lists.categorical if chosen[n] == kind] for kind in ("one_hot", "codes",
                                                                                            "target")}
     transformers: list[tuple[str, Any, list[str]]] = []
-    if spec.numeric_features:
-        transformers.append(("numeric", numeric, list(spec.numeric_features)))
+    if spec.feature_lists.numeric:
+        transformers.append(("numeric", numeric, list(spec.feature_lists.numeric)))
     if by_kind["codes"]:
         transformers.append(("categorical", _category_codes(width), by_kind["codes"]))
     if by_kind["one_hot"]:
@@ -176,7 +176,7 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any] | None = None, rows
         transformers.append(("target", Pipeline([("impute", SimpleImputer(strategy="constant",
                                                                           fill_value="(missing)")),
                                                  ("encode", encoder)]), by_kind["target"]))
-    for name in spec.datetime_features:
+    for name in spec.feature_lists.datetime:
         transformers.append((f"datetime_{name}", _datetime_block(spec, name, numeric), [name]))
     pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False,
                             sparse_threshold=0.3 if sparse else 0.0)
@@ -189,7 +189,7 @@ def features_frame(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     for name in spec.input_numeric:
         out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64") if name in df else np.nan
-    for name in spec.categorical_features:
+    for name in spec.feature_lists.categorical:
         col = df[name] if name in df else pd.Series(np.nan, index=df.index)
         out[name] = col.astype(object).where(col.notna(), np.nan)
     return out
@@ -213,20 +213,20 @@ SCORERS = {"r2": "r2", "rmse": "neg_root_mean_squared_error", "mae": "neg_mean_a
 
 def candidates(spec: DatasetSpec) -> list[dict[str, Any]]:
     """The grid search's candidates in a fixed order (grid keys sorted), each over the spec's params."""
-    if spec.search is None or spec.search.method != "grid":
-        return [dict(spec.model_params)]
-    names = [name for name, _ in spec.search.sorted_grid]
-    return [{**spec.model_params, **dict(zip(names, values))}
-            for values in itertools.product(*(values for _, values in spec.search.sorted_grid))]
+    if spec.model.search is None or spec.model.search.method != "grid":
+        return [dict(spec.model.params)]
+    names = [name for name, _ in spec.model.search.sorted_grid]
+    return [{**spec.model.params, **dict(zip(names, values))}
+            for values in itertools.product(*(values for _, values in spec.model.search.sorted_grid))]
 
 
 def cross_validate(train: pd.DataFrame, spec: DatasetSpec, params: dict[str, Any]) -> dict[str, Any]:
     """Mean and spread of the primary metric over seeded K folds (a scorer, higher is better)."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
-    folds = spec.search.folds if spec.search else 3
+    folds = spec.model.search.folds if spec.model.search else 3
     splitter = (StratifiedKFold if spec.task == "classification" else KFold)(
-        n_splits=folds, shuffle=True, random_state=spec.training_seed)
+        n_splits=folds, shuffle=True, random_state=spec.training.seed)
     scores = cross_val_score(build_pipeline(spec, params, rows=len(train) * (folds - 1) // folds),
                              features_frame(train, spec), target(train, spec),
                              scoring=SCORERS[spec.primary_metric], cv=splitter)
@@ -244,8 +244,8 @@ def _space(spec: DatasetSpec) -> dict[str, Any]:
     """The search's space: the spec's, or a space known to matter for the family."""
     from tollgate.spec import Range
 
-    if spec.search is not None and spec.search.space:
-        return dict(spec.search.space)
+    if spec.model.search is not None and spec.model.search.space:
+        return dict(spec.model.search.space)
     regression = spec.task == "regression"
     spaces: dict[str, dict[str, Range]] = {
         "hist_gradient_boosting": {"learning_rate": Range(low=0.02, high=0.3, log=True),
@@ -266,7 +266,7 @@ def _space(spec: DatasetSpec) -> dict[str, Any]:
                 "weights": Range(choices=("uniform", "distance"))},
         "naive_bayes": {"var_smoothing": Range(low=1e-12, high=1e-3, log=True)},
     }
-    return spaces[spec.estimator]
+    return spaces[spec.model.estimator]
 
 
 def tuning(spec: DatasetSpec, rows: int) -> DatasetSpec:
@@ -274,7 +274,7 @@ def tuning(spec: DatasetSpec, rows: int) -> DatasetSpec:
     at least ``TUNE_ROWS``) a small Optuna search that pays for itself on data that large; else unchanged."""
     from tollgate import spec as specs
 
-    if spec.search is not None or spec.model.tune != "auto" or spec.estimator != "hist_gradient_boosting" \
+    if spec.model.search is not None or spec.model.tune != "auto" or spec.model.estimator != "hist_gradient_boosting" \
             or rows < TUNE_ROWS:
         return spec
     return specs.replace(spec, model__search={"method": "optuna", "trials": TUNE_TRIALS, "folds": 3})
@@ -290,20 +290,20 @@ def optuna_search(train: pd.DataFrame, spec: DatasetSpec, task: int = 0, tasks: 
     from sklearn.model_selection import KFold, StratifiedKFold
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = spec.search
+    search = spec.model.search
     mine = search.trials // tasks + (1 if task < search.trials % tasks else 0)
     if mine == 0:
         return []
     space = _space(spec)
     X, y = features_frame(train, spec), target(train, spec)
     splitter = (StratifiedKFold if spec.task == "classification" else KFold)(
-        n_splits=search.folds, shuffle=True, random_state=spec.training_seed)
+        n_splits=search.folds, shuffle=True, random_state=spec.training.seed)
     folds = list(splitter.split(X, y))
     scorer = get_scorer(SCORERS[spec.primary_metric])
     rows = len(train) * (search.folds - 1) // search.folds
 
     def objective(trial: Any) -> float:
-        params = {**spec.model_params, **{name: _suggest(trial, name, r) for name, r in space.items()}}
+        params = {**spec.model.params, **{name: _suggest(trial, name, r) for name, r in space.items()}}
         scores = []
         for step, (fit_rows, test_rows) in enumerate(folds):
             model = build_pipeline(spec, params, rows=rows).fit(X.iloc[fit_rows], y[fit_rows])
@@ -315,7 +315,7 @@ def optuna_search(train: pd.DataFrame, spec: DatasetSpec, task: int = 0, tasks: 
         trial.set_user_attr("params", params)
         return float(np.mean(scores))
 
-    sampler = optuna.samplers.TPESampler(seed=spec.training_seed * 1000 + task, n_startup_trials=min(5, mine))
+    sampler = optuna.samplers.TPESampler(seed=spec.training.seed * 1000 + task, n_startup_trials=min(5, mine))
     study = optuna.create_study(direction="maximize", sampler=sampler,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     study.optimize(objective, n_trials=mine)

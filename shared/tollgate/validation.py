@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from tollgate import drift
 from tollgate.reading import BatchRejected, MalformedRows, check_columns, iter_chunks, prefetch
-from tollgate.spec import Column, DatasetSpec, Rule
+from tollgate.rules import Expression
+from tollgate.spec import Column, DatasetSpec
 
 __all__ = ["BatchRejected", "CheckResult", "ValidationResult", "contract_schema", "validate", "validate_file"]
 
@@ -103,12 +104,9 @@ class _SeenKeys:
         return pd.Series(first | series.isna().to_numpy(), index=series.index)
 
 
-def _rule_check(rule: Rule):
-    """A cross-field rule as a pandera check: evaluated in the closed rule language (tollgate.rules), which
-    the spec checked when it was loaded; never with eval."""
-    expression = rule.expression
-    if expression is None:   # a Rule made by hand, not by spec loading: check it now
-        raise ValueError(f"rule {rule.name!r} was not checked by the spec loader")
+def _rule_check(expression: Expression):
+    """A cross-field rule as a pandera check: evaluated in the closed rule language (tollgate.rules), parsed when
+    the spec was loaded; never with eval."""
 
     def holds(df: pd.DataFrame) -> pd.Series:
         return expression.holds(df)
@@ -141,9 +139,11 @@ def contract_schema(spec: DatasetSpec) -> pda.DataFrameSchema:
             checks.append(pda.Check(_SeenKeys(), name=f"{col.name}:unique", ignore_na=False,
                                     error="repeat a value seen earlier in the batch (the column must be unique)"))
         columns[col.name] = pda.Column(checks=checks, nullable=col.nullable, required=col.required, unique=False)
-    rules = [pda.Check(_rule_check(r), name=r.name, raise_warning=r.on_fail == "report",
-                       error=f"break the rule `{r.expr}`" + (f" ({r.description})" if r.description else ""))
-             for r in spec.rules]
+    if len(spec.parsed_rules) != len(spec.rules):   # a spec built by hand, not loaded: its rules are unchecked
+        raise ValueError(f"spec {spec.name}: its rules were not parsed; load it with tollgate.spec.from_dict")
+    rules = [pda.Check(_rule_check(e), name=r.name, raise_warning=r.on_fail == "report",
+                       error=f"break the rule `{e.text}`" + (f" ({r.description})" if r.description else ""))
+             for r, e in zip(spec.rules, spec.parsed_rules)]
     return pda.DataFrameSchema(columns, checks=rules, name=spec.name)
 
 
@@ -209,7 +209,7 @@ class _Validation:
         columns.update({c.name: "numeric" for c in self.outlier_columns})
         if spec.time_column and spec.columns[spec.time_column].type in ("float", "int", "datetime"):
             columns.setdefault(spec.time_column, "numeric")   # its range goes on the curated batch
-        self.profile = drift.ProfileBuilder(columns, reference, spec.drift.sample_size, seed=spec.evaluation_seed)
+        self.profile = drift.ProfileBuilder(columns, reference, spec.drift.sample_size, seed=spec.evaluation.seed)
         self.fences: dict[str, tuple[float, float]] = {}
         # what is curated, in name order: a spec read back from Firestore has its columns in no set order, and the
         # same rows must make the same bytes (the dataset keeps a batch once, by its content's sha256)
@@ -289,13 +289,13 @@ class _Validation:
                 failed = ~check(values).check_output.to_numpy(dtype=bool) & present
                 record(check.name, "column", col.on_fail, failed, check.error, [col.name], col.name)
         frame = raw.assign(**cast)[self.kept] if cast or len(self.kept) != len(raw.columns) else raw
-        for rule, check in zip(self.spec.rules, self.schema.checks):
+        for rule, expression, check in zip(self.spec.rules, self.spec.parsed_rules, self.schema.checks):
             try:
                 failed = ~check(frame).check_output.to_numpy(dtype=bool)
             except Exception as exc:  # a spec error, not a data error: reject with the spec's fault named
                 raise BatchRejected("bad_rule", f"rule {rule.name!r} cannot be evaluated ({exc}); "
                                                 "fix the dataset spec") from exc
-            record(rule.name, "rule", rule.on_fail, failed, check.error, list(rule.expression.columns))
+            record(rule.name, "rule", rule.on_fail, failed, check.error, list(expression.columns))
         keep = ~drop if drop.any() else None
         self.profile.add(frame, keep)
         self.rows_out += len(frame) if keep is None else int(np.count_nonzero(keep))

@@ -40,7 +40,7 @@ def monitor_cmd(obj: Target, target: str, only: tuple[str, ...], as_json: bool, 
         raise click.ClickException(f"no monitoring windows for {target!r} yet: the monitor runs on each "
                                    "monitor-tick, or now with `tollgate monitor run`")
     if report_path is not None:
-        from google.api_core.exceptions import NotFound
+        from tollgate.errors import NotFound
 
         name = f"reports/monitoring/{target}/latest.html"
         try:

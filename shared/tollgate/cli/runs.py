@@ -167,7 +167,7 @@ def trace_cmd(obj: Target, run_id: str, as_json: bool) -> None:
 @click.pass_obj
 def report_cmd(obj: Target, run_id: str, kind: str, output: Path | None, open_browser: bool) -> None:
     """Write a run's HTML report (reports/<run_id>/<kind>.html in the bucket) to a local file."""
-    from google.api_core.exceptions import NotFound
+    from tollgate.errors import NotFound
 
     obj.existing_run(run_id)
     name = f"reports/{run_id}/{kind}.html"

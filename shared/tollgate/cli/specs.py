@@ -49,7 +49,7 @@ def spec_check(path: Path, data: Path | None, train: bool, as_json: bool) -> Non
 
     parsed = _load(path)
     summary = {"spec": parsed.name, "task": parsed.task, "target": parsed.target, "features": list(parsed.features),
-               "estimator": parsed.estimator, "primary_metric": parsed.primary_metric,
+               "estimator": parsed.model.estimator, "primary_metric": parsed.primary_metric,
                "threshold": parsed.policy.threshold, "extra_columns": parsed.extra_columns}
     if train and data is None:
         raise click.UsageError("--train needs --data FILE: the file the first model would train on")
@@ -62,7 +62,7 @@ def spec_check(path: Path, data: Path | None, train: bool, as_json: bool) -> Non
             dump({**summary, "valid": True, "memory_warning": memory})
         else:
             console.print(f"[green]✓[/] {path}: spec {parsed.name} is valid ({parsed.task} of {parsed.target} from "
-                          f"{len(parsed.features)} feature(s); {parsed.estimator}; {parsed.primary_metric} "
+                          f"{len(parsed.features)} feature(s); {parsed.model.estimator}; {parsed.primary_metric} "
                           f"≥ {parsed.policy.threshold:g} to serve)")
             if memory:
                 console.print(f"[yellow]![/] memory: {memory}")
@@ -78,10 +78,11 @@ def spec_check(path: Path, data: Path | None, train: bool, as_json: bool) -> Non
         verdict = ("[green]valid[/]" if result.status == "valid" else f"[red]rejected[/] ({result.reason})")
         out.print(f"{data}: {verdict}: {result.message}")
         if result.status == "valid":
-            held = int(round(result.rows_out * parsed.holdout_fraction))
+            held = int(round(result.rows_out * parsed.evaluation.holdout_fraction))
             out.print(f"  {result.rows_out} of {result.rows_in} rows would be curated; as a dataset's first "
                           f"batch, {result.rows_out - held} would train the model and {held} "
-                          f"(evaluation.holdout_fraction {parsed.holdout_fraction:g}) be held out to evaluate it")
+                          f"(evaluation.holdout_fraction {parsed.evaluation.holdout_fraction:g}) be held out to "
+                          "evaluate it")
         if memory:
             out.print(f"[yellow]![/] memory: {memory}")
     sys.exit(0 if result.status == "valid" else 1)
@@ -122,7 +123,7 @@ def _memory_warning(parsed, result) -> str | None:
         where = f"at training.max_rows {rows:,}"
     else:
         columns = (result.profile or {}).get("columns") or {}
-        distinct = {n: len((columns.get(n) or {}).get("counts") or {}) or 1 for n in parsed.categorical_features}
+        distinct = {n: len((columns.get(n) or {}).get("counts") or {}) or 1 for n in parsed.feature_lists.categorical}
         rows = min(result.rows_out, parsed.training.max_rows)
         where = f"for this file's {rows:,} rows (more batches make the window larger)"
     why = capacity.problem(parsed, rows, limit, distinct)

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import orjson
 
+from tollgate.errors import NotFound
 from tollgate.settings import Settings
 
 _READ_CHUNK = 16 * 2**20
@@ -146,12 +147,17 @@ class Cloud:
             raise FileExistsError(f"gs://{self.settings.bucket}/{name} already exists with other content")
 
     def read_bytes(self, name: str, generation: int | None = None) -> bytes:
-        return self.bucket.blob(name, generation=generation).download_as_bytes()
+        """An object's bytes; :class:`tollgate.errors.NotFound` when it (or that generation) does not exist."""
+        from google.api_core import exceptions
+
+        try:
+            return self.bucket.blob(name, generation=generation).download_as_bytes()
+        except exceptions.NotFound:
+            raise NotFound(f"gs://{self.settings.bucket}/{name}" + (f"#{generation}" if generation else "")
+                           + " does not exist") from None
 
     def read_json(self, name: str, generation: int | None = None) -> Any:
         """A JSON object, or None when it does not exist."""
-        from google.api_core.exceptions import NotFound
-
         try:
             return orjson.loads(self.read_bytes(name, generation))
         except NotFound:
@@ -161,7 +167,7 @@ class Cloud:
         """A seekable, streaming reader of one object generation, and its size in bytes."""
         blob = self.bucket.get_blob(name, generation=generation)
         if blob is None:
-            raise FileNotFoundError(f"gs://{self.settings.bucket}/{name}#{generation} does not exist")
+            raise NotFound(f"gs://{self.settings.bucket}/{name}#{generation} does not exist")
         return blob.open("rb", chunk_size=_READ_CHUNK), int(blob.size)
 
     def upload_file(self, source: Path, name: str) -> Any:

@@ -40,6 +40,7 @@ from tollgate import events, lifecycle, log, monitoring, outbox, promotion, serv
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
+from tollgate.errors import NotFound
 from tollgate.events import envelope
 from tollgate.jsonable import plain
 from tollgate.warehouse import queries, tables
@@ -116,7 +117,7 @@ def label_records(chunk: pd.DataFrame, spec: specs.DatasetSpec, at: str, first: 
                          f"({', '.join(ids) or 'none declared'})")
     rows = (pd.to_numeric(chunk["row"], errors="coerce").fillna(0).astype("int64").tolist() if "row" in chunk
             else [0] * len(chunk))
-    numeric = set(spec.numeric_features)
+    numeric = set(spec.feature_lists.numeric)
     if by_request:
         keys = [{"request_id": str(r)} for r in chunk["request_id"].tolist()]
     else:
@@ -136,7 +137,7 @@ def ingest_label_files(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, s
     since ``since``); a broken file is recorded with its reason and skipped, never fatal for the tick. When
     publishing fails, the tick fails and the next one publishes the file again (a later copy of a label
     changes nothing: the latest per prediction counts)."""
-    from google.api_core.exceptions import NotFound
+    from google.api_core import exceptions  # a file deleted while it streams
 
     counts = {"files": 0, "labels": 0, "skipped": 0}
     for blob in cloud.storage.list_blobs(cloud.settings.bucket, prefix=f"labels/{spec.name}/"):
@@ -158,7 +159,7 @@ def ingest_label_files(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, s
                 published += len(chunk)
             for future in futures:
                 future.result(timeout=60)
-        except (ValueError, KeyError, OSError, NotFound) as exc:   # a broken (or vanished) file: said and skipped
+        except (ValueError, KeyError, OSError, NotFound, exceptions.NotFound) as exc:   # broken or vanished: skipped
             error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("labels file skipped", object=blob.name, error=error)
             counts["skipped"] += 1

@@ -36,10 +36,10 @@ def training_window(state: State, spec: specs.DatasetSpec, record: dict[str, Any
     if cut is None:
         raise StepFailed(f"the run's batch {mine} is not registered for dataset {spec.name}")
     window = batches[: cut + 1]
-    if spec.training_window == "last_n" and spec.training_last_n > 0:
-        window = window[-spec.training_last_n:]
-    elif spec.training_window == "days" and "time_max" in window[-1]:
-        since = window[-1]["time_max"] - spec.training_days * 86400
+    if spec.training.window == "last_n" and spec.training.last_n > 0:
+        window = window[-spec.training.last_n:]
+    elif spec.training.window == "days" and "time_max" in window[-1]:
+        since = window[-1]["time_max"] - spec.training.days * 86400
         window = [b for b in window[:-1] if b.get("time_max", since) >= since] + window[-1:]
     return window
 
@@ -59,23 +59,23 @@ def training_rows(load: Callable[[dict[str, Any]], pd.DataFrame], spec: specs.Da
     newest = load(window[-1])
     newest_train, holdout = training.split_newest(newest, spec)
     available = sum(int(b.get("rows") or 0) for b in window[:-1]) + len(newest_train)
-    fraction = min(1.0, spec.training_max_rows / available) if available else 1.0
+    fraction = min(1.0, spec.training.max_rows / available) if available else 1.0
     older = window[:-1]
     parts = []
     queried = warehouse is not None and bool(older) and all(b.get("object_sha256") for b in older)
     if queried:
-        rows = warehouse.curated_window(spec.name, older, spec.training_seed, fraction).to_pandas()  # type: ignore
+        rows = warehouse.curated_window(spec.name, older, spec.training.seed, fraction).to_pandas()  # type: ignore
         parts.append(_like(rows, newest))
         del rows
     else:
         for batch in older:
             frame = load(batch)
-            parts.append(frame.loc[training.sample_mask(len(frame), fraction, spec.training_seed, batch["sha256"])])
+            parts.append(frame.loc[training.sample_mask(len(frame), fraction, spec.training.seed, batch["sha256"])])
             del frame
-    parts.append(newest_train.loc[training.sample_mask(len(newest_train), fraction, spec.training_seed,
+    parts.append(newest_train.loc[training.sample_mask(len(newest_train), fraction, spec.training.seed,
                                                        window[-1]["sha256"])])
     train = pd.concat(parts, ignore_index=True)
-    return train, holdout, {"max_rows": spec.training_max_rows, "rows_available": int(available),
+    return train, holdout, {"max_rows": spec.training.max_rows, "rows_available": int(available),
                             "fraction": round(fraction, 6), "sampled": fraction < 1,
                             "read": "warehouse query" if queried else "batch by batch"}
 
@@ -116,28 +116,28 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
                                                 cloud.warehouse)
     plan_memory(spec, train_df)
     search = None
-    params = dict(spec.model_params)
+    params = dict(spec.model.params)
     searching = training.tuning(spec, len(train_df))   # the spec's search, or a little tuning of a large window
-    if searching.search is not None:
+    if searching.model.search is not None:
         tasks = max(tasks, 1)
         mine = f"reports/{run_id}/search/task-{task}.json"
         if cloud.read_json(mine) is None:
-            if searching.search.method == "optuna":
+            if searching.model.search.method == "optuna":
                 scored = training.optuna_search(train_df, searching, task, tasks)
             else:
                 scored = [{"candidate": i, **training.cross_validate(train_df, searching, candidate)}
                           for i, candidate in enumerate(training.candidates(searching)) if i % tasks == task]
             cloud.write_json_once(mine, {"run_id": run_id, "task": task, "tasks": tasks, "results": scored})
             log.info("search candidates scored", run_id=run_id, task=task, candidates=len(scored),
-                     method=searching.search.method)
+                     method=searching.model.search.method)
         if not state.search_task_done(run_id, task, tasks):
             return "searched"
         parts = [cloud.read_json(f"reports/{run_id}/search/task-{i}.json") or {} for i in range(tasks)]
         results = sorted((r for part in parts for r in part.get("results", [])), key=lambda r: r["candidate"])
         best = max(results, key=lambda r: (r["score"], -r["candidate"]))
         params = best["params"]
-        search = {"method": searching.search.method, "auto": spec.search is None, "scorer": best["scorer"],
-                  "folds": searching.search.folds, "tasks": tasks, "best": best["candidate"],
+        search = {"method": searching.model.search.method, "auto": spec.model.search is None, "scorer": best["scorer"],
+                  "folds": searching.model.search.folds, "tasks": tasks, "best": best["candidate"],
                   "candidates": [{k: r[k] for k in ("candidate", "params", "score", "std")} for r in results]}
     elif task:
         return "skipped"    # without a search, task 0 trains alone
@@ -154,9 +154,9 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     try:
         artifacts.check(blob)   # the loaders would refuse it: say so now, not at the evaluator
     except artifacts.ArtifactError as exc:
-        raise StepFailed(f"the trained {spec.estimator} model cannot be served: {exc} (model.params "
+        raise StepFailed(f"the trained {spec.model.estimator} model cannot be served: {exc} (model.params "
                          f"{params} give a model outside the allow-list)") from exc
-    prof = drift.profile(train_df, spec, seed=spec.training_seed)
+    prof = drift.profile(train_df, spec, seed=spec.training.seed)
     import sklearn
     import skops
 
@@ -183,7 +183,7 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
     def record(version: int) -> dict[str, Any]:
         return {
             "artifact": f"gs://{cloud.settings.bucket}/{artifact_object(spec.name, version)}",
-            "sha256": digest, "estimator": spec.estimator, "params": params, "search": search, "metrics": metrics,
+            "sha256": digest, "estimator": spec.model.estimator, "params": params, "search": search, "metrics": metrics,
             "spec": spec.raw, "spec_sha256": spec.sha256, "task": spec.task,
             "features": list(spec.features), "target": spec.target,
             "training_window": {"manifest": f"gs://{cloud.settings.bucket}/{manifest_object}",
@@ -224,7 +224,7 @@ def plan_memory(spec: specs.DatasetSpec, train_df: pd.DataFrame) -> None:
     limit = int(os.environ.get("TOLLGATE_MEMORY_LIMIT") or 0)
     if not limit:
         return
-    distinct = {name: int(train_df[name].nunique()) for name in spec.categorical_features if name in train_df}
+    distinct = {name: int(train_df[name].nunique()) for name in spec.feature_lists.categorical if name in train_df}
     classes = int(train_df[spec.target].nunique()) if spec.task == "classification" else 2
     why = capacity.problem(spec, len(train_df), limit, distinct, classes, resident=_resident())
     if why:

@@ -17,6 +17,7 @@ from tollgate import artifacts, drift, events, lifecycle, log, outbox, reports, 
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
+from tollgate.errors import NotFound
 from tollgate.jobs.common import champion_profile, open_run
 from tollgate.warehouse import curated as warehouse_curated
 
@@ -34,7 +35,7 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
         curated_file = Path(tmp) / "curated.parquet"
         try:
             reader, size = cloud.open_read(src["object"], generation=src["generation"])
-        except FileNotFoundError:
+        except NotFound:
             return _replaced(cloud, state, run_id, src)
         with reader:
             result = validation.validate_file(reader, spec, curated_file, reference=reference, size=size)

@@ -118,7 +118,7 @@ def _sample_frame(table: pa.Table, spec: DatasetSpec) -> pd.DataFrame:
     """The sampled rows as the spec's feature columns and the prediction under the target's name."""
     rows = [orjson.loads(f) if f else {} for f in table.column("features").to_pylist()]
     frame = pd.DataFrame.from_records(rows, columns=list(spec.features))
-    for name in spec.numeric_features:
+    for name in spec.feature_lists.numeric:
         frame[name] = pd.to_numeric(frame[name], errors="coerce")
     frame[spec.target] = values(table.column("prediction"), spec)
     return frame
