@@ -18,10 +18,10 @@ def test_the_layout_table_matches_the_tree():
     assert missing == [], f"docs/architecture.md names paths that do not exist: {missing}"
 
 
-def test_every_module_of_the_shared_code_is_in_the_layout_table():
+def test_every_module_of_the_shared_code_and_the_local_cloud_is_in_the_layout_table():
     table = ARCHITECTURE.read_text().split("## Layout", 1)[1]
-    modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "shared" / "tollgate").rglob("*.py")
-               if p.name not in ("__init__.py", "__main__.py")]
+    modules = [p.relative_to(ROOT).as_posix() for folder in ("shared/tollgate", "localcloud")
+               for p in (ROOT / folder).rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
     absent = [m for m in modules if f"`{m}`" not in table]
     assert absent == [], f"modules the layout table does not place: {absent}"
 

@@ -109,7 +109,7 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
     assert [(h["event"], h["actor"]) for h in history] == [
         ("promote", "auto"), ("promote", "auto"), ("canary-abort", "monitor"), ("promote", "auto"),
         ("canary-promote", "monitor")]
-    assert "worse than stable" in history[2]["reason"] and "not worse" in history[4]["reason"]
+    assert "worse than the champion" in history[2]["reason"] and "not worse" in history[4]["reason"]
     shown = tollgate(local_cloud, "monitor", dataset)
     assert shown.returncode == 0 and "v3" in shown.stdout and "canary promote" in shown.stdout, shown.stdout
     report = cloud.bucket.blob(f"reports/monitoring/{dataset}/latest.html").download_as_text()

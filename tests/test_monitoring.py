@@ -228,13 +228,13 @@ def test_error_rate_and_latency_slos(traffic, taxi_spec, reference, tmp_path):
 def canary_window(traffic, spec, reference, canary_predictions, root, n_canary=300, extra=None, latency=None):
     """Stable v1 and canary v2 on the same traffic, every prediction labelled; (observed, result)."""
     rows, predictions = traffic
-    stable = logged(rows.iloc[n_canary:], spec, predictions[n_canary:], 1, "s")
+    champion = logged(rows.iloc[n_canary:], spec, predictions[n_canary:], 1, "s")
     canary = logged(rows.iloc[:n_canary], spec, canary_predictions[:n_canary], 2, "c")
     if latency:
-        stable, canary = stable.assign(latency_ms=latency[1]), canary.assign(latency_ms=latency[0])
-    log = Log(root, spec).predictions(pd.concat([stable, canary] + ([extra] if extra is not None else []),
+        champion, canary = champion.assign(latency_ms=latency[1]), canary.assign(latency_ms=latency[0])
+    log = Log(root, spec).predictions(pd.concat([champion, canary] + ([extra] if extra is not None else []),
                                                 ignore_index=True))
-    log.labels(pd.concat([labels_of(stable, rows["fare"].iloc[n_canary:]),
+    log.labels(pd.concat([labels_of(champion, rows["fare"].iloc[n_canary:]),
                           labels_of(canary, rows["fare"].iloc[:n_canary])]))
     return log.window({1: reference, 2: reference})
 
@@ -251,7 +251,7 @@ def test_a_callers_bad_requests_never_breach_the_slo_or_roll_back_a_canary(traff
     spec = taxi_spec.model_copy(update={"monitoring": specs.Monitoring(canary_min_requests=20)})
     observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / "flood",
                                      extra=failures(422, 400, "flood", version=2))
-    verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
+    verdict = monitoring.canary_verdict(observed.labelled, spec, result, champion=1, canary=2)
     assert verdict["verdict"] == "promote" and result["versions"]["2"]["client_errors"] == 400, verdict
 
 
@@ -271,12 +271,12 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spe
     rows, predictions = traffic
     degraded = np.full(len(predictions), float(np.mean(predictions)))   # predicts the mean fare for every trip
     observed, result = canary_window(traffic, spec, reference, degraded, tmp_path / "worse")
-    verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
+    verdict = monitoring.canary_verdict(observed.labelled, spec, result, champion=1, canary=2)
     assert verdict["verdict"] == "rollback" and "realised r2 worse" in verdict["reason"], verdict
     assert verdict["evidence"]["metric"]["high"] < -0.02
 
     observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / "good")
-    verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
+    verdict = monitoring.canary_verdict(observed.labelled, spec, result, champion=1, canary=2)
     assert verdict["verdict"] == "promote", verdict
     assert verdict["evidence"]["metric"]["low"] >= -0.02 and "realised metric" in verdict["reason"]
 
@@ -284,18 +284,18 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(traffic, taxi_spe
 def test_a_slow_canary_is_rolled_back_but_sub_millisecond_noise_is_not(traffic, taxi_spec, reference, tmp_path):
     spec = taxi_spec.model_copy(update={"monitoring": specs.Monitoring(canary_min_requests=20)})
     rows, predictions = traffic
-    for canary_ms, stable_ms, slow in ((4.0, 1.0, False), (120.0, 2.0, True)):
+    for canary_ms, champion_ms, slow in ((4.0, 1.0, False), (120.0, 2.0, True)):
         observed, result = canary_window(traffic, spec, reference, predictions, tmp_path / str(canary_ms),
-                                         latency=(canary_ms, stable_ms))
-        verdict = monitoring.canary_verdict(observed.labelled, spec, result, stable=1, canary=2)
-        assert verdict["evidence"]["p99_ms"] == {"canary": canary_ms, "stable": stable_ms}
+                                         latency=(canary_ms, champion_ms))
+        verdict = monitoring.canary_verdict(observed.labelled, spec, result, champion=1, canary=2)
+        assert verdict["evidence"]["p99_ms"] == {"canary": canary_ms, "champion": champion_ms}
         assert (verdict["verdict"] == "rollback" and "p99 latency 120 ms" in verdict["reason"]) == slow, verdict
 
 
 def test_a_canary_waits_for_enough_traffic(traffic, taxi_spec, reference, tmp_path):
     rows, predictions = traffic
     observed, result = canary_window(traffic, taxi_spec, reference, predictions, tmp_path, n_canary=100)
-    verdict = monitoring.canary_verdict(observed.labelled, taxi_spec, result, stable=1, canary=2)
+    verdict = monitoring.canary_verdict(observed.labelled, taxi_spec, result, champion=1, canary=2)
     assert verdict["verdict"] == "wait" and "needs 200 requests" in verdict["reason"]
 
 

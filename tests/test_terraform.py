@@ -171,7 +171,7 @@ def check_iam(root: Path) -> None:
         if rtype.endswith("_iam_member") or rtype.endswith("_iam_binding"):
             role = unq(body["role"])
             if role.startswith("${"):
-                assert role == "${each.value.role}", (path, name, role)   # the project roles map below
+                assert role == "${each.value.role}", (path, name, role)   # the roles of the maps below
             else:
                 roles.add(role)
     assert "roles/editor" not in roles and "roles/owner" not in roles
@@ -179,6 +179,7 @@ def check_iam(root: Path) -> None:
     project_roles = {k: [unq(r) for r in v] for k, v in iam_locals["project_roles"].items()}
     assert project_roles == PROJECT_ROLES
     roles |= {r for rs in project_roles.values() for r in rs}
+    roles |= set(re.findall(r'role = "(roles/[\w.]+)"', iam_locals["prefix_grants"]))   # the bucket prefixes
     assert roles == ALLOWED_ROLES, f"unexpected: {roles - ALLOWED_ROLES}, unused: {ALLOWED_ROLES - roles}"
 
 
@@ -202,15 +203,40 @@ def test_the_checks_catch_a_weakened_deployment(tmp_path, path, old, new, check)
 
 def test_buckets_are_locked_down_and_jobs_only_create_objects():
     resources = {(t, n): b for _, t, n, b in blocks("resource", ENV)}
-    data = resources[("google_storage_bucket", "data")]
-    assert data["uniform_bucket_level_access"] is True and unq(data["public_access_prevention"]) == "enforced"
-    assert data["versioning"][0]["enabled"] is True and data["soft_delete_policy"]
-    assert any("reports/" in str(rule["condition"]) for rule in data["lifecycle_rule"])
+    hardened = resources[("google_storage_bucket", "hardened")]   # the data and sources buckets, one body
+    buckets = locals_of(ENV / "storage.tf")["buckets"]
+    assert hardened["for_each"] == "${local.buckets}" and set(buckets) == {"data", "sources"}
+    assert hardened["uniform_bucket_level_access"] is True and unq(hardened["public_access_prevention"]) == "enforced"
+    assert hardened["versioning"][0]["enabled"] is True and hardened["logging"]
+    assert "soft_delete_policy" in str(hardened["dynamic"]) and buckets["data"]["soft_delete_days"]
+    assert "reports/" in str(buckets["data"]["expire"]) and "lifecycle_rule" in str(hardened["dynamic"])
     notification = resources[("google_storage_notification", "incoming")]
     assert unq(notification["object_name_prefix"]) == "incoming/" and "data-arrived" in notification["topic"]
-    create = resources[("google_storage_bucket_iam_member", "create")]
-    assert unq(create["role"]) == "roles/storage.objectCreator" and create["for_each"] == "${local.writers}"
-    assert create["condition"][0]["expression"]   # never unconditioned: see SERVICE_ACCOUNT_GRANTS
+    assert 'hardened["data"]' in notification["bucket"]
+    prefixes = resources[("google_storage_bucket_iam_member", "prefixes")]
+    assert prefixes["role"] == "${each.value.role}" and prefixes["for_each"] == "${local.prefix_grants}"
+    assert prefixes["condition"][0]["expression"]   # never unconditioned: see SERVICE_ACCOUNT_GRANTS
+
+
+def test_every_secret_is_one_pair_of_resources_and_nothing_iterates_over_a_sensitive_value():
+    """The secrets share one body (for_each over their ids); a for_each or count that depends on a sensitive
+    variable fails `terraform plan` ("Sensitive values ... cannot be used as for_each arguments"), so a sensitive
+    variable is read only inside nonsensitive() (whether it is set) or as a secret's data."""
+    resources = {(t, n): b for _, t, n, b in blocks("resource", ENV)}
+    secrets = [n for t, n in resources if t == "google_secret_manager_secret"]
+    assert secrets == ["tollgate"] and resources[("google_secret_manager_secret", "tollgate")]["for_each"] == \
+        "${local.secret_ids}"
+    assert set(locals_of(ENV / "secrets.tf")["secret_data"]) == {"feedback_key", "console_key", "review_webhook",
+                                                                   "mlflow_uri"}
+    sensitive = [unq(n) for b in hcl2.load((ENV / "variables.tf").open())["variable"] for n, v in b.items()
+                 if v.get("sensitive")]
+    assert {"review_webhook_url", "mlflow_tracking_uri"} <= set(sensitive)
+    for path in ENV.glob("*.tf"):
+        for line in path.read_text().splitlines():
+            for name in sensitive:
+                if f"var.{name}" in line and not line.strip().startswith("#"):
+                    assert "nonsensitive(" in line or re.match(rf"\s*\w+\s*=\s*var\.{name}\s*$", line), \
+                        (path.name, line)
 
 
 def test_functions_and_jobs_run_the_deployables_of_the_topology():
@@ -371,8 +397,8 @@ def _scope(body: dict, for_each_scope) -> object:
     expression = unq(condition["expression"])
     if "local.predictor_services" in expression:
         return "predictor-*"
-    if expression == ('${join(" || ", [for prefix in each.value : "resource.name.startsWith(\\"${local.objects}'
-                      '${prefix}\\")"])}'):
+    if expression == ('${join(" || ", [for prefix in each.value.prefixes : "resource.name.startsWith(\\"'
+                      '${local.objects}${prefix}\\")"])}'):
         return for_each_scope
     found = re.findall(r'startsWith\(\\"\$\{local\.objects\}([^"\\]+)\\"\)', expression)
     assert found, expression
@@ -399,8 +425,10 @@ def granted(root: Path = TF) -> dict[str, set]:
         '${{for name, w in local.workloads : name => w if w.kind != "predictor"}}':
             [(sa, None, None) for sa, k in kinds.items() if k != "predictor"],
         "${local.jobs}": [(sa, None, None) for sa in topo.jobs],
-        "${local.writers}": [(sa, None, j.writes) for sa, j in topo.jobs.items() if j.writes],
-        "${local.updaters}": [(sa, None, j.updates) for sa, j in topo.jobs.items() if j.updates],
+        "${local.prefix_grants}": [(sa, "roles/storage.objectCreator", j.writes) for sa, j in topo.jobs.items()
+                                   if j.writes]
+                                  + [(sa, "roles/storage.objectUser", j.updates) for sa, j in topo.jobs.items()
+                                     if j.updates],
         "${local.publish_grants}": [(sa, None, None) for sa, topics in publishes.items() if topics],
         "${toset(local.deployers)}": [(sa, None, None) for sa in deployers],
         "${toset(local.webhook_users)}": [(sa, None, None) for sa, topics in publishes.items()
@@ -425,7 +453,9 @@ def granted(root: Path = TF) -> dict[str, set]:
     assert "local.project_roles[w.kind]" in iam["project_grants"] and "w.publishes" in iam["publish_grants"]
     assert "deploys_predictor" in iam["deployers"] and '"review-requested", "alerts"' in iam["webhook_users"]
     assert "local.topology.services" in iam["deployers"]
-    assert "j.writes" in iam["writers"] and "j.updates" in iam["updaters"] and "watches_jobs" in iam["job_watchers"]
+    assert 'role = "roles/storage.objectCreator", prefixes = j.writes' in iam["prefix_grants"]
+    assert 'role = "roles/storage.objectUser", prefixes = j.updates' in iam["prefix_grants"]
+    assert "watches_jobs" in iam["job_watchers"]
     found: dict[str, set] = {}
     for path, rtype, name, body in blocks("resource", root / "environments" / "production"):
         if not rtype.endswith("_iam_member"):
@@ -482,12 +512,13 @@ def test_each_service_account_holds_exactly_its_allow_listed_roles():
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    ("for_each = local.writers\n", "for_each = local.updaters\n"),               # another job's prefixes
+    ('prefixes = j.writes, does = "Create"', 'prefixes = j.updates, does = "Create"'),   # another list's prefixes
+    ('role = "roles/storage.objectUser"', 'role = "roles/storage.objectAdmin"'),          # a wider role
     ("for_each  = toset(local.webhook_users)", "for_each  = local.workloads"),   # everyone reads the secret
     ('role     = "roles/storage.objectViewer"', 'role     = "roles/storage.objectAdmin"'),
     ('objects}models/', 'objects}'),                                              # the predictor reads everything
     ('predictor = ["roles/datastore.viewer"', 'predictor = ["roles/datastore.user"'),   # and writes Firestore
-    ('Create objects under ${join(", ", each.value)}"\n    expression  = join(',             # no condition at all
+    ('objects under ${join(", ", each.value.prefixes)}"\n    expression  = join(',   # no condition at all
      'x"\n    expression  = join(" || ", ["true"]) == join('),
 ])
 def test_the_allow_list_catches_a_widened_grant(tmp_path, old, new):

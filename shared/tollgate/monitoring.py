@@ -16,7 +16,7 @@ label (late labels: files under ``labels/<dataset>/`` or ``POST /feedback``). Pe
   of the primary one.
 
 ``judge`` turns a window into alerts (SLO breach, severe drift, decay) by the spec's thresholds,
-and ``canary_verdict`` compares a canary with the stable version on the same window.
+and ``canary_verdict`` compares a canary with the champion on the same window.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def judge(result: dict[str, Any], spec: DatasetSpec, serving: dict[str, Any] | N
 
 def _interval_of_difference(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np.ndarray, spec: DatasetSpec,
                             seed: int = 0) -> tuple[float, float, float]:
-    """(point, low, high) of (canary − stable) on the primary metric, oriented so > 0 is better;
+    """(point, low, high) of (canary − champion) on the primary metric, oriented so > 0 is better;
     an unpaired bootstrap: the two versions answered different requests."""
     metric = live_metric(spec)
     rng = np.random.default_rng(seed)
@@ -165,30 +165,31 @@ def _interval_of_difference(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np
     return float(sign * (point_a - point_b)), float(low), float(high)
 
 
-def canary_verdict(labelled: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any], stable: int,
+def canary_verdict(labelled: pd.DataFrame, spec: DatasetSpec, result: dict[str, Any], champion: int,
                    canary: int) -> dict[str, Any]:
-    """``promote``, ``rollback`` or ``wait``, with the evidence, for a canary against the stable
-    version: traffic from ``result`` (the same window), realised metrics from the ``labelled``
+    """``promote``, ``rollback`` or ``wait``, with the evidence, for a canary against the
+    champion: traffic from ``result`` (the same window), realised metrics from the ``labelled``
     predictions (``Observed.labelled``; the monitor passes those logged since the canary started)."""
     m = spec.monitoring
-    c, s = result["versions"].get(str(canary)), result["versions"].get(str(stable))
-    evidence: dict[str, Any] = {"stable": stable, "canary": canary, "window": [result["start"], result["end"]],
+    c, s = result["versions"].get(str(canary)), result["versions"].get(str(champion))
+    evidence: dict[str, Any] = {"champion": champion, "canary": canary, "window": [result["start"], result["end"]],
                                 "canary_requests": (c or {}).get("requests", 0),
-                                "stable_requests": (s or {}).get("requests", 0)}
+                                "champion_requests": (s or {}).get("requests", 0)}
     if not c or not s or c["requests"] < m.canary_min_requests or s["requests"] < m.canary_min_requests:
         return {"verdict": "wait", "reason": f"needs {m.canary_min_requests} requests on each version "
-                f"(canary {evidence['canary_requests']}, stable {evidence['stable_requests']})", "evidence": evidence}
+                f"(canary {evidence['canary_requests']}, champion {evidence['champion_requests']})",
+                "evidence": evidence}
     worse = []
-    evidence["error_rate"] = {"canary": c["error_rate"], "stable": s["error_rate"]}
+    evidence["error_rate"] = {"canary": c["error_rate"], "champion": s["error_rate"]}
     if c["error_rate"] > s["error_rate"] + m.canary_max_error_increase:
         worse.append(f"error rate {c['error_rate']:.1%} against {s['error_rate']:.1%}")
     cp, sp = c["latency_ms"]["p99"], s["latency_ms"]["p99"]
-    evidence["p99_ms"] = {"canary": cp, "stable": sp}
+    evidence["p99_ms"] = {"canary": cp, "champion": sp}
     if cp is not None and sp is not None and cp > max(m.canary_max_latency_ratio * sp, m.canary_latency_floor_ms):
         worse.append(f"p99 latency {cp:.0f} ms against {sp:.0f} ms")
     evidence["prediction_drift"] = c.get("prediction_drift")
     on_c = labelled[labelled["model_version"] == canary]
-    on_s = labelled[labelled["model_version"] == stable]
+    on_s = labelled[labelled["model_version"] == champion]
     decided_by_labels = len(on_c) >= m.min_labels and len(on_s) >= m.min_labels
     if decided_by_labels:
         cast = (lambda x: x.to_numpy(dtype="float64")) if spec.task == "regression" else (
@@ -196,7 +197,7 @@ def canary_verdict(labelled: pd.DataFrame, spec: DatasetSpec, result: dict[str, 
         point, low, high = _interval_of_difference(cast(on_c["prediction"]), cast(on_c["label"]),
                                                    cast(on_s["prediction"]), cast(on_s["label"]), spec)
         evidence["metric"] = {"metric": live_metric(spec), "canary": c["realised"] and c["realised"]["value"],
-                              "stable": s["realised"] and s["realised"]["value"], "improvement": point,
+                              "champion": s["realised"] and s["realised"]["value"], "improvement": point,
                               "low": low, "high": high, "confidence": spec.policy.confidence,
                               "labels": [int(len(on_c)), int(len(on_s))]}
         if high < -m.canary_max_metric_drop:
@@ -204,14 +205,15 @@ def canary_verdict(labelled: pd.DataFrame, spec: DatasetSpec, result: dict[str, 
                          f"({spec.policy.confidence:.0%} interval of the improvement {low:.3f} to {high:.3f})")
     elif (c.get("prediction_drift") or {}).get("status") == "severe" and \
             (s.get("prediction_drift") or {}).get("status") != "severe":
-        worse.append("its predictions drifted severely from the training target, the stable version's did not")
+        worse.append("its predictions drifted severely from the training target, the champion's did not")
     if worse:
-        return {"verdict": "rollback", "reason": "canary worse than stable: " + "; ".join(worse), "evidence": evidence}
+        return {"verdict": "rollback", "reason": "canary worse than the champion: " + "; ".join(worse),
+                "evidence": evidence}
     if decided_by_labels and evidence["metric"]["low"] < -m.canary_max_metric_drop:
         e = evidence["metric"]
-        return {"verdict": "wait", "reason": f"the realised {e['metric']} cannot yet tell the canary from the stable "
-                f"version (improvement {e['low']:.3f} to {e['high']:.3f}, allowed drop {m.canary_max_metric_drop}); "
+        return {"verdict": "wait", "reason": f"the realised {e['metric']} cannot yet tell the canary from the "
+                f"champion (improvement {e['low']:.3f} to {e['high']:.3f}, allowed drop {m.canary_max_metric_drop}); "
                 "waiting for more labels", "evidence": evidence}
     basis = "realised metric, error rate and latency" if decided_by_labels else "error rate, latency and drift"
-    return {"verdict": "promote", "reason": f"canary not worse than stable on {basis} over "
+    return {"verdict": "promote", "reason": f"canary not worse than the champion on {basis} over "
             f"{evidence['canary_requests']} requests", "evidence": evidence}

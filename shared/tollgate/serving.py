@@ -3,7 +3,7 @@ cloud/state.py apply these moves; Cloud Run traffic follows ``traffic()``.
 
 A dataset's serving pointers (its document in ``datasets/``)::
 
-    champion_version   the stable version: serves all traffic, or all but the canary's share
+    champion_version   the champion: serves all traffic, or all but the canary's share
     previous_version   the champion before it (what `rollback` returns to by default)
     canary             {version, percent, run_id, since} while a promoted version is on trial
 

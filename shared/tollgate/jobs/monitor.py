@@ -19,7 +19,7 @@ One tick:
    (``monitoring/<dataset>/windows``) and drawn in ``reports/monitoring/<dataset>/latest.html``.
 4. **Alerts** (SLO breach, severe drift, decay) go to Firestore, the `alerts` topic and the review
    webhook, at most once per version and kind per ``alert_cooldown_minutes``; decay and severe drift
-   of the stable version also request a **retraining** run over the latest curated batch, at most
+   of the champion also request a **retraining** run over the latest curated batch, at most
    once per ``retrain_cooldown_hours``.
 5. A running **canary** is promoted or rolled back on the window's evidence, through the same code
    path as `tollgate canary promote|abort` (a ledger entry whose actor is ``monitor``).
@@ -238,8 +238,8 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     for alert in monitoring.judge(result, spec, pointers):
         if _alert(cloud, state, alert, spec, at):
             actions["alerts"].append(alert)
-        stable = (pointers or {}).get("version")
-        if alert["retrain"] and alert["version"] == stable and actions["retraining"] is None:
+        champion = (pointers or {}).get("version")
+        if alert["retrain"] and alert["version"] == champion and actions["retraining"] is None:
             actions["retraining"] = request_retraining(cloud, state, spec, alert["message"], at)
     canary = (pointers or {}).get("canary")
     if canary:

@@ -194,8 +194,8 @@ class Monitoring(Section):
 
     Traffic (volume, errors, latency, drift) is judged over the last ``window_minutes``; realised
     metrics over the labelled predictions of the last ``label_window_hours`` (labels come late).
-    Canaries are promoted with at least ``canary_min_requests`` requests when not worse than the stable
-    version, and rolled back when worse (error rate, p99 latency above ``canary_latency_floor_ms``, or a
+    Canaries are promoted with at least ``canary_min_requests`` requests when not worse than the
+    champion, and rolled back when worse (error rate, p99 latency above ``canary_latency_floor_ms``, or a
     realised metric lower by more than ``canary_max_metric_drop`` with the policy's confidence).
     """
     window_minutes: float = Field(60.0, gt=0, description="The sliding window of live traffic judged per tick")
@@ -212,8 +212,8 @@ class Monitoring(Section):
     canary_min_requests: int = Field(200, gt=0, description="Requests on each version before a canary verdict")
     canary_max_error_increase: float = Field(0.01, ge=0, description="A canary's error rate higher by this is "
                                                                      "rolled back")
-    canary_max_latency_ratio: float = Field(2.0, gt=0, description="A canary's p99 this many times the stable "
-                                                                   "one's is rolled back")
+    canary_max_latency_ratio: float = Field(2.0, gt=0, description="A canary's p99 this many times the "
+                                                                   "champion's is rolled back")
     canary_latency_floor_ms: float = Field(50.0, ge=0, description="p99 latencies below this are never compared")
     canary_max_metric_drop: float = Field(0.02, ge=0, description="A canary's realised metric lower by more than "
                                                                   "this is rolled back")

@@ -14,26 +14,9 @@ resource "random_password" "console_key" {
   special = false
 }
 
-resource "google_secret_manager_secret" "console_key" {
-  project   = var.project_id
-  secret_id = "tollgate-console-key"
-  labels    = var.labels
-
-  replication {
-    auto {}
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_secret_manager_secret_version" "console_key" {
-  secret      = google_secret_manager_secret.console_key.id
-  secret_data = random_password.console_key.result
-}
-
 resource "google_secret_manager_secret_iam_member" "console_key" {
   project   = var.project_id
-  secret_id = google_secret_manager_secret.console_key.secret_id
+  secret_id = google_secret_manager_secret.tollgate["console_key"].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.workload["console"].email}"
 }
@@ -86,7 +69,7 @@ resource "google_cloud_run_v2_service" "console" {
         name = "TOLLGATE_CONSOLE_SECRET"
         value_source {
           secret_key_ref {
-            secret  = google_secret_manager_secret.console_key.secret_id
+            secret  = google_secret_manager_secret.tollgate["console_key"].secret_id
             version = "latest"
           }
         }
@@ -104,7 +87,7 @@ resource "google_cloud_run_v2_service" "console" {
   }
 
   depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.console_key,
-  google_secret_manager_secret_version.console_key]
+  google_secret_manager_secret_version.tollgate["console_key"]]
 }
 
 # Only IAP calls the service (ingress: the load balancer only); IAP's service agent is its one invoker.

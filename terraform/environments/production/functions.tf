@@ -36,7 +36,7 @@ data "archive_file" "function_source" {
 
 resource "google_storage_bucket_object" "function_source" {
   for_each = local.function_sources
-  bucket   = google_storage_bucket.sources.name
+  bucket   = google_storage_bucket.hardened["sources"].name
   # The content hash in the name: a changed source is a new object, which redeploys the function.
   name   = "functions/${replace(each.value, "/", "-")}-${data.archive_file.function_source[each.value].output_md5}.zip"
   source = data.archive_file.function_source[each.value].output_path
@@ -51,7 +51,7 @@ module "functions" {
   name                        = each.key
   description                 = "Tollgate ${each.key} (${each.value.source})"
   entry_point                 = each.value.entry_point
-  source_bucket               = google_storage_bucket.sources.name
+  source_bucket               = google_storage_bucket.hardened["sources"].name
   build_service_account_email = google_service_account.function_build.email
   docker_repository           = google_artifact_registry_repository.functions.id
   source_object               = google_storage_bucket_object.function_source[each.value.source].name
@@ -89,7 +89,7 @@ resource "google_project_iam_member" "function_build_logs" {
 }
 
 resource "google_storage_bucket_iam_member" "function_build_sources" {
-  bucket = google_storage_bucket.sources.name
+  bucket = google_storage_bucket.hardened["sources"].name
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.function_build.email}"
 }

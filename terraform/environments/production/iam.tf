@@ -38,10 +38,10 @@ locals {
   webhook_users = local.webhook ? [
     for name, w in local.workloads : name if length(setintersection(w.publishes, ["review-requested", "alerts"])) > 0
   ] : []
-  webhook_env = local.webhook ? { TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.review_webhook[0].secret_id } : {}
+  webhook_env = local.webhook ? { TOLLGATE_REVIEW_WEBHOOK = google_secret_manager_secret.tollgate["review_webhook"].secret_id } : {}
   # Who syncs the MLflow mirror (topology `mlflow: true`): reads the tracking server's URL.
   mlflow_users = local.mlflow ? [for name, f in local.functions : name if try(f.mlflow, false)] : []
-  mlflow_env   = local.mlflow ? { TOLLGATE_MLFLOW_URI = google_secret_manager_secret.mlflow_uri[0].secret_id } : {}
+  mlflow_env   = local.mlflow ? { TOLLGATE_MLFLOW_URI = google_secret_manager_secret.tollgate["mlflow_uri"].secret_id } : {}
   # Each workload's variables from Secret Manager: only the secrets it uses.
   secret_env = { for name in keys(local.workloads) : name => merge(
     contains(local.webhook_users, name) ? local.webhook_env : {},
@@ -72,20 +72,27 @@ resource "google_project_iam_member" "workload" {
 # create objects only under their topology `writes` (create-only: nothing is overwritten or deleted) and
 # replace them only under `updates`. Nobody but the deployer writes specs/ or incoming/.
 locals {
-  objects  = "projects/_/buckets/${local.bucket}/objects/"
-  writers  = { for name, j in local.jobs : name => j.writes if length(try(j.writes, [])) > 0 }
-  updaters = { for name, j in local.jobs : name => j.updates if length(try(j.updates, [])) > 0 }
+  objects = "projects/_/buckets/${local.bucket}/objects/"
+  # "<job> create" → objectCreator under its `writes`, "<job> update" → objectUser under its `updates`
+  prefix_grants = merge(
+    { for name, j in local.jobs : "${name} create" => {
+      sa = name, role = "roles/storage.objectCreator", prefixes = j.writes, does = "Create"
+    } if length(try(j.writes, [])) > 0 },
+    { for name, j in local.jobs : "${name} update" => {
+      sa = name, role = "roles/storage.objectUser", prefixes = j.updates, does = "Replace"
+    } if length(try(j.updates, [])) > 0 },
+  )
 }
 
 resource "google_storage_bucket_iam_member" "read" {
   for_each = { for name, w in local.workloads : name => w if w.kind != "predictor" }
-  bucket   = google_storage_bucket.data.name
+  bucket   = google_storage_bucket.hardened["data"].name
   role     = "roles/storage.objectViewer"
   member   = "serviceAccount:${google_service_account.workload[each.key].email}"
 }
 
 resource "google_storage_bucket_iam_member" "predictor_models" {
-  bucket = google_storage_bucket.data.name
+  bucket = google_storage_bucket.hardened["data"].name
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.workload["predictor"].email}"
   condition {
@@ -95,27 +102,15 @@ resource "google_storage_bucket_iam_member" "predictor_models" {
   }
 }
 
-resource "google_storage_bucket_iam_member" "create" {
-  for_each = local.writers
-  bucket   = google_storage_bucket.data.name
-  role     = "roles/storage.objectCreator"
-  member   = "serviceAccount:${google_service_account.workload[each.key].email}"
+resource "google_storage_bucket_iam_member" "prefixes" {
+  for_each = local.prefix_grants
+  bucket   = google_storage_bucket.hardened["data"].name
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.workload[each.value.sa].email}"
   condition {
     title       = "own prefixes only"
-    description = "Create objects under ${join(", ", each.value)}"
-    expression  = join(" || ", [for prefix in each.value : "resource.name.startsWith(\"${local.objects}${prefix}\")"])
-  }
-}
-
-resource "google_storage_bucket_iam_member" "update" {
-  for_each = local.updaters
-  bucket   = google_storage_bucket.data.name
-  role     = "roles/storage.objectUser"
-  member   = "serviceAccount:${google_service_account.workload[each.key].email}"
-  condition {
-    title       = "own updated prefixes only"
-    description = "Replace objects under ${join(", ", each.value)}"
-    expression  = join(" || ", [for prefix in each.value : "resource.name.startsWith(\"${local.objects}${prefix}\")"])
+    description = "${each.value.does} objects under ${join(", ", each.value.prefixes)}"
+    expression  = join(" || ", [for prefix in each.value.prefixes : "resource.name.startsWith(\"${local.objects}${prefix}\")"])
   }
 }
 
@@ -163,7 +158,7 @@ resource "google_project_iam_member" "predictor_invoker" {
 resource "google_secret_manager_secret_iam_member" "webhook" {
   for_each  = toset(local.webhook_users)
   project   = var.project_id
-  secret_id = google_secret_manager_secret.review_webhook[0].secret_id
+  secret_id = google_secret_manager_secret.tollgate["review_webhook"].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.workload[each.key].email}"
 }
@@ -171,7 +166,7 @@ resource "google_secret_manager_secret_iam_member" "webhook" {
 resource "google_secret_manager_secret_iam_member" "mlflow_uri" {
   for_each  = toset(local.mlflow_users)
   project   = var.project_id
-  secret_id = google_secret_manager_secret.mlflow_uri[0].secret_id
+  secret_id = google_secret_manager_secret.tollgate["mlflow_uri"].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.workload[each.key].email}"
 }
@@ -179,7 +174,33 @@ resource "google_secret_manager_secret_iam_member" "mlflow_uri" {
 # The key that signs the predictors' request ids (POST /feedback accepts labels only for ids it issued).
 resource "google_secret_manager_secret_iam_member" "feedback_key" {
   project   = var.project_id
-  secret_id = google_secret_manager_secret.feedback_key.secret_id
+  secret_id = google_secret_manager_secret.tollgate["feedback_key"].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.workload["predictor"].email}"
+}
+
+# Where the bucket grants lived before create and update were one resource: existing grants are kept.
+moved {
+  from = google_storage_bucket_iam_member.create["validator"]
+  to   = google_storage_bucket_iam_member.prefixes["validator create"]
+}
+
+moved {
+  from = google_storage_bucket_iam_member.create["trainer"]
+  to   = google_storage_bucket_iam_member.prefixes["trainer create"]
+}
+
+moved {
+  from = google_storage_bucket_iam_member.create["evaluator"]
+  to   = google_storage_bucket_iam_member.prefixes["evaluator create"]
+}
+
+moved {
+  from = google_storage_bucket_iam_member.create["monitor"]
+  to   = google_storage_bucket_iam_member.prefixes["monitor create"]
+}
+
+moved {
+  from = google_storage_bucket_iam_member.update["monitor"]
+  to   = google_storage_bucket_iam_member.prefixes["monitor update"]
 }

@@ -12,9 +12,10 @@ locals {
   # pull subscriptions a job reads on Google Cloud (`local_only` ones stand in locally for a managed service)
   subscriptions = { for name, s in try(local.topology.subscriptions, {}) : name => s if !try(s.local_only, false) }
 
-  bucket   = coalesce(var.bucket_name, "${var.project_id}-tollgate")
-  webhook  = var.review_webhook_url != ""
-  mlflow   = var.mlflow_tracking_uri != ""
+  bucket = coalesce(var.bucket_name, "${var.project_id}-tollgate")
+  # whether the optional secrets are set is not secret (for_each and count may not depend on a sensitive value)
+  webhook  = nonsensitive(var.review_webhook_url != "")
+  mlflow   = nonsensitive(var.mlflow_tracking_uri != "")
   registry = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 
   # What every workload needs to find the project (Settings.from_env).
@@ -35,7 +36,7 @@ locals {
     TOLLGATE_PREDICTOR_IMAGE         = "${local.registry}/predictor:${var.image_tag}"
     TOLLGATE_PREDICTOR_SA            = google_service_account.workload["predictor"].email
     TOLLGATE_PREDICTOR_MIN_INSTANCES = tostring(var.predictor_min_instances)
-    TOLLGATE_FEEDBACK_KEY_SECRET     = google_secret_manager_secret.feedback_key.secret_id
+    TOLLGATE_FEEDBACK_KEY_SECRET     = google_secret_manager_secret.tollgate["feedback_key"].secret_id
   })
 
   pubsub_agent    = "service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
@@ -105,50 +106,6 @@ resource "google_firestore_index" "runs_by_dataset" {
   depends_on = [google_firestore_database.default]
 }
 
-# The review webhook (a Slack-compatible incoming-webhook URL), kept in Secret Manager and given as
-# TOLLGATE_REVIEW_WEBHOOK to the workloads that publish review requests or alerts. Without it, both
-# are still published to their topics (review-requested, alerts) and listed by the CLI.
-resource "google_secret_manager_secret" "review_webhook" {
-  count     = local.webhook ? 1 : 0
-  project   = var.project_id
-  secret_id = "tollgate-review-webhook"
-  labels    = var.labels
-
-  replication {
-    auto {}
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_secret_manager_secret_version" "review_webhook" {
-  count       = local.webhook ? 1 : 0
-  secret      = google_secret_manager_secret.review_webhook[0].id
-  secret_data = var.review_webhook_url
-}
-
-# The MLflow tracking server (its URL, which may carry credentials), kept in Secret Manager and given as
-# TOLLGATE_MLFLOW_URI to the functions that sync the mirror (topology `mlflow: true`: tracking, reconciler).
-# Without it, nothing is mirrored unless a dataset's spec names its own server (tracking.mlflow.uri).
-resource "google_secret_manager_secret" "mlflow_uri" {
-  count     = local.mlflow ? 1 : 0
-  project   = var.project_id
-  secret_id = "tollgate-mlflow-uri"
-  labels    = var.labels
-
-  replication {
-    auto {}
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_secret_manager_secret_version" "mlflow_uri" {
-  count       = local.mlflow ? 1 : 0
-  secret      = google_secret_manager_secret.mlflow_uri[0].id
-  secret_data = var.mlflow_tracking_uri
-}
-
 # The predictors' request-id key (TOLLGATE_FEEDBACK_KEY): random, made once, kept in Secret Manager. Every
 # revision of every predictor reads it, so a label can name a request any of them answered.
 resource "random_password" "feedback_key" {
@@ -156,19 +113,3 @@ resource "random_password" "feedback_key" {
   special = false
 }
 
-resource "google_secret_manager_secret" "feedback_key" {
-  project   = var.project_id
-  secret_id = "tollgate-feedback-key"
-  labels    = var.labels
-
-  replication {
-    auto {}
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_secret_manager_secret_version" "feedback_key" {
-  secret      = google_secret_manager_secret.feedback_key.id
-  secret_data = random_password.feedback_key.result
-}

@@ -1,6 +1,6 @@
 output "bucket" {
   description = "Drop files into gs://BUCKET/incoming/<dataset>/; push specs to specs/ (`tollgate spec push`)."
-  value       = "gs://${google_storage_bucket.data.name}"
+  value       = "gs://${google_storage_bucket.hardened["data"].name}"
 }
 
 output "review_url" {
@@ -32,7 +32,7 @@ output "environment" {
   description = "`export` these for the tollgate CLI against this project."
   value = {
     GOOGLE_CLOUD_PROJECT = var.project_id
-    TOLLGATE_BUCKET      = google_storage_bucket.data.name
+    TOLLGATE_BUCKET      = google_storage_bucket.hardened["data"].name
     TOLLGATE_REGION      = var.region
     TOLLGATE_REVIEW_URL  = module.functions["review"].uri
     TOLLGATE_CONSOLE_URL = local.console ? "https://${var.console_domain}" : ""

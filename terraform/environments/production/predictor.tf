@@ -21,13 +21,13 @@ module "predictors" {
   dataset               = each.key
   image                 = local.predictor_env.TOLLGATE_PREDICTOR_IMAGE
   service_account_email = google_service_account.workload["predictor"].email
-  environment           = merge(local.base_env, { TOLLGATE_FEEDBACK_KEY_SECRET = google_secret_manager_secret.feedback_key.secret_id })
-  secret_environment    = { TOLLGATE_FEEDBACK_KEY = google_secret_manager_secret.feedback_key.secret_id }
+  environment           = merge(local.base_env, { TOLLGATE_FEEDBACK_KEY_SECRET = google_secret_manager_secret.tollgate["feedback_key"].secret_id })
+  secret_environment    = { TOLLGATE_FEEDBACK_KEY = google_secret_manager_secret.tollgate["feedback_key"].secret_id }
   memory                = try(local.topology.services.predictor.memory, "1Gi")
   ingress               = var.predictor_ingress
   deletion_protection   = var.predictor_deletion_protection
   labels                = var.labels
 
   depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.feedback_key,
-  google_secret_manager_secret_version.feedback_key]
+  google_secret_manager_secret_version.tollgate["feedback_key"]]
 }

@@ -1,9 +1,28 @@
-# The data bucket and its notification: every object finalized under incoming/ is published to
+# The buckets, and the data bucket's notification: every object finalized under incoming/ is published to
 # data-arrived, which starts a run.
 
-resource "google_storage_bucket" "data" {
+# The data bucket and the packaged function sources (one zip per source folder and content hash, apart from the
+# data: the function build account reads that bucket only), both hardened alike: uniform access, no public
+# access, versioned (a noncurrent version exists only if something was overwritten: kept a month), access-logged.
+locals {
+  buckets = {
+    data = {
+      name             = local.bucket
+      soft_delete_days = var.soft_delete_days
+      expire           = { "reports/" = var.reports_retention_days } # prefix → days an object is kept
+    }
+    sources = {
+      name             = "${local.bucket}-sources"
+      soft_delete_days = null # the default: 7 days
+      expire           = {}
+    }
+  }
+}
+
+resource "google_storage_bucket" "hardened" {
+  for_each                    = local.buckets
   project                     = var.project_id
-  name                        = local.bucket
+  name                        = each.value.name
   location                    = var.region
   labels                      = var.labels
   uniform_bucket_level_access = true
@@ -14,21 +33,26 @@ resource "google_storage_bucket" "data" {
     enabled = true
   }
 
-  soft_delete_policy {
-    retention_duration_seconds = var.soft_delete_days * 86400
-  }
-
-  lifecycle_rule {
-    condition {
-      age            = var.reports_retention_days
-      matches_prefix = ["reports/"]
-    }
-    action {
-      type = "Delete"
+  dynamic "soft_delete_policy" {
+    for_each = each.value.soft_delete_days == null ? [] : [each.value.soft_delete_days]
+    content {
+      retention_duration_seconds = soft_delete_policy.value * 86400
     }
   }
 
-  # Noncurrent versions exist only if something was overwritten: keep them a month.
+  dynamic "lifecycle_rule" {
+    for_each = each.value.expire
+    content {
+      condition {
+        age            = lifecycle_rule.value
+        matches_prefix = [lifecycle_rule.key]
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
+
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = 30
@@ -44,33 +68,14 @@ resource "google_storage_bucket" "data" {
   }
 }
 
-# The packaged function sources (one zip per source folder and content hash), apart from the data: the
-# function build account reads this bucket only.
-resource "google_storage_bucket" "sources" {
-  project                     = var.project_id
-  name                        = "${local.bucket}-sources"
-  location                    = var.region
-  labels                      = var.labels
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
+moved {
+  from = google_storage_bucket.data
+  to   = google_storage_bucket.hardened["data"]
+}
 
-  versioning {
-    enabled = true
-  }
-
-  lifecycle_rule {
-    condition {
-      days_since_noncurrent_time = 30
-      with_state                 = "ARCHIVED"
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
-  logging {
-    log_bucket = google_storage_bucket.access_logs.name
-  }
+moved {
+  from = google_storage_bucket.sources
+  to   = google_storage_bucket.hardened["sources"]
 }
 
 # Access logs of the data and sources buckets (who read or wrote which object).
@@ -109,7 +114,7 @@ resource "google_pubsub_topic_iam_member" "gcs_notifications" {
 }
 
 resource "google_storage_notification" "incoming" {
-  bucket             = google_storage_bucket.data.name
+  bucket             = google_storage_bucket.hardened["data"].name
   topic              = module.topics["data-arrived"].id
   payload_format     = "JSON_API_V1"
   event_types        = ["OBJECT_FINALIZE"]
