@@ -79,7 +79,7 @@ def launch(cloud: Cloud, state: State, run_id: str, job: str) -> str:
     try:
         tasks = None
         if run is not None:   # a hyperparameter search spreads its candidates over the execution's tasks
-            search = specs.from_dict(run["spec"]).search
+            search = specs.from_dict(run["spec"]).model.search
             tasks = search.tasks if search else None
         execution = cloudrun.run_job(cloud, job, {"RUN_ID": run_id, **tracing.job_env()}, task_count=tasks)
     except Exception:
