@@ -234,7 +234,7 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
                for start, end in (("2013-01-01", "2013-07-01"), ("2013-07-01", "2014-01-01"),
                                   ("2014-01-01", "2014-07-01"))]
     code, first = drop(local_cloud, batches[0], dataset=dataset)
-    assert code == 0 and first["decision"] == "review" and first["review"]["status"] == "pending", first
+    assert code == 2 and first["decision"] == "review" and first["review"]["status"] == "pending", first
     run_id = first["run_id"]
 
     posted = [b for b in webhook.received if b["tollgate"]["run_id"] == run_id]
@@ -288,7 +288,7 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
     assert run["decision"] == "promote" and run["decided_by"] == "ana" and run["deployment"]["status"] == "done"
 
     code, second = drop(local_cloud, batches[1], dataset=dataset)
-    assert code == 0 and second["decision"] == "review" and second["champion_version"] == 1, second
+    assert code == 2 and second["decision"] == "review" and second["champion_version"] == 1, second
     rejected = tollgate(local_cloud, "review", "reject", second["run_id"], "--reviewer", "bo",
                         "--reason", "wait for the full quarter")
     assert rejected.returncode == 0 and "rejected" in rejected.stdout, rejected.stderr
@@ -298,7 +298,7 @@ def test_human_review_approve_reject_and_expiry(local_cloud, cloud, state, webho
     push_spec(local_cloud, taxi_spec, tmp_path, dataset, policy={**taxi_spec.raw["policy"], "min_holdout_rows": 10**6},
               review={"expire_after_hours": 1 / 3600})
     code, third = drop(local_cloud, batches[2], dataset=dataset)
-    assert code == 0 and third["decision"] == "review", third
+    assert code == 2 and third["decision"] == "review", third
     lineage = state.get_version(dataset, third["challenger_version"])["training_window"]   # a manifest, by digest
     manifest = cloud.read_bytes(lineage["manifest"].split("/", 3)[3])
     assert hashlib.sha256(manifest).hexdigest() == lineage["sha256"] and lineage["batches"] == 2
