@@ -4,9 +4,11 @@ retried, and killed again), and `spec check` says at push time which settings wi
 
 The estimate counts what grows with the rows: the encoded design matrix (one column per numeric feature, per
 datetime part, per kept category of a one-hot feature — at most ``model.max_categories`` —, one per code or target
-encoding), and what each family builds on it (gradient boosting's binned copy and gradients, a forest's trees
-that grow with the rows, nearest neighbours' stored rows, libsvm's cache). It is deliberately a little generous:
-a plan, not a measurement. Pure.
+encoding), the copies each family makes of it (float32 for the trees, the validated and binned copies of gradient
+boosting, the solver's for linear models), what each builds on it (gradients, a forest's trees that grow with the
+rows, nearest neighbours' stored rows, libsvm's cache), and, before the trainer can measure it, the window itself.
+The factors are calibrated against `make bench-memory`, which prints the plan beside what each fit used; they
+are a plan, not a measurement, and err on the generous side. Pure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from tollgate.spec import DatasetSpec
 
-HEADROOM = 0.7              # of the job's limit: the rest is the interpreter, libraries and the window itself
+HEADROOM = 0.85             # of the job's limit: what the allocator fragments and the estimate misses
+BASE_BYTES = 300 * 2**20    # the trainer's interpreter and libraries, resident before any data
 TREE_NODE_BYTES = 72        # a scikit-learn tree node and its value
 SCALING_ROWS = {"svm": 50_000, "knn": 200_000}   # beyond these, time (not memory) makes a family impractical
 
@@ -57,39 +60,51 @@ def _param(spec: DatasetSpec, name: str, default: Any) -> Any:
     return spec.model.params.get(name, default)
 
 
+def window(spec: DatasetSpec, rows: int) -> int:
+    """What a process holding ``rows`` rows of the window uses before any fit: the interpreter and its libraries,
+    eight bytes a row per numeric column, and a shared string's reference per text column (curated Parquet keeps
+    text as dictionaries, so values repeat by reference). For `spec check`, which has no process to measure."""
+    text = sum(1 for c in spec.columns.values() if c.type in ("string", "datetime"))
+    return int(BASE_BYTES + rows * ((len(spec.columns) - text) * 8 + text * 16) * 1.25)
+
+
 def estimate(spec: DatasetSpec, rows: int, distinct: dict[str, int] | None = None, classes: int = 2) -> Estimate:
-    """Bytes a fit of ``spec`` on ``rows`` rows adds to what the window already holds."""
+    """Bytes a fit of ``spec`` on ``rows`` rows adds to what the window already holds. Calibrated against
+    `make bench-memory`, which fits each family and prints this plan beside what the fit used."""
+    from tollgate import training
+
     widths = feature_widths(spec, distinct, classes)
     width = max(sum(widths.values()), 1)
     k = 1 if spec.task == "regression" or classes <= 2 else classes
     family = spec.model.estimator
-    onehot = sum(w for n, w in widths.items() if n in spec.feature_lists.categorical
-                 and spec.columns[n].encoding in ("auto", "one_hot") and family != "hist_gradient_boosting")
-    dense = rows * width * 8
-    if family == "linear":   # the one-hot block is sparse: one stored value per row and feature
-        dense = rows * (width - onehot) * 8 + rows * len([n for n in spec.feature_lists.categorical
-                                                          if widths[n] > 1]) * 12
-        total, note = dense * 3, "the design matrix and the solver's copies"
+    features = rows * max(len(spec.features), 1) * 8      # the feature frame the pipeline copies out of the window
+    dense = rows * width * 8                              # the encoded design matrix, float64
+    if family == "linear":   # the one-hot block is sparse: one stored value (and its index) per row and feature
+        onehot = [n for n in spec.feature_lists.categorical if training.encodings(spec).get(n) == "one_hot"]
+        stored = rows * (width - sum(widths[n] for n in onehot)) * 8
+        total = features + stored * 2.5 + rows * (len(spec.features)) * 12 * 3
+        note = "the design matrix and the solver's copies"
     elif family == "hist_gradient_boosting":
-        total = dense + rows * width + rows * k * 24
-        note = "the design matrix, its binned copy and the gradients"
+        copies = 3.25 if rows >= training.EARLY_STOPPING_ROWS else 2.5    # early stopping splits off a tenth
+        total = features + dense * copies + rows * width + rows * k * 24
+        note = "the design matrix, its validated copies, the binned copy and the gradients"
     elif family in ("random_forest", "decision_tree"):
         trees = int(_param(spec, "n_estimators", 100)) if family == "random_forest" else 1
         leaf = max(int(_param(spec, "min_samples_leaf", 1)), 1)
         depth = _param(spec, "max_depth", None)
         nodes = 2 * rows // leaf if depth is None else min(2 * rows // leaf, 2 ** (int(depth) + 1))
         value = TREE_NODE_BYTES + 8 * k
-        total = dense + rows * width * 4 + trees * nodes * value
-        note = f"{trees} tree(s) of up to {nodes:,} nodes each (they grow with the rows)"
+        total = features + dense * 1.5 + rows * width * 4 + trees * nodes * value
+        note = f"the design matrix, its float32 copy and {trees} tree(s) of up to {nodes:,} nodes each"
     elif family == "gradient_boosting":
-        total = dense + rows * width * 4 + rows * k * 24
-        note = "the design matrix and the gradients"
+        total = features + dense * 1.5 + rows * width * 4 + rows * k * 24
+        note = "the design matrix, its float32 copy and the gradients"
     elif family == "knn":
-        total, note = dense * 2, "the stored training rows"
+        total, note = features + dense * 2.1, "the stored training rows"
     elif family == "svm":
-        total, note = dense * 2 + 200 * 2**20, "the support vectors and libsvm's cache"
+        total, note = features + dense * 2.5 + 200 * 2**20, "the support vectors and libsvm's cache"
     else:
-        total, note = dense * 2, "the design matrix"
+        total, note = features + dense * 2.5, "the design matrix"
     return Estimate(int(total), width, widths, rows, note)
 
 
@@ -98,10 +113,12 @@ def _gib(value: float) -> str:
 
 
 def problem(spec: DatasetSpec, rows: int, limit: int, distinct: dict[str, int] | None = None,
-            classes: int = 2, resident: int = 0) -> str | None:
-    """None if training ``rows`` fits in a job of ``limit`` bytes (``resident`` already used); else why not and
-    what to change, naming the widest columns and the settings."""
+            classes: int = 2, resident: int | None = None) -> str | None:
+    """None if training ``rows`` fits in a job of ``limit`` bytes (``resident`` already used: measured by the
+    trainer, planned with `window` when None); else why not and what to change, naming the widest columns and the
+    settings."""
     planned = estimate(spec, rows, distinct, classes)
+    resident = window(spec, rows) if resident is None else resident
     budget = limit * HEADROOM - resident
     slow = SCALING_ROWS.get(spec.model.estimator)
     if planned.bytes <= budget and (slow is None or rows <= slow):
@@ -123,13 +140,14 @@ def problem(spec: DatasetSpec, rows: int, limit: int, distinct: dict[str, int] |
 
 
 def rows_within(spec: DatasetSpec, limit: int, distinct: dict[str, int] | None = None, classes: int = 2,
-                resident: int = 0) -> int:
-    """The most rows that fit in ``limit`` (a bisection over the estimate)."""
+                resident: int | None = None) -> int:
+    """The most rows that fit in ``limit`` (a bisection over the estimate and, when ``resident`` is not measured,
+    the window's plan)."""
     low, high = 0, 100_000_000
-    budget = limit * HEADROOM - resident
     while low < high:
         middle = (low + high + 1) // 2
-        if estimate(spec, middle, distinct, classes).bytes <= budget:
+        held = window(spec, middle) if resident is None else resident
+        if estimate(spec, middle, distinct, classes).bytes <= limit * HEADROOM - held:
             low = middle
         else:
             high = middle - 1

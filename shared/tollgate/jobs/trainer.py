@@ -232,9 +232,13 @@ def plan_memory(spec: specs.DatasetSpec, train_df: pd.DataFrame) -> None:
 
 
 def _resident() -> int:
-    """This process's resident memory in bytes."""
+    """This process's resident memory in bytes, once Arrow has handed back what its pool keeps from reading the
+    window (otherwise the figure varies by hundreds of MiB from run to run)."""
     import os
 
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     try:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
