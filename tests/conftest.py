@@ -18,6 +18,14 @@ TAXI_CSV = ROOT / "examples" / "data" / "chicago_taxi" / "chicago_taxi_trips.csv
 TAXI_SPEC = ROOT / "datasets" / "chicago_taxi.yaml"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tiers by what a test needs, not by where it lives: one that asks for the session's local cloud (directly or
+    through another fixture) is an ``emulator`` test, so ``make test-unit`` never starts an emulator."""
+    for item in items:
+        if "local_cloud" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("emulator"):
+            item.add_marker(pytest.mark.emulator)
+
+
 @pytest.fixture(scope="session")
 def taxi() -> pd.DataFrame:
     return pd.read_csv(TAXI_CSV).sort_values("trip_start_timestamp", kind="stable").reset_index(drop=True)
