@@ -38,22 +38,17 @@ clean: ## stop the local cloud and delete its data (.tollgate/)
 demo: setup $(if $(MLFLOW),mlflow) ## start the local cloud and replay the taxi data through the whole chain (MLFLOW=1: with MLflow)
 	$(BIN)/python examples/demo.py $(if $(MLFLOW),--mlflow)
 
-# Two workers (pytest-xdist), each with its own local cloud on free ports; a test module stays on one worker, so
-# the tests of a module that share a trained dataset share it. PYTEST_WORKERS=0 runs in one process.
-PYTEST_WORKERS ?= 2
-PYTEST := $(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
-
 test: lint check-terraform mlflow ## lint, terraform checks, then unit, emulator and end-to-end tests (own emulators on free ports)
-	$(PYTEST)
+	$(BIN)/pytest
 
 test-unit: setup $(PROVIDER_SCHEMA) ## only the unit tests: no emulator, no network, no download
-	$(PYTEST) -m "not emulator and not e2e"
+	$(BIN)/pytest -m "not emulator and not e2e"
 
 test-emulator: setup $(PROVIDER_SCHEMA) ## the tests that need the local cloud's emulators, without the whole chain
-	$(PYTEST) -m "emulator and not e2e"
+	$(BIN)/pytest -m "emulator and not e2e"
 
 test-e2e: setup mlflow $(PROVIDER_SCHEMA) ## the end-to-end chains through the local cloud
-	$(PYTEST) -m e2e
+	$(BIN)/pytest -m e2e
 
 fuzz: setup ## more seeded mutations of model artifacts and data files than make test runs (FUZZ_CASES=10000, FUZZ_SEED=N)
 	FUZZ_CASES=$(or $(FUZZ_CASES),10000) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider
