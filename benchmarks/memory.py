@@ -70,9 +70,10 @@ def table(rows: int) -> Path:
 
 
 def child(estimator: str, path: Path, force: bool = False) -> None:
-    """One fit, as the trainer does it: read the window, plan its memory with what the process holds already,
-    then fit (the parent measures the peak)."""
-    from tollgate.jobs.trainer import _resident
+    """One fit, as the trainer does it: read the window, plan its memory with what the process holds already
+    (the trainer's own `plan_memory`), then fit (the parent measures the peak)."""
+    from tollgate.errors import StepFailed
+    from tollgate.jobs.trainer import _resident, plan_memory
 
     frame = pd.read_parquet(path)
     for i in range(CATEGORICAL):
@@ -80,11 +81,14 @@ def child(estimator: str, path: Path, force: bool = False) -> None:
     spec = spec_for(estimator)
     resident = _resident()
     distinct = {f"c{i}": int(frame[f"c{i}"].nunique()) for i in range(CATEGORICAL)}
-    why = capacity.problem(spec, len(frame), LIMIT, distinct, resident=resident)
     planned = capacity.estimate(spec, len(frame), distinct).bytes
-    if why and not force:
-        print(json.dumps({"refused": why, "window": resident, "planned": planned}))
-        return
+    os.environ["TOLLGATE_MEMORY_LIMIT"] = str(LIMIT)
+    try:
+        plan_memory(spec, frame)
+    except StepFailed as refused:
+        if not force:
+            print(json.dumps({"refused": str(refused), "window": resident, "planned": planned}))
+            return
     started = time.perf_counter()
     training.fit(frame, spec)
     print(json.dumps({"seconds": time.perf_counter() - started, "window": resident, "planned": planned}))

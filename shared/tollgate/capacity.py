@@ -62,9 +62,10 @@ def _param(spec: DatasetSpec, name: str, default: Any) -> Any:
 
 def window(spec: DatasetSpec, rows: int) -> int:
     """What a process holding ``rows`` rows of the window uses before any fit: the interpreter and its libraries,
-    eight bytes a row per numeric column, and a shared string's reference per text column (curated Parquet keeps
-    text as dictionaries, so values repeat by reference). For `spec check`, which has no process to measure."""
-    text = sum(1 for c in spec.columns.values() if c.type in ("string", "datetime"))
+    eight bytes a row per number (datetimes are curated as Unix seconds), and a shared string's reference per text
+    column (curated Parquet keeps text as dictionaries, so values repeat by reference). For `spec check`, which has
+    no process to measure."""
+    text = sum(1 for c in spec.columns.values() if c.type == "string")
     return int(BASE_BYTES + rows * ((len(spec.columns) - text) * 8 + text * 16) * 1.25)
 
 
@@ -80,9 +81,9 @@ def estimate(spec: DatasetSpec, rows: int, distinct: dict[str, int] | None = Non
     features = rows * max(len(spec.features), 1) * 8      # the feature frame the pipeline copies out of the window
     dense = rows * width * 8                              # the encoded design matrix, float64
     if family == "linear":   # the one-hot block is sparse: one stored value (and its index) per row and feature
-        onehot = [n for n in spec.feature_lists.categorical if training.encodings(spec).get(n) == "one_hot"]
-        stored = rows * (width - sum(widths[n] for n in onehot)) * 8
-        total = features + stored * 2.5 + rows * (len(spec.features)) * 12 * 3
+        onehot = sum(widths[n] for n, encoding in training.encodings(spec).items() if encoding == "one_hot")
+        stored = rows * (width - onehot) * 8
+        total = features + stored * 2.5 + rows * len(spec.features) * 12 * 3
         note = "the design matrix and the solver's copies"
     elif family == "hist_gradient_boosting":
         copies = 3.25 if rows >= training.EARLY_STOPPING_ROWS else 2.5    # early stopping splits off a tenth
