@@ -124,9 +124,13 @@ def _cases() -> Iterable[tuple[dict[str, Any], bytes]]:
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident set. Not ``getrusage``: its ``ru_maxrss`` survives ``execve``, so a worker
+    started by a test process that has grown to 700 MB would report the parent's peak, not its own."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
 def _artifact_worker() -> None:
