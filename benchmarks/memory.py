@@ -28,6 +28,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "shared")]
 
+from localcloud import memory  # noqa: E402
 from tollgate import capacity, training  # noqa: E402
 from tollgate import spec as specs  # noqa: E402
 
@@ -87,11 +88,13 @@ def child(estimator: str, path: Path, force: bool = False) -> None:
         plan_memory(spec, frame)
     except StepFailed as refused:
         if not force:
-            print(json.dumps({"refused": str(refused), "window": resident, "planned": planned}))
+            print(json.dumps({"refused": str(refused), "window": resident, "planned": planned,
+                              "peak": memory.peak_resident()}))
             return
     started = time.perf_counter()
     training.fit(frame, spec)
-    print(json.dumps({"seconds": time.perf_counter() - started, "window": resident, "planned": planned}))
+    print(json.dumps({"seconds": time.perf_counter() - started, "window": resident, "planned": planned,
+                      "peak": memory.peak_resident()}))
 
 
 def measure(estimator: str, path: Path, force: bool = False) -> dict:
@@ -101,11 +104,13 @@ def measure(estimator: str, path: Path, force: bool = False) -> dict:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out, err = proc.stdout.read(), proc.stderr.read()
+    # wait4's ru_maxrss is the fallback for a child that died before it could say: it also counts what this
+    # process held when it started the child (Linux keeps it across exec), so the child's own VmHWM comes first
     peak = usage.ru_maxrss * 1024   # kilobytes on Linux
     if os.waitstatus_to_exitcode(status) != 0:
         return {"error": (err.strip().splitlines() or ["failed"])[-1], "peak": peak,
                 "seconds": time.perf_counter() - started}
-    return {**json.loads(out.strip().splitlines()[-1]), "peak": peak}
+    return {"peak": peak, **json.loads(out.strip().splitlines()[-1])}
 
 
 def main() -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from localcloud import memory  # noqa: E402
 from tollgate import spec as specs  # noqa: E402
 from tollgate.warehouse import tables  # noqa: E402
 
@@ -59,12 +59,7 @@ MIB = 1024 * 1024
 
 
 def peak_mib() -> float:
-    """This process's peak resident memory since it started (VmHWM: unlike ru_maxrss, it does not keep the
-    forking parent's memory across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return memory.peak_resident() / MIB
 
 
 # -- generated data ----------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ def resident(pids: list[int]) -> int:
     return total
 
 
+def peak_resident() -> int:
+    """Bytes this process has held resident at most since it was started (the kernel's VmHWM). Not ``getrusage``'s
+    ``ru_maxrss``: Linux carries that across ``execve``, so a child started by a process that had grown to 700 MB
+    reports the parent's peak, not its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line: not a Linux /proc")
+
+
 def exceeded_message(limit: int, used: int) -> str:
     """Cloud Run's words for an instance stopped over its memory limit."""
     return (f"Memory limit of {limit // 2**20} MiB exceeded with {used // 2**20} MiB used. Consider increasing the "

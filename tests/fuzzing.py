@@ -124,13 +124,9 @@ def _cases() -> Iterable[tuple[dict[str, Any], bytes]]:
 
 
 def _peak_rss_mb() -> float:
-    """This process's own peak resident set. Not ``getrusage``: its ``ru_maxrss`` survives ``execve``, so a worker
-    started by a test process that has grown to 700 MB would report the parent's peak, not its own."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line")
+    from localcloud.memory import peak_resident
+
+    return peak_resident() / 2**20
 
 
 def _artifact_worker() -> None:

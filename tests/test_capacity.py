@@ -4,6 +4,7 @@ over its limit with Cloud Run's own message."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -104,3 +105,21 @@ def test_a_process_within_its_limit_is_left_alone():
     quiet = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
     watchdog = memory.Watchdog(quiet.pid, 2 * GiB, interval=0.05)
     assert quiet.wait(timeout=30) == 0 and not watchdog.exceeded
+
+
+def test_a_childs_peak_is_its_own_not_the_parents_that_started_it():
+    """ru_maxrss survives exec (a child of a 400 MiB parent reports 400 MiB); peak_resident reads the child's own."""
+    parent = textwrap.dedent("""
+        import json, resource, subprocess, sys
+        held = bytearray(400 * 2**20)
+        for i in range(0, len(held), 4096):
+            held[i] = 1
+        child = "import json, resource; from localcloud import memory; print(json.dumps(" \\
+                "[memory.peak_resident(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))"
+        print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
+    """)
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True,
+                          cwd=str(memory.Path(memory.__file__).parents[1]))
+    own, inherited = json.loads(done.stdout)
+    assert inherited > 400 * 2**20          # what the harnesses read before
+    assert own < 150 * 2**20, own / 2**20   # an interpreter that imported almost nothing
