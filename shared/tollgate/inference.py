@@ -254,7 +254,7 @@ def infer(frame: pd.DataFrame, name: str, target: str, task: str | None = None, 
     raw: dict[str, Any] = {
         "name": name, "task": task, "target": target, "columns": columns,
         "features": {k: v for k, v in groups.items() if v or k != "datetime"},
-        "evaluation": {"primary_metric": _metric(task, classes)}, "policy": {"threshold": 0.0},
+        "evaluation": {"primary_metric": _metric(task, classes)}, "policy": {"threshold": 0.0, "refresh": True},
     }
     if groups["datetime"]:
         raw["time_column"] = groups["datetime"][0]
@@ -305,7 +305,9 @@ def _render(raw: dict[str, Any], spec: specs.DatasetSpec, notes: dict[str, str],
                      f"97.5% of draws (cross-validated {result.score:.4f} ± {result.std:.4f})")
     else:
         lines.append("  threshold: 0   # set the primary metric a model must reach to serve")
-    lines += ["  margin: 0.0", "  confidence: 0.95", ""]
+    lines += ["  margin: 0.0", "  confidence: 0.95",
+              "  refresh: true   # the same model trained again on more batches serves when it scores at least as well",
+              ""]
     text = "\n".join(lines)
     specs.loads(text)   # what is written is what was checked
     return text

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from tollgate import events, lifecycle, log, outbox, reports
+from typing import Any
+
+from tollgate import events, lifecycle, log, outbox, policy, reports
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
@@ -22,14 +24,17 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     y = training.target(holdout, spec)
     features = training.features_frame(holdout, spec)
     challenger_version = int(record["challenger_version"])
-    challenger, _ = load_model(cloud, state, spec.name, challenger_version)
+    challenger, challenger_record = load_model(cloud, state, spec.name, challenger_version)
     champion_version = state.get_dataset(spec.name).get("champion_version")
     scored = evaluation.score(challenger, features, spec.task)
-    champion_scored = None
+    champion_scored = champion_record = None
     if champion_version is not None:
-        champion, _ = load_model(cloud, state, spec.name, int(champion_version))
+        champion, champion_record = load_model(cloud, state, spec.name, int(champion_version))
         champion_scored = evaluation.score(champion, features, spec.task)
     result = evaluation.compare(holdout, y, scored, champion_scored, spec)
+    if champion_record is not None:
+        result["refit"] = policy.refit(challenger_record, champion_record, _window(cloud, challenger_record),
+                                       _window(cloud, champion_record))
     result["challenger"]["version"] = challenger_version
     if result["champion"] is not None:
         result["champion"]["version"] = int(champion_version)
@@ -48,5 +53,18 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
                         **({"reports.evaluation_undrawn": undrawn} if undrawn else {})):
         outbox.publish(cloud, state, [event])
     log.info("models evaluated", run_id=run_id, challenger=challenger_version, champion=champion_version,
-             metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric))
+             metric=spec.primary_metric, score=result["challenger"]["metrics"].get(spec.primary_metric),
+             champion_score=(result["champion"] or {}).get("metrics", {}).get(spec.primary_metric))
     return "evaluated"
+
+
+def _window(cloud: Cloud, record: dict[str, Any]) -> list[str]:
+    """The sha256 of each batch a version was trained on, from its window manifest in the bucket (empty for a
+    version registered without one: it is then never taken for a refit)."""
+    manifest = (record.get("training_window") or {}).get("manifest", "")
+    prefix = f"gs://{cloud.settings.bucket}/"
+    if not manifest.startswith(prefix):
+        return []
+    found = cloud.read_json(manifest[len(prefix):])
+    batches = found.get("batches", []) if isinstance(found, dict) else []
+    return [str(b["sha256"]) for b in batches if isinstance(b, dict) and "sha256" in b]

@@ -157,6 +157,10 @@ class Policy(Section):
                                                               "(challenger - champion)")
     min_holdout_rows: int = Field(30, ge=1, description="Fewer held-out rows cannot tell models apart: a "
                                                         "person decides")
+    refresh: bool = Field(False, description="Also promote a refit: the champion's family, features and target "
+                                             "trained again on every batch the champion saw and newer ones, when "
+                                             "it scores at least as well on the same fresh rows though not shown "
+                                             "better (what a data scientist does with more data)")
 
 
 class Deployment(Section):
