@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -119,7 +120,7 @@ def test_a_childs_peak_is_its_own_not_the_parents_that_started_it():
         print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
     """)
     done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True,
-                          cwd=str(memory.Path(memory.__file__).parents[1]))
+                          cwd=str(Path(memory.__file__).parents[1]))
     own, inherited = json.loads(done.stdout)
     assert inherited > 400 * 2**20          # what the harnesses read before
     assert own < 150 * 2**20, own / 2**20   # an interpreter that imported almost nothing

@@ -17,6 +17,7 @@ import requests
 
 from tests.conftest import taxi_period, write_csv
 from tollgate import events
+from tollgate.jobs.common import window_batches
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +73,7 @@ def test_first_batch_is_promoted_and_served(first_run, local_cloud):
     assert meta.json()["inference_path"] == "prepared" and meta.json()["metrics"]
 
 
-def test_second_batch_is_judged_against_the_champion(first_run, local_cloud, state, taxi, tmp_path):
+def test_second_batch_is_judged_against_the_champion(first_run, local_cloud, cloud, state, taxi, tmp_path):
     path = write_csv(taxi_period(taxi, "2013-07-01", "2014-01-01"), tmp_path / "2013h2.csv")
     code, run = drop(local_cloud, path)
     assert code == 0, run
@@ -83,6 +84,10 @@ def test_second_batch_is_judged_against_the_champion(first_run, local_cloud, sta
     assert run["drift"] in ("none", "warn")            # judged against the champion's training profile
     refit = state.get_run(run["run_id"])["evaluation"]["refit"]   # read off both versions' window manifests
     assert refit["refit"] is True and refit["why"] == "a refit on the champion's 1 batch and 1 newer", refit
+    record = state.get_version("chicago_taxi", 2)
+    assert len(window_batches(cloud, "chicago_taxi", 2, record)) == 2
+    tampered = {**record, "training_window": {**record["training_window"], "sha256": "0" * 64}}
+    assert window_batches(cloud, "chicago_taxi", 2, tampered) == []   # a manifest that is not the record's: unread
     shown = tollgate(local_cloud, "run", "show", run["run_id"])
     assert shown.returncode == 0 and "drift:" in shown.stdout and "trip_miles" in shown.stdout
     report = tmp_path / "report.html"

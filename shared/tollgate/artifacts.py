@@ -85,6 +85,11 @@ def artifact_object(dataset: str, version: int) -> str:
     return f"models/{dataset}/{int(version)}/model.skops"
 
 
+def window_object(dataset: str, version: int) -> str:
+    """Where a version's training window manifest lives; the only object read for it."""
+    return f"models/{dataset}/{int(version)}/window.json"
+
+
 def read_verified(cloud: Any, record: dict[str, Any]) -> bytes:
     """A registered version's artifact bytes (``record`` is its registry record), only if they hash to the
     sha256 it was registered with."""

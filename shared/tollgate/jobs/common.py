@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from tollgate import artifacts, events, lifecycle, log
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
-from tollgate.errors import StepFailed
+from tollgate.errors import NotFound, StepFailed
 
 
 def open_run(cloud: Cloud, state: State, run_id: str, step: str) -> dict[str, Any] | None:
@@ -92,4 +93,26 @@ def load_model(cloud: Cloud, state: State, dataset: str, version: int) -> tuple[
                                       f"{record.get('artifact')!r}; Tollgate loads a version only from "
                                       f"gs://{cloud.settings.bucket}/{name}")
     return artifacts.loads(cloud.read_bytes(name), record["sha256"], artifacts.record_spec(record)), record
+
+
+def window_batches(cloud: Cloud, dataset: str, version: int, record: dict[str, Any]) -> list[str]:
+    """The sha256 of each batch a registered version was trained on: read only from
+    ``models/<dataset>/<version>/window.json`` and only when it hashes to its registry record (versions
+    registered before manifests kept the list itself). Empty when neither holds: nothing is then assumed."""
+    window = record.get("training_window")
+    if isinstance(window, list):
+        batches = window
+    else:
+        name = artifacts.window_object(dataset, version)
+        if (window or {}).get("manifest") != f"gs://{cloud.settings.bucket}/{name}":
+            return []
+        try:
+            blob = cloud.read_bytes(name)
+        except NotFound:
+            return []
+        if artifacts.sha256(blob) != window.get("sha256"):
+            return []
+        found = orjson.loads(blob)
+        batches = found.get("batches", []) if isinstance(found, dict) else []
+    return [str(b["sha256"]) for b in batches if isinstance(b, dict) and "sha256" in b]
 

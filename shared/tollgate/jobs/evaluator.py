@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from tollgate import events, lifecycle, log, outbox, policy, reports
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud.state import State
-from tollgate.jobs.common import load_batch, load_model, open_run
+from tollgate.jobs.common import load_batch, load_model, open_run, window_batches
 
 
 def run(cloud: Cloud, state: State, run_id: str) -> str:
@@ -33,8 +31,10 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
         champion_scored = evaluation.score(champion, features, spec.task)
     result = evaluation.compare(holdout, y, scored, champion_scored, spec)
     if champion_record is not None:
-        result["refit"] = policy.refit(challenger_record, champion_record, _window(cloud, challenger_record),
-                                       _window(cloud, champion_record))
+        result["refit"] = policy.refit(
+            challenger_record, champion_record,
+            window_batches(cloud, spec.name, challenger_version, challenger_record),
+            window_batches(cloud, spec.name, int(champion_version), champion_record))
     result["challenger"]["version"] = challenger_version
     if result["champion"] is not None:
         result["champion"]["version"] = int(champion_version)
@@ -57,14 +57,3 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
              champion_score=(result["champion"] or {}).get("metrics", {}).get(spec.primary_metric))
     return "evaluated"
 
-
-def _window(cloud: Cloud, record: dict[str, Any]) -> list[str]:
-    """The sha256 of each batch a version was trained on, from its window manifest in the bucket (empty for a
-    version registered without one: it is then never taken for a refit)."""
-    manifest = (record.get("training_window") or {}).get("manifest", "")
-    prefix = f"gs://{cloud.settings.bucket}/"
-    if not manifest.startswith(prefix):
-        return []
-    found = cloud.read_json(manifest[len(prefix):])
-    batches = found.get("batches", []) if isinstance(found, dict) else []
-    return [str(b["sha256"]) for b in batches if isinstance(b, dict) and "sha256" in b]

@@ -170,7 +170,7 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
             write_or_adopt(cloud, f"models/{spec.name}/{version}/profile.json",
                            orjson.dumps(prof, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str),
                            run_id, "application/json")
-            manifest_object = f"models/{spec.name}/{version}/window.json"
+            manifest_object = artifacts.window_object(spec.name, version)
             manifest = write_or_adopt(cloud, manifest_object, window_manifest(spec.name, version, run_id, window),
                                       run_id, "application/json")
             break
