@@ -68,6 +68,9 @@ def _prefixes(node, names: dict[str, set[str]]) -> set[str]:
         return {getattr(tables, node.attr)}
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):   # a helper such as artifact_object()
         return names.get(node.func.id + "()", set())
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "artifacts":
+        return names.get(node.func.attr + "()", set())   # artifacts.window_object()
     return set()
 
 
