@@ -102,6 +102,22 @@ def test_a_semicolon_file_is_named_as_such(tmp_path):
         inference.read_sample(str(path))
 
 
+def test_text_that_pandas_reads_as_missing_is_text_to_infer_as_to_the_validator(tmp_path):
+    """Found by the property below: infer read "N/A" as missing (pandas' default), typed an otherwise empty column
+    float, and the validator, for which only an empty cell is missing, dropped the "N/A" rows as not numbers —
+    with the unlabelled rows, more than max_dropped, so the spec rejected its own file."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=60)
+    y[:9] = np.nan
+    frame = pd.DataFrame({"y": y, "x": rng.integers(-5, 50, 60), "note": [None] * 49 + ["N/A"] * 9 + ["null"] * 2})
+    path = tmp_path / "na.csv"
+    frame.to_csv(path, index=False)
+    spec = specs.loads(inference.infer(inference.read_sample(str(path)), "na", "y", with_baseline=False))
+    assert spec.columns["note"].type == "string" and tuple(spec.columns["note"].allowed) == ("N/A", "null")
+    result = check(path, spec, tmp_path)
+    assert result.status == "valid" and result.rows_out == 51, (result.reason, result.message)
+
+
 def test_datetimes_train_and_predict_through_their_parts(tmp_path):
     path = sample_of("weather", tmp_path)
     spec = specs.loads(inference.infer(inference.read_sample(str(path)), "weather", "temp", with_baseline=False))

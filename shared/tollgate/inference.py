@@ -322,7 +322,8 @@ def sniff_delimiter(head: bytes) -> str | None:
 
 
 def read_sample(path: str, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
-    """The first ``rows`` rows of a CSV (gzip too) or Parquet file (numbers as numbers, empty cells as missing).
+    """The first ``rows`` rows of a CSV (gzip too) or Parquet file (numbers as numbers, empty cells as missing,
+    as the validator reads them).
     A CSV separated by anything but commas is refused, since the validator reads comma-separated files only."""
     if str(path).endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -342,4 +343,5 @@ def read_sample(path: str, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
         raise InferError(f"{path} is separated by {label}, and the validator reads comma-separated CSV: save it "
                          "with commas (e.g. in pandas: pd.read_csv(path, sep=...).to_csv(new, index=False)), then "
                          "infer from that file")
-    return pd.read_csv(path, nrows=rows)
+    # empty cells are missing, nothing else: "N/A" or "null" is text to the validator, so it is text here too
+    return pd.read_csv(path, nrows=rows, keep_default_na=False, na_values=[""])
