@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tollgate import baseline, inference, training, validation
+from tollgate import baseline, contract, inference, training, validation
 from tollgate import spec as specs
 from tollgate.topology import ROOT
 
@@ -33,7 +33,7 @@ def sample_of(table: str, tmp_path: Path) -> Path:
     return path
 
 
-def check(path: Path, spec: specs.DatasetSpec, tmp_path: Path) -> validation.ValidationResult:
+def check(path: Path, spec: specs.DatasetSpec, tmp_path: Path) -> contract.ValidationResult:
     """What `tollgate spec check SPEC --data FILE` does."""
     with path.open("rb") as fh:
         return validation.validate_file(fh, spec, tmp_path / "curated.parquet", size=path.stat().st_size)
@@ -61,7 +61,7 @@ def test_what_each_real_table_holds_is_described_as_it_is(tmp_path):
     assert movielens.columns["genres"].encoding == "target"                          # ~900 pipe-joined lists
     assert gss.columns["realrinc"].type == "float" and gss.columns["realrinc"].nullable is False
     # the weather file is one airport's year after another's: not one stream of time, so no time-ordered folds
-    assert not baseline.arrives_in_time_order(validation.datetime_seconds(
+    assert not baseline.arrives_in_time_order(contract.datetime_seconds(
         pd.read_csv(sample_of("weather", tmp_path))["time_hour"], None)[0])
 
 

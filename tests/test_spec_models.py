@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tollgate import contract, validation
 from tollgate import spec as specs
-from tollgate import validation
 
 SPEC = textwrap.dedent("""\
     name: species
@@ -42,10 +42,10 @@ def test_integer_labels_declared_with_allowed_pass_validation():
     assert spec.columns["species"].allowed == (0, 1, 2)
     frame = pd.DataFrame({"species": [0, 1, 2, 1], "length": [1.0, 2.0, 3.0, 4.0],
                           "colour": ["red", "green", "red", "green"]})
-    assert validation.contract_schema(spec).validate(frame, lazy=True) is not None
+    assert contract.contract_schema(spec).validate(frame, lazy=True) is not None
     bad = frame.assign(species=[0, 1, 2, 3])
     with pytest.raises(Exception, match=r"are not among the allowed values \(0, 1, 2\)"):
-        validation.contract_schema(spec).validate(bad, lazy=True)
+        contract.contract_schema(spec).validate(bad, lazy=True)
 
 
 def test_a_mistyped_key_is_refused_with_a_suggestion_and_its_line():

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tollgate import contract, validation
 from tollgate import spec as specs
-from tollgate import validation
 
 HEADER = ("pickup_community_area,fare,trip_start_month,trip_start_hour,trip_start_day,trip_start_timestamp,"
           "pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,trip_miles,pickup_census_tract,"
@@ -237,7 +237,7 @@ def test_outlier_drops_in_the_file_path_rewrite_the_curated_file(tmp_path, taxi,
 
 
 def test_the_contract_is_a_pandera_schema(taxi_spec):
-    schema = validation.contract_schema(taxi_spec)
+    schema = contract.contract_schema(taxi_spec)
     assert set(schema.columns) == set(taxi_spec.columns)
     names = {c.name for c in schema.columns["payment_type"].checks}
     assert names == {"payment_type:allowed"}

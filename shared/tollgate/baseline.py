@@ -51,7 +51,7 @@ def baseline(frame: pd.DataFrame, spec: specs.DatasetSpec, *, holdout_rows: int,
     from sklearn.model_selection import cross_val_predict
 
     from tollgate import training
-    from tollgate.validation import datetime_seconds
+    from tollgate.contract import datetime_seconds
 
     started = time.monotonic()
     for name in spec.columns:   # datetimes as the validator curates them: Unix seconds

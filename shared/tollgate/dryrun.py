@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tollgate import evaluation, policy, training, validation
+from tollgate import contract, evaluation, policy, training, validation
 from tollgate.spec import DatasetSpec
 
 
 @dataclasses.dataclass
 class DryRun:
-    validation: validation.ValidationResult
+    validation: contract.ValidationResult
     decision: policy.Decision | None = None
     evaluation: dict[str, Any] | None = None
     train_rows: int = 0

@@ -164,7 +164,7 @@ def describe(name: str, series: pd.Series, target: str, task: str, max_categorie
         entry["type"] = "datetime"
         if unit in ("s", "ms"):
             entry["unit"] = unit
-        from tollgate.validation import datetime_seconds
+        from tollgate.contract import datetime_seconds
 
         seconds = datetime_seconds(present, entry.get("unit"))[0].dropna()
         if len(seconds):
