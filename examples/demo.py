@@ -575,12 +575,14 @@ def main() -> int:
     console.print(f"{len(batches)} batches from {DATA.relative_to(ROOT)} → gs://{local.bucket}/incoming/chicago_taxi/\n")
     rows = []
     run_ids: dict[str, str] = {}
+    judged: dict[str, bool] = {}
     started = time.monotonic()
     for label, path in batches:
         run = drop_batch(label, path, "chicago_taxi", env)
         if run is None:
             return 1
         run_ids[label] = run["run_id"]
+        judged[label] = run.get("champion_metric") is not None   # evaluated against a champion
         rows.append(summary_row(label, run))
     console.print(runs_table(f"Runs (primary metric R² on each batch's held-out rows; "
                              f"{time.monotonic() - started:.0f}s)", rows))
@@ -604,6 +606,12 @@ def main() -> int:
     for label in ("2014-H1 (broken export)", "2016"):
         console.print(f"$ tollgate run show {run_ids[label]}    # {label}", highlight=False)
         subprocess.run([TOLLGATE, "run", "show", run_ids[label]], env=wide, check=False)
+    evaluated = [label for label, against in judged.items() if against]
+    if evaluated:
+        label = evaluated[-1]
+        console.rule("[bold]What the models rely on: permutation importance on the same held-out rows")
+        cli(wide, "run", "show", run_ids[label], note=f"{label}: the challenger and the champion side by side; "
+                                                       "also in the evaluation report, the console and MLflow")
     console.rule("[bold]One run, one trace: every function and job that worked on it")
     cli(wide, "trace", run_ids["2016"], note="OpenTelemetry; Cloud Trace on Google Cloud")
     report = local.home / "demo" / f"{run_ids['2016']}-validation.html"

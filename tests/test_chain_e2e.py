@@ -17,6 +17,7 @@ import requests
 
 from tests.conftest import taxi_period, write_csv
 from tollgate import events
+from tollgate import spec as specs
 from tollgate.jobs.common import window_batches
 
 pytestmark = pytest.mark.e2e
@@ -90,10 +91,20 @@ def test_second_batch_is_judged_against_the_champion(first_run, local_cloud, clo
     assert window_batches(cloud, "chicago_taxi", 2, tampered) == []   # a manifest that is not the record's: unread
     shown = tollgate(local_cloud, "run", "show", run["run_id"])
     assert shown.returncode == 0 and "drift:" in shown.stdout and "trip_miles" in shown.stdout
+    assert "permutation importance" in shown.stdout
+    detail = json.loads(tollgate(local_cloud, "run", "show", run["run_id"], "--json").stdout)
+    importance = detail["evaluation"]["importance"]   # both models, one number per declared feature
+    spec = specs.from_dict(state.get_run(run["run_id"])["spec"])
+    assert sorted(f["feature"] for f in importance["features"]) == sorted(spec.features)
+    top = importance["features"][0]
+    assert top["challenger"]["low"] > 0 and top["champion"]["mean"] > 0 and importance["metric"] == "r2"
     report = tmp_path / "report.html"
     written = tollgate(local_cloud, "report", run["run_id"], "-o", str(report))
     assert written.returncode == 0, written.stderr
     assert "Drift against the champion" in report.read_text()
+    evaluated = tmp_path / "evaluation.html"
+    assert tollgate(local_cloud, "report", run["run_id"], "--kind", "evaluation", "-o", str(evaluated)).returncode == 0
+    assert "Permutation importance (r2)" in evaluated.read_text()
 
 
 def test_corrupted_batch_is_quarantined_and_incoming_untouched(first_run, local_cloud, cloud, tmp_path):

@@ -144,6 +144,31 @@ def test_every_page_renders_what_firestore_holds(console, pending):
 
 
 @pytest.mark.emulator
+def test_the_run_and_version_pages_show_what_each_model_relies_on(console, state, unique):
+    from tollgate import lifecycle
+
+    dataset, run_id = f"imp_{unique}", f"run-{unique}-imp"
+    state.create_run(run_id, {"dataset": dataset, "spec": {**RAW, "name": dataset}})
+    state.register_version(dataset, run_id, lambda v: {})
+    importance = {"metric": "r2", "repeats": 5, "rows": 120, "confidence": 0.95, "features": [
+        {"feature": "trip_miles", "challenger": {"mean": 0.41, "std": 0.02, "low": 0.38, "high": 0.44},
+         "champion": {"mean": 0.35, "std": 0.01, "low": 0.33, "high": 0.37}},
+        {"feature": "<b>$ band</b>", "challenger": {"mean": 0.0012, "std": 0.001, "low": -0.0001, "high": 0.0025},
+         "champion": None}]}
+    evaluation = {"metric": "r2", "holdout_rows": 120, "challenger": {"metrics": {"r2": 0.8}, "version": 1},
+                  "champion": {"metrics": {"r2": 0.7}, "version": 0}, "difference": None, "slices": [],
+                  "importance": importance}
+    state.transition(run_id, (lifecycle.RECEIVED,), lifecycle.EVALUATED, evaluation=evaluation)
+    page = console.get(f"/runs/{run_id}").data.decode()
+    table = page.split('id="importance"', 1)[1].split("</table>", 1)[0]
+    assert "<td>trip_miles</td>" in table and "0.4100" in table and "0.3500" in table and "[0.3800, 0.4400]" in table
+    assert "&lt;b&gt;$ band&lt;/b&gt;" in table and "<b>$" not in table   # a column name is text, never markup
+    version = console.get(f"/datasets/{dataset}/versions/1").data.decode()
+    table = version.split('id="importance"', 1)[1].split("</table>", 1)[0]
+    assert "this version" in table and "0.4100" in table and "0.3500" not in table   # its own, not the champion's
+
+
+@pytest.mark.emulator
 def test_a_decision_needs_the_csrf_token_a_reason_and_fresh_evidence(console, state, pending):
     dataset, (first, second) = pending
     form = {"action": "reject", "reason": "too few rows", "champion_version": ""}

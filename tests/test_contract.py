@@ -67,7 +67,7 @@ def test_fences_need_ten_values_and_a_spread():
     q1, q3 = np.quantile(np.arange(1, 11), [0.25, 0.75])
     assert fences == {"n": (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1))}   # m: MAD is 0, no fences
     assert contract.outlier_fences([SPEC.columns["n"]], {"columns": {"n": {"sample": [1, 2, 3]}}}) == {}
-    mad = contract.outlier_fences([SPEC.columns["m"]], {"columns": {"m": {"sample": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}})
+    mad = contract.outlier_fences([SPEC.columns["m"]], {"columns": {"m": {"sample": list(range(1, 11))}}})
     assert mad["m"] == pytest.approx((5.5 - 3 * 1.4826 * 2.5, 5.5 + 3 * 1.4826 * 2.5))
 
 

@@ -103,3 +103,81 @@ def test_the_blocked_bootstrap_draws_the_same_resamples_as_the_index_matrix(metr
     blocked = evaluation.bootstrap_values(y, models, metric, 153, seed=7)
     assert blocked.shape == (2, 153)
     np.testing.assert_allclose(blocked, _matrix_bootstrap(y, models, metric, 153, 7), rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------- permutation importance
+
+IMPORTANCE_SPEC = """\
+name: signal
+task: {task}
+target: y
+columns:
+  y: {{type: {target}}}
+  strong: {{type: float}}
+  weak: {{type: float}}
+  noise: {{type: float}}
+  "$ band": {{type: string}}
+features:
+  numeric: [strong, weak, noise]
+  categorical: ["$ band"]
+evaluation:
+  primary_metric: {metric}
+  importance_rows: {rows}
+policy:
+  threshold: 0
+"""
+
+
+def signal_frame(task: str, n: int = 600, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"strong": rng.normal(size=n), "weak": rng.normal(size=n), "noise": rng.normal(size=n),
+                          "$ band": rng.choice(["$0-$5", "$5-$10"], n)})
+    value = 3 * frame["strong"] + 0.5 * frame["weak"] + (frame["$ band"] == "$5-$10") + 0.1 * rng.normal(size=n)
+    frame["y"] = value if task == "regression" else np.where(value > 0.5, "high", "low")
+    return frame
+
+
+@pytest.mark.parametrize(("task", "metric"), [("regression", "r2"), ("regression", "rmse"),
+                                              ("classification", "roc_auc"), ("classification", "log_loss")])
+def test_importance_finds_what_the_model_relies_on_per_declared_feature(task, metric):
+    spec = specs.loads(IMPORTANCE_SPEC.format(task=task, target="float" if task == "regression" else "string",
+                                              metric=metric, rows=2000))
+    frame = signal_frame(task)
+    train, holdout = frame.iloc[:400], frame.iloc[400:].reset_index(drop=True)
+    challenger, champion = training.fit(train, spec), training.fit(train.iloc[:100], spec)
+    x, y = training.features_frame(holdout, spec), training.target(holdout, spec)
+    found = evaluation.permutation_importance(challenger, champion, x, y, spec)
+    features = {f["feature"]: f for f in found["features"]}
+    assert set(features) == {"strong", "weak", "noise", "$ band"}   # one per declared column, one-hot or not
+    assert found["features"][0]["feature"] == "strong" and found["rows"] == 200 and found["repeats"] == 5
+    strong, noise = features["strong"]["challenger"], features["noise"]["challenger"]
+    assert strong["low"] > 0 and strong["mean"] > 10 * abs(noise["mean"])   # an error metric's rise counts too
+    assert strong["low"] <= strong["mean"] <= strong["high"] and strong["std"] > 0
+    assert features["strong"]["champion"]["mean"] > 0   # the champion on the same rows and shuffles
+    assert evaluation.permutation_importance(challenger, champion, x, y, spec) == found   # seeded
+
+
+def test_importance_is_bounded_and_can_be_turned_off():
+    spec = specs.loads(IMPORTANCE_SPEC.format(task="regression", target="float", metric="r2", rows=60))
+    frame = signal_frame("regression")
+    model = training.fit(frame.iloc[:400], spec)
+    x, y = training.features_frame(frame.iloc[400:], spec), training.target(frame.iloc[400:], spec)
+    found = evaluation.permutation_importance(model, None, x, y, spec)
+    assert found["rows"] == 60 and all(f["champion"] is None for f in found["features"])
+    off = specs.replace(spec, evaluation__importance_repeats=0)
+    assert evaluation.permutation_importance(model, None, x, y, off) == {}
+
+
+def test_the_evaluation_report_shows_the_importance_with_dollar_signs_as_written():
+    spec = specs.loads(IMPORTANCE_SPEC.format(task="regression", target="float", metric="r2", rows=2000))
+    frame = signal_frame("regression")
+    model = training.fit(frame.iloc[:400], spec)
+    holdout = frame.iloc[400:].reset_index(drop=True)
+    x, y = training.features_frame(holdout, spec), training.target(holdout, spec)
+    scored = evaluation.score(model, x, spec.task)
+    result = evaluation.compare(holdout, y, scored, None, spec)
+    result["importance"] = evaluation.permutation_importance(model, None, x, y, spec)
+    page = reports.evaluation_html({"run_id": "r", "dataset": "signal", **result,
+                                    "challenger": {**result["challenger"], "version": 1}}, y, scored)
+    assert "Permutation importance (r2)" in page and "<td>$ band</td>" in page
+    assert page.count("data:image/png;base64,") == 3   # importance, predicted vs actual, residuals

@@ -74,6 +74,7 @@ def test_spec_check_train_runs_the_first_batch_through_the_chain_offline(tmp_pat
     served = check()
     assert served.returncode == 0 and "decision: promote: first model" in served.stdout, served.stdout
     assert "trained on 280 rows, evaluated on 120 held-out rows" in served.stdout
+    assert "permutation importance" in served.stdout and "proline" in served.stdout   # what it learned
     raw["policy"]["threshold"] = 1.0   # unreachable: a person would have to decide
     spec_path.write_text(yaml.safe_dump(raw))
     reviewed = check()

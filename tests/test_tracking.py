@@ -51,7 +51,10 @@ def test_a_run_becomes_params_and_metrics_with_names_mlflow_accepts(taxi_spec):
                        "champion": {"version": 1, "metrics": {"r2": 0.8}},
                        "difference": {"difference": 0.1, "low": 0.02, "high": 0.2},
                        "slices": [{"column": "trip_miles", "slice": "(-0.001, 0.265]", "challenger": 0.7},
-                                  {"column": "payment_type", "slice": "No Charge", "challenger": None}]},
+                                  {"column": "payment_type", "slice": "No Charge", "challenger": None}],
+                       "importance": {"metric": "r2", "features": [
+                           {"feature": "trip_miles", "challenger": {"mean": 0.4, "std": 0.02}, "champion": None},
+                           {"feature": "$ band", "challenger": {"mean": 0.0, "std": 0.0}, "champion": None}]}},
     }
     version = {"estimator": "hist_gradient_boosting", "params": {"max_iter": 60, "learning_rate": 0.1},
                "train_rows": 70, "metrics": {"cv": {"metric": "r2", "score": 0.85, "std": 0.01}}}
@@ -59,7 +62,9 @@ def test_a_run_becomes_params_and_metrics_with_names_mlflow_accepts(taxi_spec):
     assert metrics == {"holdout.rows": 30, "validation.rows_in": 100, "validation.rows_out": 98, "train.rows": 70,
                        "holdout.r2": 0.9, "holdout.rmse": 1.5, "champion.holdout.r2": 0.8, "gain": 0.1,
                        "gain.low": 0.02, "gain.high": 0.2, "cv.r2": 0.85, "cv.r2.std": 0.01,
-                       "slice.trip_miles.-0.001_ 0.265": 0.7}   # a slice without a score is left out
+                       "slice.trip_miles.-0.001_ 0.265": 0.7,   # a slice without a score is left out
+                       "importance.trip_miles": 0.4, "importance.trip_miles.std": 0.02,
+                       "importance. band": 0.0, "importance. band.std": 0.0}
     params = tracking.Mirror._params(record, version)
     assert params["estimator"] == "hist_gradient_boosting" and params["model.max_iter"] == "60"
     assert params["primary_metric"] == "r2" and params["policy.threshold"] == str(taxi_spec.policy.threshold)

@@ -150,9 +150,10 @@ def create_app(env: Mapping[str, str] | None = None, console: Console | None = N
     @app.get("/datasets/<name>/versions/<int:version>")
     def version(name: str, version: int) -> str:
         record = data.state.get_version(name, version) or abort(404, f"{name} has no version {version}")
-        role = serving.role_of(version, data.state.get_dataset(name), data.state.get_run(record["run_id"]))
+        run = data.state.get_run(record["run_id"])
+        role = serving.role_of(version, data.state.get_dataset(name), run)
         return render_template("version.html", name=name, record=views.model_record(record, role),
-                               identity=g.identity)
+                               importance=views.version_importance(run), identity=g.identity)
 
     @app.get("/datasets/<name>/versions/<int:version>/model.skops")
     def download(name: str, version: int) -> Response:

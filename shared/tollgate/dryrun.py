@@ -32,7 +32,8 @@ class DryRun:
                                "params": self.params, "seconds": round(self.seconds, 1)}
         if self.decision is not None:
             out.update(decision=self.decision.verdict, why=self.decision.reason,
-                       metrics=(self.evaluation or {}).get("challenger", {}).get("metrics"))
+                       metrics=(self.evaluation or {}).get("challenger", {}).get("metrics"),
+                       importance=(self.evaluation or {}).get("importance"))
         return out
 
 
@@ -54,9 +55,9 @@ def first_batch(path: Path, spec: DatasetSpec) -> DryRun:
                   [training.cross_validate(train, searching, c) for c in training.candidates(searching)])
         params = max(scored, key=lambda r: r["score"])["params"]
     model = training.fit(train, spec, params)
-    y = training.target(holdout, spec)
-    result = evaluation.compare(holdout, y, evaluation.score(model, training.features_frame(holdout, spec),
-                                                             spec.task), None, spec)
+    y, x = training.target(holdout, spec), training.features_frame(holdout, spec)
+    result = evaluation.compare(holdout, y, evaluation.score(model, x, spec.task), None, spec)
+    result["importance"] = evaluation.permutation_importance(model, None, x, y, spec)
     run = {"evaluation": result, "validation": {"drift": checked.drift}}
     decision = policy.decide(spec.policy, policy.evidence_of(run, spec))
     return DryRun(checked, decision, result, len(train), len(holdout), params, time.monotonic() - started)

@@ -1,5 +1,6 @@
 """Evaluation: both models on the same held-out rows: metrics, a paired bootstrap of
-(challenger − champion) on the primary metric, and per-slice metrics. Pure."""
+(challenger − champion) on the primary metric, per-slice metrics, and the permutation importance of each declared
+feature. Pure."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tollgate.spec import METRICS, DatasetSpec
 
 MAX_SLICE_VALUES = 20       # per slice column: the most frequent values; the rest are "(other)"
 QUANTILE_SLICES = 4         # numeric slice columns are cut at their quartiles
+IMPORTANCE_PREDICTIONS = 250_000   # rows predicted per model for the permutation importance, at most
+IMPORTANCE_KEPT = 100       # features whose importance the evaluation keeps (a Firestore document stays small)
 
 
 def _r2(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -309,3 +312,64 @@ def _bootstrap_inputs(y: np.ndarray, challenger: Scored, champion: Scored,
     if spec.primary_metric == "roc_auc":
         a, b = a[:, :unseen], b[:, :unseen]
     return (truth, a), b
+
+
+# ---------------------------------------------------------------- what each model relies on
+
+def permutation_importance(challenger: Any, champion: Any | None, features: Any, y: np.ndarray,
+                           spec: DatasetSpec) -> dict[str, Any]:
+    """How much the primary metric worsens when one declared feature's values are shuffled among the held-out
+    rows, for both models on the same rows and the same shuffles (seeded): one number per spec column, whatever
+    the encoding makes of it (one-hot columns, a datetime's parts), since the raw column is what is shuffled.
+
+    Each feature gets the mean over ``evaluation.importance_repeats`` shuffles, their standard deviation and a
+    ``confidence`` interval of the mean (Student's t); positive means the model relies on it, in the metric's
+    own units (a rise of an error metric counts as a loss too). The cost is features × repeats predictions of
+    the rows per model, bounded by a seeded sample of at most ``evaluation.importance_rows`` rows and of at most
+    ``IMPORTANCE_PREDICTIONS`` predicted rows in all."""
+    import pandas as pd
+    from scipy import stats
+
+    repeats, metric = spec.evaluation.importance_repeats, spec.primary_metric
+    if not repeats or not len(y):
+        return {}
+    rng = np.random.default_rng(spec.evaluation.seed)
+    rows = np.arange(len(y))
+    most = max(50, min(spec.evaluation.importance_rows, IMPORTANCE_PREDICTIONS // (repeats * features.shape[1])))
+    if len(rows) > most:
+        rows = np.sort(rng.choice(rows, most, replace=False))
+    x, truth = features.iloc[rows].reset_index(drop=True), np.asarray(y)[rows]
+    n = len(rows)
+    shuffles = [rng.permutation(n) for _ in range(repeats)]   # the same for both models: a paired comparison
+    sign = 1.0 if METRICS[metric] else -1.0
+    spread = float(stats.t.ppf(0.5 + spec.policy.confidence / 2, repeats - 1) / np.sqrt(repeats)) if repeats > 1 \
+        else 0.0
+
+    def value(target: np.ndarray, scored: Scored) -> float:
+        got = metrics_of(target, scored, spec.task).get(metric)
+        return sign * float(got) if got is not None and np.isfinite(got) else float("nan")
+
+    def of(model: Any) -> dict[str, dict[str, float]]:
+        base = value(truth, score(model, x, spec.task))
+        out = {}
+        for name in x.columns:   # one prediction per feature over its shuffled copies, not one per shuffle
+            column = x[name].to_numpy()
+            stacked = pd.concat([x.assign(**{name: column[order]}) for order in shuffles], ignore_index=True)
+            scored = score(model, stacked, spec.task)
+            drops = np.array([base - value(truth, Scored(
+                scored.predictions[k * n:(k + 1) * n], None if scored.proba is None else
+                scored.proba[k * n:(k + 1) * n], scored.classes)) for k in range(repeats)])
+            mean, sd = float(np.mean(drops)), float(np.std(drops, ddof=1)) if repeats > 1 else 0.0
+            out[str(name)] = {"mean": mean, "std": sd, "low": mean - spread * sd, "high": mean + spread * sd}
+        return out
+
+    if not np.isfinite(value(truth, score(challenger, x, spec.task))):   # e.g. ROC AUC of one held-out class
+        return {}
+    mine = of(challenger)
+    theirs = of(champion) if champion is not None else None
+    order = sorted(mine, key=lambda name: -mine[name]["mean"] if np.isfinite(mine[name]["mean"]) else np.inf)
+    return {"metric": metric, "repeats": repeats, "rows": int(len(rows)), "confidence": spec.policy.confidence,
+            "features_measured": len(order),   # the run record keeps the IMPORTANCE_KEPT most important
+            "features": [{"feature": name, "challenger": mine[name],
+                          "champion": None if theirs is None else theirs.get(name)}
+                         for name in order[:IMPORTANCE_KEPT]]}

@@ -207,6 +207,21 @@ else "–" }}</td></tr>
 <td class="num">{{ "%.4f"|format(s.champion) if s.champion is not none else "–" }}</td></tr>
 {% endfor %}</table>
 {% endif %}
+{% if r.importance and r.importance.features %}{% set imp = r.importance %}
+<h2>Permutation importance ({{ imp.metric }})</h2>
+<p>How much {{ imp.metric }} worsens when a feature's values are shuffled among {{ imp.rows }} held-out rows
+(mean of {{ imp.repeats }} shuffles, the same for both models, with its {{ "%.0f"|format(imp.confidence * 100) }}%
+interval): what each model relies on.</p>
+<table><tr><th>feature</th><th class="num">challenger</th><th class="num">interval</th><th class="num">champion</th>
+<th class="num">interval</th></tr>
+{% for f in imp.features %}
+<tr><td>{{ f.feature }}</td><td class="num">{{ "%.4f"|format(f.challenger.mean) }}</td>
+<td class="num">[{{ "%.4f"|format(f.challenger.low) }}, {{ "%.4f"|format(f.challenger.high) }}]</td>
+<td class="num">{{ "%.4f"|format(f.champion.mean) if f.champion else "–" }}</td>
+<td class="num">{% if f.champion %}[{{ "%.4f"|format(f.champion.low) }}, {{ "%.4f"|format(f.champion.high) }}]
+{% else %}–{% endif %}</td></tr>
+{% endfor %}</table>
+{% endif %}
 <h2>Plots</h2>
 <div class="grid">{% for name, png in plots %}
 <figure><img alt="{{ name }}" width="100%" src="data:image/png;base64,{{ png }}"><figcaption>{{ name }}</figcaption>
@@ -260,9 +275,36 @@ def _evaluation_plots(y: Any, challenger: Any, champion: Any | None, task: str) 
     return plots
 
 
+IMPORTANCE_PLOTTED = 20   # features in the importance plot, the most important first
+
+
+def _importance_plot(importance: dict[str, Any]) -> tuple[str, str]:
+    """Horizontal bars of each feature's mean importance with its interval, challenger and champion side by side."""
+    import numpy as np
+
+    plt = _pyplot()
+    features = importance["features"][:IMPORTANCE_PLOTTED][::-1]   # the most important on top
+    models = ["challenger"] + (["champion"] if any(f["champion"] for f in features) else [])
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(features) + 1.2))
+    height = 0.8 / len(models)
+    for i, label in enumerate(models):
+        entries = [f[label] or {"mean": np.nan, "low": np.nan, "high": np.nan} for f in features]
+        means = np.array([e["mean"] for e in entries])
+        errors = np.array([[e["mean"] - e["low"] for e in entries], [e["high"] - e["mean"] for e in entries]])
+        ax.barh(np.arange(len(features)) + i * height, means, height, xerr=errors, label=label, capsize=2)
+    ax.set_yticks(np.arange(len(features)) + height * (len(models) - 1) / 2, [f["feature"] for f in features],
+                  fontsize=7)
+    ax.axvline(0, color="#555", linewidth=0.8)
+    ax.set_xlabel(f"loss of {importance['metric']} when shuffled", fontsize=8)
+    ax.legend(fontsize=7)
+    return f"permutation importance ({importance['metric']})", _png(fig)
+
+
 def evaluation_html(report: dict[str, Any], y: Any, challenger: Any, champion: Any | None = None) -> str:
     """The person's view of ``evaluation.json``, with plots of both models on the holdout."""
     plots = _evaluation_plots(y, challenger, champion, report.get("task", "regression"))
+    if (report.get("importance") or {}).get("features"):
+        plots.insert(0, _importance_plot(report["importance"]))
     return _EVALUATION.render(r=report, plots=plots)
 
 

@@ -260,6 +260,10 @@ class Mirror:
             metrics.update({_key("cv", cv["metric"]): cv.get("score"), _key("cv", cv["metric"], "std"): cv.get("std")})
         for part in evaluation.get("slices") or []:
             metrics[_key("slice", part.get("column"), part.get("slice"))] = part.get("challenger")
+        for feature in (evaluation.get("importance") or {}).get("features") or []:
+            own = feature.get("challenger") or {}
+            metrics[_key("importance", feature.get("feature"))] = own.get("mean")
+            metrics[_key("importance", feature.get("feature"), "std")] = own.get("std")
         return {k: n for k, v in metrics.items() if (n := _number(v)) is not None}
 
     def artifact_location(self, mlflow_run: str) -> str:

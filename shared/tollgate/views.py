@@ -126,6 +126,15 @@ def model_record(record: dict[str, Any], role: str) -> dict[str, Any]:
     return {**{k: v for k, v in record.items() if k != "spec"}, "role": role}
 
 
+def version_importance(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The permutation importance a version was evaluated with, as that version's own (``this version``): the
+    challenger's of the run that trained it."""
+    imp = ((run or {}).get("evaluation") or {}).get("importance") or {}
+    if not imp.get("features"):
+        return None
+    return {**imp, "features": [{"feature": f["feature"], "this version": f["challenger"]} for f in imp["features"]]}
+
+
 def serving_text(pointers: dict[str, Any] | None) -> str:
     """What serves, in words: ``v3 90% + canary v4 10%``."""
     if not pointers or pointers.get("version") is None:

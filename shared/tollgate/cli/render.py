@@ -65,10 +65,33 @@ def run(record: dict[str, Any]) -> None:
         out.print(table)
     elif drift.get("message"):
         out.print(f"drift: {drift['verdict']} ({drift['message']})")
+    importance(record.get("evaluation") or {})
     if validation:
         out.print(f"full report: tollgate report {record['run_id']}"
                   + (f"  (evaluation: tollgate report {record['run_id']} --kind evaluation)"
                      if record.get("evaluation") else ""))
+
+
+def importance(evaluation: dict[str, Any], top: int = 10, more: str = "tollgate run show --json") -> None:
+    """The features the models rely on most: each one's permutation importance with its interval (the champion's
+    beside the challenger's when there was one); ``more``: where the rest is."""
+    imp = evaluation.get("importance") or {}
+    if not imp.get("features"):
+        return
+    table = Table(title=f"permutation importance: loss of {imp['metric']} when a feature is shuffled "
+                        f"({imp['rows']} held-out rows, {imp['repeats']} shuffles, {imp['confidence']:.0%} interval)")
+    models = ["challenger"] + (["champion"] if any(f.get("champion") for f in imp["features"]) else [])
+    for col in ("feature", *models):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+
+    def cell(entry: dict[str, float] | None) -> str:
+        return f"{entry['mean']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]" if entry else "–"
+
+    for f in imp["features"][:top]:
+        table.add_row(f["feature"], *(cell(f.get(m)) for m in models))
+    out.print(table)
+    if len(imp["features"]) > top:
+        out.print(f"… and {len(imp['features']) - top} more ({more})", highlight=False)
 
 
 def checks(validation: dict[str, Any]) -> None:

@@ -104,6 +104,7 @@ def _dry_run(parsed, data: Path, as_json: bool) -> None:
             scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             out.print(f"{data}: trained on {done.train_rows} rows, evaluated on {done.holdout_rows} held-out rows "
                       f"({scores}) in {done.seconds:.0f} s")
+            render.importance(done.evaluation or {}, more="--json")
             colour = "green" if done.decision.verdict == "promote" else "yellow"
             out.print(f"decision: [{colour}]{done.decision.verdict}[/]: {done.decision.reason}")
     if done.decision is None:

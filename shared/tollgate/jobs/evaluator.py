@@ -1,5 +1,6 @@
 """Job `evaluator`: score the challenger and the champion on the same held-out rows of the run's batch
-(RUN_ID), with the paired-bootstrap interval of the gain and per-slice metrics; reports/<run>/evaluation.*."""
+(RUN_ID), with the paired-bootstrap interval of the gain, per-slice metrics and each feature's permutation
+importance; reports/<run>/evaluation.*."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     challenger, challenger_record = load_model(cloud, state, spec.name, challenger_version)
     champion_version = state.get_dataset(spec.name).get("champion_version")
     scored = evaluation.score(challenger, features, spec.task)
-    champion_scored = champion_record = None
+    champion = champion_scored = champion_record = None
     if champion_version is not None:
         champion, champion_record = load_model(cloud, state, spec.name, int(champion_version))
         champion_scored = evaluation.score(champion, features, spec.task)
     result = evaluation.compare(holdout, y, scored, champion_scored, spec)
+    result["importance"] = evaluation.permutation_importance(challenger, champion, features, y, spec)
     if champion_record is not None:
         result["refit"] = policy.refit(
             challenger_record, champion_record,

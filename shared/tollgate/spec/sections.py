@@ -146,6 +146,10 @@ class Evaluation(Section):
     bootstrap_resamples: int = Field(1000, ge=1, le=100_000, description="Resamples of the paired bootstrap")
     seed: int = Field(42, description="Seed of the holdout and the bootstrap")
     slices: tuple[str, ...] = Field((), description="Columns to report metrics per value (or quartile) of")
+    importance_repeats: int = Field(5, ge=0, le=100, description="Shuffles per feature of the permutation "
+                                                                 "importance of both models (0: none)")
+    importance_rows: int = Field(2000, ge=50, le=1_000_000, description="Held-out rows the permutation "
+                                                                        "importance uses at most (a seeded sample)")
 
 
 class Policy(Section):
