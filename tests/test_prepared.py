@@ -63,8 +63,8 @@ def test_classification_labels_identical_and_probabilities_within_tolerance():
 
 def test_a_prepared_path_that_disagrees_is_not_used(taxi_model, taxi_spec, monkeypatch):
     """The load-time check can fail: a forest off by a hair makes the predictor keep plain predict."""
-    honest = prepared._Forest.raw
-    monkeypatch.setattr(prepared._Forest, "raw", lambda self, x: honest(self, x) + 1e-6)
+    honest = prepared.Forest.raw
+    monkeypatch.setattr(prepared.Forest, "raw", lambda self, x: honest(self, x) + 1e-6)
     ready = prepared.prepare(taxi_model, taxi_spec)
     assert ready.path == "plain" and "disagrees" in ready.reason and "1e-06" in ready.reason
 

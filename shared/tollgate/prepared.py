@@ -88,7 +88,7 @@ def plain(pipeline: Any, spec: DatasetSpec) -> Callable[[Columns], Outputs]:
 
 # ---------------------------------------------------------------- the preprocessing
 
-class _Unsupported(Exception):
+class Unsupported(Exception):
     pass
 
 
@@ -118,7 +118,7 @@ def _numeric_block(transformer: Any, width: int) -> Callable[[np.ndarray], np.nd
                 return x
             ops.append(scaled)
         else:
-            raise _Unsupported(f"numeric step {type(step).__name__}")
+            raise Unsupported(f"numeric step {type(step).__name__}")
 
     def apply(x: np.ndarray) -> np.ndarray:
         for op in ops:
@@ -137,15 +137,15 @@ def _probe(encoder: Any, names: list[str], j: int, values: list[Any]) -> Any:
     return probe
 
 
-def _codes_block(encoder: Any, names: list[str], positions: list[int]) -> tuple[int, Callable[[list[list[Any]],
-                                                                                             np.ndarray, int], None]]:
+def _codes_block(encoder: Any, names: list[str], positions: list[int]) -> tuple[
+        int, Callable[[list[list[Any]], np.ndarray, int], None], list[str]]:
     """(output width, fill(columns, out, offset)): each category's code (NaN: unknown or missing) through
     lookup tables read off the fitted ordinal encoder's own output. ``positions``: where each of ``names`` is among
     the validated categorical columns."""
 
     if encoder.handle_unknown != "use_encoded_value" or not np.isnan(encoder.unknown_value) \
             or not np.isnan(encoder.encoded_missing_value):
-        raise _Unsupported("ordinal encoder does not code unknown and missing values as NaN")
+        raise Unsupported("ordinal encoder does not code unknown and missing values as NaN")
     tables: list[tuple[dict[Any, float], float, float]] = []   # value → code, unknown's code, missing's code
     for j in range(len(names)):
         values = [v for v in encoder.categories_[j] if isinstance(v, str)] + [UNKNOWN, None]
@@ -158,13 +158,13 @@ def _codes_block(encoder: Any, names: list[str], positions: list[int]) -> tuple[
             get = table.get
             out[:, start + j] = np.fromiter((missing if v is None else get(v, unknown)
                                              for v in categorical[positions[j]]), dtype="float64", count=out.shape[0])
-    return len(names), fill
+    return len(names), fill, list(names)
 
 
 def _categorical_block(transformer: Any, names: list[str], positions: list[int]) -> tuple[
-        int, Callable[[list[list[Any]], np.ndarray, int], None]]:
-    """(output width, fill(columns, out, offset)): one-hot through lookup tables read off the encoder, or
-    one code column per feature (``_codes_block``)."""
+        int, Callable[[list[list[Any]], np.ndarray, int], None], list[str]]:
+    """(output width, fill(columns, out, offset), the feature of each output column): one-hot through lookup
+    tables read off the encoder, or one code column per feature (``_codes_block``)."""
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
@@ -172,14 +172,14 @@ def _categorical_block(transformer: Any, names: list[str], positions: list[int])
     if isinstance(transformer, OrdinalEncoder):
         return _codes_block(transformer, names, positions)
     if not isinstance(transformer, Pipeline) or len(transformer.steps) != 2:
-        raise _Unsupported("categorical transformer is not imputer + one-hot")
+        raise Unsupported("categorical transformer is not imputer + one-hot")
     imputer, encoder = transformer.steps[0][1], transformer.steps[1][1]
     if not (isinstance(imputer, SimpleImputer) and imputer.strategy == "constant"
             and isinstance(encoder, OneHotEncoder) and encoder.drop is None):
-        raise _Unsupported("categorical transformer is not constant imputer + one-hot without drop")
+        raise Unsupported("categorical transformer is not constant imputer + one-hot without drop")
     widths = list(getattr(encoder, "_n_features_outs", []))
     if len(widths) != len(names):
-        raise _Unsupported("one-hot block widths unknown")
+        raise Unsupported("one-hot block widths unknown")
     fill_value = imputer.fill_value
     tables: list[tuple[dict[Any, int], int]] = []   # value → column in its block (-1: all zeros), default
     offset = 0
@@ -188,7 +188,7 @@ def _categorical_block(transformer: Any, names: list[str], positions: list[int])
         encoded = encoder.transform(imputer.transform(_probe(encoder, names, j, values)))
         block = np.asarray(encoded.toarray() if hasattr(encoded, "toarray") else encoded)[:, offset:offset + widths[j]]
         if not np.all((block == 0) | (block == 1)) or np.any(block.sum(axis=1) > 1):
-            raise _Unsupported(f"one-hot block of {name} is not one-hot")
+            raise Unsupported(f"one-hot block of {name} is not one-hot")
         index = [int(np.argmax(row)) if row.any() else -1 for row in block]
         table = dict(zip(values, index))
         tables.append((table, table[UNKNOWN]))
@@ -204,7 +204,7 @@ def _categorical_block(transformer: Any, names: list[str], positions: list[int])
             hit = cols >= 0
             out[rows[hit], position + cols[hit]] = 1.0
             position += widths[j]
-    return offset, fill
+    return offset, fill, [name for name, w in zip(names, widths) for _ in range(w)]
 
 
 def _datetime_part_block(transformer: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -217,36 +217,42 @@ def _datetime_part_block(transformer: Any) -> Callable[[np.ndarray], np.ndarray]
     steps = transformer.steps if isinstance(transformer, Pipeline) else [(None, transformer)]
     parts = steps[0][1]
     if not isinstance(parts, DatetimeParts):
-        raise _Unsupported("datetime block does not start with DatetimeParts")
+        raise Unsupported("datetime block does not start with DatetimeParts")
     width = len(parts.get_feature_names_out())
     rest = _numeric_block(Pipeline(steps[1:]), width) if len(steps) > 1 else (lambda x: x)
     return lambda seconds: rest(parts.transform(seconds.reshape(-1, 1)))
 
 
-def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns], np.ndarray]]:
+def preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns], np.ndarray], list[str]]:
+    """(the model's input width, transform(columns) → its input matrix, the declared feature each input column
+    comes from)."""
     from sklearn.compose import ColumnTransformer
 
     if not isinstance(pre, ColumnTransformer) or pre.remainder != "drop":   # a sparse one is served dense: its
-        raise _Unsupported("preprocessor is not a ColumnTransformer dropping the remainder")   # width is bounded
+        raise Unsupported("preprocessor is not a ColumnTransformer dropping the remainder")   # width is bounded
     numeric, categorical = list(spec.feature_lists.numeric), list(spec.feature_lists.categorical)
     inputs = list(spec.input_numeric)
     blocks: list[tuple[str, int, Any]] = []   # (kind, width, apply)
+    owners: list[str] = []
     for name, transformer, cols in pre.transformers_:
         if transformer == "drop" or name == "remainder":
             continue
         cols = list(cols)
         if cols == numeric:
             blocks.append(("numeric", len(cols), _numeric_block(transformer, len(cols))))
+            owners += cols
         elif cols and set(cols) <= set(categorical) and name != "target":
-            width, fill = _categorical_block(transformer, cols, [categorical.index(c) for c in cols])
+            width, fill, of = _categorical_block(transformer, cols, [categorical.index(c) for c in cols])
             blocks.append(("categorical", width, fill))
+            owners += of
         elif len(cols) == 1 and cols[0] in spec.feature_lists.datetime:
             apply = _datetime_part_block(transformer)
             column = inputs.index(cols[0])
             width = apply(np.zeros(1)).shape[1]
             blocks.append(("datetime", width, lambda x, a=apply, c=column: a(x[:, c])))
+            owners += [cols[0]] * width
         else:
-            raise _Unsupported(f"transformer {name} takes columns {cols}")
+            raise Unsupported(f"transformer {name} takes columns {cols}")
     width = sum(w for _, w, _ in blocks)
 
     def transform(columns: Columns) -> np.ndarray:
@@ -261,19 +267,19 @@ def _preprocessor(pre: Any, spec: DatasetSpec) -> tuple[int, Callable[[Columns],
                 apply(columns.categorical, out, position)
             position += w
         return out
-    return width, transform
+    return width, transform, owners
 
 
 # ---------------------------------------------------------------- the trees
 
-class _Forest:
+class Forest:
     """Every tree of a fitted HistGradientBoosting model in flat node arrays, walked by one compiled loop."""
 
     def __init__(self, model: Any) -> None:
         try:
             from tollgate import treewalk
         except ImportError as exc:   # numba missing or broken: scikit-learn's own predict serves
-            raise _Unsupported(f"compiled tree walk unavailable: {exc}") from exc
+            raise Unsupported(f"compiled tree walk unavailable: {exc}") from exc
         self._walk = treewalk.walk
         predictors = model._predictors   # [iteration][class] → TreePredictor
         self.k = model.n_trees_per_iteration_
@@ -283,7 +289,7 @@ class _Forest:
             for predictor in iteration:
                 nodes = predictor.nodes
                 if nodes["is_categorical"].any():
-                    raise _Unsupported("native categorical splits")
+                    raise Unsupported("native categorical splits")
                 parts.append(nodes)
                 roots.append(start)
                 start += len(nodes)
@@ -318,7 +324,7 @@ def _estimator(model: Any, spec: DatasetSpec) -> tuple[Callable[[np.ndarray], Ou
         if classification:
             return (lambda x: Outputs(np.asarray(model.predict(x)), np.asarray(model.predict_proba(x)))), None
         return (lambda x: Outputs(np.asarray(model.predict(x), dtype="float64"))), None
-    forest = _Forest(model)
+    forest = Forest(model)
     if classification:
         def predict(x: np.ndarray) -> Outputs:
             scores = forest.raw(x)
@@ -391,12 +397,12 @@ def prepare(pipeline: Any, spec: DatasetSpec, rows: int = 512) -> Prepared:
     """The fastest path that gives the registered model's predictions, checked on a sample now."""
     reference = plain(pipeline, spec)
     try:
-        width, transform = _preprocessor(pipeline[0], spec)
+        width, transform, _ = preprocessor(pipeline[0], spec)
         model = pipeline[-1]
         if width != model.n_features_in_:
-            raise _Unsupported(f"{width} prepared columns, the model takes {model.n_features_in_}")
+            raise Unsupported(f"{width} prepared columns, the model takes {model.n_features_in_}")
         estimate, forest = _estimator(model, spec)
-    except _Unsupported as exc:
+    except Unsupported as exc:
         return Prepared(reference, "plain", f"not prepared: {exc}")
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:   # a scikit-learn internal moved
         return Prepared(reference, "plain", f"not prepared: {type(exc).__name__}: {exc}")
