@@ -600,6 +600,18 @@ def main() -> int:
                   soft_wrap=True, highlight=False)
     console.print(f"HTTP {response.status_code}  X-Model-Version: {response.headers.get('X-Model-Version')}")
     console.print_json(response.text)
+    explained = requests.post(f"{url}/predict:explain", json={"instances": [SAMPLE]}, timeout=60)
+    console.print(f"$ curl -X POST {url}/predict:explain -d '{{\"instances\": [...]}}'   → HTTP "
+                  f"{explained.status_code}: why (exact TreeSHAP per declared feature)", soft_wrap=True,
+                  highlight=False)
+    if explained.status_code == 200:
+        [attribution] = explained.json()["explanations"][0]["attributions"]
+        parts = sorted(attribution["featureAttributions"].items(), key=lambda kv: -abs(kv[1]))
+        console.print(f"    baseline {attribution['baselineOutputValue']:.2f} "
+                      + " ".join(f"{v:+.2f} ({k})" for k, v in parts[:5] if abs(v) >= 0.005)
+                      + f" … = {attribution['instanceOutputValue']:.2f}", highlight=False)
+    else:
+        console.print(f"    {explained.text[:300]}", highlight=False)
     predictor_contracts(url, log)
     wide = {**env, "COLUMNS": str(max(console.width, 160))}   # tables stay readable when piped
     console.rule("[bold]Data quality: what the validator caught")

@@ -76,6 +76,16 @@ def test_the_python_client_does_what_the_cli_does(client, local_cloud, tmp_path)
     predicted = client.predict("sommelier", rows)
     assert list(predicted["prediction"]) == [str(p) for p in pipeline.predict(rows.drop(columns="cultivar"))]
     assert {"probability_0", "probability_1", "probability_2"} <= set(predicted.columns)
+    explained = client.explain("sommelier", rows.head(5))   # why: exact attributions per declared feature
+    named = [c for c in explained.columns if c.startswith("attribution_")
+             and c not in ("attribution_baseline", "attribution_output", "attribution_class")]
+    assert "attribution_alcohol" in named and len(named) >= 5
+    gap = explained[named].sum(axis=1) - (explained["attribution_output"] - explained["attribution_baseline"])
+    assert gap.abs().max() < 1e-6
+    assert list(explained["attribution_class"]) == list(explained["prediction"].astype(str))   # the predicted class
+    rows.head(3).to_csv(tmp_path / "three.csv", index=False)
+    shown = tollgate(local_cloud, "predict", "sommelier", str(tmp_path / "three.csv"), "--explain")
+    assert shown.returncode == 0 and "attribution_alcohol" in shown.stdout.splitlines()[0], shown.stderr
 
     served = client.history("sommelier", at=dt.datetime.now(dt.timezone.utc))
     assert served["serving"]["serving"]["version"] == model["version"] and served["entries"][-1]["event"] == "promote"

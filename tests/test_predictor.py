@@ -54,6 +54,25 @@ def test_vertex_predictions_equal_the_models(client, taxi_model, taxi_spec, taxi
     assert body["model_version"] == 3 and np.max(np.abs(np.asarray(body["predictions"]) - expected)) <= 1e-9
 
 
+@pytest.mark.parametrize("route", ["/explain", "/predict:explain"])
+def test_explanations_add_up_per_declared_feature_on_the_vertex_contract(client, taxi_spec, taxi_clean, route):
+    sample = taxi_clean.sample(5, random_state=2)
+    response = client.post(route, data=orjson.dumps({"instances": rows_of(sample, taxi_spec)}))
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert len(body["explanations"]) == 5 and len(body["predictions"]) == 5 and body["model_version"] == 3
+    for explanation, predicted in zip(body["explanations"], body["predictions"]):
+        [attribution] = explanation["attributions"]
+        assert set(attribution["featureAttributions"]) == set(taxi_spec.features)
+        assert attribution["instanceOutputValue"] == pytest.approx(predicted, abs=1e-9)
+        assert abs(sum(attribution["featureAttributions"].values()) - (attribution["instanceOutputValue"]
+                                                                        - attribution["baselineOutputValue"])) < 1e-6
+    too_many = client.post("/explain", data=orjson.dumps({"instances": rows_of(taxi_clean.head(101), taxi_spec)}))
+    assert too_many.status_code == 400 and "at most 100 instances" in too_many.json["error"]
+    bad = client.post("/explain", data=orjson.dumps({"instances": [{"trip_miles": "far"}]}))
+    assert bad.status_code == 400 and any("trip_miles" in p for p in bad.json["problems"])
+
+
 def test_v2_infer_equals_vertex(client):
     rows = [GOOD, {**GOOD, "trip_miles": 12.0, "company": "Flash Cab"}]
     vertex = client.post("/predict", json={"instances": rows}).json["predictions"]
@@ -113,6 +132,9 @@ def test_metadata_health_and_openapi(client, taxi_spec):
     doc = client.get("/openapi.json").json
     schema = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["instances"]["items"]["properties"]["trip_start_hour"]["maximum"] == 23
+    explained = doc["paths"]["/predict:explain"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    attribution = explained["properties"]["explanations"]["items"]["properties"]["attributions"]["items"]
+    assert set(attribution["properties"]["featureAttributions"]["properties"]) == set(taxi_spec.features)
 
 
 def test_metrics_count_requests_errors_latency_and_batches(client):

@@ -28,7 +28,9 @@ class Loaded:
         from tollgate import prepared
         from tollgate import spec as specs
 
-        self.config, self.record = config, record
+        self.config, self.record, self.model = config, record, model
+        self._explainer: Any = None   # built at the first explanation (tollgate.explain), or why it cannot be
+        self._explainer_lock = threading.Lock()
         self.dataset, self.version = config.dataset, config.model_version
         self.spec = specs.from_dict(record["spec"])
         self.checker = inputs.Checker(self.spec, config.max_instances)
@@ -44,6 +46,23 @@ class Loaded:
         # warm the path once so the first request pays for nothing
         self.batcher.arrive()
         self.batcher.submit(prepared.sample(self.spec, model, rows=1))
+
+    def explainer(self) -> Any:
+        """The model's explainer, built once at the first explanation; raises ``Unexplainable`` (always the
+        same) for a family without an exact method."""
+        from tollgate import explain
+
+        with self._explainer_lock:
+            if self._explainer is None:
+                try:   # its inputs are the prepared path's: only once that path was checked against the model
+                    if self.prepared.path != "prepared":
+                        raise explain.Unexplainable(f"the model is served by its own predict ({self.prepared.reason})")
+                    self._explainer = explain.Explainer(self.model, self.spec)
+                except explain.Unexplainable as exc:
+                    self._explainer = exc
+        if isinstance(self._explainer, explain.Unexplainable):
+            raise self._explainer
+        return self._explainer
 
     def metadata(self) -> dict[str, Any]:
         r, spec = self.record, self.spec

@@ -76,6 +76,25 @@ def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, A
                                          "description": "the instance's index in that request"},
                                  "label": label}}
     model_path = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
+    attribution = {"type": "object", "required": ["featureAttributions", "baselineOutputValue", "instanceOutputValue"],
+                   "properties": {"featureAttributions": {"type": "object", "properties": {
+                                      name: {"type": "number"} for name in spec.features}},
+                                  "baselineOutputValue": {"type": "number"}, "instanceOutputValue": {"type": "number"},
+                                  "approximationError": {"type": "number"},
+                                  "method": {"type": "string", "enum": ["tree_shap", "linear"]},
+                                  "outputDisplayName": {"type": "string"},
+                                  "outputSpace": {"type": "string", "enum": ["log-odds", "logit"]}}}
+    explain_ok = {"type": "object", "required": ["explanations", "predictions", "model_version"],
+                  "properties": {**vertex_ok["properties"], "explanations": {"type": "array", "items": {
+                      "type": "object", "properties": {"attributions": {"type": "array", "items": attribution}}}}}}
+    explain_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["instances"], "additionalProperties": False,
+        "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": min(max_instances, 100),
+                                     "items": instance}, "parameters": {"type": "object"}}}}}}
+    explain_route = {"post": {
+        "summary": "Vertex AI explanation: exact attributions per declared feature (TreeSHAP for gradient "
+                   "boosting, weights for linear models) that sum to the output minus the baseline; 400 for "
+                   "other families", "requestBody": explain_body, "responses": _responses(explain_ok)}}
     return {
         "openapi": "3.0.3",
         "info": {"title": f"Tollgate predictor: {spec.name} v{version}", "version": str(version),
@@ -89,6 +108,8 @@ def document(spec: DatasetSpec, version: int, max_instances: int) -> dict[str, A
                                                  "items": instance},
                                    "parameters": {"type": "object"}}}}}},
                 "responses": _responses(vertex_ok)}},
+            "/explain": explain_route,
+            "/predict:explain": explain_route,
             "/v2/models/{name}/infer": {"post": {
                 "summary": "Open Inference Protocol v2: one named input per feature",
                 "parameters": [model_path],

@@ -27,6 +27,8 @@ from tollgate.settings import Settings, SettingsError
 if TYPE_CHECKING:
     import pandas as pd
 
+EXPLAINED_PER_REQUEST = 100   # the predictor's explanation route takes at most this many instances
+
 
 class ClientError(RuntimeError):
     """What the client could not do, and why."""
@@ -362,9 +364,10 @@ class Client(Adapters):
                 f"`tollgate runs --dataset {dataset}`)")
 
     def predict_answer(self, dataset: str, rows: pd.DataFrame, batch_size: int = 500,
-                       progress: Any = None) -> dict[str, Any]:
+                       progress: Any = None, explain: bool = False) -> dict[str, Any]:
         """The predictor's answers for ``rows`` (the spec's features are sent, in batches):
-        ``{"predictions", "classes", "probabilities", "model_version"}``."""
+        ``{"predictions", "classes", "probabilities", "model_version"}``; with ``explain``, from its explanation
+        route (100 rows a request), and ``explanations``: per row, the attributions (``/explain``'s)."""
         import requests
 
         from tollgate import spec as specs
@@ -381,13 +384,17 @@ class Client(Adapters):
         features = rows[list(spec.features)]
         instances = features.astype(object).where(features.notna(), None)
         answer: dict[str, Any] = {"predictions": [], "probabilities": [], "classes": None}
+        if explain:
+            answer["explanations"] = []
+            batch_size = min(batch_size, EXPLAINED_PER_REQUEST)
+        route = "explain" if explain else "predict"
         versions: set[Any] = set()
         for start in range(0, len(rows), batch_size):
             if progress is not None:
                 progress(start, min(start + batch_size, len(rows)), len(rows))
             body = {"instances": instances.iloc[start:start + batch_size].to_dict("records")}
             try:
-                response = requests.post(f"{url}/predict", json=body, headers=headers, timeout=120)
+                response = requests.post(f"{url}/{route}", json=body, headers=headers, timeout=120)
             except requests.RequestException as exc:
                 raise ClientError(f"the predictor at {url} did not answer: {exc}") from exc
             if response.status_code >= 400:
@@ -401,6 +408,8 @@ class Client(Adapters):
             answer["predictions"] += part["predictions"]
             answer["probabilities"] += part.get("probabilities") or []
             answer["classes"] = part.get("classes")
+            if explain:
+                answer["explanations"] += [e["attributions"][0] for e in part["explanations"]]
             versions.add(part.get("model_version"))
         ordered = sorted(versions, key=str)
         answer["model_version"] = ordered[0] if len(ordered) == 1 else ordered   # a canary answers some batches
@@ -410,12 +419,25 @@ class Client(Adapters):
         """``rows`` with a ``prediction`` column, and for a classifier one ``probability_<class>`` per class."""
         return with_predictions(rows, self.predict_answer(dataset, rows, batch_size))
 
+    def explain(self, dataset: str, rows: pd.DataFrame, batch_size: int = EXPLAINED_PER_REQUEST) -> pd.DataFrame:
+        """``rows`` with their predictions and why: ``attribution_<feature>`` per declared feature, adding up to
+        ``attribution_output`` − ``attribution_baseline`` (a classifier's: log-odds of ``attribution_class``)."""
+        return with_predictions(rows, self.predict_answer(dataset, rows, batch_size, explain=True))
+
 
 def with_predictions(rows: pd.DataFrame, answer: dict[str, Any]) -> pd.DataFrame:
     import numpy as np
 
     result = rows.copy()
     result["prediction"] = answer["predictions"]
+    explanations = answer.get("explanations")
+    if explanations:
+        for name in explanations[0]["featureAttributions"]:
+            result[f"attribution_{name}"] = [e["featureAttributions"][name] for e in explanations]
+        result["attribution_baseline"] = [e["baselineOutputValue"] for e in explanations]
+        result["attribution_output"] = [e["instanceOutputValue"] for e in explanations]
+        if "outputDisplayName" in explanations[0]:
+            result["attribution_class"] = [e["outputDisplayName"] for e in explanations]
     if answer["classes"] and answer["probabilities"]:
         probabilities = np.asarray(answer["probabilities"], dtype="float64")
         for k, name in enumerate(answer["classes"]):

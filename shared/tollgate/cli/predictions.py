@@ -41,8 +41,13 @@ def _rows(source: str) -> Any:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the predictor's answer as JSON (predictions, classes, probabilities, model_version) "
                    "instead of the rows as CSV.")
+@click.option("--explain", is_flag=True,
+              help="Also say why: one attribution_<feature> column per declared feature, attribution_baseline and "
+                   "attribution_output (the attributions add up to output − baseline), from the predictor's "
+                   "explanation route (100 rows a request).")
 @click.pass_obj
-def predict(obj: Target, dataset: str, source: str, output: Path | None, batch_size: int, as_json: bool) -> None:
+def predict(obj: Target, dataset: str, source: str, output: Path | None, batch_size: int, as_json: bool,
+            explain: bool) -> None:
     """Predict the rows of a CSV file (or `-`: standard input) with the model DATASET serves.
 
     Sends the spec's feature columns (others, such as the target, stay out) in batches to the dataset's predictor
@@ -54,7 +59,7 @@ def predict(obj: Target, dataset: str, source: str, output: Path | None, batch_s
     frame = _rows(source)
     with console.status(f"predicting {len(frame)} row(s)") as status:
         answer = obj.predict_answer(dataset, frame, batch_size, progress=lambda start, end, total: status.update(
-            f"predicting rows {start + 1}–{end} of {total}"))
+            f"{'explaining' if explain else 'predicting'} rows {start + 1}–{end} of {total}"), explain=explain)
     if as_json:
         dump(answer)
         return
