@@ -22,9 +22,8 @@ MAX_EXPLAINED = 100   # instances per explanation request: each is a TreeSHAP ov
 def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blueprint:
     routes = Blueprint("vertex", __name__)
 
-    @routes.post(config.predict_route, endpoint="predict")
-    @needs_model(holder)
-    def predict(loaded: Loaded) -> Response:
+    def answered(loaded: Loaded) -> tuple[Any, dict[str, Any]] | Response:
+        """The request's instances predicted: (columns, the Vertex AI body), or the 4xx answer."""
         checker = loaded.checker
         result = run_model(loaded, metrics, lambda: checker.instances(parse(checker.bounded(request.get_data()))))
         if isinstance(result, Response):
@@ -34,6 +33,15 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
         if outputs.probabilities is not None:
             body["classes"] = loaded.classes
             body["probabilities"] = outputs.probabilities
+        return (columns, outputs), body
+
+    @routes.post(config.predict_route, endpoint="predict")
+    @needs_model(holder)
+    def predict(loaded: Loaded) -> Response:
+        result = answered(loaded)
+        if isinstance(result, Response):
+            return result
+        (columns, outputs), body = result
         log_prediction(loaded, columns, outputs)
         return json_response(body)
 
@@ -43,11 +51,10 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
     def explain(loaded: Loaded) -> Response:
         from tollgate import explain as explanations
 
-        checker = loaded.checker
-        result = run_model(loaded, metrics, lambda: checker.instances(parse(checker.bounded(request.get_data()))))
+        result = answered(loaded)
         if isinstance(result, Response):
             return result
-        columns, outputs = result
+        (columns, _), body = result
         if len(columns) > MAX_EXPLAINED:
             return error(400, f"explain at most {MAX_EXPLAINED} instances per request ({len(columns)} sent); "
                               "split them over several requests")
@@ -55,11 +62,6 @@ def blueprint(config: PredictorConfig, holder: Holder, metrics: Metrics) -> Blue
             answers = loaded.explainer().explain(columns)
         except explanations.Unexplainable as exc:
             return error(400, f"no explanation for model v{config.model_version}: {exc}")
-        body: dict[str, Any] = {"explanations": [{"attributions": [a]} for a in answers],
-                                "predictions": outputs.predictions, "model_version": config.model_version}
-        if outputs.probabilities is not None:
-            body["classes"] = loaded.classes
-            body["probabilities"] = outputs.probabilities
-        return json_response(body)
+        return json_response({"explanations": [{"attributions": [a]} for a in answers], **body})
 
     return routes
