@@ -562,8 +562,16 @@ def main() -> int:
     console.rule("[bold]Tollgate demo: Chicago taxi fares, batch by batch")
     # the demo ticks the monitor and the reconciler itself, so its steps stay in order (`make up` keeps their
     # 5-minute schedules)
-    local = LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"), paused_schedules=("monitor", "reconcile"),
-                       mlflow=with_mlflow)
+    def cloud() -> LocalCloud:
+        return LocalCloud(echo=lambda m: console.print(f"[dim]{m}[/]"), paused_schedules=("monitor", "reconcile"),
+                          mlflow=with_mlflow)
+
+    local = cloud()
+    if local.home.exists() and any(local.home.iterdir()):   # the same files again would be duplicates: no story
+        console.print(f"[yellow]the demo replays its batches into an empty local cloud: stopping and wiping the one "
+                      f"in {local.home}[/]", highlight=False)
+        local.down(wipe=True)
+        local = cloud()
     try:
         local.up()
     except LocalCloudError as exc:

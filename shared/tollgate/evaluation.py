@@ -349,8 +349,10 @@ def permutation_importance(challenger: Any, champion: Any | None, features: Any,
         got = metrics_of(target, scored, spec.task).get(metric)
         return sign * float(got) if got is not None and np.isfinite(got) else float("nan")
 
-    def of(model: Any) -> dict[str, dict[str, float]]:
+    def of(model: Any) -> dict[str, dict[str, float]] | None:
         base = value(truth, score(model, x, spec.task))
+        if not np.isfinite(base):   # e.g. ROC AUC of rows of one class: nothing to lose
+            return None
         out = {}
         for name in x.columns:   # one prediction per feature over its shuffled copies, not one per shuffle
             column = x[name].to_numpy()
@@ -363,9 +365,9 @@ def permutation_importance(challenger: Any, champion: Any | None, features: Any,
             out[str(name)] = {"mean": mean, "std": sd, "low": mean - spread * sd, "high": mean + spread * sd}
         return out
 
-    if not np.isfinite(value(truth, score(challenger, x, spec.task))):   # e.g. ROC AUC of one held-out class
-        return {}
     mine = of(challenger)
+    if mine is None:
+        return {}
     theirs = of(champion) if champion is not None else None
     order = sorted(mine, key=lambda name: -mine[name]["mean"] if np.isfinite(mine[name]["mean"]) else np.inf)
     return {"metric": metric, "repeats": repeats, "rows": int(len(rows)), "confidence": spec.policy.confidence,
