@@ -18,7 +18,8 @@ def flat(model):
     forest = prepared.Forest(model)
     nodes = [p.nodes for iteration in model._predictors for p in iteration]
     count = np.concatenate([n["count"] for n in nodes]).astype("float64")
-    depth = int(max(int(n["depth"].max()) for n in nodes))
+    depth = treeshap.max_depth(forest.feature, forest.left, forest.right, forest.roots)
+    assert depth == int(max(int(n["depth"].max()) for n in nodes))   # what scikit-learn records, from the structure
     return forest, count, depth
 
 

@@ -55,10 +55,12 @@ class Explainer:
                 raise Unexplainable(f"no exact attributions for these trees ({exc})") from exc
             nodes = [p.nodes for iteration in model._predictors for p in iteration]
             self._count = np.concatenate([n["count"] for n in nodes]).astype("float64")
-            self._depth = int(max(int(n["depth"].max()) for n in nodes))
             from tollgate import treeshap
 
             f = self._forest
+            # sized from the trees as they are, never from their stored `depth` field: the compiled walk writes a
+            # buffer this deep
+            self._depth = treeshap.max_depth(f.feature, f.left, f.right, f.roots)
             self._expected = treeshap.expected_value(f.feature, f.left, f.right, f.value, self._count, f.roots,
                                                      f.k) + f.baseline
         elif isinstance(model, (Ridge, LogisticRegression)):

@@ -113,6 +113,20 @@ def shap_values(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missi
                      d, z, o, w, 0, 0, 1.0, 1.0, -1)
 
 
+def max_depth(feature: np.ndarray, left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> int:
+    """The deepest leaf of any tree (the root is depth 0), walked from the roots."""
+    deepest = 0
+    for root in roots:
+        stack = [(int(root), 0)]
+        while stack:
+            node, depth = stack.pop()
+            if feature[node] < 0:
+                deepest = max(deepest, depth)
+            else:
+                stack += [(int(left[node]), depth + 1), (int(right[node]), depth + 1)]
+    return deepest
+
+
 def expected_value(feature: np.ndarray, left: np.ndarray, right: np.ndarray, value: np.ndarray, count: np.ndarray,
                    roots: np.ndarray, k: int) -> np.ndarray:
     """Each output's expected raw score over the training rows (without the baseline): each tree's leaves
