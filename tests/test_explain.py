@@ -17,10 +17,10 @@ from tollgate.topology import ROOT
 def flat(model):
     forest = prepared.Forest(model)
     nodes = [p.nodes for iteration in model._predictors for p in iteration]
-    count = np.concatenate([n["count"] for n in nodes]).astype("float64")
     depth = treeshap.max_depth(forest.feature, forest.left, forest.right, forest.roots)
     assert depth == int(max(int(n["depth"].max()) for n in nodes))   # what scikit-learn records, from the structure
-    return forest, count, depth
+    assert forest.count.sum() == sum(float(n["count"].sum()) for n in nodes)
+    return forest, forest.count, depth
 
 
 @pytest.mark.parametrize("kind", ["regression", "multiclass"])

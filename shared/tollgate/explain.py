@@ -53,15 +53,13 @@ class Explainer:
                 self._forest = prepared.Forest(model)
             except prepared.Unsupported as exc:
                 raise Unexplainable(f"no exact attributions for these trees ({exc})") from exc
-            nodes = [p.nodes for iteration in model._predictors for p in iteration]
-            self._count = np.concatenate([n["count"] for n in nodes]).astype("float64")
             from tollgate import treeshap
 
             f = self._forest
             # sized from the trees as they are, never from their stored `depth` field: the compiled walk writes a
             # buffer this deep
             self._depth = treeshap.max_depth(f.feature, f.left, f.right, f.roots)
-            self._expected = treeshap.expected_value(f.feature, f.left, f.right, f.value, self._count, f.roots,
+            self._expected = treeshap.expected_value(f.feature, f.left, f.right, f.value, f.count, f.roots,
                                                      f.k) + f.baseline
         elif isinstance(model, (Ridge, LogisticRegression)):
             self.method = "linear"
@@ -83,7 +81,7 @@ class Explainer:
             f = self._forest
             phi = np.zeros((rows, f.k, self.width))
             treeshap.shap_values(np.ascontiguousarray(x, dtype="float64"), f.feature, f.threshold, f.missing_left,
-                                 f.left, f.right, f.value, self._count, f.roots, f.k, self._depth, phi)
+                                 f.left, f.right, f.value, f.count, f.roots, f.k, self._depth, phi)
             raw = f.raw(x)
             pick = np.zeros(rows, dtype=np.intp) if f.k == 1 else np.argmax(raw, axis=1)
             index = np.arange(rows)

@@ -302,6 +302,7 @@ class Forest:
         self.left = np.where(leaf, 0, nodes["left"].astype(np.int64) + offsets).astype(np.int32)
         self.right = np.where(leaf, 0, nodes["right"].astype(np.int64) + offsets).astype(np.int32)
         self.value = nodes["value"].astype("float64")
+        self.count = nodes["count"].astype("float64")   # training rows through each node (TreeSHAP's weights)
         self.roots = np.asarray(roots, dtype=np.int32)
         self.n_features = model.n_features_in_
         self.thresholds = {f: np.unique(self.threshold[self.feature == f]) for f in range(self.n_features)}
