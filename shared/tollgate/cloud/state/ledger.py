@@ -63,7 +63,7 @@ class Ledger(Base):
             self._apply(tx, writes, run_id, dataset, at)
             return writes.outcome, writes.ledger
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def resolve_review(self, run_id: str, action: str, actor: str, reason: str, *, canary_percent: int = 0,
                        stale_event: Event | None = None) -> tuple[str, dict[str, Any] | None]:
@@ -92,7 +92,7 @@ class Ledger(Base):
                 self._outbox(tx, [stale_event], at)   # back to the evaluator
             return writes.outcome, writes.ledger
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def move_serving(self, dataset: str, action: str, actor: str, reason: str,
                      version: int | None = None) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
@@ -111,7 +111,7 @@ class Ledger(Base):
             self._apply(tx, writes, None, dataset, at)
             return writes.outcome, writes.ledger, writes.after
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def set_deployment(self, dataset: str, generation: int, status: str, **detail: Any) -> bool:
         """Record how the deployment of a generation went; a newer generation is never overwritten."""
@@ -125,7 +125,7 @@ class Ledger(Base):
             tx.update(ds_ref, {"deployment": {**current, "status": status, **detail, "at": now()}})
             return True
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def get_review(self, run_id: str) -> dict[str, Any] | None:
         snap = self.review_ref(run_id).get()

@@ -37,7 +37,7 @@ class Mirrors(Base):
             left = [r for r in (snap.to_dict().get("runs") or []) if r not in done]
             tx.update(ref, {"runs": left, "pending": bool(left), "synced_at": now(), "attempts": 0})
 
-        apply(self._transaction())
+        self._run(apply)
 
     def pending_mirrors(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.db.collection("mirrors").where(filter=firestore.FieldFilter(

@@ -39,7 +39,7 @@ class Monitoring(Base):
                 return False
             tx.set(ref, {"cooldowns": {key: at}}, merge=True)
             return True
-        return apply(self._transaction())
+        return self._run(apply)
 
     def label_file_seen(self, dataset: str, key: str) -> bool:
         """Whether a labels file (``key``: its name and generation) was published already."""

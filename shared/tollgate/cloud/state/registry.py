@@ -48,7 +48,7 @@ class Registry(Base):
                 tx.update(run_ref, {"reserved_version": version, "updated_at": now()})
             return version
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def register_version(self, dataset: str, run_id: str, make_record: Callable[[int], dict[str, Any]]) -> int:
         """Create the immutable record of the run's (reserved) version; its artifacts are written already.

@@ -48,7 +48,7 @@ class Runs(Base):
                             "history": firestore.ArrayUnion([{"status": to, "at": at, **(note or {})}])})
             return True
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     # -- the outbox (outbox.py) -------------------------------------------------------------
     def _outbox(self, tx: firestore.Transaction, events: tuple[Event, ...] | list[Event], at: dt.datetime) -> None:
@@ -80,7 +80,7 @@ class Runs(Base):
             tx.update(ref, {"search_done": done, "search_finisher": finisher, "updated_at": now()})
             return finisher == task
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Record facts that do not change the status (execution names, deployment progress)."""
@@ -114,7 +114,7 @@ class Runs(Base):
             tx.update(ref, changes)
             return True
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def get_runs(self, run_ids: list[str], fields: tuple[str, ...] | None = None) -> dict[str, dict[str, Any] | None]:
         """Several runs in one round trip (a page listing a hundred versions reads their runs at once); with

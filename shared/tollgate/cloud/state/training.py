@@ -84,7 +84,7 @@ class Training(Base):
                                                                       "behind": slot["run_id"]}])})
             return "queued"
 
-        return apply(self._transaction())
+        return self._run(apply)
 
     def pass_training_slot(self, dataset: str,
                            event_for: Callable[[dict[str, Any]], Event]) -> tuple[str | None, list[str], Event | None]:
@@ -115,4 +115,4 @@ class Training(Base):
             self._hold(tx, dataset, ds, chosen, superseded, at)
             return chosen_id, [r["run_id"] for r in superseded], event
 
-        return apply(self._transaction())
+        return self._run(apply)
