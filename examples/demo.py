@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import requests
 from rich.console import Console
@@ -287,6 +288,16 @@ def replay(url: str, trips: pd.DataFrame, features, per_request: int = 10) -> li
     return labels
 
 
+def durations_against_distances(trips: pd.DataFrame) -> pd.DataFrame:
+    """The same trips with their durations handed out against their distances: the longest trip gets the
+    shortest duration. Each column keeps its values, so each input's distribution is exactly the same; only how
+    they go together changed, which the drift tests (one input at a time) cannot see."""
+    order = np.argsort(trips["trip_miles"].to_numpy(), kind="stable")
+    seconds = trips["trip_seconds"].to_numpy(dtype="float64").copy()
+    seconds[order] = np.sort(seconds)[::-1]   # a missing duration sorts last: it goes to the shortest trip
+    return trips.assign(trip_seconds=seconds)
+
+
 def labels_csv(labels: list[tuple[str, int, float]], scale: float = 1.0) -> str:
     """A labels file as users drop it under labels/<dataset>/: request id, row, the true target."""
     frame = pd.DataFrame(labels, columns=["request_id", "row", "fare"])
@@ -308,9 +319,11 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     spec_path.write_text(text.replace("window_minutes: 60 ", f"window_minutes: {window_s / 60:.2f} ")
                          .replace("label_window_hours: 168 ", f"label_window_hours: {window_s / 3600:.6f} ")
                          .replace("alert_cooldown_minutes: 60 ", "alert_cooldown_minutes: 0.1 ")
-                         .replace("retrain_cooldown_hours: 24 ", "retrain_cooldown_hours: 0.01 "))
+                         .replace("retrain_cooldown_hours: 24 ", "retrain_cooldown_hours: 0.01 ")
+                         .replace("attribution_drift: 0.05 ", "attribution_drift: 0.03 "))
     cli(wide, "spec", "push", str(spec_path),
-        note=f"{window_s}-second windows so that the demo sees several, and short cool-downs")
+        note=f"{window_s}-second windows so that the demo sees several, short cool-downs, and attribution drift "
+             "at 3 points: a fare is nearly a sum of its inputs' effects, so what it relies on moves little")
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     spec = specs.load(spec_path)
     trips = pd.read_csv(DATA).sort_values("trip_start_timestamp", kind="stable").iloc[-LATE_TRIPS:]
@@ -318,20 +331,37 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     bucket = storage.Client(project=local.project).bucket(local.bucket)
     phases = [("the late trips of 2016, first half", trips.iloc[: len(trips) // 2], 1.0),
               ("the late trips of 2016, second half", trips.iloc[len(trips) // 2:], 1.0),
+              ("the same trips, their durations handed out against their distances (no labels yet)",
+               durations_against_distances(trips), None),
               ("the same trips after a 60% fare increase", trips, 1.6)]
     last_traffic = time.monotonic()   # the canary and rollback requests above stay out of the first window
     for i, (what, rows, scale) in enumerate(phases, start=1):
         time.sleep(max(0.0, window_s - (time.monotonic() - last_traffic)))   # the previous window has closed
         labels = replay(url, rows, spec.features)
         last_traffic = time.monotonic()
-        name = f"labels/chicago_taxi/demo-window-{i}.csv"
-        bucket.blob(name).upload_from_string(labels_csv(labels, scale), content_type="text/csv")
-        console.print(f"[bold]▶ window {i}[/]: {len(labels)} predictions of {what} → {url}/predict; their true "
-                      f"fares{' (×1.6)' if scale != 1 else ''} → gs://{local.bucket}/{name}", highlight=False)
+        told = f"[bold]▶ window {i}[/]: {len(labels)} predictions of {what} → {url}/predict"
+        if scale is not None:
+            name = f"labels/chicago_taxi/demo-window-{i}.csv"
+            bucket.blob(name).upload_from_string(labels_csv(labels, scale), content_type="text/csv")
+            told += f"; their true fares{' (×1.6)' if scale != 1 else ''} → gs://{local.bucket}/{name}"
+        console.print(told, highlight=False)
         time.sleep(2.5)   # the predictor publishes its log every second
         done = cli(wide, "monitor", "run", note="what the scheduler's monitor-tick runs every 5 minutes")
         if done.returncode != 0:
             return False
+        if scale is None:
+            said = json.loads(subprocess.run([TOLLGATE, "monitor", "chicago_taxi", "--json"], env=env,
+                                             stdout=subprocess.PIPE, text=True, check=True).stdout)["windows"][-1]
+            served = (said.get("versions") or {}).get(str((said.get("serving") or {}).get("version")), {})
+            shifted = served.get("attribution_drift") or {}
+            console.print(f"  input drift: {(served.get('drift') or {}).get('verdict')} (every input's own "
+                          f"distribution is the same); attribution drift: {shifted.get('verdict')} — "
+                          f"{shifted.get('message')}", highlight=False)
+            if shifted.get("verdict") != "drift" or "attribution_drift" not in {
+                    a["kind"] for a in (said.get("actions") or {}).get("alerts", [])}:
+                console.print("[red]expected an attribution-drift alert on the trips whose durations no longer "
+                              "track their distances[/]")
+                return False
     warehouse_traffic(local)
     windows = json.loads(subprocess.run([TOLLGATE, "monitor", "chicago_taxi", "--json"], env=env,
                                         stdout=subprocess.PIPE, text=True, check=True).stdout)["windows"]

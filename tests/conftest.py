@@ -156,8 +156,7 @@ def columns_of(df: pd.DataFrame, spec: specs.DatasetSpec):
     """Rows of a DataFrame as the predictor's validated columns."""
     from tollgate.prepared import Columns
 
-    return Columns(df[list(spec.feature_lists.numeric)].to_numpy(dtype="float64"),
-                   [[None if pd.isna(v) else v for v in df[name]] for name in spec.feature_lists.categorical])
+    return Columns.from_frame(df, spec)
 
 
 def model_dir(model, spec: specs.DatasetSpec, folder: Path, **record) -> Path:

@@ -116,7 +116,7 @@ def pending(state, unique):
 
 
 @pytest.mark.emulator
-def test_every_page_renders_what_firestore_holds(console, pending):
+def test_every_page_renders_what_firestore_holds(console, pending, state):
     dataset, (first, _) = pending
     overview = console.get("/")
     assert overview.status_code == 200 and dataset.encode() in overview.data and b"2 pending" in overview.data
@@ -132,6 +132,13 @@ def test_every_page_renders_what_firestore_holds(console, pending):
     assert console.get(f"/runs/{first}").status_code == 200
     assert console.get(f"/datasets/{dataset}/versions/1").status_code == 200
     assert console.get(f"/datasets/{dataset}/monitoring").status_code == 200
+    moved = {"verdict": "drift", "max_shift": 0.042, "message": "trip_seconds 63% → 59% of the attribution"}
+    state.record_window(dataset, {"dataset": dataset, "start": "2026-11-22T10:00:00+00:00",
+                                  "end": "2026-11-22T11:00:00+00:00", "requests": 300, "versions": {"1": {
+                                      "requests": 300, "error_rate": 0.0, "latency_ms": {"p99": 3.0},
+                                      "drift": {"verdict": "none"}, "attribution_drift": moved}}})
+    watched = console.get(f"/datasets/{dataset}/monitoring").data
+    assert b"attribution drift" in watched and b"drift (4.2%)" in watched and "63% → 59%".encode() in watched
     inbox = console.get("/reviews")
     assert inbox.status_code == 200 and first.encode() in inbox.data
     review = console.get(f"/reviews/{first}")

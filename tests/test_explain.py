@@ -97,3 +97,18 @@ def test_families_without_an_exact_method_say_so(taxi_fit, taxi_spec):
     model = training.fit(data.head(500), spec)
     with pytest.raises(explain.Unexplainable, match="random_forest has no exact attribution method"):
         explain.Explainer(model, spec)
+    summary = explain.summarise(model, spec, data.head(100), rows=50)   # the monitor's and trainer's summary
+    assert summary["method"] is None and "random_forest" in summary["reason"] and "mean_abs" not in summary
+
+
+def test_a_summary_is_the_mean_absolute_attribution_of_a_seeded_sample(taxi_fit, taxi_spec):
+    data, model = taxi_fit
+    summary = explain.summarise(model, taxi_spec, data, rows=200, seed=3)
+    assert summary == explain.summarise(model, taxi_spec, data, rows=200, seed=3)
+    assert summary["method"] == "tree_shap" and summary["rows"] == 200
+    rows = data.sample(200, random_state=3)
+    each = [a["featureAttributions"] for a in
+            explain.Explainer(model, taxi_spec).explain(columns_of(rows[list(taxi_spec.features)], taxi_spec))]
+    for name in taxi_spec.features:
+        assert summary["mean_abs"][name] == pytest.approx(np.mean([abs(a[name]) for a in each]), rel=1e-9)
+    assert explain.summarise(model, taxi_spec, data.head(0), rows=200)["reason"] == "no rows to explain"

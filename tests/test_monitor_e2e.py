@@ -89,6 +89,12 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
     v1, v2 = tick["versions"]["1"], tick["versions"]["2"]
     assert v1["requests"] + v2["requests"] == 80 and v1["labels"] + v2["labels"] == 800
     assert v1["realised"]["value"] > 0.7 > v2["realised"]["value"]
+    # what each version relies on: its model explained the window's rows, against its training rows (the profile
+    # the trainer stored); trips of the kind it was trained on: nothing moved
+    explained = [v for v in (v1, v2) if v["rows"] >= taxi_spec.drift.min_rows]
+    assert explained and all(v["attribution_drift"]["reason"] is None and v["attribution_drift"]["method"] ==
+                             "tree_shap" and v["attribution_drift"]["verdict"] == "none" for v in explained), \
+        [v["attribution_drift"] for v in (v1, v2)]
     served = {requests.post(f"{url}/predict", json={"instances": [traffic[list(taxi_spec.features)].iloc[0]
                                                                   .where(traffic.iloc[0].notna(), None).to_dict()]},
                             timeout=10).headers["X-Model-Version"] for _ in range(10)}
@@ -113,7 +119,7 @@ def test_canaries_are_decided_on_live_evidence(local_cloud, cloud, state, taxi, 
     shown = tollgate(local_cloud, "monitor", dataset)
     assert shown.returncode == 0 and "v3" in shown.stdout and "canary promote" in shown.stdout, shown.stdout
     report = cloud.bucket.blob(f"reports/monitoring/{dataset}/latest.html").download_as_text()
-    assert "<img" in report and "realised r2" in report
+    assert "<img" in report and "realised r2" in report and "what the model relies on" in report
 
 
 def test_a_redelivered_log_counts_once_and_decay_retrains_once(local_cloud, cloud, state, taxi, taxi_spec, tmp_path,

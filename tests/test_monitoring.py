@@ -355,3 +355,69 @@ def test_feedback_only_for_request_ids_the_predictor_issued_with_bounded_rows_an
     with pytest.raises(inputs.BadRequest, match=r"\{'a': 1\} is not one of the classes"):
         inputs.feedback_labels({"request_id": mine, "label": {"a": 1}},
                                 taxi_spec.model_copy(update={"task": "classification"}), ["x"], ids)
+
+
+@pytest.fixture(scope="module")
+def attributed(taxi_clean, taxi_model, taxi_spec, reference):
+    """The training profile with the model's attributions on its training rows, as the trainer stores it."""
+    from tollgate import explain
+
+    return {**reference, "attributions": explain.summarise(taxi_model, taxi_spec, taxi_clean,
+                                                           taxi_spec.monitoring.attribution_rows, seed=42)}
+
+
+def _explained(rows, model, spec):
+    from tollgate import explain
+
+    return explain.summarise(model, spec, rows, spec.monitoring.attribution_rows)
+
+
+def test_a_duration_that_stops_tracking_the_distance_moves_the_attributions_not_the_inputs(
+        traffic, taxi_model, taxi_spec, attributed, tmp_path):
+    """The same trips, their durations handed out against their distances (the longest trip takes the shortest
+    time): every input's own distribution is unchanged, so the drift tests see nothing; what the model relies on
+    moves, and the attributions say so."""
+    rows, predictions = traffic
+    order = np.argsort(rows["trip_miles"].to_numpy(), kind="stable")
+    seconds = np.empty(len(rows))
+    seconds[order] = np.sort(rows["trip_seconds"].to_numpy())[::-1]
+    apart = rows.assign(trip_seconds=seconds)
+    spec = specs.from_dict({**taxi_spec.raw, "monitoring": {**taxi_spec.raw.get("monitoring", {}),
+                                                            "attribution_drift": 0.03}})
+    results = {}
+    for name, live in (("as trained", rows), ("apart", apart)):
+        log = Log(tmp_path / name, spec).predictions(logged(live, spec, taxi_model.predict(live), 1, name))
+        observed = log.observe()
+        observed.attributions[1] = _explained(observed.samples[1], taxi_model, spec)
+        results[name] = monitoring.window(observed, spec, {1: attributed}, START, END)["versions"]["1"]
+    kept, moved = results["as trained"]["attribution_drift"], results["apart"]["attribution_drift"]
+    assert results["apart"]["drift"]["verdict"] == results["as trained"]["drift"]["verdict"] == "none"
+    assert kept["verdict"] == "none" and kept["max_shift"] < 0.015
+    assert moved["verdict"] == "drift" and moved["max_shift"] > 2 * kept["max_shift"]
+    assert [f["feature"] for f in moved["features"] if f["status"] == "drift"] == ["trip_seconds"]
+    assert abs(sum(f["live_share"] for f in moved["features"]) - 1) < 1e-9
+    [alert] = monitoring.judge({"versions": {"1": results["apart"]}}, spec, {"version": 1, "canary": None})
+    assert alert["kind"] == "attribution_drift" and not alert["retrain"] and "trip_seconds" in alert["message"]
+    assert alert["threshold"] == 0.03 and alert["value"] == moved["max_shift"]
+
+
+def test_attribution_drift_needs_a_reference_enough_rows_and_a_threshold(taxi_spec, taxi_clean, taxi_model,
+                                                                         attributed):
+    live = _explained(taxi_clean.sample(300, random_state=1), taxi_model, taxi_spec)
+    assert monitoring.attribution_drift(attributed["attributions"], live, taxi_spec)["reason"] is None
+    few = _explained(taxi_clean.sample(50, random_state=1), taxi_model, taxi_spec)
+    assert monitoring.attribution_drift(attributed["attributions"], few, taxi_spec)["reason"] == "not_enough_data"
+    assert monitoring.attribution_drift(None, live, taxi_spec)["reason"] == "no_reference"   # an older version
+    unexplained = {"method": None, "rows": 0, "reason": "ridge has no exact attribution method here"}
+    said = monitoring.attribution_drift(attributed["attributions"], unexplained, taxi_spec)
+    assert said["reason"] == "not_explained" and "ridge" in said["message"]
+    off = specs.from_dict({**taxi_spec.raw, "monitoring": {"attribution_drift": None}})
+    assert monitoring.attribution_drift(attributed["attributions"], live, off)["reason"] == "disabled"
+    with pytest.raises(specs.SpecError, match="attribution_drift"):
+        specs.from_dict({**taxi_spec.raw, "monitoring": {"attribution_drift": 1.5}})
+
+
+def test_ndcg_is_one_for_the_same_order_and_lower_when_the_top_features_swap():
+    ref = np.array([0.6, 0.3, 0.1])
+    assert monitoring.ndcg(ref, ref * 2) == pytest.approx(1.0)
+    assert monitoring.ndcg(ref, np.array([0.1, 0.3, 0.6])) < monitoring.ndcg(ref, np.array([0.3, 0.6, 0.1])) < 1

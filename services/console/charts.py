@@ -94,21 +94,24 @@ def features(profile: dict[str, Any] | None, reference: dict[str, Any] | None, o
 
 
 def windows(records: list[dict[str, Any]]) -> str | None:
-    """Monitoring windows (oldest first) over time per version: error rate, p99 latency and the realised metric."""
+    """Monitoring windows (oldest first) over time per version: error rate, p99 latency, the realised metric and
+    the largest move of a feature's share of the attribution."""
     from plotly.subplots import make_subplots
 
     rows = [(_time(w.get("end")), int(version), v) for w in records for version, v in (w.get("versions") or {}).items()]
     if not rows:
         return None
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True,
-                           subplot_titles=("error rate", "p99 latency (ms)", "realised metric"))
+    figure = make_subplots(rows=4, cols=1, shared_xaxes=True,
+                           subplot_titles=("error rate", "p99 latency (ms)", "realised metric",
+                                           "attribution drift (largest move of a feature's share)"))
     for version in sorted({version for _, version, _ in rows}):
         mine = [(end, v) for end, number, v in rows if number == version]
         x = [end for end, _ in mine]
         series = ([v.get("error_rate") for _, v in mine], [(v.get("latency_ms") or {}).get("p99") for _, v in mine],
-                  [(v.get("realised") or {}).get("value") for _, v in mine])
+                  [(v.get("realised") or {}).get("value") for _, v in mine],
+                  [(v.get("attribution_drift") or {}).get("max_shift") for _, v in mine])
         for row, y in enumerate(series, start=1):
             figure.add_scatter(x=x, y=y, name=f"v{version}", row=row, col=1, legendgroup=str(version),
                                showlegend=row == 1)
-    figure.update_layout(**{**_LAYOUT, "height": 560})
+    figure.update_layout(**{**_LAYOUT, "height": 720})
     return _html(figure)

@@ -90,9 +90,9 @@ class Explainer:
         pick = np.zeros(rows, dtype=np.intp) if scores.shape[1] == 1 else np.argmax(scores, axis=1)
         return self._weights[pick] * x, self._intercept[pick], scores[np.arange(rows), pick], pick
 
-    def explain(self, columns: prepared.Columns) -> list[dict[str, Any]]:
-        """Per instance, Vertex AI's attribution shape: ``featureAttributions`` per declared feature,
-        ``baselineOutputValue``, ``instanceOutputValue``, and which output was explained."""
+    def _grouped(self, columns: prepared.Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                           np.ndarray]:
+        """(attributions per declared feature (rows, features), baseline, output, which output, additivity gap)."""
         x = self.transform(columns)
         phi, base, out, pick = self._outputs(x)
         grouped = np.zeros((x.shape[0], len(self.features)))
@@ -100,8 +100,18 @@ class Explainer:
         gap = np.abs(grouped.sum(axis=1) - (out - base))
         if np.any(gap > TOLERANCE * np.maximum(1.0, np.abs(out))):   # never an answer that does not add up
             raise Unexplainable(f"attributions do not add up to the output (off by {float(gap.max()):.3g})")
+        return grouped, base, out, pick, gap
+
+    def attributions(self, columns: prepared.Columns) -> np.ndarray:
+        """The attributions alone, (rows, declared features) in ``self.features`` order."""
+        return self._grouped(columns)[0]
+
+    def explain(self, columns: prepared.Columns) -> list[dict[str, Any]]:
+        """Per instance, Vertex AI's attribution shape: ``featureAttributions`` per declared feature,
+        ``baselineOutputValue``, ``instanceOutputValue``, and which output was explained."""
+        grouped, base, out, pick, gap = self._grouped(columns)
         answers = []
-        for i in range(x.shape[0]):
+        for i in range(grouped.shape[0]):
             answer: dict[str, Any] = {
                 "featureAttributions": {name: float(v) for name, v in zip(self.features, grouped[i])},
                 "baselineOutputValue": float(base[i]), "instanceOutputValue": float(out[i]),
@@ -111,3 +121,20 @@ class Explainer:
                 answer["outputSpace"] = "log-odds" if len(self.classes) == 2 else "logit"
             answers.append(answer)
         return answers
+
+
+def summarise(pipeline: Any, spec: DatasetSpec, frame: Any, rows: int, seed: int = 0) -> dict[str, Any]:
+    """Mean |attribution| per declared feature over a seeded sample of at most ``rows`` rows of ``frame`` (the
+    trainer's training rows: the version's reference, stored in its profile; the monitor's live sample of a
+    window): what the model relies on, on those rows. Without an exact method: the reason, and no figures."""
+    if not len(frame):
+        return {"method": None, "rows": 0, "reason": "no rows to explain"}
+    try:
+        explainer = Explainer(pipeline, spec)
+        if len(frame) > rows:
+            frame = frame.sample(rows, random_state=seed)
+        values = explainer.attributions(prepared.Columns.from_frame(frame, spec))
+    except Unexplainable as exc:
+        return {"method": None, "rows": 0, "reason": str(exc)}
+    return {"method": explainer.method, "rows": int(values.shape[0]),
+            "mean_abs": {name: float(v) for name, v in zip(explainer.features, np.abs(values).mean(axis=0))}}

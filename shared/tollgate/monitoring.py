@@ -15,7 +15,13 @@ label (late labels: files under ``labels/<dataset>/`` or ``POST /feedback``). Pe
 - realised metrics where labels exist: the dataset's metrics with a bootstrap confidence interval
   of the primary one.
 
-``judge`` turns a window into alerts (SLO breach, severe drift, decay) by the spec's thresholds,
+- attribution drift: what the model relies on. The monitor explains a sample of each version's answered rows
+  (``explain.summarise``); each feature's share of the mean absolute attribution is compared with its share on
+  the training rows (the version's profile). Univariate drift tests see each input alone; a change in how the
+  inputs go together (a duration no longer tracking the distance) moves the attributions while every input's own
+  distribution stays the same.
+
+``judge`` turns a window into alerts (SLO breach, severe drift, attribution drift, decay) by the spec's thresholds,
 and ``canary_verdict`` compares a canary with the champion on the same window.
 """
 
@@ -40,6 +46,59 @@ class Observed:
     samples: dict[int, pd.DataFrame]         # version → feature columns and the prediction (target's name)
     labelled: pd.DataFrame                   # model_version, time, prediction, label: answered and labelled
     unmatched_labels: int = 0                # labels that name no logged prediction (kept, counted)
+    attributions: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)   # version → the sample's
+                                             # mean |attribution| per feature (explain.summarise)
+
+
+def attribution_drift(reference: dict[str, Any] | None, live: dict[str, Any] | None,
+                      spec: DatasetSpec) -> dict[str, Any]:
+    """Each feature's share of the mean absolute attribution, on the training rows (``reference``: the version's
+    profile's ``attributions``) and on live rows (``live``), and how far it moved; ``drift`` when some feature's
+    share moved by ``monitoring.attribution_drift`` or more. Shares, not raw values: the output's scale (a fare,
+    log-odds) drops out, and they sum to 1 on both sides. ``ndcg`` tells how well the live ranking of the features
+    keeps the training one (1: the same order of importance)."""
+    threshold, least = spec.monitoring.attribution_drift, spec.drift.min_rows
+
+    def none(reason: str, message: str) -> dict[str, Any]:
+        return {"verdict": "none", "reason": reason, "message": message, "threshold": threshold, "features": []}
+
+    if threshold is None:
+        return none("disabled", "not judged (monitoring.attribution_drift: null)")
+    if not reference or not reference.get("mean_abs"):
+        return none("no_reference", (reference or {}).get("reason") or "the version's profile has no attributions "
+                    "of its training rows (trained before attribution drift was monitored)")
+    if not live or not live.get("mean_abs"):
+        return none("not_explained", (live or {}).get("reason") or "no live rows explained")
+    if live["rows"] < least:
+        return none("not_enough_data", f"not enough data: {live['rows']} row(s) explained, fewer than the {least} "
+                                       "drift needs for a verdict (drift.min_rows)")
+    names = [n for n in reference["mean_abs"] if n in live["mean_abs"]]
+    ref = np.array([reference["mean_abs"][n] for n in names])
+    cur = np.array([live["mean_abs"][n] for n in names])
+    if not ref.sum() or not cur.sum():
+        return none("constant", "the model's output does not depend on its inputs on these rows")
+    ref_share, cur_share = ref / ref.sum(), cur / cur.sum()
+    shift = np.abs(cur_share - ref_share)
+    features = sorted(({"feature": n, "reference_share": float(a), "live_share": float(b), "shift": float(d),
+                        "status": "drift" if d >= threshold else "none"}
+                       for n, a, b, d in zip(names, ref_share, cur_share, shift)),
+                      key=lambda f: -f["reference_share"])
+    drifted = [f for f in features if f["status"] == "drift"]
+    top = max(features, key=lambda f: f["shift"])
+    message = (", ".join(f"{f['feature']} {f['reference_share']:.0%} → {f['live_share']:.0%} of the attribution"
+                         for f in drifted) if drifted
+               else f"no feature's share moved by {threshold:.0%} (largest: {top['feature']}, {top['shift']:.1%})")
+    return {"verdict": "drift" if drifted else "none", "reason": None, "message": message, "threshold": threshold,
+            "max_shift": float(shift.max()), "ndcg": ndcg(ref_share, cur_share), "method": live.get("method"),
+            "reference_rows": reference.get("rows"), "live_rows": live["rows"], "features": features}
+
+
+def ndcg(reference: np.ndarray, live: np.ndarray) -> float:
+    """Normalised discounted cumulative gain of the live ranking of the features, scored by their training
+    shares (SageMaker Clarify's measure of attribution drift): 1 when the order is kept."""
+    discount = 1.0 / np.log2(np.arange(2, reference.size + 2))
+    ideal = float(np.sum(np.sort(reference)[::-1] * discount))
+    return float(np.sum(reference[np.argsort(-live, kind="stable")] * discount) / ideal) if ideal else 1.0
 
 
 def live_metric(spec: DatasetSpec) -> str:
@@ -67,9 +126,10 @@ _NO_TRAFFIC = {"requests": 0, "ok_rows": 0, "errors": 0, "client_errors": 0,
 
 
 def version_window(traffic: dict[str, Any] | None, sample: pd.DataFrame | None, labelled: pd.DataFrame,
-                   spec: DatasetSpec, reference: dict[str, Any] | None, seed: int = 0) -> dict[str, Any]:
-    """One version: its traffic and the drift of its ``sample`` in the window; realised metrics on its
-    ``labelled`` predictions over the label window."""
+                   spec: DatasetSpec, reference: dict[str, Any] | None, seed: int = 0,
+                   attributions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One version: its traffic, the drift of its ``sample`` in the window and of the ``attributions`` of that
+    sample; realised metrics on its ``labelled`` predictions over the label window."""
     t = traffic or _NO_TRAFFIC
     requests = t["requests"]
     out: dict[str, Any] = {"requests": requests, "rows": t["ok_rows"], "errors": t["errors"],
@@ -79,8 +139,10 @@ def version_window(traffic: dict[str, Any] | None, sample: pd.DataFrame | None, 
     out["realised"] = (realised(labelled["label"].to_numpy(), labelled["prediction"].to_numpy(), spec, seed)
                        if len(labelled) >= spec.monitoring.min_labels else None)
     if sample is None or sample.empty:
-        out.update(drift={"verdict": "none", "reason": "no_traffic", "features": []}, prediction_drift=None)
+        out.update(drift={"verdict": "none", "reason": "no_traffic", "features": []}, prediction_drift=None,
+                   attribution_drift={"verdict": "none", "reason": "no_traffic", "features": []})
         return out
+    out["attribution_drift"] = attribution_drift((reference or {}).get("attributions"), attributions, spec)
     if reference and reference.get("format") == drift.FORMAT:
         builder = drift.ProfileBuilder(drift.profiled_columns(spec), reference, sample_size=min(len(sample), 2_000),
                                        seed=seed)
@@ -106,14 +168,15 @@ def window(observed: Observed, spec: DatasetSpec, references: dict[int, dict[str
     for version in sorted(set(observed.traffic) | {int(v) for v in labelled["model_version"]}):
         versions[str(version)] = version_window(observed.traffic.get(version), observed.samples.get(version),
                                                 labelled[labelled["model_version"] == version], spec,
-                                                references.get(version))
+                                                references.get(version),
+                                                attributions=observed.attributions.get(version))
     return {"dataset": spec.name, "start": start.isoformat(), "end": end.isoformat(),
             "requests": sum(t["requests"] for t in observed.traffic.values()),
             "unmatched_labels": int(observed.unmatched_labels), "versions": versions}
 
 
 def judge(result: dict[str, Any], spec: DatasetSpec, serving: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Alerts for a window: SLO breach (error rate, p99), severe input drift, accuracy decay.
+    """Alerts for a window: SLO breach (error rate, p99), severe input drift, attribution drift, accuracy decay.
     Each says what was seen, the threshold, and whether it asks for retraining."""
     m = spec.monitoring
     floor = m.decay_below if m.decay_below is not None else spec.policy.threshold
@@ -135,6 +198,12 @@ def judge(result: dict[str, Any], spec: DatasetSpec, serving: dict[str, Any] | N
         if v["drift"]["verdict"] == "severe":
             alerts.append({**base, "kind": "drift", "severity": "critical", "retrain": True, "value": None,
                            "threshold": None, "message": f"v{version}: severe input drift: {v['drift']['message']}"})
+        a = v.get("attribution_drift") or {}
+        if a.get("verdict") == "drift":
+            alerts.append({**base, "kind": "attribution_drift", "severity": "warning", "retrain": False,
+                           "value": a["max_shift"], "threshold": a["threshold"],
+                           "message": f"v{version}: what the model relies on moved on {a['live_rows']} live rows: "
+                                      f"{a['message']}"})
         r = v.get("realised")
         if r and r["value"] is not None:
             decayed = (r["high"] < floor) if higher else (r["low"] > floor)

@@ -63,6 +63,19 @@ class Columns:
         ids = {name: sum((p.ids.get(name) or [None] * len(p) for p in parts), []) for name in parts[0].ids}
         return Columns(numeric, categorical, ids)
 
+    @staticmethod
+    def from_frame(frame: Any, spec: DatasetSpec) -> "Columns":
+        """A frame's rows as validated columns: ``training.features_frame`` dtypes (numbers and datetimes as Unix
+        seconds; categories as text, missing as NaN), as the trainer and the monitor hold them."""
+        import pandas as pd
+
+        numeric = np.column_stack([pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64")
+                                   for name in spec.input_numeric]) if spec.input_numeric else \
+            np.zeros((len(frame), 0))
+        categorical = [[None if pd.isna(v) else str(v) for v in frame[name].tolist()]
+                       for name in spec.feature_lists.categorical]
+        return Columns(numeric, categorical)
+
     def frame(self, spec: DatasetSpec) -> Any:
         """The DataFrame the registered pipeline expects (``training.features_frame`` dtypes)."""
         import pandas as pd

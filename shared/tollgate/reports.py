@@ -300,6 +300,23 @@ def _importance_plot(importance: dict[str, Any]) -> tuple[str, str]:
     return f"permutation importance ({importance['metric']})", _png(fig)
 
 
+def _attribution_plot(version: str, shifted: dict[str, Any]) -> tuple[str, str]:
+    """Each feature's share of the mean absolute attribution, on the training rows and on the window's live rows."""
+    import numpy as np
+
+    features = shifted["features"][:IMPORTANCE_PLOTTED][::-1]   # the most relied on (in training) on top
+    fig, ax = _pyplot().subplots(figsize=(6, 0.35 * len(features) + 1.2))
+    rows = np.arange(len(features))
+    ax.barh(rows + 0.4, [f["reference_share"] for f in features], 0.4, label="training rows")
+    ax.barh(rows, [f["live_share"] for f in features], 0.4, label=f"live rows ({shifted.get('live_rows')})")
+    ax.set_yticks(rows + 0.2, [f["feature"] for f in features], fontsize=7)
+    ax.set_xlabel("share of the mean |attribution|", fontsize=8)
+    title = f"v{version}: what the model relies on, training and live"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return title, _png(fig)
+
+
 def evaluation_html(report: dict[str, Any], y: Any, challenger: Any, champion: Any | None = None) -> str:
     """The person's view of ``evaluation.json``, with plots of both models on the holdout."""
     plots = _evaluation_plots(y, challenger, champion, report.get("task", "regression"))
@@ -324,14 +341,16 @@ as a {{ latest.serving.canary.percent }}% canary{% endif %}
 {% if latest.unmatched_labels %} · {{ latest.unmatched_labels }} labels matched no logged prediction{% endif %}</p>
 <h2>Latest window</h2>
 <table><tr><th>version</th><th class="num">requests</th><th class="num">error rate</th>
-<th class="num">p50 / p99 ms</th><th>input drift</th><th>prediction drift</th><th class="num">labels</th>
-<th>realised {{ metric }}</th></tr>
+<th class="num">p50 / p99 ms</th><th>input drift</th><th>prediction drift</th><th>attribution drift</th>
+<th class="num">labels</th><th>realised {{ metric }}</th></tr>
 {% for v, w in latest.versions.items() %}
 <tr><td>v{{ v }}</td><td class="num">{{ w.requests }}</td>
 <td class="num">{{ "%.2f%%"|format(100 * w.error_rate) if w.error_rate is not none else "" }}</td>
 <td class="num">{{ fmt(w.latency_ms.p50) }} / {{ fmt(w.latency_ms.p99) }}</td>
 <td>{{ w.drift.verdict }}{% if w.drift.message %}: {{ w.drift.message }}{% endif %}</td>
-<td>{{ w.prediction_drift.status if w.prediction_drift else "" }}</td><td class="num">{{ w.labels }}</td>
+<td>{{ w.prediction_drift.status if w.prediction_drift else "" }}</td>
+<td>{% if w.attribution_drift %}{{ w.attribution_drift.verdict }}{% if w.attribution_drift.message %}:
+{{ w.attribution_drift.message }}{% endif %}{% endif %}</td><td class="num">{{ w.labels }}</td>
 <td>{% if w.realised %}{{ "%.4f"|format(w.realised.value) }} ({{ "%.0f%%"|format(100 * w.realised.confidence) }}
 interval {{ "%.4f"|format(w.realised.low) }} to {{ "%.4f"|format(w.realised.high) }}){% endif %}</td></tr>
 {% endfor %}</table>
@@ -372,6 +391,8 @@ def monitoring_html(spec: Any, windows: list[dict[str, Any]], latest: dict[str, 
         ("requests per window", lambda v: v.get("requests"), False),
         ("p99 latency, ms", lambda v: (v.get("latency_ms") or {}).get("p99"), False),
         ("error rate", lambda v: v.get("error_rate"), False),
+        ("largest move of a feature's attribution share", lambda v: (v.get("attribution_drift") or {}).get(
+            "max_shift"), False),
     ]
     for title, pick, with_interval in panels:
         series = _series(windows, pick)
@@ -388,11 +409,17 @@ def monitoring_html(spec: Any, windows: list[dict[str, Any]], latest: dict[str, 
         if with_interval:
             floor = spec.monitoring.decay_below if spec.monitoring.decay_below is not None else spec.policy.threshold
             ax.axhline(floor, color="#c62828", linestyle="--", linewidth=1, label="decay threshold")
+        if title.startswith("largest move") and spec.monitoring.attribution_drift is not None:
+            ax.axhline(spec.monitoring.attribution_drift, color="#c62828", linestyle="--", linewidth=1,
+                       label="alert threshold")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
         fig.autofmt_xdate()
         plots.append((title, _png(fig)))
+    for version, v in sorted((latest.get("versions") or {}).items(), key=lambda kv: int(kv[0])):
+        if (v.get("attribution_drift") or {}).get("features"):
+            plots.append(_attribution_plot(version, v["attribution_drift"]))
     return _MONITORING.render(dataset=spec.name, latest=latest, actions=latest.get("actions") or {},
                               windows=windows, plots=plots, metric=metric,
                               fmt=lambda x: "" if x is None else f"{x:.1f}")

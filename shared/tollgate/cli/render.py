@@ -92,6 +92,10 @@ def importance(evaluation: dict[str, Any], top: int = 10, more: str = "tollgate 
     out.print(table)
     if len(imp["features"]) > top:
         out.print(f"… and {len(imp['features']) - top} more ({more})", highlight=False)
+    seconds = evaluation.get("seconds") or {}
+    if seconds.get("total"):
+        out.print(f"importance took {seconds['importance']:.2f} s of the evaluation's {seconds['total']:.2f} s "
+                  f"({seconds['importance'] / seconds['total']:.0%})", highlight=False)
 
 
 def checks(validation: dict[str, Any]) -> None:
@@ -267,6 +271,15 @@ def monitor_tick(result: dict[str, Any], bucket: str) -> None:
         out.print(f"details: `tollgate monitor DATASET`; report: gs://{bucket}/reports/monitoring/<dataset>/latest.html")
 
 
+def attribution_text(shifted: dict[str, Any] | None) -> str:
+    """A window's attribution drift in a cell: the verdict and its largest move, or why there is none."""
+    if not shifted:
+        return ""
+    if shifted.get("reason"):
+        return f"none ({shifted['reason'].replace('_', ' ')})"
+    return f"{shifted['verdict']} (largest {shifted['max_shift']:.1%}, ndcg {shifted['ndcg']:.2f})"
+
+
 def windows(dataset: str, records: list[dict[str, Any]]) -> None:
     latest = records[-1]
     pointers = latest.get("serving") or {}
@@ -275,8 +288,8 @@ def windows(dataset: str, records: list[dict[str, Any]]) -> None:
               + (f"; {latest['unmatched_labels']} labels matched no prediction of the label window"
                  if latest.get("unmatched_labels") else ""))
     table = Table(title="latest window")
-    for col in ("version", "requests", "error rate", "p50 / p99 ms", "input drift", "prediction drift", "labels",
-                "realised (interval)"):
+    for col in ("version", "requests", "error rate", "p50 / p99 ms", "input drift", "prediction drift",
+                "attribution drift", "labels", "realised (interval)"):
         table.add_column(col)
     for version, v in (latest.get("versions") or {}).items():
         r = v.get("realised")
@@ -284,7 +297,7 @@ def windows(dataset: str, records: list[dict[str, Any]]) -> None:
         table.add_row(f"v{version}", str(v["requests"]), number(v.get("error_rate"), "{:.2%}"),
                       f"{number(lat.get('p50'), '{:.1f}')} / {number(lat.get('p99'), '{:.1f}')}",
                       (v.get("drift") or {}).get("verdict", ""), ((v.get("prediction_drift") or {}).get("status", "")),
-                      str(v.get("labels", 0)),
+                      attribution_text(v.get("attribution_drift")), str(v.get("labels", 0)),
                       f"{r['metric']}={r['value']:.4f} ({r['low']:.4f} to {r['high']:.4f})" if r else "")
     out.print(table)
     trend = Table(title=f"trend (last {len(records)} windows)")

@@ -15,9 +15,10 @@ One tick:
    queries (tollgate.warehouse).
 3. Per dataset that serves: the **window** (``monitoring.window_minutes``) of logged predictions and
    the labelled predictions of the last ``label_window_hours``, observed in SQL
-   (tollgate.warehouse.queries) and judged per version (monitoring.py), stored in Firestore
+   (tollgate.warehouse.queries) and judged per version (monitoring.py; a sample of each version's rows is
+   explained by the version's model for attribution drift), stored in Firestore
    (``monitoring/<dataset>/windows``) and drawn in ``reports/monitoring/<dataset>/latest.html``.
-4. **Alerts** (SLO breach, severe drift, decay) go to Firestore, the `alerts` topic and the review
+4. **Alerts** (SLO breach, severe drift, attribution drift, decay) go to Firestore, the `alerts` topic and the review
    webhook, at most once per version and kind per ``alert_cooldown_minutes``; decay and severe drift
    of the champion also request a **retraining** run over the latest curated batch, at most
    once per ``retrain_cooldown_hours``.
@@ -36,12 +37,13 @@ from typing import Any, Iterator
 import orjson
 import pandas as pd
 
-from tollgate import events, lifecycle, log, monitoring, outbox, promotion, serving
+from tollgate import artifacts, events, explain, lifecycle, log, monitoring, outbox, promotion, serving
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
 from tollgate.cloud import state as st
 from tollgate.errors import NotFound
 from tollgate.events import envelope
+from tollgate.jobs.common import load_model
 from tollgate.jsonable import plain
 from tollgate.warehouse import queries, tables
 
@@ -178,6 +180,27 @@ def _reference(cloud: Cloud, dataset: str, version: int, cache: dict[tuple[str, 
     return cache[key]
 
 
+def _attributions(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, version: int, sample: pd.DataFrame,
+                  cache: dict[Any, Any]) -> dict[str, Any] | None:
+    """The mean |attribution| per feature of a version on its live ``sample`` (explain.summarise), with the model
+    loaded as every job loads one (hash, allow-list and structure checked); None when there is too little to
+    judge. A model that cannot be loaded or explained gives the reason, never a failed tick."""
+    m = spec.monitoring
+    if m.attribution_drift is None or len(sample) < spec.drift.min_rows:
+        return None
+    try:
+        key = ("model", spec.name, version)
+        if key not in cache:
+            model, record = load_model(cloud, state, spec.name, version)
+            cache[key] = (model, artifacts.record_spec(record))
+        model, trained_with = cache[key]
+        return explain.summarise(model, trained_with, sample, m.attribution_rows)
+    except Exception as exc:   # noqa: BLE001 — the window is judged without attributions; the reason is recorded
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("attributions not computed", dataset=spec.name, version=version, error=reason)
+        return {"method": None, "rows": 0, "reason": reason}
+
+
 def _alert(cloud: Cloud, state: st.State, alert: dict[str, Any], spec: specs.DatasetSpec, at: dt.datetime) -> bool:
     key = f"alert:{alert['version']}:{alert['kind']}"
     if not state.claim_cooldown(spec.name, key, dt.timedelta(minutes=spec.monitoring.alert_cooldown_minutes), at):
@@ -232,6 +255,10 @@ def monitor_dataset(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, at: 
     labelled = observed.labelled
     versions = sorted(set(observed.traffic) | {int(v) for v in labelled["model_version"]})
     references = {v: _reference(cloud, spec.name, v, cache) for v in versions}
+    for version, sample in observed.samples.items():
+        explained = _attributions(cloud, state, spec, version, sample, cache)
+        if explained is not None:
+            observed.attributions[version] = explained
     result = monitoring.window(observed, spec, references, pd.Timestamp(start), pd.Timestamp(at))
     result["serving"] = pointers
     actions: dict[str, Any] = {"alerts": [], "retraining": None, "canary": None}

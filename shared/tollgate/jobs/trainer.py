@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from tollgate import artifacts, drift, events, lifecycle, log, outbox
+from tollgate import artifacts, drift, events, explain, lifecycle, log, outbox
 from tollgate import spec as specs
 from tollgate.artifacts import artifact_object
 from tollgate.cloud import Cloud
@@ -157,6 +157,9 @@ def run(cloud: Cloud, state: State, run_id: str, task: int = 0, tasks: int = 1) 
         raise StepFailed(f"the trained {spec.model.estimator} model cannot be served: {exc} (model.params "
                          f"{params} give a model outside the allow-list)") from exc
     prof = drift.profile(train_df, spec, seed=spec.training.seed)
+    # what the model relies on, on its training rows: the monitor's reference for attribution drift
+    prof["attributions"] = explain.summarise(model, spec, train_df, spec.monitoring.attribution_rows,
+                                             spec.training.seed)
     import sklearn
     import skops
 

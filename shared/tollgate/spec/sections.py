@@ -204,7 +204,9 @@ class Monitoring(Section):
     metrics over the labelled predictions of the last ``label_window_hours`` (labels come late).
     Canaries are promoted with at least ``canary_min_requests`` requests when not worse than the
     champion, and rolled back when worse (error rate, p99 latency above ``canary_latency_floor_ms``, or a
-    realised metric lower by more than ``canary_max_metric_drop`` with the policy's confidence).
+    realised metric lower by more than ``canary_max_metric_drop`` with the policy's confidence). What the model
+    relies on is judged too: the mean absolute attribution per feature on a sample of ``attribution_rows`` live
+    requests against the same on the training rows (``attribution_drift``).
     """
     window_minutes: float = Field(60.0, gt=0, description="The sliding window of live traffic judged per tick")
     label_window_hours: float = Field(168.0, gt=0, description="Labelled predictions of this long give the "
@@ -225,6 +227,12 @@ class Monitoring(Section):
     canary_latency_floor_ms: float = Field(50.0, ge=0, description="p99 latencies below this are never compared")
     canary_max_metric_drop: float = Field(0.02, ge=0, description="A canary's realised metric lower by more than "
                                                                   "this is rolled back")
+    attribution_drift: float | None = Field(0.05, gt=0, le=1, description="An `attribution_drift` alert when a "
+                                             "feature's share of the mean absolute attribution on live requests "
+                                             "moves this far from its share on the training rows (`null`: not "
+                                             "judged)")
+    attribution_rows: int = Field(500, ge=50, le=5000, description="Rows explained per version and window, and "
+                                                                   "training rows explained for the reference")
     id_columns: tuple[str, ...] = Field((), description="Features labels are joined on (letters, digits, "
                                                         "underscores)")
     retention_days: float | None = Field(None, gt=0, description="Delete this dataset's logged predictions and "
