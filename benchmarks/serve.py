@@ -128,6 +128,27 @@ def wrk(url: str, body: Path, connections: int, seconds: int, script: Path) -> d
     return result
 
 
+def in_process(model, spec: specs.DatasetSpec, row: pd.DataFrame, calls: int = 2_000) -> dict[str, float]:
+    """p50 and p99 in ms of one row predicted on the prepared path and explained (TreeSHAP), in this process pinned
+    to one core, each after a warm-up call (numba compiles on the first)."""
+    from tollgate import explain, prepared
+
+    os.sched_setaffinity(0, {int(SERVER_CORE)})
+    columns = prepared.Columns.from_frame(row, spec)
+    ready = prepared.prepare(model, spec)
+    explainer = explain.Explainer(model, spec)
+    out = {}
+    for name, call in (("predict", lambda: ready.predict(columns)), ("explain", lambda: explainer.explain(columns))):
+        call()
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1e3)
+        out[f"{name}_p50"], out[f"{name}_p99"] = np.percentile(times, [50, 99]).tolist()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
@@ -189,6 +210,14 @@ def main() -> int:
             a, b = ours.predict(body.read_bytes()), theirs.predict(body.read_bytes())
             if not (len(a) == len(b) == rows and np.max(np.abs(a - b)) <= 1e-9):
                 raise SystemExit(f"the servers disagree on {rows} rows: max difference {np.max(np.abs(a - b))}")
+        vertex = {route: work / f"vertex-{route}.json" for route in ("predict", "explain")}
+        one = {"instances": [{k: (None if pd.isna(v) else v) for k, v in sample.head(1)[list(spec.features)]
+                              .iloc[0].items()}]}
+        for path in vertex.values():
+            path.write_text(json.dumps(one))
+        explained = requests.post(f"{ours.url}/predict:explain", json=one, timeout=30)
+        if explained.status_code != 200:
+            raise SystemExit(f"tollgate's :explain answered {explained.status_code}: {explained.text[:500]}")
         scenarios = [(rows, c) for rows in (1, 100) for c in (1, 8)]
         runs: dict[tuple[str, int, int], list[dict[str, float]]] = {}
         total = args.repeats * len(scenarios) * len(servers)
@@ -200,6 +229,11 @@ def main() -> int:
                     console.print(f"[dim]{done}/{total} {server.name} rows={rows} c={connections}")
                     result = wrk(server.infer, bodies[rows], connections, args.seconds, script)
                     runs.setdefault((server.name, rows, connections), []).append(result)
+        routes = {"predict": f"{ours.url}/predict", "explain": f"{ours.url}/predict:explain"}
+        http = {route: [] for route in routes}
+        for repeat in range(args.repeats):   # one row, one connection: the latency a caller sees per answer
+            for route, url in routes.items():
+                http[route].append(wrk(url, vertex[route], 1, args.seconds, script))
         rss = {s.name: rss_mb(s.proc.pid) for s in servers}
     finally:
         for server in servers:
@@ -230,7 +264,21 @@ def main() -> int:
     console.print(f"c=1 single-row p50: tollgate {median('tollgate', 1, 1, 'p50'):.2f} ms, "
                   f"mlserver {median('mlserver', 1, 1, 'p50'):.2f} ms; 100-row p99 ratio (theirs/ours) "
                   f"{p99_batch:.2f}")
+    compute = in_process(model, spec, sample.head(1))
+    costs = Table(title="one taxi row, predicted and explained (exact TreeSHAP per declared feature): in this process "
+                        "on one core, and through tollgate's Vertex AI routes at c=1")
+    for col in ("", "in-process p50 ms", "in-process p99 ms", "HTTP p50 ms", "HTTP p99 ms", "HTTP req/s"):
+        costs.add_column(col, justify="left" if not col else "right")
+    for route in ("predict", "explain"):
+        costs.add_row(f"/{route}" if route == "predict" else "/predict:explain", f"{compute[route + '_p50']:.3f}",
+                      f"{compute[route + '_p99']:.3f}",
+                      f"{statistics.median(r['p50'] for r in http[route]):.2f}",
+                      f"{statistics.median(r['p99'] for r in http[route]):.2f}",
+                      f"{statistics.median(r['rps'] for r in http[route]):,.0f}")
+    console.print(costs)
     shutil.rmtree(work, ignore_errors=True)
+    http_p50 = statistics.median(r["p50"] for r in http["explain"])
+    print(f"explain p50={compute['explain_p50']:.3f}ms http_p50={http_p50:.2f}ms")
     print(f"ratio single={single:.2f} batch={batch:.2f} p99={p99:.2f}")
     return 0
 

@@ -4,6 +4,8 @@ importance; reports/<run>/evaluation.*."""
 
 from __future__ import annotations
 
+import time
+
 from tollgate import events, lifecycle, log, outbox, policy, reports
 from tollgate import spec as specs
 from tollgate.cloud import Cloud
@@ -14,6 +16,7 @@ from tollgate.jobs.common import load_batch, load_model, open_run, window_batche
 def run(cloud: Cloud, state: State, run_id: str) -> str:
     from tollgate import evaluation, training
 
+    started = time.monotonic()
     record = open_run(cloud, state, run_id, lifecycle.EVALUATOR)
     if record is None:
         return "skipped"
@@ -31,7 +34,9 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
         champion, champion_record = load_model(cloud, state, spec.name, int(champion_version))
         champion_scored = evaluation.score(champion, features, spec.task)
     result = evaluation.compare(holdout, y, scored, champion_scored, spec)
+    importance_started = time.monotonic()
     result["importance"] = evaluation.permutation_importance(challenger, champion, features, y, spec)
+    importance_seconds = time.monotonic() - importance_started
     if champion_record is not None:
         result["refit"] = policy.refit(
             challenger_record, champion_record,
@@ -49,6 +54,8 @@ def run(cloud: Cloud, state: State, run_id: str) -> str:
     cloud.write_once(f"{name}.html", html.encode(), "text/html; charset=utf-8")
     if undrawn:
         log.warning("evaluation report not drawn; the run goes on", run_id=run_id, error=undrawn)
+    # what the evaluation cost, from reading the run to its reports written: the share importance takes of it
+    result["seconds"] = {"total": round(time.monotonic() - started, 3), "importance": round(importance_seconds, 3)}
     event = events.step_event({"run_id": run_id, "dataset": spec.name}, lifecycle.EVALUATED)
     if state.transition(run_id, (lifecycle.EVALUATING,), lifecycle.EVALUATED, events=(event,), evaluation=result,
                         evaluated_against=champion_version,
