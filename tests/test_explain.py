@@ -112,3 +112,33 @@ def test_a_summary_is_the_mean_absolute_attribution_of_a_seeded_sample(taxi_fit,
     for name in taxi_spec.features:
         assert summary["mean_abs"][name] == pytest.approx(np.mean([abs(a[name]) for a in each]), rel=1e-9)
     assert explain.summarise(model, taxi_spec, data.head(0), rows=200)["reason"] == "no rows to explain"
+
+
+@pytest.mark.parametrize("kind", ["regression", "binary", "multiclass"])
+def test_tree_shap_agrees_with_the_shap_package(kind):
+    """The reference implementation (the `shap` package's tree explainer, test-only) on the same trees, with
+    missing values: the same attributions and the same expected value, for each output Tollgate explains."""
+    import shap
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 5))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    signal = np.nan_to_num(x[:, 0]) * np.nan_to_num(x[:, 1]) + np.nan_to_num(x[:, 2])
+    if kind == "regression":
+        model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, signal)
+    else:
+        y = (signal > 0).astype(int) if kind == "binary" else np.digitize(signal, [-0.5, 0.5])
+        model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+    forest, count, depth = flat(model)
+    rows = np.ascontiguousarray(x[:40])
+    ours = np.zeros((len(rows), forest.k, x.shape[1]))
+    treeshap.shap_values(rows, forest.feature, forest.threshold, forest.missing_left, forest.left, forest.right,
+                         forest.value, count, forest.roots, forest.k, depth, ours)
+    expected = treeshap.expected_value(forest.feature, forest.left, forest.right, forest.value, count, forest.roots,
+                                       forest.k) + forest.baseline
+    reference = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    theirs = np.asarray(reference.shap_values(rows, check_additivity=False), dtype="float64")
+    theirs = theirs.reshape(len(rows), x.shape[1], -1).transpose(0, 2, 1)   # (rows, outputs, features)
+    assert theirs.shape == ours.shape
+    assert np.abs(theirs - ours).max() < 1e-9
+    assert np.abs(np.atleast_1d(reference.expected_value) - expected).max() < 1e-9
