@@ -214,8 +214,9 @@ def main() -> int:
         one = {"instances": [{k: (None if pd.isna(v) else v) for k, v in sample.head(1)[list(spec.features)]
                               .iloc[0].items()}]}
         for path in vertex.values():
-            path.write_text(json.dumps(one))
-        explained = requests.post(f"{ours.url}/predict:explain", json=one, timeout=30)
+            path.write_text(json.dumps(one, default=lambda v: v.item()))   # numpy scalars as numbers
+        explained = requests.post(f"{ours.url}/predict:explain", data=vertex["explain"].read_bytes(),
+                                  headers={"Content-Type": "application/json"}, timeout=30)
         if explained.status_code != 200:
             raise SystemExit(f"tollgate's :explain answered {explained.status_code}: {explained.text[:500]}")
         scenarios = [(rows, c) for rows in (1, 100) for c in (1, 8)]
@@ -267,8 +268,8 @@ def main() -> int:
     compute = in_process(model, spec, sample.head(1))
     costs = Table(title="one taxi row, predicted and explained (exact TreeSHAP per declared feature): in this process "
                         "on one core, and through tollgate's Vertex AI routes at c=1")
-    for col in ("", "in-process p50 ms", "in-process p99 ms", "HTTP p50 ms", "HTTP p99 ms", "HTTP req/s"):
-        costs.add_column(col, justify="left" if not col else "right")
+    for col in ("route", "in-process p50 ms", "in-process p99 ms", "HTTP p50 ms", "HTTP p99 ms", "HTTP req/s"):
+        costs.add_column(col, justify="left" if col == "route" else "right", no_wrap=col == "route")
     for route in ("predict", "explain"):
         costs.add_row(f"/{route}" if route == "predict" else "/predict:explain", f"{compute[route + '_p50']:.3f}",
                       f"{compute[route + '_p99']:.3f}",
