@@ -20,7 +20,7 @@ $(STAMP): requirements.in requirements-dev.in constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.in -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
-	$(BIN)/python -c "from tollgate import treewalk; treewalk.warm()"   # compile the predictor's tree loop once
+	$(BIN)/python -c "from tollgate import treeshap, treewalk; treewalk.warm(); treeshap.warm()"   # compiled once
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (pinned)

@@ -4,9 +4,9 @@ tree ensembles", 2018, algorithm 2) over the flat node arrays of the prepared fo
 For each row, each tree's output is split among the features on the paths the row could take, weighting the
 branches it does not take by the training rows that went down them (each node's ``count``): the attributions of a
 row sum to its raw score minus the ensemble's expected raw score, exactly (to float rounding), which is what makes
-them Shapley values of the trees' conditional expectations. Compiled by numba at the first explanation of a
-process (numba cannot cache a recursive function); ``expected_value`` and ``brute_force`` (every coalition, for a
-handful of features) are the checks.
+them Shapley values of the trees' conditional expectations. Compiled by numba and cached on disk (the container
+images warm the cache, ``warm``), so no process compiles at its first explanation; ``expected_value`` and
+``brute_force`` (every coalition, for a handful of features) are the checks.
 """
 
 from __future__ import annotations
@@ -61,43 +61,53 @@ def _unwound_sum(z: np.ndarray, o: np.ndarray, w: np.ndarray, length: int, i: in
     return total
 
 
-@numba.njit(nogil=True)   # not cached: numba's cache of a self-recursive function crashes when it is loaded
-def _recurse(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray, left: np.ndarray,
-             right: np.ndarray, value: np.ndarray, count: np.ndarray, phi: np.ndarray, node: int,
-             d: np.ndarray, z: np.ndarray, o: np.ndarray, w: np.ndarray, parent: int, depth: int,
-             pz: float, po: float, pi: int) -> None:   # pragma: no cover - compiled
-    """One node: the path so far (``depth + 1`` elements from ``parent`` in the buffers) copied after the
-    parent's, extended by the split that led here, then split between the hot and the cold child."""
-    start = parent + depth + 1
-    for k in range(depth + 1):
-        d[start + k], z[start + k], o[start + k], w[start + k] = d[parent + k], z[parent + k], o[parent + k], \
-            w[parent + k]
-    pd, pz_, po_, pw = d[start:], z[start:], o[start:], w[start:]
-    _extend(pd, pz_, po_, pw, depth, pz, po, pi)
-    if feature[node] < 0:
-        for i in range(1, depth + 1):
-            phi[pd[i]] += _unwound_sum(pz_, po_, pw, depth, i) * (po_[i] - pz_[i]) * value[node]
-        return
-    f = feature[node]
-    v = x[f]
-    goes_left = missing_left[node] == 1 if np.isnan(v) else v <= threshold[node]
-    hot = left[node] if goes_left else right[node]
-    cold = right[node] if goes_left else left[node]
-    iz, io = 1.0, 1.0
-    for k in range(1, depth + 1):   # split on this feature before: undone here, redone below
-        if pd[k] == f:
-            iz, io = pz_[k], po_[k]
-            _unwind(pd, pz_, po_, pw, depth, k)
-            depth -= 1
-            break
-    total = float(count[node])
-    _recurse(x, feature, threshold, missing_left, left, right, value, count, phi, hot, d, z, o, w, start,
-             depth + 1, iz * count[hot] / total, io, f)
-    _recurse(x, feature, threshold, missing_left, left, right, value, count, phi, cold, d, z, o, w, start,
-             depth + 1, iz * count[cold] / total, 0.0, f)
+@numba.njit(cache=True, nogil=True)
+def _tree(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray, left: np.ndarray,
+          right: np.ndarray, value: np.ndarray, count: np.ndarray, phi: np.ndarray, root: int,
+          d: np.ndarray, z: np.ndarray, o: np.ndarray, w: np.ndarray, stack: np.ndarray,
+          fractions: np.ndarray) -> None:   # pragma: no cover - compiled
+    """One tree, depth first from ``root`` with an explicit stack (numba caches no self-recursive function, and a
+    cold process would compile this at its first explanation). Each node copies the path so far (``depth + 1``
+    elements of its parent's segment of the buffers) into its own segment after the parent's, extends it by the
+    split that led here, then hands the hot and the cold child the same segment: the hot child's whole subtree is
+    walked before the cold child (pushed first) is popped, and it writes only past that segment."""
+    top = 0
+    stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = root, 0, 0, -1   # node, parent's offset, depth, pi
+    fractions[0, 0], fractions[0, 1] = 1.0, 1.0                              # pz, po
+    while top >= 0:
+        node, parent, depth, pi = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
+        pz, po = fractions[top, 0], fractions[top, 1]
+        top -= 1
+        start = parent + depth + 1
+        for k in range(depth + 1):
+            d[start + k], z[start + k], o[start + k], w[start + k] = d[parent + k], z[parent + k], o[parent + k], \
+                w[parent + k]
+        pd, pz_, po_, pw = d[start:], z[start:], o[start:], w[start:]
+        _extend(pd, pz_, po_, pw, depth, pz, po, pi)
+        if feature[node] < 0:
+            for i in range(1, depth + 1):
+                phi[pd[i]] += _unwound_sum(pz_, po_, pw, depth, i) * (po_[i] - pz_[i]) * value[node]
+            continue
+        f = feature[node]
+        v = x[f]
+        goes_left = missing_left[node] == 1 if np.isnan(v) else v <= threshold[node]
+        hot = left[node] if goes_left else right[node]
+        cold = right[node] if goes_left else left[node]
+        iz, io = 1.0, 1.0
+        for k in range(1, depth + 1):   # split on this feature before: undone here, redone below
+            if pd[k] == f:
+                iz, io = pz_[k], po_[k]
+                _unwind(pd, pz_, po_, pw, depth, k)
+                depth -= 1
+                break
+        total = float(count[node])
+        for child, share, one in ((cold, count[cold], 0.0), (hot, count[hot], io)):   # hot on top: walked first
+            top += 1
+            stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = child, start, depth + 1, f
+            fractions[top, 0], fractions[top, 1] = iz * share / total, one
 
 
-@numba.njit(nogil=True)   # not cached, as it calls _recurse: compiled at the first explanation (a few seconds)
+@numba.njit(cache=True, nogil=True)
 def shap_values(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray,
                 left: np.ndarray, right: np.ndarray, value: np.ndarray, count: np.ndarray, roots: np.ndarray,
                 k: int, max_depth: int, out: np.ndarray) -> None:   # pragma: no cover - compiled
@@ -107,10 +117,12 @@ def shap_values(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missi
     z = np.zeros(size)
     o = np.zeros(size)
     w = np.zeros(size)
+    stack = np.zeros((max_depth + 2, 4), np.int64)   # depth first: at most one pending sibling per level
+    fractions = np.zeros((max_depth + 2, 2))
     for i in range(x.shape[0]):
         for t in range(roots.shape[0]):
-            _recurse(x[i], feature, threshold, missing_left, left, right, value, count, out[i, t % k], roots[t],
-                     d, z, o, w, 0, 0, 1.0, 1.0, -1)
+            _tree(x[i], feature, threshold, missing_left, left, right, value, count, out[i, t % k], roots[t],
+                  d, z, o, w, stack, fractions)
 
 
 def max_depth(feature: np.ndarray, left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> int:
@@ -174,3 +186,14 @@ def brute_force(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missi
                     weight = math.factorial(size) * math.factorial(n_features - size - 1) / math.factorial(n_features)
                     phi[i, :, f] += weight * (conditional(row, set(subset) | {f}) - conditional(row, set(subset)))
     return phi
+
+
+def warm() -> None:
+    """Compile (or load from the cache) TreeSHAP for the dtypes the explainer passes (``prepared.Forest``'s
+    arrays): the container images call this at build time, beside ``treewalk.warm``, so no instance compiles."""
+    feature, left, right = np.array([0, -1, -1], np.int32), np.array([1, 0, 0], np.int32), np.array([2, 0, 0], np.int32)
+    value, count, roots = np.array([0.0, 1.0, 3.0]), np.array([4.0, 3.0, 1.0]), np.zeros(1, np.int32)
+    out = np.zeros((1, 1, 1))
+    shap_values(np.zeros((1, 1)), feature, np.zeros(3), np.ones(3, np.uint8), left, right, value, count, roots, 1,
+                max_depth(feature, left, right, roots), out)
+    assert out[0, 0, 0] == 1.0 - expected_value(feature, left, right, value, count, roots, 1)[0]
