@@ -288,14 +288,13 @@ def replay(url: str, trips: pd.DataFrame, features, per_request: int = 10) -> li
     return labels
 
 
-def durations_against_distances(trips: pd.DataFrame) -> pd.DataFrame:
-    """The same trips with their durations handed out against their distances: the longest trip gets the
-    shortest duration. Each column keeps its values, so each input's distribution is exactly the same; only how
-    they go together changed, which the drift tests (one input at a time) cannot see."""
-    order = np.argsort(trips["trip_miles"].to_numpy(), kind="stable")
-    seconds = trips["trip_seconds"].to_numpy(dtype="float64").copy()
-    seconds[order] = np.sort(seconds)[::-1]   # a missing duration sorts last: it goes to the shortest trip
-    return trips.assign(trip_seconds=seconds)
+def misjoined(trips: pd.DataFrame, seed: int = 7) -> pd.DataFrame:
+    """The same trips after a join on the wrong key upstream: each trip's distance and its duration come from two
+    other trips (seeded). Every column keeps its values, so each input's distribution is exactly the same and the
+    drift tests (one input at a time) cannot see it; only how the inputs go together changed."""
+    rng = np.random.default_rng(seed)
+    return trips.assign(trip_miles=trips["trip_miles"].to_numpy()[rng.permutation(len(trips))],
+                        trip_seconds=trips["trip_seconds"].to_numpy()[rng.permutation(len(trips))])
 
 
 def labels_csv(labels: list[tuple[str, int, float]], scale: float = 1.0) -> str:
@@ -331,8 +330,8 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
     bucket = storage.Client(project=local.project).bucket(local.bucket)
     phases = [("the late trips of 2016, first half", trips.iloc[: len(trips) // 2], 1.0),
               ("the late trips of 2016, second half", trips.iloc[len(trips) // 2:], 1.0),
-              ("the same trips, their durations handed out against their distances (no labels yet)",
-               durations_against_distances(trips), None),
+              ("the same trips joined on the wrong key upstream: distances and durations of other trips (no "
+               "labels yet)", misjoined(trips), None),
               ("the same trips after a 60% fare increase", trips, 1.6)]
     last_traffic = time.monotonic()   # the canary and rollback requests above stay out of the first window
     for i, (what, rows, scale) in enumerate(phases, start=1):
@@ -359,8 +358,8 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
                           f"{shifted.get('message')}", highlight=False)
             if shifted.get("verdict") != "drift" or "attribution_drift" not in {
                     a["kind"] for a in (said.get("actions") or {}).get("alerts", [])}:
-                console.print("[red]expected an attribution-drift alert on the trips whose durations no longer "
-                              "track their distances[/]")
+                console.print("[red]expected an attribution-drift alert on the trips whose distances and "
+                              "durations belong to other trips[/]")
                 return False
     warehouse_traffic(local)
     windows = json.loads(subprocess.run([TOLLGATE, "monitor", "chicago_taxi", "--json"], env=env,

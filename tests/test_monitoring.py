@@ -372,16 +372,15 @@ def _explained(rows, model, spec):
     return explain.summarise(model, spec, rows, spec.monitoring.attribution_rows)
 
 
-def test_a_duration_that_stops_tracking_the_distance_moves_the_attributions_not_the_inputs(
+def test_distances_and_durations_joined_to_other_trips_move_the_attributions_not_the_inputs(
         traffic, taxi_model, taxi_spec, attributed, tmp_path):
-    """The same trips, their durations handed out against their distances (the longest trip takes the shortest
-    time): every input's own distribution is unchanged, so the drift tests see nothing; what the model relies on
+    """The same trips after a join on the wrong key upstream: each one's distance and duration come from two other
+    trips. Every input's own distribution is unchanged, so the drift tests see nothing; what the model relies on
     moves, and the attributions say so."""
     rows, predictions = traffic
-    order = np.argsort(rows["trip_miles"].to_numpy(), kind="stable")
-    seconds = np.empty(len(rows))
-    seconds[order] = np.sort(rows["trip_seconds"].to_numpy())[::-1]
-    apart = rows.assign(trip_seconds=seconds)
+    rng = np.random.default_rng(7)
+    apart = rows.assign(trip_miles=rows["trip_miles"].to_numpy()[rng.permutation(len(rows))],
+                        trip_seconds=rows["trip_seconds"].to_numpy()[rng.permutation(len(rows))])
     spec = specs.from_dict({**taxi_spec.raw, "monitoring": {**taxi_spec.raw.get("monitoring", {}),
                                                             "attribution_drift": 0.03}})
     results = {}

@@ -316,6 +316,24 @@ def _bootstrap_inputs(y: np.ndarray, challenger: Scored, champion: Scored,
 
 # ---------------------------------------------------------------- what each model relies on
 
+def _scorer(model: Any, spec: DatasetSpec) -> Callable[[Any], Scored]:
+    """How importance predicts: on the prepared path (the compiled tree walk the predictor serves, every row in one
+    call) when it agrees with the model on its probe rows, else through the model's own predict."""
+    from tollgate import prepared
+
+    ready = prepared.prepare(model, spec)
+    if ready.path != "prepared":
+        return lambda frame: score(model, frame, spec.task)
+    classes = [str(c) for c in getattr(model, "classes_", [])]
+
+    def run(frame: Any) -> Scored:
+        out = ready.predict(prepared.Columns.from_frame(frame, spec))
+        if spec.task == "classification":
+            return Scored(np.asarray(out.predictions).astype(str), out.probabilities, classes)
+        return Scored(np.asarray(out.predictions, dtype="float64"))
+    return run
+
+
 def permutation_importance(challenger: Any, champion: Any | None, features: Any, y: np.ndarray,
                            spec: DatasetSpec) -> dict[str, Any]:
     """How much the primary metric worsens when one declared feature's values are shuffled among the held-out
@@ -324,9 +342,9 @@ def permutation_importance(challenger: Any, champion: Any | None, features: Any,
 
     Each feature gets the mean over ``evaluation.importance_repeats`` shuffles, their standard deviation and a
     ``confidence`` interval of the mean (Student's t); positive means the model relies on it, in the metric's
-    own units (a rise of an error metric counts as a loss too). The cost is features × repeats predictions of
-    the rows per model, bounded by a seeded sample of at most ``evaluation.importance_rows`` rows and of at most
-    ``IMPORTANCE_PREDICTIONS`` predicted rows in all."""
+    own units (a rise of an error metric counts as a loss too). The cost is one prediction of features × repeats
+    copies of the rows per model, bounded by a seeded sample of at most ``evaluation.importance_rows`` rows and of
+    at most ``IMPORTANCE_PREDICTIONS`` predicted rows in all."""
     import pandas as pd
     from scipy import stats
 
@@ -350,17 +368,20 @@ def permutation_importance(challenger: Any, champion: Any | None, features: Any,
         return sign * float(got) if got is not None and np.isfinite(got) else float("nan")
 
     def of(model: Any) -> dict[str, dict[str, float]] | None:
-        base = value(truth, score(model, x, spec.task))
+        predict = _scorer(model, spec)
+        base = value(truth, predict(x))
         if not np.isfinite(base):   # e.g. ROC AUC of rows of one class: nothing to lose
             return None
+        names = list(x.columns)
+        # one prediction over every feature's shuffled copies (features × repeats × rows, bounded above)
+        scored = predict(pd.concat([x.assign(**{name: x[name].to_numpy()[order]}) for name in names
+                                    for order in shuffles], ignore_index=True))
         out = {}
-        for name in x.columns:   # one prediction per feature over its shuffled copies, not one per shuffle
-            column = x[name].to_numpy()
-            stacked = pd.concat([x.assign(**{name: column[order]}) for order in shuffles], ignore_index=True)
-            scored = score(model, stacked, spec.task)
-            drops = np.array([base - value(truth, Scored(
-                scored.predictions[k * n:(k + 1) * n], None if scored.proba is None else
-                scored.proba[k * n:(k + 1) * n], scored.classes)) for k in range(repeats)])
+        for j, name in enumerate(names):
+            parts = [slice((j * repeats + k) * n, (j * repeats + k + 1) * n) for k in range(repeats)]
+            drops = np.array([base - value(truth, Scored(scored.predictions[part], None if scored.proba is None
+                                                         else scored.proba[part], scored.classes))
+                              for part in parts])
             mean, sd = float(np.mean(drops)), float(np.std(drops, ddof=1)) if repeats > 1 else 0.0
             out[str(name)] = {"mean": mean, "std": sd, "low": mean - spread * sd, "high": mean + spread * sd}
         return out

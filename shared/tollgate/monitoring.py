@@ -18,8 +18,8 @@ label (late labels: files under ``labels/<dataset>/`` or ``POST /feedback``). Pe
 - attribution drift: what the model relies on. The monitor explains a sample of each version's answered rows
   (``explain.summarise``); each feature's share of the mean absolute attribution is compared with its share on
   the training rows (the version's profile). Univariate drift tests see each input alone; a change in how the
-  inputs go together (a duration no longer tracking the distance) moves the attributions while every input's own
-  distribution stays the same.
+  inputs go together (distances and durations joined to the wrong trips) moves the attributions while every
+  input's own distribution stays the same.
 
 ``judge`` turns a window into alerts (SLO breach, severe drift, attribution drift, decay) by the spec's thresholds,
 and ``canary_verdict`` compares a canary with the champion on the same window.
