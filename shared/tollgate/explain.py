@@ -136,5 +136,7 @@ def summarise(pipeline: Any, spec: DatasetSpec, frame: Any, rows: int, seed: int
         values = explainer.attributions(prepared.Columns.from_frame(frame, spec))
     except Unexplainable as exc:
         return {"method": None, "rows": 0, "reason": str(exc)}
+    except Exception as exc:   # a summary is evidence beside a model, never a reason to lose one
+        return {"method": None, "rows": 0, "reason": f"not explained: {type(exc).__name__}: {exc}"[:300]}
     return {"method": explainer.method, "rows": int(values.shape[0]),
             "mean_abs": {name: float(v) for name, v in zip(explainer.features, np.abs(values).mean(axis=0))}}

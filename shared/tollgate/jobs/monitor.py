@@ -195,7 +195,7 @@ def _attributions(cloud: Cloud, state: st.State, spec: specs.DatasetSpec, versio
             cache[key] = (model, artifacts.record_spec(record))
         model, trained_with = cache[key]
         return explain.summarise(model, trained_with, sample, m.attribution_rows)
-    except Exception as exc:   # noqa: BLE001 — the window is judged without attributions; the reason is recorded
+    except Exception as exc:   # the window is judged without attributions; the reason is recorded
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("attributions not computed", dataset=spec.name, version=version, error=reason)
         return {"method": None, "rows": 0, "reason": reason}
