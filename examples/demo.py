@@ -353,8 +353,9 @@ def monitoring(local: LocalCloud, env: dict[str, str], wide: dict[str, str], url
                                              stdout=subprocess.PIPE, text=True, check=True).stdout)["windows"][-1]
             served = (said.get("versions") or {}).get(str((said.get("serving") or {}).get("version")), {})
             shifted = served.get("attribution_drift") or {}
-            console.print(f"  input drift: {(served.get('drift') or {}).get('verdict')} (every input's own "
-                          f"distribution is the same); attribution drift: {shifted.get('verdict')} — "
+            console.print(f"  input drift: {(served.get('drift') or {}).get('verdict')} (each column holds the "
+                          f"same values as the trips as they were, so the same verdict); attribution drift: "
+                          f"{shifted.get('verdict')} — "
                           f"{shifted.get('message')}", highlight=False)
             if shifted.get("verdict") != "drift" or "attribution_drift" not in {
                     a["kind"] for a in (said.get("actions") or {}).get("alerts", [])}:
