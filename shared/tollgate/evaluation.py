@@ -321,9 +321,15 @@ def _scorer(model: Any, spec: DatasetSpec) -> Callable[[Any], Scored]:
     call) when it agrees with the model on its probe rows, else through the model's own predict."""
     from tollgate import prepared
 
-    ready = prepared.prepare(model, spec)
+    def own(frame: Any) -> Scored:
+        return score(model, frame, spec.task)
+
+    try:
+        ready = prepared.prepare(model, spec)
+    except Exception:   # a model the prepared probe cannot run (no predict_proba, …) is scored as it is
+        return own
     if ready.path != "prepared":
-        return lambda frame: score(model, frame, spec.task)
+        return own
     classes = [str(c) for c in getattr(model, "classes_", [])]
 
     def run(frame: Any) -> Scored:
